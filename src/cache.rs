@@ -1,0 +1,100 @@
+//! The verified-token cache: SHA-256(token) → the verified token, so a repeated token
+//! skips parsing and signature verification.
+//!
+//! It never serves a token at or past its `exp`, nor one verified with a key its issuer
+//! has since dropped. What a call asks (scopes, audience) and revocation are checked by
+//! the caller on every hit, never cached.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::keys::Issuer;
+use crate::token::{AccessToken, TokenHash};
+
+struct Entry {
+    token: Arc<AccessToken>,
+    issuer: Arc<Issuer>,
+    /// The issuer's key epoch when the token was verified.
+    epoch: u64,
+}
+
+pub struct VerifiedCache {
+    entries: DashMap<TokenHash, Entry>,
+    max_entries: usize,
+}
+
+impl VerifiedCache {
+    /// `max_entries == 0` disables the cache.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: DashMap::new(),
+            max_entries,
+        }
+    }
+
+    pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<AccessToken>> {
+        let entry = self.entries.get(hash)?;
+        if now < entry.token.exp && entry.epoch == entry.issuer.epoch() {
+            return Some(entry.token.clone());
+        }
+        drop(entry);
+        self.entries.remove(hash);
+        None
+    }
+
+    pub fn insert(
+        &self,
+        hash: TokenHash,
+        token: Arc<AccessToken>,
+        issuer: Arc<Issuer>,
+        epoch: u64,
+        now: i64,
+    ) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.make_room(now);
+        }
+        self.entries.insert(
+            hash,
+            Entry {
+                token,
+                issuer,
+                epoch,
+            },
+        );
+    }
+
+    /// Drops expired entries, and if the cache is still full, an arbitrary eighth of it:
+    /// cheaper than tracking recency on every hit, and a dropped entry costs one
+    /// re-verification.
+    fn make_room(&self, now: i64) {
+        self.purge_expired(now);
+        if self.entries.len() < self.max_entries {
+            return;
+        }
+        let victims: Vec<TokenHash> = self
+            .entries
+            .iter()
+            .take((self.max_entries / 8).max(1))
+            .map(|entry| *entry.key())
+            .collect();
+        for hash in victims {
+            self.entries.remove(&hash);
+        }
+    }
+
+    pub fn purge_expired(&self, now: i64) {
+        self.entries.retain(|_, entry| now < entry.token.exp);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

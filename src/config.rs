@@ -1,0 +1,651 @@
+//! Configuration: one TOML file, every key overridable from the environment, validated
+//! once at start into [`Config`].
+//!
+//! The file is parsed into [`FileConfig`] (what operators write, unknown keys refused),
+//! environment variables `INTROSPECTD_<SECTION>__<KEY>` (levels joined by `__`, array
+//! items by index: `INTROSPECTD_ISSUERS__0__AUDIENCES`) are laid over it, and
+//! [`FileConfig::validate`] turns it into the internal [`Config`]. Every error names the
+//! key it is about.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "INTROSPECTD_";
+
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:50051";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+pub const DEFAULT_REFRESH_SECS: u64 = 300;
+pub const DEFAULT_REFRESH_MIN_SECS: u64 = 60;
+pub const DEFAULT_REFRESH_MAX_SECS: u64 = 3600;
+pub const DEFAULT_UNKNOWN_KID_REFETCH_SECS: u64 = 10;
+pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+// === the file ===
+
+/// The configuration file as operators write it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Listen addresses and request limits.
+    pub server: ServerSection,
+    /// Log output.
+    pub log: LogSection,
+    /// The verified-token cache.
+    pub cache: CacheSection,
+    /// The issuers whose tokens are accepted. At least one.
+    pub issuers: Vec<IssuerSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// gRPC listen address.
+    pub grpc_addr: String,
+    /// HTTP listen address (RFC 7662 endpoint, health, metrics).
+    pub http_addr: String,
+    /// Longest token accepted; longer ones are inactive (MALFORMED) without being parsed.
+    pub max_token_bytes: usize,
+    /// Largest gRPC request message accepted.
+    pub max_request_bytes: usize,
+    /// Time in-flight calls get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Whether gRPC answers carry the machine-readable reason for an inactive token.
+    pub expose_inactive_reason: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            grpc_addr: DEFAULT_GRPC_ADDR.into(),
+            http_addr: DEFAULT_HTTP_ADDR.into(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            expose_inactive_reason: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `introspectd=debug`; `RUST_LOG` wins if set.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Most verified tokens kept; 0 turns the cache off.
+    pub max_entries: usize,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+        }
+    }
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuerSection {
+    /// Exact `iss` value of its tokens.
+    pub issuer: String,
+    /// Accepted audiences; a token's `aud` must contain at least one.
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms. Never taken from the token.
+    pub algorithms: Vec<String>,
+    /// Key source: a JWKS URL.
+    pub jwks_uri: Option<String>,
+    /// Key source: OIDC discovery from `{issuer}/.well-known/openid-configuration`.
+    pub discovery: bool,
+    /// Key source: a JWKS document inline.
+    pub jwks: Option<String>,
+    /// Key source: a JWKS file, re-read on every refresh.
+    pub jwks_file: Option<PathBuf>,
+    /// Key source: a shared secret for HS256/384/512. Prefer the environment for it.
+    pub hmac_secret: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// `strict`: the `typ` header must be `at+jwt` (RFC 9068). `compat`: also `JWT` or
+    /// no `typ`, for issuers that do not type their access tokens.
+    pub typ: TypPolicy,
+    /// Claims that must be present beyond `iss`, `exp` and `aud`.
+    pub required_claims: Vec<String>,
+    /// Claims read for scopes, first present wins (`scope` string or `scp` array).
+    pub scope_claims: Vec<String>,
+    /// Claims read for the client, first present wins.
+    pub client_claims: Vec<String>,
+    /// Claims read for `username`, first present wins.
+    pub username_claims: Vec<String>,
+    /// Refresh interval when the JWKS response has no `Cache-Control: max-age`.
+    pub refresh_secs: u64,
+    /// Lower bound on the refresh interval (a short max-age is raised to it).
+    pub refresh_min_secs: u64,
+    /// Upper bound on the refresh interval (a long max-age is lowered to it).
+    pub refresh_max_secs: u64,
+    /// At most one refetch for an unknown `kid` per this many seconds.
+    pub unknown_kid_refetch_secs: u64,
+    /// Timeout of each key fetch, connect included.
+    pub fetch_timeout_ms: u64,
+    /// Longest lifetime of this issuer's tokens; bounds how long revocation cut-offs are kept.
+    pub max_token_lifetime_secs: u64,
+}
+
+impl Default for IssuerSection {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audiences: Vec::new(),
+            algorithms: vec!["RS256".into()],
+            jwks_uri: None,
+            discovery: false,
+            jwks: None,
+            jwks_file: None,
+            hmac_secret: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            typ: TypPolicy::Strict,
+            required_claims: Vec::new(),
+            scope_claims: vec!["scope".into(), "scp".into()],
+            client_claims: vec!["client_id".into(), "azp".into(), "cid".into()],
+            username_claims: vec!["username".into(), "preferred_username".into()],
+            refresh_secs: DEFAULT_REFRESH_SECS,
+            refresh_min_secs: DEFAULT_REFRESH_MIN_SECS,
+            refresh_max_secs: DEFAULT_REFRESH_MAX_SECS,
+            unknown_kid_refetch_secs: DEFAULT_UNKNOWN_KID_REFETCH_SECS,
+            fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
+            max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypPolicy {
+    Strict,
+    Compat,
+}
+
+// === the validated configuration ===
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub max_token_bytes: usize,
+    pub max_request_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub expose_inactive_reason: bool,
+    pub log: LogSection,
+    pub cache_max_entries: usize,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub key_source: KeySource,
+    pub leeway_secs: i64,
+    pub typ: TypPolicy,
+    pub required_claims: Vec<String>,
+    pub scope_claims: Vec<String>,
+    pub client_claims: Vec<String>,
+    pub username_claims: Vec<String>,
+    pub refresh: RefreshPolicy,
+    pub max_token_lifetime_secs: u64,
+}
+
+#[derive(Clone)]
+pub enum KeySource {
+    JwksUri(String),
+    Discovery,
+    Inline(String),
+    File(PathBuf),
+    HmacSecret(Vec<u8>),
+}
+
+impl std::fmt::Debug for KeySource {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::JwksUri(uri) => f.debug_tuple("JwksUri").field(uri).finish(),
+            Self::Discovery => f.write_str("Discovery"),
+            Self::Inline(_) => f.write_str("Inline(..)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::HmacSecret(_) => f.write_str("HmacSecret(..)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    pub default_interval: Duration,
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    pub unknown_kid_min_interval: Duration,
+    pub fetch_timeout: Duration,
+}
+
+impl RefreshPolicy {
+    /// The next refresh delay for a response that said `max-age` (or nothing).
+    pub fn interval_for(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.default_interval)
+            .clamp(self.min_interval, self.max_interval)
+    }
+}
+
+const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+const SYMMETRIC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// Shortest HMAC secret accepted: RFC 7518 section 3.2 asks for at least the hash size.
+const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+impl FileConfig {
+    /// Parses a file's text, with environment overrides laid over it.
+    pub fn parse(text: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let overrides = env_overrides(env)?;
+        if overrides.is_empty() {
+            // Parse the operator's text itself so error positions point into their file.
+            return toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()));
+        }
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (var, path, value) in overrides {
+            set_path(&mut table, &path, value).map_err(|reason| ConfigError::Env {
+                var: var.clone(),
+                reason,
+            })?;
+        }
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        toml::from_str(&merged)
+            .map_err(|e| ConfigError::Parse(format!("{e}(after environment overrides)")))
+    }
+
+    /// Reads and parses a file, with environment overrides.
+    pub fn load(path: &std::path::Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, env)
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let server = self.server;
+        let grpc_addr = parse_addr("server.grpc_addr", &server.grpc_addr)?;
+        let http_addr = parse_addr("server.http_addr", &server.http_addr)?;
+        if server.max_token_bytes == 0 {
+            return Err(invalid("server.max_token_bytes", "must be positive"));
+        }
+        if server.max_request_bytes < server.max_token_bytes {
+            return Err(invalid(
+                "server.max_request_bytes",
+                "must be at least server.max_token_bytes",
+            ));
+        }
+        if self.issuers.is_empty() {
+            return Err(invalid("issuers", "configure at least one [[issuers]]"));
+        }
+        let mut issuers = Vec::with_capacity(self.issuers.len());
+        for (index, section) in self.issuers.into_iter().enumerate() {
+            let issuer = section.validate(&format!("issuers[{index}]"))?;
+            if issuers
+                .iter()
+                .any(|known: &IssuerConfig| known.issuer == issuer.issuer)
+            {
+                return Err(invalid(
+                    format!("issuers[{index}].issuer"),
+                    format!("{:?} is configured twice", issuer.issuer),
+                ));
+            }
+            issuers.push(issuer);
+        }
+        Ok(Config {
+            grpc_addr,
+            http_addr,
+            max_token_bytes: server.max_token_bytes,
+            max_request_bytes: server.max_request_bytes,
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+            expose_inactive_reason: server.expose_inactive_reason,
+            log: self.log,
+            cache_max_entries: self.cache.max_entries,
+            issuers,
+        })
+    }
+}
+
+impl IssuerSection {
+    fn validate(self, key: &str) -> Result<IssuerConfig, ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(invalid(format!("{key}.issuer"), "is required"));
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(invalid(
+                format!("{key}.audiences"),
+                "list at least one non-empty audience",
+            ));
+        }
+        let algorithms = self
+            .algorithms
+            .iter()
+            .map(|name| match Algorithm::from_str(name) {
+                Ok(alg) => Ok(alg),
+                Err(_) => Err(invalid(
+                    format!("{key}.algorithms"),
+                    format!("{name:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if algorithms.is_empty() {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                "list at least one algorithm",
+            ));
+        }
+
+        let mut sources = Vec::new();
+        if let Some(uri) = self.jwks_uri {
+            check_url(&format!("{key}.jwks_uri"), &uri)?;
+            sources.push(KeySource::JwksUri(uri));
+        }
+        if self.discovery {
+            check_url(&format!("{key}.issuer"), &self.issuer)?;
+            sources.push(KeySource::Discovery);
+        }
+        if let Some(jwks) = self.jwks {
+            sources.push(KeySource::Inline(jwks));
+        }
+        if let Some(path) = self.jwks_file {
+            sources.push(KeySource::File(path));
+        }
+        if let Some(secret) = self.hmac_secret {
+            if secret.len() < MIN_HMAC_SECRET_BYTES {
+                return Err(invalid(
+                    format!("{key}.hmac_secret"),
+                    format!("must be at least {MIN_HMAC_SECRET_BYTES} bytes"),
+                ));
+            }
+            sources.push(KeySource::HmacSecret(secret.into_bytes()));
+        }
+        let key_source = match sources.len() {
+            1 => sources.remove(0),
+            0 => {
+                return Err(invalid(
+                    key,
+                    "needs one key source: jwks_uri, discovery = true, jwks, jwks_file or hmac_secret",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    key,
+                    "has more than one key source: choose one of jwks_uri, discovery, jwks, jwks_file, hmac_secret",
+                ));
+            }
+        };
+
+        // HMAC only with a shared secret, and a shared secret only with HMAC: otherwise a
+        // public key could be used as an HMAC secret (the classic RS256→HS256 confusion).
+        let symmetric_source = matches!(key_source, KeySource::HmacSecret(_));
+        for alg in &algorithms {
+            let allowed = if symmetric_source {
+                SYMMETRIC.contains(alg)
+            } else {
+                ASYMMETRIC.contains(alg)
+            };
+            if !allowed {
+                return Err(invalid(
+                    format!("{key}.algorithms"),
+                    if symmetric_source {
+                        format!(
+                            "{alg:?} needs a public key source; hmac_secret allows only HS256/384/512"
+                        )
+                    } else {
+                        format!(
+                            "{alg:?} needs hmac_secret; key sets allow only asymmetric algorithms"
+                        )
+                    },
+                ));
+            }
+        }
+
+        for (name, list) in [
+            ("scope_claims", &self.scope_claims),
+            ("client_claims", &self.client_claims),
+        ] {
+            if list.iter().any(String::is_empty) {
+                return Err(invalid(
+                    format!("{key}.{name}"),
+                    "claim names must not be empty",
+                ));
+            }
+        }
+        if self.refresh_min_secs == 0 || self.refresh_min_secs > self.refresh_max_secs {
+            return Err(invalid(
+                format!("{key}.refresh_min_secs"),
+                "must be positive and at most refresh_max_secs",
+            ));
+        }
+        if self.fetch_timeout_ms == 0 {
+            return Err(invalid(
+                format!("{key}.fetch_timeout_ms"),
+                "must be positive",
+            ));
+        }
+        let leeway_secs = i64::try_from(self.leeway_secs)
+            .ok()
+            .filter(|secs| *secs <= 3600)
+            .ok_or_else(|| invalid(format!("{key}.leeway_secs"), "must be at most 3600"))?;
+
+        Ok(IssuerConfig {
+            issuer: self.issuer,
+            audiences: self.audiences,
+            algorithms,
+            key_source,
+            leeway_secs,
+            typ: self.typ,
+            required_claims: self.required_claims,
+            scope_claims: self.scope_claims,
+            client_claims: self.client_claims,
+            username_claims: self.username_claims,
+            refresh: RefreshPolicy {
+                default_interval: Duration::from_secs(self.refresh_secs),
+                min_interval: Duration::from_secs(self.refresh_min_secs),
+                max_interval: Duration::from_secs(self.refresh_max_secs),
+                unknown_kid_min_interval: Duration::from_secs(self.unknown_kid_refetch_secs),
+                fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
+            },
+            max_token_lifetime_secs: self.max_token_lifetime_secs,
+        })
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address like 0.0.0.0:50051"),
+        )
+    })
+}
+
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.starts_with("https://") || value.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{value:?} is not an http(s) URL")))
+    }
+}
+
+// === environment overlay ===
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait EnvSource {
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+type Override = (String, Vec<String>, toml::Value);
+
+/// Variables `INTROSPECTD_A__B` become overrides of key `a.b`. Variables without `__`
+/// (`INTROSPECTD_CONFIG`, ...) belong to the command line, not the file.
+fn env_overrides(env: &dyn EnvSource) -> Result<Vec<Override>, ConfigError> {
+    let mut overrides = Vec::new();
+    for (var, raw) in env.vars() {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                reason: "empty key segment".into(),
+            });
+        }
+        overrides.push((var, path, env_value(&raw)));
+    }
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(overrides)
+}
+
+/// A value is read as TOML when it parses as one (`true`, `42`, `["a", "b"]`,
+/// `"quoted"`), and as a plain string otherwise.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Err("empty key".into());
+    };
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let is_array = first == "issuers";
+    let child = table.entry(first.clone()).or_insert_with(|| {
+        if is_array {
+            toml::Value::Array(Vec::new())
+        } else {
+            toml::Value::Table(toml::Table::new())
+        }
+    });
+    set_value(child, rest, value)
+}
+
+fn set_value(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    match node {
+        toml::Value::Table(table) => set_path(table, path, value),
+        toml::Value::Array(items) => {
+            let Some((index, rest)) = path.split_first() else {
+                return Err("an array needs an index".into());
+            };
+            let index: usize = index
+                .parse()
+                .map_err(|_| format!("{index:?} is not an array index"))?;
+            if index > items.len() {
+                return Err(format!(
+                    "index {index} skips entries: the array has {} entries",
+                    items.len()
+                ));
+            }
+            if index == items.len() {
+                items.push(toml::Value::Table(toml::Table::new()));
+            }
+            if rest.is_empty() {
+                items[index] = value;
+                Ok(())
+            } else {
+                set_value(&mut items[index], rest, value)
+            }
+        }
+        _ => Err(format!("{} is not a section", path.join("."))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

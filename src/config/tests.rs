@@ -1,0 +1,160 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[issuers]]
+issuer = "https://id.example.com/"
+audiences = ["https://api.example.com"]
+jwks_uri = "https://id.example.com/jwks.json"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    FileConfig::parse(text, &env(pairs))?.validate()
+}
+
+fn error_text(text: &str, pairs: &[(&str, &str)]) -> String {
+    match load(text, pairs) {
+        Ok(_) => String::from("<accepted>"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_file_gets_defaults() -> Result<(), ConfigError> {
+    let config = load(MINIMAL, &[])?;
+    assert_eq!(config.grpc_addr.port(), 50051);
+    assert_eq!(config.max_token_bytes, DEFAULT_MAX_TOKEN_BYTES);
+    assert_eq!(config.issuers[0].algorithms, vec![Algorithm::RS256]);
+    assert_eq!(config.issuers[0].typ, TypPolicy::Strict);
+    assert!(matches!(
+        config.issuers[0].key_source,
+        KeySource::JwksUri(_)
+    ));
+    Ok(())
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = format!("[server]\ngrpc_adr = \"0.0.0.0:1\"\n{MINIMAL}");
+    assert!(error_text(&text, &[]).contains("grpc_adr"));
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let text = format!("[server]\nmax_token_bytes = \"big\"\n{MINIMAL}");
+    assert!(error_text(&text, &[]).contains("max_token_bytes"));
+}
+
+#[test]
+fn environment_overrides_nested_keys_and_array_items() -> Result<(), ConfigError> {
+    let config = load(
+        MINIMAL,
+        &[
+            ("INTROSPECTD_SERVER__GRPC_ADDR", "127.0.0.1:6000"),
+            ("INTROSPECTD_SERVER__EXPOSE_INACTIVE_REASON", "true"),
+            ("INTROSPECTD_ISSUERS__0__AUDIENCES", r#"["a", "b"]"#),
+            ("INTROSPECTD_ISSUERS__0__LEEWAY_SECS", "5"),
+            // Variables without `__` belong to the command line and are left alone.
+            ("INTROSPECTD_CONFIG", "/etc/introspectd.toml"),
+            ("INTROSPECTD_REQUIRE_ALL", "1"),
+        ],
+    )?;
+    assert_eq!(config.grpc_addr.port(), 6000);
+    assert!(config.expose_inactive_reason);
+    assert_eq!(config.issuers[0].audiences, vec!["a", "b"]);
+    assert_eq!(config.issuers[0].leeway_secs, 5);
+    Ok(())
+}
+
+#[test]
+fn environment_typo_is_named() {
+    let text = error_text(MINIMAL, &[("INTROSPECTD_SERVER__GRPC_ADR", "127.0.0.1:1")]);
+    assert!(text.contains("grpc_adr"), "{text}");
+}
+
+#[test]
+fn no_issuers_is_refused() {
+    assert!(error_text("", &[]).starts_with("issuers:"));
+}
+
+#[test]
+fn hmac_algorithm_with_key_set_is_refused() {
+    let text = MINIMAL.replace("jwks_uri", "algorithms = [\"RS256\", \"HS256\"]\njwks_uri");
+    assert!(error_text(&text, &[]).contains("issuers[0].algorithms"));
+}
+
+#[test]
+fn asymmetric_algorithm_with_secret_is_refused() {
+    let text = r#"
+[[issuers]]
+issuer = "https://id.example.com/"
+audiences = ["api"]
+algorithms = ["RS256"]
+hmac_secret = "0123456789abcdef0123456789abcdef"
+"#;
+    assert!(error_text(text, &[]).contains("issuers[0].algorithms"));
+}
+
+#[test]
+fn short_hmac_secret_is_refused() {
+    let text = r#"
+[[issuers]]
+issuer = "https://id.example.com/"
+audiences = ["api"]
+algorithms = ["HS256"]
+hmac_secret = "short"
+"#;
+    assert!(error_text(text, &[]).contains("issuers[0].hmac_secret"));
+}
+
+#[test]
+fn two_key_sources_are_refused() {
+    let text = MINIMAL.replace("jwks_uri", "discovery = true\njwks_uri");
+    assert!(error_text(&text, &[]).contains("more than one key source"));
+}
+
+#[test]
+fn unknown_algorithm_is_named() {
+    let text = MINIMAL.replace("jwks_uri", "algorithms = [\"none\"]\njwks_uri");
+    assert!(error_text(&text, &[]).contains("issuers[0].algorithms"));
+}
+
+#[test]
+fn bad_address_is_named() {
+    let text = error_text(MINIMAL, &[("INTROSPECTD_SERVER__HTTP_ADDR", "nowhere")]);
+    assert!(text.starts_with("server.http_addr"), "{text}");
+}
+
+#[test]
+fn duplicate_issuer_is_refused() {
+    let text = format!("{MINIMAL}{MINIMAL}");
+    assert!(error_text(&text, &[]).contains("issuers[1].issuer"));
+}
+
+#[test]
+fn refresh_interval_is_clamped() -> Result<(), ConfigError> {
+    let policy = load(MINIMAL, &[])?.issuers[0].refresh;
+    assert_eq!(
+        policy.interval_for(Some(Duration::from_secs(1))),
+        policy.min_interval
+    );
+    assert_eq!(
+        policy.interval_for(Some(Duration::from_secs(999_999))),
+        policy.max_interval
+    );
+    assert_eq!(policy.interval_for(None), policy.default_interval);
+    Ok(())
+}
+
+#[test]
+fn example_config_is_valid() -> Result<(), ConfigError> {
+    let text = include_str!("../../examples/introspectd.toml");
+    FileConfig::parse(text, &env(&[]))?.validate()?;
+    Ok(())
+}

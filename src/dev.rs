@@ -1,0 +1,183 @@
+//! The local issuer of `introspectd dev`: a generated signing key kept in the data
+//! directory, the configuration that trusts it, and `introspectd mint`.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::config::{FileConfig, IssuerSection, ServerSection};
+use crate::token::sign::{self, SignError, SigningKey};
+
+pub const DEV_ISSUER: &str = "https://dev.introspectd.invalid";
+pub const DEV_AUDIENCE: &str = "dev-api";
+pub const DEV_CLIENT_ID: &str = "dev-client";
+pub const DEV_SUBJECT: &str = "dev-user";
+pub const DEV_SCOPE: &str = "read write";
+pub const DEV_GRPC_ADDR: &str = "127.0.0.1:50051";
+pub const DEV_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+const KEY_FILE: &str = "dev-issuer-key.json";
+const DEV_ALG: Algorithm = Algorithm::ES256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} is not a dev issuer key file; delete it to generate a new key")]
+    BadKeyFile(PathBuf),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    kid: String,
+    /// PKCS#8 DER, base64.
+    pkcs8: String,
+}
+
+/// The dev issuer's signing key.
+pub struct DevIssuer {
+    key: SigningKey,
+}
+
+/// What `introspectd mint` puts in a token.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    pub subject: String,
+    pub scope: String,
+    pub audiences: Vec<String>,
+    pub client_id: String,
+    pub lifetime_secs: i64,
+    /// An OIDC ID token instead of an access token, to see it refused.
+    pub id_token: bool,
+    pub extra_claims: Map<String, Value>,
+}
+
+impl Default for MintRequest {
+    fn default() -> Self {
+        Self {
+            subject: DEV_SUBJECT.into(),
+            scope: DEV_SCOPE.into(),
+            audiences: vec![DEV_AUDIENCE.into()],
+            client_id: DEV_CLIENT_ID.into(),
+            lifetime_secs: 3600,
+            id_token: false,
+            extra_claims: Map::new(),
+        }
+    }
+}
+
+impl DevIssuer {
+    /// Loads the key from `data_dir`, generating and saving one (mode 0600) on first use.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, DevError> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => return Self::from_file(&path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DevError::Io { path, source }),
+        }
+        let io = |source| DevError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
+        let file = KeyFile {
+            kid: key.kid().to_owned(),
+            pkcs8: STANDARD.encode(key.private_bytes()),
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut out) => {
+                let text = serde_json::to_vec_pretty(&file).map_err(|e| io(e.into()))?;
+                out.write_all(&text).map_err(io)?;
+                Ok(Self { key })
+            }
+            // Another process (dev and mint started together) saved its key first: use that.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let bytes = std::fs::read(&path).map_err(io)?;
+                Self::from_file(&path, &bytes)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn from_file(path: &Path, bytes: &[u8]) -> Result<Self, DevError> {
+        let bad = || DevError::BadKeyFile(path.to_owned());
+        let file: KeyFile = serde_json::from_slice(bytes).map_err(|_| bad())?;
+        let pkcs8 = STANDARD.decode(file.pkcs8).map_err(|_| bad())?;
+        let key = SigningKey::from_private(DEV_ALG, file.kid, pkcs8).map_err(|_| bad())?;
+        Ok(Self { key })
+    }
+
+    pub fn jwks(&self) -> Value {
+        sign::jwks(&[&self.key])
+    }
+
+    /// A configuration trusting only this issuer, with reasons shown to callers.
+    pub fn file_config(&self, grpc_addr: &str, http_addr: &str) -> FileConfig {
+        FileConfig {
+            server: ServerSection {
+                grpc_addr: grpc_addr.into(),
+                http_addr: http_addr.into(),
+                expose_inactive_reason: true,
+                ..ServerSection::default()
+            },
+            issuers: vec![IssuerSection {
+                issuer: DEV_ISSUER.into(),
+                audiences: vec![DEV_AUDIENCE.into()],
+                algorithms: vec![format!("{DEV_ALG:?}")],
+                jwks: Some(self.jwks().to_string()),
+                ..IssuerSection::default()
+            }],
+            ..FileConfig::default()
+        }
+    }
+
+    pub fn mint(&self, request: &MintRequest, now: i64) -> Result<String, DevError> {
+        let mut claims = request.extra_claims.clone();
+        let base = if request.id_token {
+            // Shaped like an OIDC ID token: audience is the client, with a nonce.
+            json!({
+                "iss": DEV_ISSUER,
+                "sub": request.subject,
+                "aud": request.client_id,
+                "azp": request.client_id,
+                "iat": now,
+                "exp": now + request.lifetime_secs,
+                "auth_time": now,
+                "nonce": sign::random_id()?,
+            })
+        } else {
+            json!({
+                "iss": DEV_ISSUER,
+                "sub": request.subject,
+                "aud": if request.audiences.len() == 1 { json!(request.audiences[0]) } else { json!(request.audiences) },
+                "client_id": request.client_id,
+                "scope": request.scope,
+                "iat": now,
+                "nbf": now,
+                "exp": now + request.lifetime_secs,
+                "jti": sign::random_id()?,
+            })
+        };
+        if let Value::Object(base) = base {
+            claims.extend(base);
+        }
+        let typ = if request.id_token { "JWT" } else { "at+jwt" };
+        Ok(self.key.mint(typ, &Value::Object(claims))?)
+    }
+}

@@ -1,0 +1,129 @@
+//! `introspectd.v1.TokenIntrospection`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::{
+    convert::json_to_struct,
+    pb::{self, InactiveReason, token_introspection_server::TokenIntrospection},
+    status,
+};
+use crate::introspect::{Introspection, Introspector};
+use crate::token::{CallPolicy, Reason};
+
+pub struct IntrospectionService {
+    introspector: Arc<Introspector>,
+    expose_inactive_reason: bool,
+}
+
+impl IntrospectionService {
+    pub fn new(introspector: Arc<Introspector>, expose_inactive_reason: bool) -> Self {
+        Self {
+            introspector,
+            expose_inactive_reason,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TokenIntrospection for IntrospectionService {
+    async fn introspect(
+        &self,
+        request: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        // Exhaustive, so a new request field fails compilation here until it is handled.
+        let pb::IntrospectRequest {
+            token,
+            token_type_hint: _,
+            required_scopes,
+            audience,
+        } = request.into_inner();
+        if token.is_empty() {
+            return Err(status::missing("token"));
+        }
+        let policy = CallPolicy {
+            required_scopes: &required_scopes,
+            audience: audience.as_deref().filter(|a| !a.is_empty()),
+        };
+        let span = tracing::info_span!(
+            "introspect",
+            grpc.method = "Introspect",
+            token.fingerprint = tracing::field::Empty,
+            iss = tracing::field::Empty,
+            result = tracing::field::Empty,
+            reason = tracing::field::Empty,
+        );
+        let now = crate::unix_now();
+        let answer = self
+            .introspector
+            .introspect(&token, policy, now)
+            .instrument(span.clone())
+            .await
+            .map_err(status::from_introspect)?;
+        span.record("token.fingerprint", answer.fingerprint.as_str());
+        match &answer.outcome {
+            Ok(active) => {
+                span.record("iss", active.iss.as_str());
+                span.record("result", "active");
+            }
+            Err(rejection) => {
+                span.record("result", "inactive");
+                span.record("reason", rejection.reason.as_str());
+            }
+        }
+        Ok(Response::new(self.to_response(&answer)))
+    }
+}
+
+impl IntrospectionService {
+    fn to_response(&self, answer: &Introspection) -> pb::IntrospectResponse {
+        let fingerprint = answer.fingerprint.to_string();
+        match &answer.outcome {
+            Ok(token) => pb::IntrospectResponse {
+                active: true,
+                scope: token.scope_string(),
+                client_id: token.client_id.clone(),
+                username: token.username.clone(),
+                token_type: Some("Bearer".into()),
+                exp: Some(token.exp),
+                iat: token.iat,
+                nbf: token.nbf,
+                sub: token.sub.clone(),
+                aud: token.aud.clone(),
+                iss: Some(token.iss.clone()),
+                jti: token.jti.clone(),
+                claims: Some(json_to_struct(&token.other_claims)),
+                enrichment: None,
+                fingerprint,
+                inactive_reason: InactiveReason::Unspecified.into(),
+            },
+            Err(rejection) => pb::IntrospectResponse {
+                active: false,
+                fingerprint,
+                inactive_reason: if self.expose_inactive_reason {
+                    inactive_reason(rejection.reason).into()
+                } else {
+                    InactiveReason::Unspecified.into()
+                },
+                ..Default::default()
+            },
+        }
+    }
+}
+
+pub fn inactive_reason(reason: Reason) -> InactiveReason {
+    match reason {
+        Reason::Expired => InactiveReason::Expired,
+        Reason::Revoked => InactiveReason::Revoked,
+        Reason::BadSignature => InactiveReason::BadSignature,
+        Reason::UnknownIssuer => InactiveReason::UnknownIssuer,
+        Reason::UnknownKey => InactiveReason::UnknownKey,
+        Reason::WrongAudience => InactiveReason::WrongAudience,
+        Reason::WrongTokenType => InactiveReason::WrongTokenType,
+        Reason::NotYetValid => InactiveReason::NotYetValid,
+        Reason::Malformed => InactiveReason::Malformed,
+        Reason::InsufficientScope => InactiveReason::InsufficientScope,
+    }
+}

@@ -1,0 +1,136 @@
+//! HTTP surface (axum), translation only:
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /oauth2/introspect` | RFC 7662: form `token` (+ `token_type_hint`), JSON answer |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once every issuer's keys loaded, 503 before and while draining |
+//! | `GET /.well-known/jwks.json` | dev mode only: the local issuer's public keys |
+
+use std::sync::Arc;
+
+use axum::{
+    Form, Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::introspect::{Introspection, Introspector};
+use crate::token::CallPolicy;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub introspector: Arc<Introspector>,
+    pub ready: watch::Receiver<bool>,
+    pub dev_jwks: Option<Arc<Value>>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    let mut router = Router::new()
+        .route("/oauth2/introspect", post(introspect))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
+    if state.dev_jwks.is_some() {
+        router = router.route("/.well-known/jwks.json", get(jwks));
+    }
+    router.with_state(state)
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if *state.ready.borrow() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn jwks(State(state): State<HttpState>) -> Response {
+    match state.dev_jwks {
+        Some(jwks) => Json(jwks.as_ref().clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct IntrospectForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)] // RFC 7662: a hint the server may ignore.
+    token_type_hint: Option<String>,
+}
+
+async fn introspect(State(state): State<HttpState>, Form(form): Form<IntrospectForm>) -> Response {
+    if form.token.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_request", "error_description": "token is required" })),
+        )
+            .into_response();
+    }
+    let now = crate::unix_now();
+    match state
+        .introspector
+        .introspect(&form.token, CallPolicy::default(), now)
+        .await
+    {
+        Ok(answer) => Json(rfc7662(&answer)).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "introspection could not be decided");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "temporarily_unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// RFC 7662 section 2.2: members at the top level, the token's other claims beside them
+/// (never replacing a member); an inactive token is `{"active": false}` and nothing else.
+pub fn rfc7662(answer: &Introspection) -> Value {
+    let Ok(token) = &answer.outcome else {
+        return json!({ "active": false });
+    };
+    let mut out = Map::new();
+    for (name, value) in &token.other_claims {
+        out.insert(name.clone(), value.clone());
+    }
+    let mut member = |name: &str, value: Value| {
+        out.insert(name.to_owned(), value);
+    };
+    member("active", json!(true));
+    member("token_type", json!("Bearer"));
+    member("iss", json!(token.iss));
+    member("exp", json!(token.exp));
+    if let Some(scope) = token.scope_string() {
+        member("scope", json!(scope));
+    }
+    for (name, value) in [
+        ("client_id", &token.client_id),
+        ("username", &token.username),
+        ("sub", &token.sub),
+        ("jti", &token.jti),
+    ] {
+        if let Some(value) = value {
+            member(name, json!(value));
+        }
+    }
+    if let Some(iat) = token.iat {
+        member("iat", json!(iat));
+    }
+    if let Some(nbf) = token.nbf {
+        member("nbf", json!(nbf));
+    }
+    match token.aud.as_slice() {
+        [] => {}
+        [one] => member("aud", json!(one)),
+        many => member("aud", json!(many)),
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,128 @@
+//! The Introspector: the data flow of one introspection, independent of any transport.
+//!
+//! ```text
+//! token ─► cache lookup by SHA-256(token) ── hit ──────────────────────────┐
+//!       ─► parse ─► issuer by iss ─► key by kid (one refetch if unknown)   │
+//!       ─► signature ─► claims rules ─► cache insert ──────────────────────┤
+//!       ─► per-call policy (required scopes, audience) ◄───────────────────┘
+//!       ─► Introspection { fingerprint, Active(token) | Inactive(rejection) }
+//! ```
+
+use std::sync::Arc;
+
+use crate::cache::VerifiedCache;
+use crate::keys::Issuers;
+use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection, TokenHash};
+
+/// Answer to one introspection.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub fingerprint: Fingerprint,
+    pub outcome: Result<Arc<AccessToken>, Rejection>,
+}
+
+impl Introspection {
+    pub fn is_active(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+/// Cases where the service cannot decide; an invalid token is never one of them.
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectError {
+    #[error("the keys of issuer {0:?} have not loaded yet")]
+    KeysNotReady(String),
+}
+
+pub struct Introspector {
+    issuers: Arc<Issuers>,
+    cache: VerifiedCache,
+    max_token_bytes: usize,
+}
+
+const OPAQUE: Rejection = Rejection::new(
+    Reason::UnknownIssuer,
+    "opaque token, and no issuer introspects opaque tokens",
+);
+
+impl Introspector {
+    pub fn new(issuers: Arc<Issuers>, cache_max_entries: usize, max_token_bytes: usize) -> Self {
+        Self {
+            issuers,
+            cache: VerifiedCache::new(cache_max_entries),
+            max_token_bytes,
+        }
+    }
+
+    pub fn issuers(&self) -> &Arc<Issuers> {
+        &self.issuers
+    }
+
+    pub fn cache(&self) -> &VerifiedCache {
+        &self.cache
+    }
+
+    /// Introspects `token` as of `now` (Unix seconds).
+    pub async fn introspect(
+        &self,
+        token: &str,
+        policy: CallPolicy<'_>,
+        now: i64,
+    ) -> Result<Introspection, IntrospectError> {
+        let hash = TokenHash::of(token);
+        let verified = match self.cache.get(&hash, now) {
+            Some(hit) => Ok(hit),
+            None => self.verify(token, hash, now).await?,
+        };
+        let outcome = verified.and_then(|token| policy.check(&token).map(|()| token));
+        let fingerprint = hash.fingerprint();
+        if let Err(rejection) = &outcome {
+            tracing::debug!(%fingerprint, reason = %rejection.reason, detail = rejection.detail, "token inactive");
+        }
+        Ok(Introspection {
+            fingerprint,
+            outcome,
+        })
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Result<Arc<AccessToken>, Rejection>, IntrospectError> {
+        if !token.contains('.') {
+            return Ok(Err(OPAQUE));
+        }
+        let jwt = match token::parse(token, self.max_token_bytes) {
+            Ok(jwt) => jwt,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let Some(issuer) = jwt.issuer().and_then(|iss| self.issuers.get(iss)) else {
+            return Ok(Err(Rejection::new(
+                Reason::UnknownIssuer,
+                "iss is missing or not a configured issuer",
+            )));
+        };
+        // Read the epoch before the keys: a key dropped in between makes the entry stale
+        // rather than wrongly fresh.
+        let epoch = issuer.epoch();
+        let not_ready = || IntrospectError::KeysNotReady(issuer.config.issuer.clone());
+        let keys = issuer.keys().ok_or_else(not_ready)?;
+        let mut checked = jwt.check_signature(&issuer.config, &keys);
+        if matches!(checked, Err(r) if r.reason == Reason::UnknownKey) {
+            issuer.refetch_for_unknown_kid().await;
+            let keys = issuer.keys().ok_or_else(not_ready)?;
+            checked = jwt.check_signature(&issuer.config, &keys);
+        }
+        if let Err(rejection) = checked {
+            return Ok(Err(rejection));
+        }
+        Ok(jwt.into_access_token(&issuer.config, now).map(|verified| {
+            let verified = Arc::new(verified);
+            self.cache
+                .insert(hash, verified.clone(), issuer.clone(), epoch, now);
+            verified
+        }))
+    }
+}

@@ -1,0 +1,417 @@
+//! Issuers and their keys.
+//!
+//! Each issuer's key set is an immutable [`KeySet`] snapshot behind an `ArcSwap`:
+//! verification loads it without locks and never awaits the network. A supervised task
+//! per issuer refreshes it ([`refresh`]); an unknown `kid` triggers one rate-limited,
+//! single-flight refetch; the last good set stays in place while the issuer is down.
+
+mod fetch;
+mod refresh;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+};
+
+use arc_swap::ArcSwapOption;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse},
+};
+use serde_json::Value;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::config::{IssuerConfig, KeySource};
+use crate::token::{Reason, Rejection};
+
+pub use fetch::KeysError;
+
+/// Smallest RSA modulus accepted (RFC 7518 section 3.3).
+const MIN_RSA_BITS: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+    Hmac,
+}
+
+/// One public key (or the shared secret) an issuer signs with.
+pub struct VerifyingKey {
+    kid: Option<String>,
+    kind: KeyKind,
+    /// The JWK's own `alg`, which then is the only algorithm it verifies.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// Reads a public signing key from a JWK. Symmetric (`oct`) keys are never taken
+    /// from a key set: a published secret would let anyone sign.
+    fn from_jwk(value: Value) -> Result<Self, &'static str> {
+        let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK we can read")?;
+        if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+            return Err("use is not sig");
+        }
+        if let Some(ops) = &jwk.common.key_operations
+            && !ops.contains(&KeyOperations::Verify)
+        {
+            return Err("key_ops lacks verify");
+        }
+        let kind = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let modulus = URL_SAFE_NO_PAD
+                    .decode(&rsa.n)
+                    .map_err(|_| "bad RSA modulus")?;
+                let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
+                if bits < MIN_RSA_BITS {
+                    return Err("RSA key shorter than 2048 bits");
+                }
+                KeyKind::Rsa
+            }
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => KeyKind::EcP256,
+                EllipticCurve::P384 => KeyKind::EcP384,
+                _ => return Err("unsupported EC curve"),
+            },
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                KeyKind::Ed25519
+            }
+            _ => return Err("unsupported key type"),
+        };
+        let alg = match &jwk.common.key_algorithm {
+            None => None,
+            Some(alg) => Some(
+                alg.to_string()
+                    .parse::<Algorithm>()
+                    .map_err(|_| "unsupported JWK alg")?,
+            ),
+        };
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key material does not parse")?;
+        Ok(Self {
+            kid: jwk.common.key_id,
+            kind,
+            alg,
+            key,
+        })
+    }
+
+    fn hmac(secret: &[u8]) -> Self {
+        Self {
+            kid: None,
+            kind: KeyKind::Hmac,
+            alg: None,
+            key: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// Whether this key may verify `alg`: the key's type decides the family (so a public
+    /// key can never serve as an HMAC secret), and the JWK's `alg`, if any, pins it.
+    fn accepts(&self, alg: Algorithm) -> bool {
+        let family = match self.kind {
+            KeyKind::Rsa => matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ),
+            KeyKind::EcP256 => alg == Algorithm::ES256,
+            KeyKind::EcP384 => alg == Algorithm::ES384,
+            KeyKind::Ed25519 => alg == Algorithm::EdDSA,
+            KeyKind::Hmac => matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512),
+        };
+        family && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &str, alg: Algorithm) -> bool {
+        jsonwebtoken::crypto::verify(signature, message, &self.key, alg).unwrap_or(false)
+    }
+}
+
+/// An immutable set of an issuer's keys, indexed by `kid`.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    by_kid: HashMap<String, usize>,
+}
+
+impl KeySet {
+    /// Reads a JWKS document, skipping (and counting) keys that cannot verify tokens, so
+    /// one encryption key or exotic curve does not take the issuer down.
+    pub fn from_jwks(bytes: &[u8]) -> Result<(Self, usize), KeysError> {
+        #[derive(serde::Deserialize)]
+        struct Document {
+            keys: Vec<Value>,
+        }
+        let document: Document = serde_json::from_slice(bytes)
+            .map_err(|e| KeysError::Parse(format!("not a JWKS document: {e}")))?;
+        let mut set = KeySet::default();
+        let mut skipped = 0;
+        for value in document.keys {
+            match VerifyingKey::from_jwk(value) {
+                Ok(key) => set.insert(key),
+                Err(why) => {
+                    skipped += 1;
+                    tracing::debug!(why, "skipped a JWK");
+                }
+            }
+        }
+        if set.keys.is_empty() {
+            return Err(KeysError::NoUsableKeys);
+        }
+        Ok((set, skipped))
+    }
+
+    pub fn hmac(secret: &[u8]) -> Self {
+        let mut set = KeySet::default();
+        set.insert(VerifyingKey::hmac(secret));
+        set
+    }
+
+    fn insert(&mut self, key: VerifyingKey) {
+        if let Some(kid) = &key.kid {
+            if self.by_kid.contains_key(kid) {
+                // Duplicate kids are ambiguous; the first one published wins.
+                return;
+            }
+            self.by_kid.insert(kid.clone(), self.keys.len());
+        }
+        self.keys.push(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The keys that may have signed a token with this `kid` and `alg`. A `kid` selects
+    /// its key; without one (or with an unknown one, for kid-less keys such as a shared
+    /// secret) every key of the right type is a candidate.
+    pub fn candidates(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<impl Iterator<Item = &VerifyingKey>, Rejection> {
+        let direct = kid
+            .and_then(|kid| self.by_kid.get(kid))
+            .map(|&i| &self.keys[i]);
+        if let Some(key) = direct
+            && !key.accepts(alg)
+        {
+            return Err(Rejection::new(
+                Reason::BadSignature,
+                "the key for this kid does not allow alg",
+            ));
+        }
+        let scan_kidless_only = kid.is_some();
+        let scan = direct.is_none();
+        let mut others = self
+            .keys
+            .iter()
+            .filter(move |key| {
+                scan && (!scan_kidless_only || key.kid.is_none()) && key.accepts(alg)
+            })
+            .peekable();
+        if direct.is_none() && others.peek().is_none() {
+            return Err(Rejection::new(
+                Reason::UnknownKey,
+                "no key of the issuer matches kid and alg",
+            ));
+        }
+        Ok(direct.into_iter().chain(others))
+    }
+
+    fn kids(&self) -> impl Iterator<Item = &str> {
+        self.by_kid.keys().map(String::as_str)
+    }
+}
+
+// === impl Issuer ===
+
+/// A trusted issuer: its validated policy and its current key set.
+#[derive(Debug)]
+pub struct Issuer {
+    pub config: IssuerConfig,
+    current: ArcSwapOption<KeySet>,
+    /// Bumped whenever a new key set drops a key that the previous one had, so cached
+    /// verifications made with that key are not served any more.
+    epoch: AtomicU64,
+    /// Unix seconds of the last successful load, 0 before the first.
+    loaded_at: AtomicI64,
+    loaded: watch::Sender<bool>,
+    /// Held while refetching for an unknown `kid`; remembers when that last started.
+    refetch_gate: Mutex<Option<Instant>>,
+    http: reqwest::Client,
+}
+
+impl Issuer {
+    pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+        Self {
+            config,
+            current: ArcSwapOption::empty(),
+            epoch: AtomicU64::new(0),
+            loaded_at: AtomicI64::new(0),
+            loaded: watch::Sender::new(false),
+            refetch_gate: Mutex::new(None),
+            http,
+        }
+    }
+
+    /// The current key set; `None` until the first load.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Unix seconds of the last successful key load, if any.
+    pub fn loaded_at(&self) -> Option<i64> {
+        Some(self.loaded_at.load(Ordering::Relaxed)).filter(|at| *at > 0)
+    }
+
+    /// Resolves once the first key set is published.
+    pub async fn wait_loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = loaded.wait_for(|loaded| *loaded).await;
+    }
+
+    /// Whether the key source can change at all (inline keys and secrets cannot).
+    fn is_static(&self) -> bool {
+        matches!(
+            self.config.key_source,
+            KeySource::Inline(_) | KeySource::HmacSecret(_)
+        )
+    }
+
+    fn publish(&self, set: KeySet) {
+        let new = Arc::new(set);
+        if let Some(old) = self.current.swap(Some(new.clone()))
+            && old.kids().any(|kid| !new.contains_kid(kid))
+        {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        self.loaded_at.store(crate::unix_now(), Ordering::Relaxed);
+        self.loaded.send_replace(true);
+    }
+
+    /// One fetch from the key source, published on success. Returns the source's
+    /// `max-age`, if it gave one.
+    pub async fn load(&self) -> Result<Option<std::time::Duration>, KeysError> {
+        let fetched = fetch::fetch(&self.http, &self.config).await?;
+        if fetched.skipped > 0 {
+            tracing::warn!(
+                iss = %self.config.issuer,
+                skipped = fetched.skipped,
+                "some keys of the issuer's JWKS cannot verify tokens and were skipped"
+            );
+        }
+        self.publish(fetched.set);
+        Ok(fetched.max_age)
+    }
+
+    /// On a token whose `kid` is unknown: refetch the key set once, unless a refetch
+    /// started less than `unknown_kid_refetch_secs` ago. Concurrent callers wait for the
+    /// refetch in flight instead of starting their own. Callers look at [`Self::keys`]
+    /// again afterwards either way.
+    pub async fn refetch_for_unknown_kid(&self) {
+        if self.is_static() {
+            return;
+        }
+        let mut last = self.refetch_gate.lock().await;
+        let now = Instant::now();
+        if last
+            .is_some_and(|at| now.duration_since(at) < self.config.refresh.unknown_kid_min_interval)
+        {
+            return;
+        }
+        *last = Some(now);
+        match self.load().await {
+            Ok(_) => tracing::info!(iss = %self.config.issuer, "refetched keys for an unknown kid"),
+            Err(error) => tracing::warn!(
+                iss = %self.config.issuer,
+                %error,
+                "refetch for an unknown kid failed; keeping the last key set"
+            ),
+        }
+    }
+}
+
+/// Every configured issuer, by exact `iss`.
+#[derive(Debug, Default)]
+pub struct Issuers {
+    by_iss: HashMap<String, Arc<Issuer>>,
+}
+
+impl Issuers {
+    pub fn new(configs: Vec<IssuerConfig>, http: reqwest::Client) -> Self {
+        let by_iss = configs
+            .into_iter()
+            .map(|config| {
+                (
+                    config.issuer.clone(),
+                    Arc::new(Issuer::new(config, http.clone())),
+                )
+            })
+            .collect();
+        Self { by_iss }
+    }
+
+    pub fn get(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        self.by_iss.get(iss)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.by_iss.values()
+    }
+
+    /// Resolves once every issuer's keys have loaded once.
+    pub async fn wait_all_loaded(&self) {
+        for issuer in self.by_iss.values() {
+            issuer.wait_loaded().await;
+        }
+    }
+}
+
+pub use refresh::spawn_refresh;
+
+/// The HTTP client for key fetches: rustls, bounded connect time, no cookies.
+pub fn http_client() -> Result<reqwest::Client, KeysError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("introspectd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| KeysError::Http(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

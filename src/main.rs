@@ -1,0 +1,393 @@
+//! The `introspectd` command: load config → init logs → bind → run until a signal.
+//! Exit codes: 0 done, 64 bad configuration or usage, 1 failure at start or while serving.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use introspectd::{
+    Listeners, RunOptions,
+    config::{Config, ConfigError, FileConfig, ProcessEnv},
+    dev::{self, DevIssuer, MintRequest},
+    grpc::pb::{self, token_introspection_client::TokenIntrospectionClient},
+    telemetry,
+};
+use serde_json::{Map, Value, json};
+
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "introspectd",
+    version,
+    about = "Token introspection beside your services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        addrs: AddrArgs,
+    },
+    /// Validate a configuration file and exit (non-zero, naming the key, if invalid).
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Serve with a local dev issuer: no configuration needed.
+    Dev {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        addrs: AddrArgs,
+    },
+    /// Print a token signed by the dev issuer (alone on stdout).
+    Mint(MintArgs),
+    /// Introspect a token against a running server and print the answer as JSON.
+    Introspect(IntrospectArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file (TOML).
+    #[arg(long, env = "INTROSPECTD_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct AddrArgs {
+    /// gRPC listen address, overriding the configuration.
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// HTTP listen address, overriding the configuration.
+    #[arg(long)]
+    http_addr: Option<String>,
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Where the dev issuer's key is kept.
+    #[arg(long, env = "INTROSPECTD_DATA_DIR", default_value = dev::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct MintArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Subject (`sub`).
+    #[arg(long, default_value = dev::DEV_SUBJECT)]
+    sub: String,
+    /// Space-separated scopes.
+    #[arg(long, default_value = dev::DEV_SCOPE)]
+    scope: String,
+    /// Audience; repeat for several.
+    #[arg(long = "aud", default_value = dev::DEV_AUDIENCE)]
+    audiences: Vec<String>,
+    /// Client (`client_id`).
+    #[arg(long, default_value = dev::DEV_CLIENT_ID)]
+    client_id: String,
+    /// Lifetime in seconds (negative mints an already expired token).
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+    lifetime: i64,
+    /// Mint an OIDC ID token instead, to see it refused as WRONG_TOKEN_TYPE.
+    #[arg(long)]
+    id_token: bool,
+    /// Extra claim NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    claims: Vec<(String, Value)>,
+}
+
+#[derive(Args)]
+struct IntrospectArgs {
+    /// The token; read from stdin when absent or `-`.
+    token: Option<String>,
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_addr: String,
+    /// Scope the caller requires; repeatable.
+    #[arg(long = "require-scope")]
+    required_scopes: Vec<String>,
+    /// Audience the caller is.
+    #[arg(long)]
+    audience: Option<String>,
+}
+
+fn parse_claim(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("introspectd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config, addrs } => match load_config(&config.config, &addrs) {
+                Ok(config) => serve(config, RunOptions::default()).await,
+                Err(error) => config_failure(&error),
+            },
+            Command::CheckConfig { config } => {
+                let no_overrides = AddrArgs {
+                    grpc_addr: None,
+                    http_addr: None,
+                };
+                match load_config(&config.config, &no_overrides) {
+                    Ok(parsed) => {
+                        println!(
+                            "{}: valid ({} issuer(s))",
+                            config.config.display(),
+                            parsed.issuers.len()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => config_failure(&error),
+                }
+            }
+            Command::Dev { data, addrs } => dev_mode(&data.data_dir, &addrs).await,
+            Command::Mint(args) => mint(args),
+            Command::Introspect(args) => introspect(args).await,
+        }
+    })
+}
+
+fn load_config(path: &std::path::Path, addrs: &AddrArgs) -> Result<Config, ConfigError> {
+    let mut file = FileConfig::load(path, &ProcessEnv)?;
+    apply_addrs(&mut file, addrs);
+    file.validate()
+}
+
+fn apply_addrs(file: &mut FileConfig, addrs: &AddrArgs) {
+    if let Some(addr) = &addrs.grpc_addr {
+        file.server.grpc_addr = addr.clone();
+    }
+    if let Some(addr) = &addrs.http_addr {
+        file.server.http_addr = addr.clone();
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("introspectd: invalid configuration: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve(config: Config, options: RunOptions) -> ExitCode {
+    if let Err(error) = telemetry::init(&config.log) {
+        eprintln!("introspectd: cannot set up logging: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let listeners = match Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            tracing::error!(%error, grpc.addr = %config.grpc_addr, http.addr = %config.http_addr, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    match introspectd::run(config, listeners, options, introspectd::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "introspectd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev_mode(data_dir: &std::path::Path, addrs: &AddrArgs) -> ExitCode {
+    let issuer = match DevIssuer::load_or_create(data_dir) {
+        Ok(issuer) => issuer,
+        Err(error) => {
+            eprintln!("introspectd: dev issuer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut file = issuer.file_config(dev::DEV_GRPC_ADDR, dev::DEV_HTTP_ADDR);
+    if let Err(error) = overlay_env(&mut file) {
+        return config_failure(&error);
+    }
+    apply_addrs(&mut file, addrs);
+    let config = match file.validate() {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    eprintln!(
+        "introspectd dev: issuer {} (key in {}), audience {}\n  gRPC  {}\n  HTTP  http://{}  (JWKS at /.well-known/jwks.json)\n  try:  TOKEN=$(introspectd mint) && introspectd introspect \"$TOKEN\"",
+        dev::DEV_ISSUER,
+        data_dir.display(),
+        dev::DEV_AUDIENCE,
+        config.grpc_addr,
+        config.http_addr,
+    );
+    let options = RunOptions {
+        dev_jwks: Some(issuer.jwks()),
+    };
+    serve(config, options).await
+}
+
+/// Dev mode has no file, but `INTROSPECTD_*` overrides still apply to its settings.
+fn overlay_env(file: &mut FileConfig) -> Result<(), ConfigError> {
+    let text = toml::to_string(file).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    *file = FileConfig::parse(&text, &ProcessEnv)?;
+    Ok(())
+}
+
+fn mint(args: MintArgs) -> ExitCode {
+    let issuer = match DevIssuer::load_or_create(&args.data.data_dir) {
+        Ok(issuer) => issuer,
+        Err(error) => {
+            eprintln!("introspectd mint: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = MintRequest {
+        subject: args.sub,
+        scope: args.scope,
+        audiences: args.audiences,
+        client_id: args.client_id,
+        lifetime_secs: args.lifetime,
+        id_token: args.id_token,
+        extra_claims: args.claims.into_iter().collect::<Map<_, _>>(),
+    };
+    match issuer.mint(&request, introspectd::unix_now()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("introspectd mint: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn introspect(args: IntrospectArgs) -> ExitCode {
+    let token = match args.token.filter(|t| t != "-") {
+        Some(token) => token,
+        None => {
+            let mut text = String::new();
+            if let Err(error) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                eprintln!("introspectd introspect: cannot read the token from stdin: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            text.trim().to_owned()
+        }
+    };
+    let mut client = match TokenIntrospectionClient::connect(args.grpc_addr.clone()).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!(
+                "introspectd introspect: cannot reach {}: {error}",
+                args.grpc_addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = pb::IntrospectRequest {
+        token,
+        token_type_hint: None,
+        required_scopes: args.required_scopes,
+        audience: args.audience,
+    };
+    match client.introspect(request).await {
+        Ok(response) => {
+            println!("{:#}", response_json(&response.into_inner()));
+            ExitCode::SUCCESS
+        }
+        Err(status) => {
+            eprintln!(
+                "introspectd introspect: {}: {}",
+                status.code(),
+                status.message()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The gRPC answer as JSON for people: members that are set, claims as JSON.
+fn response_json(response: &pb::IntrospectResponse) -> Value {
+    let mut out = Map::new();
+    out.insert("active".into(), json!(response.active));
+    let optional = [
+        ("scope", response.scope.as_ref().map(|v| json!(v))),
+        ("client_id", response.client_id.as_ref().map(|v| json!(v))),
+        ("username", response.username.as_ref().map(|v| json!(v))),
+        ("token_type", response.token_type.as_ref().map(|v| json!(v))),
+        ("exp", response.exp.map(|v| json!(v))),
+        ("iat", response.iat.map(|v| json!(v))),
+        ("nbf", response.nbf.map(|v| json!(v))),
+        ("sub", response.sub.as_ref().map(|v| json!(v))),
+        ("iss", response.iss.as_ref().map(|v| json!(v))),
+        ("jti", response.jti.as_ref().map(|v| json!(v))),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            out.insert(name.into(), value);
+        }
+    }
+    if !response.aud.is_empty() {
+        out.insert("aud".into(), json!(response.aud));
+    }
+    if let Some(claims) = &response.claims {
+        out.insert("claims".into(), struct_json(claims));
+    }
+    if let Some(enrichment) = &response.enrichment {
+        out.insert("enrichment".into(), struct_json(enrichment));
+    }
+    if let Ok(reason) = pb::InactiveReason::try_from(response.inactive_reason)
+        && reason != pb::InactiveReason::Unspecified
+    {
+        out.insert(
+            "inactive_reason".into(),
+            json!(reason.as_str_name().trim_start_matches("INACTIVE_REASON_")),
+        );
+    }
+    out.insert("fingerprint".into(), json!(response.fingerprint));
+    Value::Object(out)
+}
+
+fn struct_json(value: &prost_types::Struct) -> Value {
+    Value::Object(
+        value
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(v)))
+            .collect(),
+    )
+}
+
+fn value_json(value: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::NumberValue(n)) => {
+            // Whole numbers print as integers (timestamps, counts).
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                json!(*n as i64)
+            } else {
+                json!(n)
+            }
+        }
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_json).collect()),
+        Some(Kind::StructValue(s)) => struct_json(s),
+    }
+}

@@ -1,0 +1,181 @@
+//! The claims of a verified access token, read once with the issuer's claim names.
+
+use serde_json::{Map, Value};
+
+use super::{Reason, Rejection};
+use crate::config::IssuerConfig;
+
+/// A verified access token. Immutable and shared (`Arc`) between the cache and answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessToken {
+    pub iss: String,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
+    pub jti: Option<String>,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    /// Session id (`sid`), for session cut-offs.
+    pub sid: Option<String>,
+    /// Every claim not mapped to a member above, as issued.
+    pub other_claims: Map<String, Value>,
+}
+
+/// Claims that have their own member in the answer, so they are not repeated among the
+/// other claims.
+const MEMBER_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+
+const MALFORMED_NUMERIC_DATE: Rejection =
+    Rejection::new(Reason::Malformed, "exp, nbf or iat is not a number");
+
+impl AccessToken {
+    /// Reads the registered claims with their expected types; a claim of the wrong type
+    /// makes the token malformed, never a panic or a silent default.
+    pub(super) fn from_claims(
+        mut claims: Map<String, Value>,
+        policy: &IssuerConfig,
+    ) -> Result<Self, Rejection> {
+        let exp = numeric_date(claims.get("exp"))?
+            .ok_or(Rejection::new(Reason::Malformed, "exp is missing"))?;
+        let iat = numeric_date(claims.get("iat"))?;
+        let nbf = numeric_date(claims.get("nbf"))?;
+        let aud = match claims.get("aud") {
+            None => Vec::new(),
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => many
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Rejection::new(Reason::Malformed, "aud holds a non-string"))?,
+            Some(_) => {
+                return Err(Rejection::new(
+                    Reason::Malformed,
+                    "aud is neither a string nor an array",
+                ));
+            }
+        };
+        let iss = string_claim(&claims, "iss")?.unwrap_or_default();
+        let sub = string_claim(&claims, "sub")?;
+        let jti = string_claim(&claims, "jti")?;
+        let sid = string_claim(&claims, "sid")?;
+        let (client_id, client_claim) = first_string(&claims, &policy.client_claims)?;
+        let (username, username_claim) = first_string(&claims, &policy.username_claims)?;
+        let (scopes, scope_claim) = scopes(&claims, &policy.scope_claims)?;
+        for name in MEMBER_CLAIMS {
+            claims.remove(*name);
+        }
+        // A claim read into a member of the same name is not repeated; one read under
+        // another name (`scp`, `azp`, `preferred_username`) stays, as issued.
+        for (member, source) in [
+            ("client_id", client_claim),
+            ("username", username_claim),
+            ("scope", scope_claim),
+        ] {
+            if source == Some(member) {
+                claims.remove(member);
+            }
+        }
+        Ok(Self {
+            iss,
+            sub,
+            aud,
+            exp,
+            iat,
+            nbf,
+            jti,
+            scopes,
+            client_id,
+            username,
+            sid,
+            other_claims: claims,
+        })
+    }
+
+    /// Scopes as RFC 7662 writes them: one space-separated string.
+    pub fn scope_string(&self) -> Option<String> {
+        (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
+    }
+}
+
+/// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional.
+fn numeric_date(value: Option<&Value>) -> Result<Option<i64>, Rejection> {
+    match value {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else {
+                // Fractional or out of range: floor and clamp into i64 without panicking.
+                let f = n.as_f64().ok_or(MALFORMED_NUMERIC_DATE)?;
+                if f.is_finite() {
+                    Ok(Some(f.floor() as i64))
+                } else {
+                    Err(MALFORMED_NUMERIC_DATE)
+                }
+            }
+        }
+        Some(_) => Err(MALFORMED_NUMERIC_DATE),
+    }
+}
+
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::new(
+            Reason::Malformed,
+            "a string claim holds another type",
+        )),
+    }
+}
+
+/// The first of `names` present, and which one it was.
+fn first_string<'n>(
+    claims: &Map<String, Value>,
+    names: &'n [String],
+) -> Result<(Option<String>, Option<&'n str>), Rejection> {
+    for name in names {
+        if let Some(value) = string_claim(claims, name)? {
+            return Ok((Some(value), Some(name.as_str())));
+        }
+    }
+    Ok((None, None))
+}
+
+/// `scope` is a space-separated string (RFC 8693/9068); `scp` is an array (Okta, Entra)
+/// or sometimes a string. The first configured claim present wins.
+fn scopes<'n>(
+    claims: &Map<String, Value>,
+    names: &'n [String],
+) -> Result<(Vec<String>, Option<&'n str>), Rejection> {
+    for name in names {
+        let found = Some(name.as_str());
+        match claims.get(name) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => {
+                return Ok((s.split_whitespace().map(str::to_owned).collect(), found));
+            }
+            Some(Value::Array(items)) => {
+                return items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .map(|scopes| (scopes, found))
+                    .ok_or(Rejection::new(
+                        Reason::Malformed,
+                        "scope array holds a non-string",
+                    ));
+            }
+            Some(_) => {
+                return Err(Rejection::new(
+                    Reason::Malformed,
+                    "scope is neither a string nor an array",
+                ));
+            }
+        }
+    }
+    Ok((Vec::new(), None))
+}

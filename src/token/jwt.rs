@@ -1,0 +1,268 @@
+//! JWS compact tokens: parsing, signature verification and the claims rules of
+//! RFC 9068 and RFC 8725.
+//!
+//! jsonwebtoken is used for the signature only; every header and claim rule is ours,
+//! because the crate leaves `typ`, `crit`, `iat` and a JWK's own `alg`/`use` unchecked,
+//! skips `nbf` unless told, and checks `iss`/`aud` only when present.
+
+use std::str::FromStr;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{AccessToken, Reason, Rejection};
+use crate::config::{IssuerConfig, TypPolicy};
+use crate::keys::KeySet;
+
+/// A token split and decoded, its signature not yet checked: nothing in it is trusted
+/// except for choosing the issuer and the key.
+#[derive(Debug)]
+pub struct ParsedJwt<'a> {
+    header: Header,
+    claims: Map<String, Value>,
+    signing_input: &'a str,
+    signature: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+    // Headers that carry or point to key material. Trusting them would let the token
+    // choose its own key (RFC 8725 section 3.10), so their mere presence refuses it.
+    #[serde(default)]
+    jku: Option<Value>,
+    #[serde(default)]
+    x5u: Option<Value>,
+    #[serde(default)]
+    jwk: Option<Value>,
+    #[serde(default)]
+    x5c: Option<Value>,
+}
+
+const MALFORMED: Rejection = Rejection::new(Reason::Malformed, "not a JWS compact token");
+
+/// Splits and decodes a token. Size is checked before any decoding.
+pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedJwt<'_>, Rejection> {
+    if token.len() > max_bytes {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "token longer than the limit",
+        ));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(MALFORMED);
+    };
+    // An empty signature is well-formed (that is what `alg: none` looks like); the
+    // algorithm check refuses it.
+    if header.is_empty() || payload.is_empty() {
+        return Err(MALFORMED);
+    }
+    let header: Header = decode_json(header)?;
+    let claims: Map<String, Value> = decode_json(payload)?;
+    if URL_SAFE_NO_PAD.decode(signature).is_err() {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "signature is not base64url",
+        ));
+    }
+    let signing_input = &token[..token.len() - signature.len() - 1];
+    Ok(ParsedJwt {
+        header,
+        claims,
+        signing_input,
+        signature,
+    })
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, Rejection> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Rejection::new(Reason::Malformed, "segment is not base64url"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| Rejection::new(Reason::Malformed, "segment is not the expected JSON"))
+}
+
+/// Both steps of verification, for callers that need no refetch in between.
+pub fn verify(
+    jwt: ParsedJwt<'_>,
+    policy: &IssuerConfig,
+    keys: &KeySet,
+    now: i64,
+) -> Result<AccessToken, Rejection> {
+    jwt.check_signature(policy, keys)?;
+    jwt.into_access_token(policy, now)
+}
+
+impl ParsedJwt<'_> {
+    /// The unverified `iss`, used only to pick the issuer whose keys must verify it.
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.header.kid.as_deref()
+    }
+
+    /// Header rules and the signature, against this issuer's policy and key set.
+    /// `UNKNOWN_KEY` means a refetch of the key set may help.
+    pub fn check_signature(&self, policy: &IssuerConfig, keys: &KeySet) -> Result<(), Rejection> {
+        let header = &self.header;
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(Rejection::new(
+                Reason::Malformed,
+                "header carries or points to a key (jku, x5u, jwk, x5c)",
+            ));
+        }
+        if header.crit.is_some() {
+            // No JWS extension is understood, so any `crit` must be refused (RFC 7515 4.1.11).
+            return Err(Rejection::new(
+                Reason::Malformed,
+                "crit names an extension that is not understood",
+            ));
+        }
+        let alg = Algorithm::from_str(&header.alg)
+            .map_err(|_| Rejection::new(Reason::BadSignature, "alg is none or unsupported"))?;
+        if !policy.algorithms.contains(&alg) {
+            return Err(Rejection::new(
+                Reason::BadSignature,
+                "alg is not allowed for this issuer",
+            ));
+        }
+        let candidates = keys.candidates(header.kid.as_deref(), alg)?;
+        for key in candidates {
+            if key.verify(self.signing_input.as_bytes(), self.signature, alg) {
+                return Ok(());
+            }
+        }
+        Err(Rejection::new(
+            Reason::BadSignature,
+            "signature does not verify",
+        ))
+    }
+
+    /// Claims rules, once the signature holds.
+    pub fn into_access_token(
+        self,
+        policy: &IssuerConfig,
+        now: i64,
+    ) -> Result<AccessToken, Rejection> {
+        check_token_type(self.header.typ.as_deref(), &self.claims, policy.typ)?;
+        for name in &policy.required_claims {
+            if self.claims.get(name).is_none_or(Value::is_null) {
+                return Err(Rejection::new(
+                    Reason::Malformed,
+                    "a required claim is missing",
+                ));
+            }
+        }
+        let token = AccessToken::from_claims(self.claims, policy)?;
+        if token.iss != policy.issuer {
+            return Err(Rejection::new(
+                Reason::UnknownIssuer,
+                "iss does not match the issuer of the key",
+            ));
+        }
+        let leeway = policy.leeway_secs;
+        if now >= token.exp.saturating_add(leeway) {
+            return Err(Rejection::new(Reason::Expired, "exp has passed"));
+        }
+        if token
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(Rejection::new(Reason::NotYetValid, "nbf is in the future"));
+        }
+        if token
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(leeway))
+        {
+            return Err(Rejection::new(Reason::NotYetValid, "iat is in the future"));
+        }
+        if !token.aud.iter().any(|aud| policy.audiences.contains(aud)) {
+            return Err(Rejection::new(
+                Reason::WrongAudience,
+                "aud names none of the issuer's audiences",
+            ));
+        }
+        Ok(token)
+    }
+}
+
+const WRONG_TYPE_ID: Rejection = Rejection::new(
+    Reason::WrongTokenType,
+    "an ID token presented as an access token",
+);
+const WRONG_TYPE_REFRESH: Rejection = Rejection::new(
+    Reason::WrongTokenType,
+    "a refresh token presented as an access token",
+);
+
+/// Refuses anything that is not an access token: explicitly typed JWTs of other kinds
+/// (RFC 8725 section 3.11), ID tokens (OIDC-only claims), and tokens whose own type claim
+/// says ID or refresh token (Keycloak `typ`, Cognito `token_use`, Cotter `type`).
+fn check_token_type(
+    header_typ: Option<&str>,
+    claims: &Map<String, Value>,
+    policy: TypPolicy,
+) -> Result<(), Rejection> {
+    let typ = header_typ.map(|t| {
+        let lower = t.to_ascii_lowercase();
+        lower
+            .strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(lower)
+    });
+    match typ.as_deref() {
+        Some("at+jwt") => {}
+        Some("refresh+jwt" | "rt+jwt") => return Err(WRONG_TYPE_REFRESH),
+        Some("id_token+jwt" | "id+jwt") => return Err(WRONG_TYPE_ID),
+        Some(other) if other.ends_with("+jwt") => {
+            return Err(Rejection::new(
+                Reason::WrongTokenType,
+                "typ names another kind of JWT",
+            ));
+        }
+        Some("jwt") | None if policy == TypPolicy::Compat => {}
+        _ => {
+            return Err(Rejection::new(
+                Reason::WrongTokenType,
+                "typ is not at+jwt (the issuer's typ policy is strict)",
+            ));
+        }
+    }
+    // Claims only OIDC puts in ID tokens.
+    if ["nonce", "at_hash", "c_hash", "s_hash"]
+        .iter()
+        .any(|name| claims.contains_key(*name))
+    {
+        return Err(WRONG_TYPE_ID);
+    }
+    for name in ["typ", "type", "token_use", "token_type"] {
+        let Some(kind) = claims.get(name).and_then(Value::as_str) else {
+            continue;
+        };
+        match kind.to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
+            "id" | "id_token" | "idtoken" => return Err(WRONG_TYPE_ID),
+            "refresh" | "refresh_token" | "refreshtoken" | "offline" => {
+                return Err(WRONG_TYPE_REFRESH);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

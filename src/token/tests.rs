@@ -1,0 +1,649 @@
+//! Every token rule, against the pure validation with a pinned clock.
+
+use std::sync::LazyLock;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::sign::{SigningKey, jwks};
+use super::*;
+use crate::config::{FileConfig, IssuerConfig};
+use crate::keys::KeySet;
+
+const NOW: i64 = 1_700_000_000;
+const ISS: &str = "https://issuer.test/";
+const AUD: &str = "https://api.test";
+const MAX: usize = 16 * 1024;
+
+struct Keys {
+    rs: SigningKey,
+    ps: SigningKey,
+    es256: SigningKey,
+    es384: SigningKey,
+    ed: SigningKey,
+    /// A key of another issuer.
+    other: SigningKey,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| {
+    let gen_key = |alg, kid: &str| match SigningKey::generate(alg, kid) {
+        Ok(key) => key,
+        Err(e) => unreachable!("key generation failed: {e}"),
+    };
+    Keys {
+        rs: gen_key(Algorithm::RS256, "rs"),
+        ps: gen_key(Algorithm::PS256, "ps"),
+        es256: gen_key(Algorithm::ES256, "es256"),
+        es384: gen_key(Algorithm::ES384, "es384"),
+        ed: gen_key(Algorithm::EdDSA, "ed"),
+        other: gen_key(Algorithm::RS256, "other"),
+    }
+});
+
+fn issuer_with(extra: &str) -> IssuerConfig {
+    let k = &*KEYS;
+    let set = jwks(&[&k.rs, &k.ps, &k.es256, &k.es384, &k.ed]);
+    let text = format!(
+        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\n\
+         algorithms = [\"RS256\", \"PS256\", \"ES256\", \"ES384\", \"EdDSA\"]\n\
+         jwks = '''{set}'''\n{extra}"
+    );
+    match FileConfig::parse(&text, &std::collections::BTreeMap::new())
+        .and_then(FileConfig::validate)
+    {
+        Ok(mut config) => config.issuers.remove(0),
+        Err(e) => unreachable!("test config invalid: {e}"),
+    }
+}
+
+fn issuer() -> IssuerConfig {
+    issuer_with("")
+}
+
+fn key_set() -> KeySet {
+    let k = &*KEYS;
+    let doc = jwks(&[&k.rs, &k.ps, &k.es256, &k.es384, &k.ed]).to_string();
+    match KeySet::from_jwks(doc.as_bytes()) {
+        Ok((set, _)) => set,
+        Err(e) => unreachable!("{e}"),
+    }
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": ISS,
+        "sub": "user-1",
+        "aud": AUD,
+        "exp": NOW + 600,
+        "iat": NOW - 10,
+        "jti": "id-1",
+        "client_id": "client-1",
+        "scope": "read write",
+        "org_id": "org-9",
+    })
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    if let Value::Object(map) = &mut claims {
+        map.remove(name);
+    }
+    claims
+}
+
+fn mint(key: &SigningKey, claims: &Value) -> String {
+    key.mint("at+jwt", claims).unwrap_or_default()
+}
+
+fn signed(key: &SigningKey, header: Value, claims: &Value) -> String {
+    key.sign_compact(&header, claims).unwrap_or_default()
+}
+
+fn check_with(token: &str, policy: &IssuerConfig) -> Result<AccessToken, Reason> {
+    let keys = key_set();
+    let jwt = parse(token, MAX).map_err(|r| r.reason)?;
+    verify(jwt, policy, &keys, NOW).map_err(|r| r.reason)
+}
+
+fn check(token: &str) -> Result<AccessToken, Reason> {
+    check_with(token, &issuer())
+}
+
+fn reason(token: &str) -> Option<Reason> {
+    check(token).err()
+}
+
+// === accepted ===
+
+#[test]
+fn every_asymmetric_algorithm_verifies() {
+    let k = &*KEYS;
+    for key in [&k.rs, &k.ps, &k.es256, &k.es384, &k.ed] {
+        let token = mint(key, &claims());
+        assert_eq!(check(&token).err(), None, "{:?}", key.alg());
+    }
+}
+
+#[test]
+fn members_are_read_and_other_claims_kept() -> Result<(), Reason> {
+    let token = check(&mint(&KEYS.rs, &claims()))?;
+    assert_eq!(token.iss, ISS);
+    assert_eq!(token.sub.as_deref(), Some("user-1"));
+    assert_eq!(token.aud, vec![AUD]);
+    assert_eq!(token.scopes, vec!["read", "write"]);
+    assert_eq!(token.client_id.as_deref(), Some("client-1"));
+    assert_eq!(token.jti.as_deref(), Some("id-1"));
+    assert_eq!(token.other_claims.get("org_id"), Some(&json!("org-9")));
+    for member in [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "jti",
+        "scope",
+        "client_id",
+    ] {
+        assert!(
+            !token.other_claims.contains_key(member),
+            "{member} repeated"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn scp_array_and_azp_are_read() -> Result<(), Reason> {
+    let shaped = without(without(claims(), "scope"), "client_id");
+    let shaped = with(with(shaped, "scp", json!(["a", "b"])), "azp", json!("spa"));
+    let token = check(&mint(&KEYS.rs, &shaped))?;
+    assert_eq!(token.scopes, vec!["a", "b"]);
+    assert_eq!(token.client_id.as_deref(), Some("spa"));
+    // Read under another name, they stay among the claims as issued.
+    assert!(token.other_claims.contains_key("scp"));
+    assert!(token.other_claims.contains_key("azp"));
+    Ok(())
+}
+
+#[test]
+fn aud_array_with_one_accepted_audience() {
+    let token = mint(&KEYS.rs, &with(claims(), "aud", json!(["other", AUD])));
+    assert_eq!(reason(&token), None);
+}
+
+#[test]
+fn typ_with_media_type_prefix_is_accepted() {
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "application/at+JWT"});
+    assert_eq!(reason(&signed(&KEYS.rs, header, &claims())), None);
+}
+
+#[test]
+fn fractional_numeric_dates_are_floored() -> Result<(), Reason> {
+    let token = check(&mint(
+        &KEYS.rs,
+        &with(claims(), "exp", json!(NOW as f64 + 600.7)),
+    ))?;
+    assert_eq!(token.exp, NOW + 600);
+    Ok(())
+}
+
+#[test]
+fn hmac_issuer_verifies_hs256() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let text = format!(
+        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [\"HS256\"]\nhmac_secret = {secret:?}\n"
+    );
+    let policy = match FileConfig::parse(&text, &std::collections::BTreeMap::new())
+        .and_then(FileConfig::validate)
+    {
+        Ok(mut config) => config.issuers.remove(0),
+        Err(e) => unreachable!("{e}"),
+    };
+    let key = match SigningKey::from_private(Algorithm::HS256, "hs", secret.as_bytes().to_vec()) {
+        Ok(key) => key,
+        Err(e) => unreachable!("{e}"),
+    };
+    let keys = KeySet::hmac(secret.as_bytes());
+    let token = mint(&key, &claims());
+    let verified = parse(&token, MAX).and_then(|jwt| verify(jwt, &policy, &keys, NOW));
+    assert!(verified.is_ok(), "{verified:?}");
+    // The same secret under another algorithm of the family is still refused if not allowed.
+    let hs512 = SigningKey::from_private(Algorithm::HS512, "hs", secret.as_bytes().to_vec());
+    let token = hs512.map(|k| mint(&k, &claims())).unwrap_or_default();
+    let refused = parse(&token, MAX).and_then(|jwt| verify(jwt, &policy, &keys, NOW));
+    assert_eq!(
+        refused.map_err(|r| r.reason).err(),
+        Some(Reason::BadSignature)
+    );
+}
+
+// === signature and header rules ===
+
+#[test]
+fn alg_none_is_refused() {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+    assert_eq!(
+        reason(&format!("{header}.{payload}.")),
+        Some(Reason::BadSignature)
+    );
+    let with_signature = format!("{header}.{payload}.c2lnbmF0dXJl");
+    assert_eq!(reason(&with_signature), Some(Reason::BadSignature));
+}
+
+#[test]
+fn hs256_signed_with_the_rsa_public_key_is_refused() {
+    // The classic confusion: the verifier's public key used as an HMAC secret.
+    let public = KEYS.rs.public_jwk().to_string();
+    let forged_key = match SigningKey::from_private(Algorithm::HS256, "rs", public.into_bytes()) {
+        Ok(key) => key,
+        Err(e) => unreachable!("{e}"),
+    };
+    let token = mint(&forged_key, &claims());
+    assert_eq!(reason(&token), Some(Reason::BadSignature));
+}
+
+#[test]
+fn algorithm_outside_the_allow_list_is_refused() {
+    let policy = issuer_with("").clone();
+    let mut rs_only = policy.clone();
+    rs_only.algorithms = vec![Algorithm::RS256];
+    let token = mint(&KEYS.es256, &claims());
+    assert_eq!(
+        check_with(&token, &rs_only).err(),
+        Some(Reason::BadSignature)
+    );
+}
+
+#[test]
+fn kid_of_a_key_of_another_type_is_refused() {
+    // ES256 signature, but the kid names the RSA key.
+    let header = json!({"alg": "ES256", "kid": "rs", "typ": "at+jwt"});
+    assert_eq!(
+        reason(&signed(&KEYS.es256, header, &claims())),
+        Some(Reason::BadSignature)
+    );
+}
+
+#[test]
+fn jwk_alg_pins_the_algorithm() {
+    let mut jwk = KEYS.rs.public_jwk();
+    jwk["alg"] = json!("RS384");
+    let doc = json!({"keys": [jwk]}).to_string();
+    let keys = match KeySet::from_jwks(doc.as_bytes()) {
+        Ok((set, _)) => set,
+        Err(e) => unreachable!("{e}"),
+    };
+    let mut policy = issuer();
+    policy.algorithms = vec![Algorithm::RS256, Algorithm::RS384];
+    let token = mint(&KEYS.rs, &claims());
+    let result = parse(&token, MAX).and_then(|jwt| verify(jwt, &policy, &keys, NOW));
+    assert_eq!(
+        result.map_err(|r| r.reason).err(),
+        Some(Reason::BadSignature)
+    );
+}
+
+#[test]
+fn key_of_another_issuer_is_refused() {
+    // Unknown kid: the other issuer's key is not in this set.
+    assert_eq!(
+        reason(&mint(&KEYS.other, &claims())),
+        Some(Reason::UnknownKey)
+    );
+    // Same kid as one of ours: the signature does not verify with our key.
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "at+jwt"});
+    assert_eq!(
+        reason(&signed(&KEYS.other, header, &claims())),
+        Some(Reason::BadSignature)
+    );
+    // No kid: every RSA key of ours is tried, none verifies.
+    let header = json!({"alg": "RS256", "typ": "at+jwt"});
+    assert_eq!(
+        reason(&signed(&KEYS.other, header, &claims())),
+        Some(Reason::BadSignature)
+    );
+}
+
+#[test]
+fn token_without_kid_finds_its_key() {
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt"});
+    assert_eq!(reason(&signed(&KEYS.ed, header, &claims())), None);
+}
+
+#[test]
+fn key_carrying_headers_are_refused() {
+    let jwk = KEYS.other.public_jwk();
+    for (name, value) in [
+        ("jku", json!("https://evil.test/jwks.json")),
+        ("x5u", json!("https://evil.test/cert.pem")),
+        ("jwk", jwk),
+        ("x5c", json!(["MIIB"])),
+    ] {
+        let mut header = json!({"alg": "RS256", "kid": "rs", "typ": "at+jwt"});
+        header[name] = value;
+        assert_eq!(
+            reason(&signed(&KEYS.rs, header, &claims())),
+            Some(Reason::Malformed),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn unknown_crit_is_refused() {
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "at+jwt", "crit": ["exp"], "exp": 1});
+    assert_eq!(
+        reason(&signed(&KEYS.rs, header, &claims())),
+        Some(Reason::Malformed)
+    );
+}
+
+#[test]
+fn tampered_payload_is_refused() {
+    let token = mint(&KEYS.rs, &claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("admin")).to_string());
+    let tampered = format!("{}.{forged}.{}", parts[0], parts[2]);
+    assert_eq!(reason(&tampered), Some(Reason::BadSignature));
+}
+
+// === malformed input ===
+
+#[test]
+fn oversized_token_is_refused_before_decoding() {
+    let big = "a".repeat(1024 * 1024);
+    assert_eq!(
+        reason(&format!("{big}.{big}.{big}")),
+        Some(Reason::Malformed)
+    );
+}
+
+#[test]
+fn garbage_is_malformed() {
+    let json_not_object = URL_SAFE_NO_PAD.encode("[1,2]");
+    let not_json = URL_SAFE_NO_PAD.encode("not json");
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#);
+    for token in [
+        "".to_owned(),
+        "a.b".to_owned(),
+        "a.b.c.d".to_owned(),
+        "!!!.@@@.###".to_owned(),
+        format!("{not_json}.{not_json}.sig"),
+        format!("{header}.{json_not_object}.sig"),
+        format!("{header}.{not_json}.sig"),
+        format!("{header}.{}.sig!", URL_SAFE_NO_PAD.encode("{}")),
+        format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":7}"#),
+            URL_SAFE_NO_PAD.encode("{}")
+        ),
+        format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":5}"#),
+            URL_SAFE_NO_PAD.encode("{}")
+        ),
+    ] {
+        assert_eq!(reason(&token), Some(Reason::Malformed), "{token}");
+    }
+}
+
+#[test]
+fn exp_as_string_is_malformed() {
+    let token = mint(&KEYS.rs, &with(claims(), "exp", json!("1999999999")));
+    assert_eq!(reason(&token), Some(Reason::Malformed));
+}
+
+#[test]
+fn claims_of_the_wrong_type_are_malformed() {
+    for (name, value) in [
+        ("nbf", json!("soon")),
+        ("iat", json!(true)),
+        ("aud", json!(42)),
+        ("aud", json!([AUD, 1])),
+        ("sub", json!(7)),
+        ("scope", json!({"read": true})),
+        ("exp", json!(null)),
+    ] {
+        let token = mint(&KEYS.rs, &with(claims(), name, value));
+        assert_eq!(reason(&token), Some(Reason::Malformed), "{name}");
+    }
+}
+
+#[test]
+fn missing_exp_is_malformed() {
+    assert_eq!(
+        reason(&mint(&KEYS.rs, &without(claims(), "exp"))),
+        Some(Reason::Malformed)
+    );
+}
+
+#[test]
+fn missing_required_claim_is_malformed() {
+    let policy = issuer_with("required_claims = [\"sub\", \"client_id\"]\n");
+    let token = mint(&KEYS.rs, &without(claims(), "client_id"));
+    assert_eq!(check_with(&token, &policy).err(), Some(Reason::Malformed));
+    assert_eq!(check_with(&mint(&KEYS.rs, &claims()), &policy).err(), None);
+}
+
+// === time ===
+
+#[test]
+fn expiry_honours_leeway() {
+    let leeway = issuer().leeway_secs;
+    let just_inside = mint(&KEYS.rs, &with(claims(), "exp", json!(NOW - leeway + 1)));
+    assert_eq!(reason(&just_inside), None);
+    let at_limit = mint(&KEYS.rs, &with(claims(), "exp", json!(NOW - leeway)));
+    assert_eq!(reason(&at_limit), Some(Reason::Expired));
+}
+
+#[test]
+fn nbf_and_iat_in_the_future_are_not_yet_valid() {
+    let leeway = issuer().leeway_secs;
+    for name in ["nbf", "iat"] {
+        let inside = mint(&KEYS.rs, &with(claims(), name, json!(NOW + leeway)));
+        assert_eq!(reason(&inside), None, "{name}");
+        let beyond = mint(&KEYS.rs, &with(claims(), name, json!(NOW + leeway + 1)));
+        assert_eq!(reason(&beyond), Some(Reason::NotYetValid), "{name}");
+    }
+}
+
+#[test]
+fn zero_leeway_is_exact() {
+    let policy = issuer_with("leeway_secs = 0\n");
+    let token = mint(&KEYS.rs, &with(claims(), "exp", json!(NOW)));
+    assert_eq!(check_with(&token, &policy).err(), Some(Reason::Expired));
+}
+
+// === audience and issuer ===
+
+#[test]
+fn wrong_or_missing_audience_is_refused() {
+    assert_eq!(
+        reason(&mint(&KEYS.rs, &with(claims(), "aud", json!("other")))),
+        Some(Reason::WrongAudience)
+    );
+    assert_eq!(
+        reason(&mint(&KEYS.rs, &without(claims(), "aud"))),
+        Some(Reason::WrongAudience)
+    );
+}
+
+#[test]
+fn iss_other_than_the_policy_is_refused() {
+    let token = mint(
+        &KEYS.rs,
+        &with(claims(), "iss", json!("https://elsewhere.test/")),
+    );
+    assert_eq!(reason(&token), Some(Reason::UnknownIssuer));
+}
+
+// === token type confusion ===
+
+#[test]
+fn strict_typ_requires_at_jwt() {
+    for typ in [Some("JWT"), None, Some("JOSE")] {
+        let mut header = json!({"alg": "RS256", "kid": "rs"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        assert_eq!(
+            reason(&signed(&KEYS.rs, header, &claims())),
+            Some(Reason::WrongTokenType),
+            "{typ:?}"
+        );
+    }
+}
+
+#[test]
+fn compat_typ_accepts_jwt_and_no_typ() {
+    let policy = issuer_with("typ = \"compat\"\n");
+    for typ in [Some("JWT"), None] {
+        let mut header = json!({"alg": "RS256", "kid": "rs"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        let token = signed(&KEYS.rs, header, &claims());
+        assert_eq!(check_with(&token, &policy).err(), None, "{typ:?}");
+    }
+}
+
+#[test]
+fn id_tokens_are_wrong_token_type() {
+    let policy = issuer_with("typ = \"compat\"\n");
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    for (name, value) in [
+        ("nonce", json!("n-0S6_WzA2Mj")),
+        ("at_hash", json!("77QmUPtjPfzWtF2AnpK9RQ")),
+        ("c_hash", json!("LDktKdoQak3Pk0cnXxCltA")),
+        ("type", json!("id_token")),
+        ("token_use", json!("id")),
+        ("typ", json!("ID")),
+    ] {
+        let token = signed(&KEYS.rs, header.clone(), &with(claims(), name, value));
+        assert_eq!(
+            check_with(&token, &policy).err(),
+            Some(Reason::WrongTokenType),
+            "{name}"
+        );
+    }
+    // Even typed at+jwt, an OIDC-only claim gives an ID token away.
+    assert_eq!(
+        reason(&mint(&KEYS.rs, &with(claims(), "nonce", json!("n")))),
+        Some(Reason::WrongTokenType)
+    );
+}
+
+#[test]
+fn refresh_tokens_are_wrong_token_type() {
+    let policy = issuer_with("typ = \"compat\"\n");
+    let jwt = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    for (header, claims) in [
+        (jwt.clone(), with(claims(), "typ", json!("Refresh"))),
+        (jwt.clone(), with(claims(), "typ", json!("Offline"))),
+        (
+            jwt.clone(),
+            with(claims(), "token_type", json!("refresh_token")),
+        ),
+        (
+            json!({"alg": "RS256", "kid": "rs", "typ": "refresh+jwt"}),
+            claims(),
+        ),
+    ] {
+        let token = signed(&KEYS.rs, header, &claims);
+        assert_eq!(
+            check_with(&token, &policy).err(),
+            Some(Reason::WrongTokenType)
+        );
+    }
+}
+
+#[test]
+fn other_explicit_jwt_types_are_refused() {
+    for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt"] {
+        let header = json!({"alg": "RS256", "kid": "rs", "typ": typ});
+        assert_eq!(
+            reason(&signed(&KEYS.rs, header, &claims())),
+            Some(Reason::WrongTokenType),
+            "{typ}"
+        );
+    }
+}
+
+// === per-call policy ===
+
+#[test]
+fn call_policy_narrows() -> Result<(), Reason> {
+    let token = check(&mint(&KEYS.rs, &claims()))?;
+    let read = vec!["read".to_owned()];
+    let admin = vec!["read".to_owned(), "admin".to_owned()];
+    let ok = CallPolicy {
+        required_scopes: &read,
+        audience: Some(AUD),
+    };
+    assert!(ok.check(&token).is_ok());
+    let scope = CallPolicy {
+        required_scopes: &admin,
+        audience: None,
+    };
+    assert_eq!(
+        scope.check(&token).map_err(|r| r.reason),
+        Err(Reason::InsufficientScope)
+    );
+    let audience = CallPolicy {
+        required_scopes: &[],
+        audience: Some("https://other.test"),
+    };
+    assert_eq!(
+        audience.check(&token).map_err(|r| r.reason),
+        Err(Reason::WrongAudience)
+    );
+    Ok(())
+}
+
+// === fingerprint ===
+
+#[test]
+fn fingerprint_is_the_sha256_prefix() {
+    // SHA-256("abc") = ba7816bf8f01cfea...
+    assert_eq!(
+        TokenHash::of("abc").fingerprint().as_str(),
+        "ba7816bf8f01cfea"
+    );
+}
+
+// === no input panics ===
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_strings_never_panic(token in ".{0,300}") {
+        let _ = check(&token);
+    }
+
+    #[test]
+    fn arbitrary_json_segments_never_panic(
+        header in prop::collection::vec(any::<u8>(), 0..64),
+        payload in prop::collection::vec(any::<u8>(), 0..128),
+        claim in prop_oneof![Just("exp"), Just("nbf"), Just("iat"), Just("aud"), Just("scope"), Just("iss")],
+        value in prop_oneof![
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,8}".prop_map(|s| json!(s)),
+            Just(json!(null)),
+            Just(json!([1, "a"])),
+            Just(json!({"nested": {}})),
+        ],
+    ) {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let _ = check(&format!("{}.{}.{}", b64(&header), b64(&payload), b64(b"x")));
+        let _ = check(&mint(&KEYS.es256, &with(claims(), claim, value)));
+    }
+}
