@@ -1,1 +1,146 @@
-fn main() {}
+//! Introspection cost: cold validation per algorithm, the cache-hit path, fingerprinting.
+//!
+//! `cargo bench --bench introspect`. Compare `introspector/cache_hit` with
+//! `introspector/cold_RS256` (same Introspector, cache off): the ratio is the cache's gain.
+
+use std::{collections::BTreeMap, hint::black_box, sync::Arc};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use introspectd::{
+    config::{Config, FileConfig},
+    introspect::Introspector,
+    keys::{Issuers, KeySet},
+    token::{self, CallPolicy, TokenHash, sign::SigningKey},
+};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+const ISS: &str = "https://bench.test/";
+const AUD: &str = "https://api.test";
+const NOW: i64 = 1_700_000_000;
+
+fn claims() -> serde_json::Value {
+    json!({
+        "iss": ISS, "sub": "user-1", "aud": AUD, "exp": NOW + 3600, "iat": NOW,
+        "jti": "bench-1", "client_id": "client-1", "scope": "read write orders:read",
+        "org_id": "org-9", "roles": ["admin", "reader"],
+    })
+}
+
+fn config(jwks: &str, algorithms: &[&str], hmac: Option<&str>) -> Config {
+    let source = match hmac {
+        Some(secret) => format!("hmac_secret = {secret:?}"),
+        None => format!("jwks = '''{jwks}'''"),
+    };
+    let algorithms = algorithms
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [{algorithms}]\n{source}\n"
+    );
+    match FileConfig::parse(&text, &BTreeMap::new()).and_then(FileConfig::validate) {
+        Ok(config) => config,
+        Err(e) => unreachable!("bench config: {e}"),
+    }
+}
+
+fn key(alg: Algorithm) -> SigningKey {
+    SigningKey::generate(alg, format!("{alg:?}")).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn cold_validation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_cold");
+    let secret = "0123456789abcdef0123456789abcdef";
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+        Algorithm::HS256,
+    ] {
+        let (signer, keys, policy) = if alg == Algorithm::HS256 {
+            let signer = SigningKey::from_private(alg, "hs", secret.as_bytes().to_vec())
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            (
+                signer,
+                KeySet::hmac(secret.as_bytes()),
+                config("", &["HS256"], Some(secret)),
+            )
+        } else {
+            let signer = key(alg);
+            let jwks = token::sign::jwks(&[&signer]).to_string();
+            let (keys, _) =
+                KeySet::from_jwks(jwks.as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+            let name = format!("{alg:?}");
+            (signer, keys, config(&jwks, &[&name], None))
+        };
+        let policy = &policy.issuers[0];
+        let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
+        group.bench_function(format!("{alg:?}"), |b| {
+            b.iter(|| {
+                let jwt = token::parse(black_box(&token), 16 * 1024);
+                let verified = jwt.and_then(|jwt| token::verify(jwt, policy, &keys, NOW));
+                assert!(verified.is_ok());
+                verified
+            })
+        });
+    }
+    group.finish();
+}
+
+fn introspector_paths(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let signer = key(Algorithm::RS256);
+    let jwks = token::sign::jwks(&[&signer]).to_string();
+    let config = config(&jwks, &["RS256"], None);
+    let http = introspectd::keys::http_client().unwrap_or_else(|e| unreachable!("{e}"));
+    let issuers = Arc::new(Issuers::new(config.issuers.clone(), http));
+    runtime.block_on(async {
+        for issuer in issuers.iter() {
+            issuer.load().await.unwrap_or_else(|e| unreachable!("{e}"));
+        }
+    });
+    let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
+    let cached = Introspector::new(issuers.clone(), 1_000, 16 * 1024);
+    let uncached = Introspector::new(issuers, 0, 16 * 1024);
+    let scopes = vec!["read".to_owned()];
+    let policy = CallPolicy {
+        required_scopes: &scopes,
+        audience: Some(AUD),
+    };
+
+    let mut group = c.benchmark_group("introspector");
+    group.bench_function("cache_hit", |b| {
+        b.iter(|| {
+            let answer = runtime.block_on(cached.introspect(black_box(&token), policy, NOW));
+            assert!(answer.as_ref().is_ok_and(|a| a.is_active()));
+            answer
+        })
+    });
+    group.bench_function("cold_RS256", |b| {
+        b.iter(|| {
+            let answer = runtime.block_on(uncached.introspect(black_box(&token), policy, NOW));
+            assert!(answer.as_ref().is_ok_and(|a| a.is_active()));
+            answer
+        })
+    });
+    group.finish();
+}
+
+fn fingerprinting(c: &mut Criterion) {
+    let token = key(Algorithm::RS256)
+        .mint("at+jwt", &claims())
+        .unwrap_or_default();
+    c.bench_function("fingerprint_sha256", |b| {
+        b.iter(|| TokenHash::of(black_box(&token)).fingerprint())
+    });
+}
+
+criterion_group!(benches, cold_validation, introspector_paths, fingerprinting);
+criterion_main!(benches);

@@ -1,0 +1,159 @@
+//! The `introspectd` binary, as the README uses it.
+
+use std::{
+    net::TcpListener,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use crate::support::TestResult;
+
+const BIN: &str = env!("CARGO_BIN_EXE_introspectd");
+
+fn run(args: &[&str]) -> std::io::Result<Output> {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output()
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_bad_key() -> TestResult {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/introspectd.toml");
+    let ok = run(&["check-config", "--config", example])?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\ngrpc_adr = \"0.0.0.0:1\"\n")?;
+    let refused = run(&["check-config", "--config", bad.to_str().unwrap_or_default()])?;
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("grpc_adr"));
+
+    std::fs::write(
+        &bad,
+        "[[issuers]]\nissuer = \"https://x.test/\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]\njwks_uri = \"https://x.test/jwks\"\n",
+    )?;
+    let refused = run(&["check-config", "--config", bad.to_str().unwrap_or_default()])?;
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("issuers[0].algorithms"));
+    Ok(())
+}
+
+#[test]
+fn mint_prints_the_token_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap_or_default();
+    let out = run(&[
+        "mint",
+        "--data-dir",
+        data,
+        "--sub",
+        "alice",
+        "--scope",
+        "orders:read",
+    ])?;
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout)?;
+    let token = stdout.trim_end();
+    assert_eq!(token.split('.').count(), 3);
+    assert!(!token.contains(char::is_whitespace));
+    // The key is created once and reused.
+    let again = run(&["mint", "--data-dir", data])?;
+    let first_kid = token.split('.').next();
+    let second = String::from_utf8(again.stdout)?;
+    assert_eq!(
+        first_kid,
+        second.split('.').next(),
+        "same header: same key id"
+    );
+    Ok(())
+}
+
+/// The README's walkthrough: `introspectd dev`, `mint`, `introspect`, an ID token refused.
+#[test]
+fn dev_mint_introspect_walkthrough() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap_or_default().to_owned();
+    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let mut dev = Command::new(BIN)
+        .args([
+            "dev",
+            "--data-dir",
+            &data,
+            "--grpc-addr",
+            &grpc,
+            "--http-addr",
+            &http,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let ready = wait_ready(&http);
+
+    let grpc_url = format!("http://{grpc}");
+    let outcome = (|| -> TestResult {
+        ready?;
+        let token = String::from_utf8(run(&["mint", "--data-dir", &data])?.stdout)?;
+        let answer = run(&["introspect", "--grpc-addr", &grpc_url, token.trim()])?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer.stdout)?;
+        assert_eq!(answer["active"], true, "{answer}");
+        assert_eq!(answer["sub"], "dev-user");
+
+        let id_token =
+            String::from_utf8(run(&["mint", "--data-dir", &data, "--id-token"])?.stdout)?;
+        let answer = run(&["introspect", "--grpc-addr", &grpc_url, id_token.trim()])?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer.stdout)?;
+        assert_eq!(answer["active"], false);
+        assert_eq!(answer["inactive_reason"], "WRONG_TOKEN_TYPE");
+
+        let jwks = http_get(&http, "/.well-known/jwks.json").ok_or("no JWKS response")?;
+        assert!(jwks.starts_with("HTTP/1.1 200"), "{jwks}");
+        assert!(jwks.contains(r#""kty":"EC""#), "{jwks}");
+        Ok(())
+    })();
+
+    // SIGTERM: a clean stop with exit code 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    let status = dev.wait()?;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = dev.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
+    outcome.map_err(|e| format!("{e}\n--- dev stderr ---\n{stderr}"))?;
+    assert!(status.success(), "dev exited with {status}\n{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    Ok(())
+}
+
+/// Polls `/readyz` (10 s at most): the dev server is a separate process.
+fn wait_ready(http: &str) -> TestResult {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if http_get(http, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("dev server not ready within 10 s".into())
+}
+
+/// A plain HTTP/1.1 GET over a blocking socket: status line, headers and body as text.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}

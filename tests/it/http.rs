@@ -1,0 +1,66 @@
+//! The RFC 7662 HTTP endpoint.
+
+use introspectd::config::IssuerSection;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const ISS: &str = "https://http.test/";
+
+async fn server(signer: &introspectd::token::sign::SigningKey) -> Introspectd {
+    let section = IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    };
+    Introspectd::start_ready(file_config(vec![section])).await
+}
+
+async fn post(server: &Introspectd, form: &[(&str, &str)]) -> Result<(u16, Value), reqwest::Error> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/oauth2/introspect", server.http_addr))
+        .form(form)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+#[tokio::test]
+async fn active_token_answers_rfc7662_members() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let token = mint(&signer, &claims(ISS));
+    let (status, body) = post(
+        &server,
+        &[("token", &token), ("token_type_hint", "access_token")],
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert_eq!(body["active"], json!(true));
+    assert_eq!(body["iss"], json!(ISS));
+    assert_eq!(body["aud"], json!(AUD));
+    assert_eq!(body["scope"], json!("read write"));
+    assert_eq!(body["client_id"], json!("client-1"));
+    assert_eq!(body["token_type"], json!("Bearer"));
+    assert_eq!(body["org_id"], json!("org-9"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn inactive_token_is_only_active_false() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let mut expired = claims(ISS);
+    expired["exp"] = json!(now() - 3600);
+    for token in [mint(&signer, &expired), "garbage".to_owned()] {
+        let (status, body) = post(&server, &[("token", &token)]).await?;
+        assert_eq!(status, 200);
+        assert_eq!(body, json!({"active": false}));
+    }
+    let (status, body) = post(&server, &[("nothing", "here")]).await?;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], json!("invalid_request"));
+    Ok(())
+}

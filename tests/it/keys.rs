@@ -1,0 +1,167 @@
+//! Key sets over real HTTP: rotation, removal, an issuer that is down, discovery.
+
+use std::time::Duration;
+
+use introspectd::grpc::pb::InactiveReason;
+use jsonwebtoken::Algorithm;
+
+use crate::support::*;
+
+const ISS: &str = "https://rotating.test/";
+
+#[tokio::test]
+async fn new_kid_is_accepted_after_one_refetch() -> TestResult {
+    let old = key(Algorithm::ES256, "old");
+    let new = key(Algorithm::ES256, "new");
+    let jwks = JwksServer::start(&[&old]).await;
+    let server = Introspectd::start_ready(file_config(vec![issuer_section(
+        ISS,
+        &jwks.jwks_uri(),
+        &["ES256"],
+    )]))
+    .await;
+    let fetches_at_start = jwks.fetches();
+
+    jwks.set_keys(&[&old, &new]);
+    // Many concurrent tokens with the new kid share one refetch.
+    let token = mint(&new, &claims(ISS));
+    let answers = futures_util::future::join_all((0..20).map(|_| server.introspect(&token))).await;
+    assert!(answers.iter().all(|a| a.active), "{answers:?}");
+    assert_eq!(
+        jwks.fetches(),
+        fetches_at_start + 1,
+        "one refetch for the unknown kid"
+    );
+
+    // A kid that is still unknown after the refetch is refused, and the refetch is
+    // rate-limited: a burst of unknown kids costs at most one more fetch.
+    let stranger = key(Algorithm::ES256, "stranger");
+    for _ in 0..5 {
+        let answer = server.introspect(&mint(&stranger, &claims(ISS))).await;
+        assert_eq!(reason(&answer), InactiveReason::UnknownKey);
+    }
+    assert!(jwks.fetches() <= fetches_at_start + 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn removed_key_is_refused_after_refresh_even_when_cached() -> TestResult {
+    let kept = key(Algorithm::RS256, "kept");
+    let dropped = key(Algorithm::RS256, "dropped");
+    let jwks = JwksServer::start(&[&kept, &dropped]).await;
+    let mut section = issuer_section(ISS, &jwks.jwks_uri(), &["RS256"]);
+    section.refresh_secs = 1;
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+
+    let token = mint(&dropped, &claims(ISS));
+    assert!(
+        server.introspect(&token).await.active,
+        "verified and cached"
+    );
+    let fetches = jwks.fetches();
+    jwks.set_keys(&[&kept]);
+    eventually("a refresh after the key was dropped", || async {
+        jwks.fetches() > fetches
+    })
+    .await;
+    let answer = server.introspect(&token).await;
+    assert!(
+        !answer.active,
+        "a cached verification must not outlive its key"
+    );
+    assert!(
+        matches!(reason(&answer), InactiveReason::UnknownKey),
+        "{answer:?}"
+    );
+    assert!(server.introspect(&mint(&kept, &claims(ISS))).await.active);
+    Ok(())
+}
+
+#[tokio::test]
+async fn last_good_keys_serve_while_the_issuer_is_down() -> TestResult {
+    let signer = key(Algorithm::EdDSA, "ed");
+    let jwks = JwksServer::start(&[&signer]).await;
+    let mut section = issuer_section(ISS, &jwks.jwks_uri(), &["EdDSA"]);
+    section.refresh_secs = 1;
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+
+    jwks.set_down(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // at least one failed refresh
+    assert!(server.introspect(&mint(&signer, &claims(ISS))).await.active);
+    // An unknown kid while down: refused promptly, not hung.
+    let stranger = key(Algorithm::EdDSA, "stranger");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        server.introspect(&mint(&stranger, &claims(ISS))),
+    )
+    .await?;
+    assert_eq!(reason(&answer), InactiveReason::UnknownKey);
+
+    // Gone entirely (connection refused): still serving from the last set.
+    jwks.stop();
+    assert!(server.introspect(&mint(&signer, &claims(ISS))).await.active);
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_come_from_oidc_discovery() -> TestResult {
+    let signer = key(Algorithm::PS256, "ps");
+    let jwks = JwksServer::start(&[&signer]).await;
+    let mut section = issuer_section(&jwks.issuer(), &jwks.jwks_uri(), &["PS256"]);
+    section.jwks_uri = None;
+    section.discovery = true;
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+    let answer = server
+        .introspect(&mint(&signer, &claims(&jwks.issuer())))
+        .await;
+    assert!(answer.active, "{answer:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_never_becomes_ready() -> TestResult {
+    let signer = key(Algorithm::RS256, "rs");
+    let jwks = JwksServer::start(&[&signer]).await;
+    // Configured issuer differs from what the discovery document says (trailing slash).
+    let mut section = issuer_section(&format!("{}/", jwks.issuer()), &jwks.jwks_uri(), &["RS256"]);
+    section.jwks_uri = None;
+    section.discovery = true;
+    let server = Introspectd::start(file_config(vec![section])).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        server.health("").await,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn inline_and_file_key_sets_need_no_network() -> TestResult {
+    let signer = key(Algorithm::ES384, "es384");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("jwks.json");
+    std::fs::write(
+        &path,
+        introspectd::token::sign::jwks(&[&signer]).to_string(),
+    )?;
+    let mut from_file = issuer_section("https://file.test/", "http://unused", &["ES384"]);
+    from_file.jwks_uri = None;
+    from_file.jwks_file = Some(path);
+    let mut inline = issuer_section("https://inline.test/", "http://unused", &["ES384"]);
+    inline.jwks_uri = None;
+    inline.jwks = Some(introspectd::token::sign::jwks(&[&signer]).to_string());
+    let server = Introspectd::start_ready(file_config(vec![from_file, inline])).await;
+    assert!(
+        server
+            .introspect(&mint(&signer, &claims("https://file.test/")))
+            .await
+            .active
+    );
+    assert!(
+        server
+            .introspect(&mint(&signer, &claims("https://inline.test/")))
+            .await
+            .active
+    );
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Readiness, graceful shutdown and cache expiry.
+
+use std::time::Duration;
+
+use introspectd::grpc::pb::{self, InactiveReason};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::support::*;
+
+const ISS: &str = "https://lifecycle.test/";
+
+#[tokio::test]
+async fn not_ready_until_keys_load_then_serving() -> TestResult {
+    let signer = key(Algorithm::RS256, "rs");
+    let jwks = JwksServer::start(&[&signer]).await;
+    jwks.set_down(true);
+    let server = Introspectd::start(file_config(vec![issuer_section(
+        ISS,
+        &jwks.jwks_uri(),
+        &["RS256"],
+    )]))
+    .await;
+    let readyz = format!("http://{}/readyz", server.http_addr);
+
+    assert_eq!(server.health("").await, ServingStatus::NotServing);
+    assert_eq!(
+        server.health("introspectd.v1.TokenIntrospection").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(server.health("liveness").await, ServingStatus::Serving);
+    assert_eq!(reqwest::get(&readyz).await?.status(), 503);
+    let early = server
+        .client()
+        .await
+        .introspect(pb::IntrospectRequest {
+            token: mint(&signer, &claims(ISS)),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(early.err().map(|s| s.code()), Some(Code::Unavailable));
+
+    jwks.set_down(false);
+    server.wait_for_health("", ServingStatus::Serving).await;
+    assert_eq!(
+        server.health("introspectd.v1.TokenIntrospection").await,
+        ServingStatus::Serving
+    );
+    assert_eq!(reqwest::get(&readyz).await?.status(), 200);
+    assert!(server.introspect(&mint(&signer, &claims(ISS))).await.active);
+    server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() -> TestResult {
+    let old = key(Algorithm::ES256, "old");
+    let new = key(Algorithm::ES256, "new");
+    let jwks = JwksServer::start(&[&old]).await;
+    let mut server = Introspectd::start_ready(file_config(vec![issuer_section(
+        ISS,
+        &jwks.jwks_uri(),
+        &["ES256"],
+    )]))
+    .await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        watch.message().await?.map(|m| m.status()),
+        Some(ServingStatus::Serving)
+    );
+
+    // An Introspect held up by a slow key refetch is in flight when shutdown starts.
+    jwks.set_keys(&[&old, &new]);
+    jwks.set_delay(Duration::from_millis(700));
+    let started = jwks.requests_started();
+    let mut client = server.client().await;
+    let token = mint(&new, &claims(ISS));
+    let in_flight = tokio::spawn(async move {
+        client
+            .introspect(pb::IntrospectRequest {
+                token,
+                ..Default::default()
+            })
+            .await
+    });
+    eventually("the refetch to start", || async {
+        jwks.requests_started() > started
+    })
+    .await;
+    server.begin_stop();
+
+    let mut saw_not_serving = false;
+    while let Ok(Some(update)) = watch.message().await {
+        if update.status() == ServingStatus::NotServing {
+            saw_not_serving = true;
+            break;
+        }
+    }
+    assert!(
+        saw_not_serving,
+        "health must go NOT_SERVING when shutdown starts"
+    );
+    let answer = in_flight.await??.into_inner();
+    assert!(answer.active, "the in-flight call completes: {answer:?}");
+    drop(watch);
+    server.join().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn cached_answer_ends_at_exp() -> TestResult {
+    let signer = key(Algorithm::EdDSA, "ed");
+    let jwks = JwksServer::start(&[&signer]).await;
+    let mut section = issuer_section(ISS, &jwks.jwks_uri(), &["EdDSA"]);
+    section.leeway_secs = 0;
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+    let exp = now() + 2;
+    let mut short = claims(ISS);
+    short["exp"] = json!(exp);
+    let token = mint(&signer, &short);
+    assert!(server.introspect(&token).await.active);
+    assert!(
+        server.introspect(&token).await.active,
+        "served again, from the cache"
+    );
+    while now() < exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = server.introspect(&token).await;
+    assert!(!answer.active);
+    assert_eq!(reason(&answer), InactiveReason::Expired);
+    Ok(())
+}

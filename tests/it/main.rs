@@ -1,0 +1,10 @@
+//! The single integration-test binary: the real service on loopback sockets, a real
+//! HTTP JWKS server on port 0, generated keys, the generated gRPC client.
+
+mod cli;
+mod http;
+mod keys;
+mod lifecycle;
+mod logs;
+mod support;
+mod tokens;

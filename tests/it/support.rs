@@ -1,0 +1,394 @@
+//! Fixtures: a controllable JWKS server and an introspectd instance, both on port 0.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use introspectd::{
+    Listeners, RunError, RunOptions,
+    config::{Config, FileConfig, IssuerSection, ServerSection},
+    grpc::pb::{self, token_introspection_client::TokenIntrospectionClient},
+    token::sign::SigningKey,
+};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub const AUD: &str = "https://api.test";
+
+pub fn now() -> i64 {
+    introspectd::unix_now()
+}
+
+pub fn key(alg: Algorithm, kid: &str) -> SigningKey {
+    match SigningKey::generate(alg, kid) {
+        Ok(key) => key,
+        Err(e) => unreachable!("key generation failed: {e}"),
+    }
+}
+
+/// Access-token claims for `iss`, valid for ten minutes.
+pub fn claims(iss: &str) -> Value {
+    json!({
+        "iss": iss,
+        "sub": "user-1",
+        "aud": AUD,
+        "exp": now() + 600,
+        "iat": now(),
+        "jti": introspectd::token::sign::random_id().unwrap_or_default(),
+        "client_id": "client-1",
+        "scope": "read write",
+        "org_id": "org-9",
+    })
+}
+
+pub fn mint(key: &SigningKey, claims: &Value) -> String {
+    key.mint("at+jwt", claims).unwrap_or_default()
+}
+
+// === JWKS server ===
+
+#[derive(Default)]
+pub struct JwksState {
+    keys: Mutex<Vec<Value>>,
+    down: AtomicBool,
+    delay_ms: AtomicU64,
+    started: AtomicUsize,
+    fetches: AtomicUsize,
+    cache_control: Mutex<Option<String>>,
+    issuer: Mutex<String>,
+}
+
+/// A JWKS (and OIDC discovery) server whose keys, availability and latency tests change.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    state: Arc<JwksState>,
+    task: JoinHandle<()>,
+}
+
+impl JwksServer {
+    pub async fn start(keys: &[&SigningKey]) -> Self {
+        let state = Arc::new(JwksState::default());
+        let listener = match TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(e) => unreachable!("bind: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        *state.issuer.lock().unwrap_or_else(|e| e.into_inner()) = format!("http://{addr}");
+        let app = Router::new()
+            .route("/jwks.json", get(jwks))
+            .route("/.well-known/openid-configuration", get(discovery))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let server = Self { addr, state, task };
+        server.set_keys(keys);
+        server
+    }
+
+    /// The issuer URL that discovery on this server describes.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn set_keys(&self, keys: &[&SigningKey]) {
+        *self.state.keys.lock().unwrap_or_else(|e| e.into_inner()) =
+            keys.iter().map(|k| k.public_jwk()).collect();
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    pub fn set_cache_control(&self, value: &str) {
+        *self
+            .state
+            .cache_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(value.into());
+    }
+
+    /// Successful JWKS responses served so far.
+    pub fn fetches(&self) -> usize {
+        self.state.fetches.load(Ordering::SeqCst)
+    }
+
+    /// JWKS requests received so far, answered or not.
+    pub fn requests_started(&self) -> usize {
+        self.state.started.load(Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn jwks(State(state): State<Arc<JwksState>>) -> axum::response::Response {
+    state.started.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if state.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    state.fetches.fetch_add(1, Ordering::SeqCst);
+    let keys = state.keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let cache_control = state
+        .cache_control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut response = Json(json!({ "keys": keys })).into_response();
+    if let Some(value) = cache_control.and_then(|v| v.parse().ok()) {
+        response.headers_mut().insert("cache-control", value);
+    }
+    response
+}
+
+async fn discovery(State(state): State<Arc<JwksState>>) -> Json<Value> {
+    let issuer = state
+        .issuer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }))
+}
+
+// === introspectd ===
+
+/// An issuer section for tokens of `iss` with keys from `jwks_uri`.
+pub fn issuer_section(iss: &str, jwks_uri: &str, algorithms: &[&str]) -> IssuerSection {
+    IssuerSection {
+        issuer: iss.into(),
+        audiences: vec![AUD.into()],
+        algorithms: algorithms.iter().map(|a| (*a).to_owned()).collect(),
+        jwks_uri: Some(jwks_uri.into()),
+        refresh_min_secs: 1,
+        unknown_kid_refetch_secs: 1,
+        fetch_timeout_ms: 2_000,
+        ..IssuerSection::default()
+    }
+}
+
+pub fn file_config(issuers: Vec<IssuerSection>) -> FileConfig {
+    FileConfig {
+        server: ServerSection {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            expose_inactive_reason: true,
+            shutdown_grace_secs: 5,
+            ..ServerSection::default()
+        },
+        issuers,
+        ..FileConfig::default()
+    }
+}
+
+pub struct Introspectd {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl Introspectd {
+    /// Starts the service without waiting for readiness.
+    pub async fn start(file: FileConfig) -> Self {
+        let config: Config = match file.validate() {
+            Ok(config) => config,
+            Err(e) => unreachable!("test config invalid: {e}"),
+        };
+        let listeners = match Listeners::bind(&config).await {
+            Ok(listeners) => listeners,
+            Err(e) => unreachable!("bind: {e}"),
+        };
+        let grpc_addr = listeners
+            .grpc
+            .local_addr()
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let http_addr = listeners
+            .http
+            .local_addr()
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(introspectd::run(
+            config,
+            listeners,
+            RunOptions::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            grpc_addr,
+            http_addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the service and waits until health reports SERVING.
+    pub async fn start_ready(file: FileConfig) -> Self {
+        let server = Self::start(file).await;
+        server.wait_for_health("", ServingStatus::Serving).await;
+        server
+    }
+
+    pub async fn channel(&self) -> Channel {
+        match Channel::from_shared(format!("http://{}", self.grpc_addr)) {
+            Ok(endpoint) => match endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => unreachable!("connect: {e}"),
+            },
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+
+    pub async fn client(&self) -> TokenIntrospectionClient<Channel> {
+        TokenIntrospectionClient::new(self.channel().await)
+    }
+
+    pub async fn health(&self, service: &str) -> ServingStatus {
+        let mut health = HealthClient::new(self.channel().await);
+        match health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+        {
+            Ok(response) => response.into_inner().status(),
+            Err(_) => ServingStatus::Unknown,
+        }
+    }
+
+    /// Follows the health Watch stream until `service` reports `wanted` (10 s at most).
+    pub async fn wait_for_health(&self, service: &str, wanted: ServingStatus) {
+        let mut health = HealthClient::new(self.channel().await);
+        let watch = async {
+            let mut stream = match health
+                .watch(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+            {
+                Ok(response) => response.into_inner(),
+                Err(e) => unreachable!("watch: {e}"),
+            };
+            while let Ok(Some(update)) = stream.message().await {
+                if update.status() == wanted {
+                    return;
+                }
+            }
+            unreachable!("health stream ended before {wanted:?}");
+        };
+        if tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .is_err()
+        {
+            unreachable!("health of {service:?} never became {wanted:?}");
+        }
+    }
+
+    pub async fn introspect(&self, token: &str) -> pb::IntrospectResponse {
+        self.introspect_with(pb::IntrospectRequest {
+            token: token.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn introspect_with(&self, request: pb::IntrospectRequest) -> pb::IntrospectResponse {
+        match self.client().await.introspect(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => unreachable!("Introspect failed: {status:?}"),
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), RunError> {
+        self.begin_stop();
+        self.join().await
+    }
+
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(&mut self) -> Result<(), RunError> {
+        match self.task.take() {
+            Some(task) => match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => unreachable!("run panicked: {e}"),
+                Err(_) => unreachable!("run did not return after shutdown"),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Introspectd {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn reason(response: &pb::IntrospectResponse) -> pb::InactiveReason {
+    pb::InactiveReason::try_from(response.inactive_reason)
+        .unwrap_or(pb::InactiveReason::Unspecified)
+}
+
+/// Polls `check` every 50 ms until it holds (10 s at most): for background refreshes,
+/// whose timing the test does not control.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!("timed out waiting for: {what}");
+}
