@@ -3,7 +3,10 @@
 
 use std::{env, error::Error, path::PathBuf};
 
-const PROTOS: &[&str] = &["proto/introspectd/v1/introspection.proto"];
+const PROTOS: &[&str] = &[
+    "proto/introspectd/v1/introspection.proto",
+    "proto/introspectd/v1/revocation.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

@@ -38,7 +38,7 @@ fn config(jwks: &str, algorithms: &[&str], hmac: Option<&str>) -> Config {
         .collect::<Vec<_>>()
         .join(", ");
     let text = format!(
-        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [{algorithms}]\n{source}\n"
+        "[auth]\nanonymous_introspect = true\n[store]\nbackend = \"memory\"\n[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [{algorithms}]\n{source}\n"
     );
     match FileConfig::parse(&text, &BTreeMap::new()).and_then(FileConfig::validate) {
         Ok(config) => config,
@@ -107,8 +107,9 @@ fn introspector_paths(c: &mut Criterion) {
         }
     });
     let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
-    let cached = Introspector::new(issuers.clone(), 1_000, 16 * 1024);
-    let uncached = Introspector::new(issuers, 0, 16 * 1024);
+    let revocations = Arc::new(introspectd::revocation::RevocationSet::new());
+    let cached = Introspector::new(issuers.clone(), revocations.clone(), 1_000, 16 * 1024);
+    let uncached = Introspector::new(issuers, revocations, 0, 16 * 1024);
     let scopes = vec!["read".to_owned()];
     let policy = CallPolicy {
         required_scopes: &scopes,

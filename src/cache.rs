@@ -10,10 +10,18 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::keys::Issuer;
+use crate::revocation::TokenKeys;
 use crate::token::{AccessToken, TokenHash};
 
+/// A verified token with the revocation keys derived from it.
+#[derive(Debug)]
+pub struct Verified {
+    pub token: Arc<AccessToken>,
+    pub revocation_keys: TokenKeys,
+}
+
 struct Entry {
-    token: Arc<AccessToken>,
+    verified: Arc<Verified>,
     issuer: Arc<Issuer>,
     /// The issuer's key epoch when the token was verified.
     epoch: u64,
@@ -33,10 +41,10 @@ impl VerifiedCache {
         }
     }
 
-    pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<AccessToken>> {
+    pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<Verified>> {
         let entry = self.entries.get(hash)?;
-        if now < entry.token.exp && entry.epoch == entry.issuer.epoch() {
-            return Some(entry.token.clone());
+        if now < entry.verified.token.exp && entry.epoch == entry.issuer.epoch() {
+            return Some(entry.verified.clone());
         }
         drop(entry);
         self.entries.remove(hash);
@@ -46,7 +54,7 @@ impl VerifiedCache {
     pub fn insert(
         &self,
         hash: TokenHash,
-        token: Arc<AccessToken>,
+        verified: Arc<Verified>,
         issuer: Arc<Issuer>,
         epoch: u64,
         now: i64,
@@ -60,7 +68,7 @@ impl VerifiedCache {
         self.entries.insert(
             hash,
             Entry {
-                token,
+                verified,
                 issuer,
                 epoch,
             },
@@ -87,7 +95,8 @@ impl VerifiedCache {
     }
 
     pub fn purge_expired(&self, now: i64) {
-        self.entries.retain(|_, entry| now < entry.token.exp);
+        self.entries
+            .retain(|_, entry| now < entry.verified.token.exp);
     }
 
     pub fn len(&self) -> usize {

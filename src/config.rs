@@ -12,6 +12,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, t
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ApiKeyEntry, ApiKeys};
+use crate::statelog::StoreConfig;
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "INTROSPECTD_";
 
@@ -28,6 +31,12 @@ pub const DEFAULT_REFRESH_MAX_SECS: u64 = 3600;
 pub const DEFAULT_UNKNOWN_KID_REFETCH_SECS: u64 = 10;
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+pub const DEFAULT_STORE_PATH: &str = "data/state.redb";
+pub const DEFAULT_REDIS_STREAM: &str = "introspectd:state";
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
+/// Opaque (refresh) tokens carry no `exp`; their revocation is kept this long.
+pub const DEFAULT_OPAQUE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -63,6 +72,10 @@ pub struct FileConfig {
     pub log: LogSection,
     /// The verified-token cache.
     pub cache: CacheSection,
+    /// Who may call: API keys and their roles.
+    pub auth: AuthSection,
+    /// Where revocations are kept and how replicas share them.
+    pub store: StoreSection,
     /// The issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerSection>,
 }
@@ -133,6 +146,60 @@ impl Default for CacheSection {
     fn default() -> Self {
         Self {
             max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Allow Introspect without an API key (inside a trusted network). Revoke and
+    /// administration always need a key.
+    pub anonymous_introspect: bool,
+    /// A TOML file of `[[api_keys]]` entries (name, sha256, roles), e.g. a mounted Secret.
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys inline: `[[auth.api_keys]]` with name, sha256 (hex SHA-256 of the key), roles.
+    pub api_keys: Vec<ApiKeyEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Memory,
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `memory` (nothing kept), `embedded` (a local file, one replica), or `redis`
+    /// (shared by every replica).
+    pub backend: StoreBackend,
+    /// The embedded store's file.
+    pub path: PathBuf,
+    /// `redis://[user:password@]host:port[/db]`; prefer INTROSPECTD_STORE__REDIS_URL.
+    pub redis_url: Option<String>,
+    /// The Redis Stream that holds the log.
+    pub redis_stream: String,
+    /// Timeout of every Redis command.
+    pub redis_timeout_ms: u64,
+    /// How long a revoked opaque token (no readable `exp`) is remembered.
+    pub opaque_token_ttl_secs: u64,
+    /// How often forgotten records are purged from memory and the log.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            path: PathBuf::from(DEFAULT_STORE_PATH),
+            redis_url: None,
+            redis_stream: DEFAULT_REDIS_STREAM.into(),
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            opaque_token_ttl_secs: DEFAULT_OPAQUE_TOKEN_TTL_SECS,
+            purge_interval_secs: DEFAULT_PURGE_INTERVAL_SECS,
         }
     }
 }
@@ -230,6 +297,10 @@ pub struct Config {
     pub expose_inactive_reason: bool,
     pub log: LogSection,
     pub cache_max_entries: usize,
+    pub api_keys: ApiKeys,
+    pub store: StoreConfig,
+    pub opaque_token_ttl_secs: i64,
+    pub purge_interval: Duration,
     pub issuers: Vec<IssuerConfig>,
 }
 
@@ -365,6 +436,53 @@ impl FileConfig {
             }
             issuers.push(issuer);
         }
+        let api_keys = self.auth.validate()?;
+        let store = &self.store;
+        let opaque_token_ttl_secs = i64::try_from(store.opaque_token_ttl_secs)
+            .map_err(|_| invalid("store.opaque_token_ttl_secs", "is too large"))?;
+        if store.purge_interval_secs == 0 {
+            return Err(invalid("store.purge_interval_secs", "must be positive"));
+        }
+        // The log must keep every record until it can be forgotten.
+        let longest_lifetime = issuers
+            .iter()
+            .map(|issuer| issuer.max_token_lifetime_secs)
+            .chain([store.opaque_token_ttl_secs])
+            .max()
+            .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME_SECS);
+        let store_config = match store.backend {
+            StoreBackend::Memory => StoreConfig::Memory,
+            StoreBackend::Embedded => StoreConfig::Embedded {
+                path: store.path.clone(),
+            },
+            StoreBackend::Redis => {
+                let url = store
+                    .redis_url
+                    .clone()
+                    .filter(|url| !url.is_empty())
+                    .ok_or_else(|| {
+                        invalid("store.redis_url", "is required with backend = \"redis\"")
+                    })?;
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://"))
+                {
+                    return Err(invalid(
+                        "store.redis_url",
+                        "must start with redis://, rediss:// or unix://",
+                    ));
+                }
+                if store.redis_timeout_ms == 0 {
+                    return Err(invalid("store.redis_timeout_ms", "must be positive"));
+                }
+                StoreConfig::Redis {
+                    url,
+                    stream: store.redis_stream.clone(),
+                    timeout: Duration::from_millis(store.redis_timeout_ms),
+                    retention: Duration::from_secs(longest_lifetime.saturating_add(3600)),
+                }
+            }
+        };
         Ok(Config {
             grpc_addr,
             http_addr,
@@ -374,8 +492,32 @@ impl FileConfig {
             expose_inactive_reason: server.expose_inactive_reason,
             log: self.log,
             cache_max_entries: self.cache.max_entries,
+            api_keys,
+            store: store_config,
+            opaque_token_ttl_secs,
+            purge_interval: Duration::from_secs(self.store.purge_interval_secs),
             issuers,
         })
+    }
+}
+
+impl AuthSection {
+    fn validate(&self) -> Result<ApiKeys, ConfigError> {
+        let mut entries = self.api_keys.clone();
+        if let Some(path) = &self.api_keys_file {
+            let from_file = ApiKeys::read_file(path)
+                .map_err(|e| invalid("auth.api_keys_file", e.to_string()))?;
+            entries.extend(from_file);
+        }
+        let keys = ApiKeys::new(entries, self.anonymous_introspect)
+            .map_err(|e| invalid("auth.api_keys", e.to_string()))?;
+        if keys.is_empty() && !self.anonymous_introspect {
+            return Err(invalid(
+                "auth",
+                "no API keys and anonymous_introspect = false: nobody could call introspectd",
+            ));
+        }
+        Ok(keys)
     }
 }
 

@@ -11,7 +11,10 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::config::{FileConfig, IssuerSection, ServerSection};
+use crate::auth::{ApiKeyEntry, Role, hash_key};
+use crate::config::{
+    AuthSection, FileConfig, IssuerSection, ServerSection, StoreBackend, StoreSection,
+};
 use crate::token::sign::{self, SignError, SigningKey};
 
 pub const DEV_ISSUER: &str = "https://dev.introspectd.invalid";
@@ -23,6 +26,9 @@ pub const DEV_GRPC_ADDR: &str = "127.0.0.1:50051";
 pub const DEV_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 const KEY_FILE: &str = "dev-issuer-key.json";
+/// The admin API key of dev mode, which `introspectd revoke` run beside it picks up.
+pub const ADMIN_KEY_FILE: &str = "admin-api-key";
+const STORE_FILE: &str = "state.redb";
 const DEV_ALG: Algorithm = Algorithm::ES256;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,38 +87,18 @@ impl DevIssuer {
     /// Loads the key from `data_dir`, generating and saving one (mode 0600) on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, DevError> {
         let path = data_dir.join(KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => return Self::from_file(&path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DevError::Io { path, source }),
-        }
-        let io = |source| DevError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
-        let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
-        let file = KeyFile {
-            kid: key.kid().to_owned(),
-            pkcs8: STANDARD.encode(key.private_bytes()),
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(mut out) => {
-                let text = serde_json::to_vec_pretty(&file).map_err(|e| io(e.into()))?;
-                out.write_all(&text).map_err(io)?;
-                Ok(Self { key })
-            }
-            // Another process (dev and mint started together) saved its key first: use that.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let bytes = std::fs::read(&path).map_err(io)?;
-                Self::from_file(&path, &bytes)
-            }
-            Err(e) => Err(io(e)),
-        }
+        let bytes = read_or_create(&path, || {
+            let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
+            let file = KeyFile {
+                kid: key.kid().to_owned(),
+                pkcs8: STANDARD.encode(key.private_bytes()),
+            };
+            serde_json::to_vec_pretty(&file).map_err(|e| DevError::Io {
+                path: path.clone(),
+                source: e.into(),
+            })
+        })?;
+        Self::from_file(&path, &bytes)
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<Self, DevError> {
@@ -127,14 +113,36 @@ impl DevIssuer {
         sign::jwks(&[&self.key])
     }
 
-    /// A configuration trusting only this issuer, with reasons shown to callers.
-    pub fn file_config(&self, grpc_addr: &str, http_addr: &str) -> FileConfig {
+    /// A configuration trusting only this issuer, with reasons shown to callers,
+    /// anonymous introspection, the admin key for everything else, and the embedded
+    /// store in the data directory.
+    pub fn file_config(
+        &self,
+        data_dir: &Path,
+        admin_key: &str,
+        grpc_addr: &str,
+        http_addr: &str,
+    ) -> FileConfig {
         FileConfig {
             server: ServerSection {
                 grpc_addr: grpc_addr.into(),
                 http_addr: http_addr.into(),
                 expose_inactive_reason: true,
                 ..ServerSection::default()
+            },
+            auth: AuthSection {
+                anonymous_introspect: true,
+                api_keys: vec![ApiKeyEntry {
+                    name: "dev-admin".into(),
+                    sha256: hash_key(admin_key),
+                    roles: vec![Role::Admin],
+                }],
+                ..AuthSection::default()
+            },
+            store: StoreSection {
+                backend: StoreBackend::Embedded,
+                path: data_dir.join(STORE_FILE),
+                ..StoreSection::default()
             },
             issuers: vec![IssuerSection {
                 issuer: DEV_ISSUER.into(),
@@ -179,5 +187,55 @@ impl DevIssuer {
         }
         let typ = if request.id_token { "JWT" } else { "at+jwt" };
         Ok(self.key.mint(typ, &Value::Object(claims))?)
+    }
+}
+
+/// The dev admin API key from `data_dir`, generated on first use.
+pub fn admin_key(data_dir: &Path) -> Result<String, DevError> {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let bytes = read_or_create(&path, || {
+        Ok(format!("dev-admin-{}", sign::random_id()?).into_bytes())
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
+}
+
+/// The admin key saved by `introspectd dev`, if there is one.
+pub fn saved_admin_key(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(ADMIN_KEY_FILE))
+        .ok()
+        .map(|key| key.trim().to_owned())
+        .filter(|key| !key.is_empty())
+}
+
+/// Reads a secret file, or creates it (mode 0600) with `make`'s bytes. When two
+/// processes race to create it, the loser reads the winner's.
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Result<Vec<u8>, DevError>,
+) -> Result<Vec<u8>, DevError> {
+    let io = |source| DevError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let bytes = make()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut out) => {
+            out.write_all(&bytes).map_err(io)?;
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path).map_err(io),
+        Err(e) => Err(io(e)),
     }
 }

@@ -20,12 +20,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use crate::auth::{ApiKeys, Denied, Role};
 use crate::introspect::{Introspection, Introspector};
 use crate::token::CallPolicy;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub introspector: Arc<Introspector>,
+    pub api_keys: Arc<ApiKeys>,
     pub ready: watch::Receiver<bool>,
     pub dev_jwks: Option<Arc<Value>>,
 }
@@ -65,7 +67,27 @@ struct IntrospectForm {
     token_type_hint: Option<String>,
 }
 
-async fn introspect(State(state): State<HttpState>, Form(form): Form<IntrospectForm>) -> Response {
+async fn introspect(
+    State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<IntrospectForm>,
+) -> Response {
+    let presented = headers.get(axum::http::header::AUTHORIZATION).map(|value| {
+        let text = value.to_str().unwrap_or("\u{0}");
+        text.strip_prefix("Bearer ").unwrap_or("\u{0}").trim()
+    });
+    if let Err(denied) = state.api_keys.authorize(presented, Role::Introspect) {
+        let (status, error) = match denied {
+            Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            Denied::Forbidden => (StatusCode::FORBIDDEN, "insufficient_scope"),
+        };
+        return (
+            status,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": error })),
+        )
+            .into_response();
+    }
     if form.token.is_empty() {
         return (
             StatusCode::BAD_REQUEST,

@@ -4,14 +4,16 @@
 //! token ─► cache lookup by SHA-256(token) ── hit ──────────────────────────┐
 //!       ─► parse ─► issuer by iss ─► key by kid (one refetch if unknown)   │
 //!       ─► signature ─► claims rules ─► cache insert ──────────────────────┤
-//!       ─► per-call policy (required scopes, audience) ◄───────────────────┘
+//!       ─► revocation set (always, cache hits too) ◄───────────────────────┘
+//!       ─► per-call policy (required scopes, audience)
 //!       ─► Introspection { fingerprint, Active(token) | Inactive(rejection) }
 //! ```
 
 use std::sync::Arc;
 
-use crate::cache::VerifiedCache;
+use crate::cache::{Verified, VerifiedCache};
 use crate::keys::Issuers;
+use crate::revocation::{RevocationSet, TokenKeys};
 use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection, TokenHash};
 
 /// Answer to one introspection.
@@ -36,6 +38,7 @@ pub enum IntrospectError {
 
 pub struct Introspector {
     issuers: Arc<Issuers>,
+    revocations: Arc<RevocationSet>,
     cache: VerifiedCache,
     max_token_bytes: usize,
 }
@@ -46,9 +49,15 @@ const OPAQUE: Rejection = Rejection::new(
 );
 
 impl Introspector {
-    pub fn new(issuers: Arc<Issuers>, cache_max_entries: usize, max_token_bytes: usize) -> Self {
+    pub fn new(
+        issuers: Arc<Issuers>,
+        revocations: Arc<RevocationSet>,
+        cache_max_entries: usize,
+        max_token_bytes: usize,
+    ) -> Self {
         Self {
             issuers,
+            revocations,
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
         }
@@ -74,7 +83,17 @@ impl Introspector {
             Some(hit) => Ok(hit),
             None => self.verify(token, hash, now).await?,
         };
-        let outcome = verified.and_then(|token| policy.check(&token).map(|()| token));
+        let outcome = verified.and_then(|verified| {
+            if let Some(matched) = self.revocations.check(&verified.revocation_keys) {
+                tracing::debug!(record = matched.kind.as_str(), "revoked");
+                return Err(Rejection::new(
+                    Reason::Revoked,
+                    "a revocation record matches",
+                ));
+            }
+            policy.check(&verified.token)?;
+            Ok(verified.token.clone())
+        });
         let fingerprint = hash.fingerprint();
         if let Err(rejection) = &outcome {
             tracing::debug!(%fingerprint, reason = %rejection.reason, detail = rejection.detail, "token inactive");
@@ -90,7 +109,7 @@ impl Introspector {
         token: &str,
         hash: TokenHash,
         now: i64,
-    ) -> Result<Result<Arc<AccessToken>, Rejection>, IntrospectError> {
+    ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
         if !token.contains('.') {
             return Ok(Err(OPAQUE));
         }
@@ -118,8 +137,11 @@ impl Introspector {
         if let Err(rejection) = checked {
             return Ok(Err(rejection));
         }
-        Ok(jwt.into_access_token(&issuer.config, now).map(|verified| {
-            let verified = Arc::new(verified);
+        Ok(jwt.into_access_token(&issuer.config, now).map(|token| {
+            let verified = Arc::new(Verified {
+                revocation_keys: TokenKeys::of_access_token(&hash, &token),
+                token: Arc::new(token),
+            });
             self.cache
                 .insert(hash, verified.clone(), issuer.clone(), epoch, now);
             verified

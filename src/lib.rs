@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dev;
@@ -28,6 +29,8 @@ pub mod grpc;
 pub mod http;
 pub mod introspect;
 pub mod keys;
+pub mod revocation;
+pub mod statelog;
 pub mod telemetry;
 pub mod token;
 
@@ -39,7 +42,10 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::grpc::pb::token_introspection_server::TokenIntrospectionServer;
+use crate::grpc::pb::{
+    token_introspection_server::TokenIntrospectionServer,
+    token_revocation_server::TokenRevocationServer,
+};
 use crate::introspect::Introspector;
 
 /// Seconds since the Unix epoch: the one place the wall clock is read for token rules.
@@ -76,6 +82,8 @@ pub struct RunOptions {
 pub enum RunError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] keys::KeysError),
+    #[error("cannot open the state store: {0}")]
+    Store(#[from] statelog::LogError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -107,12 +115,36 @@ pub async fn run(
             let _ = task.await;
         });
     }
+    let revocation_set = Arc::new(revocation::RevocationSet::new());
+    let applier = statelog::Applier::new(revocation_set.clone());
+    let (state_log, store_ready) =
+        statelog::StateLog::open(&config.store, applier.clone(), stop_tasks.clone()).await?;
+    let state_log = Arc::new(state_log);
+    tracing::info!(
+        backend = ?config.store,
+        records = ?revocation_set.size(),
+        "state store opened"
+    );
+    let revocations = Arc::new(revocation::Revocations::new(
+        revocation_set.clone(),
+        state_log.clone(),
+        applier,
+        issuers.clone(),
+        config.opaque_token_ttl_secs,
+    ));
     let introspector = Arc::new(Introspector::new(
         issuers.clone(),
+        revocation_set,
         config.cache_max_entries,
         config.max_token_bytes,
     ));
     background.spawn(purge_cache(introspector.clone(), stop_tasks.clone()));
+    background.spawn(purge_revocations(
+        revocations.clone(),
+        config.purge_interval,
+        stop_tasks.clone(),
+    ));
+    let api_keys = Arc::new(config.api_keys.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -130,13 +162,18 @@ pub async fn run(
         let health = health.clone();
         let ready_tx = ready_tx.clone();
         let stop = stop_tasks.clone();
+        let mut store_ready = store_ready;
         background.spawn(async move {
+            let everything_loaded = async {
+                issuers.wait_all_loaded().await;
+                let _ = store_ready.wait_for(|ready| *ready).await;
+            };
             tokio::select! {
-                () = issuers.wait_all_loaded() => {
+                () = everything_loaded => {
                     health.set_service_status("", ServingStatus::Serving).await;
                     health.set_serving::<TokenIntrospectionServer<grpc::IntrospectionService>>().await;
                     ready_tx.send_replace(true);
-                    tracing::info!("ready: every issuer's keys loaded");
+                    tracing::info!("ready: every issuer's keys loaded and the store caught up");
                 }
                 () = stop.cancelled() => {}
             }
@@ -150,7 +187,14 @@ pub async fn run(
         .map_err(|e| RunError::Http(std::io::Error::other(e)))?;
     let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
         introspector.clone(),
+        api_keys.clone(),
         config.expose_inactive_reason,
+    ))
+    .max_decoding_message_size(config.max_request_bytes);
+    let revocation_service = TokenRevocationServer::new(grpc::RevocationService::new(
+        revocations,
+        api_keys.clone(),
+        drain.clone(),
     ))
     .max_decoding_message_size(config.max_request_bytes);
 
@@ -159,6 +203,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(introspection)
+        .add_service(revocation_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             grpc_drain.cancelled().await;
         });
@@ -167,6 +212,7 @@ pub async fn run(
         listeners.http,
         http::router(http::HttpState {
             introspector,
+            api_keys,
             ready: ready_rx,
             dev_jwks: options.dev_jwks.map(Arc::new),
         }),
@@ -223,6 +269,29 @@ async fn purge_cache(introspector: Arc<Introspector>, stop: CancellationToken) {
         }
     }
     tracing::debug!("cache purge stopped");
+}
+
+/// Forgets revocations past their `forget_after`, in memory and in the log.
+async fn purge_revocations(
+    revocations: Arc<revocation::Revocations>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = unix_now();
+                let forgotten = revocations.set().purge(now);
+                match revocations.log().compact(now).await {
+                    Ok(removed) => tracing::debug!(forgotten, removed, "revocations purged"),
+                    Err(error) => tracing::warn!(%error, "state log compaction failed"),
+                }
+            }
+            () = stop.cancelled() => break,
+        }
+    }
+    tracing::debug!("revocation purge stopped");
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -8,7 +8,10 @@ use introspectd::{
     Listeners, RunOptions,
     config::{Config, ConfigError, FileConfig, ProcessEnv},
     dev::{self, DevIssuer, MintRequest},
-    grpc::pb::{self, token_introspection_client::TokenIntrospectionClient},
+    grpc::pb::{
+        self, token_introspection_client::TokenIntrospectionClient,
+        token_revocation_client::TokenRevocationClient,
+    },
     telemetry,
 };
 use serde_json::{Map, Value, json};
@@ -51,6 +54,106 @@ enum Command {
     Mint(MintArgs),
     /// Introspect a token against a running server and print the answer as JSON.
     Introspect(IntrospectArgs),
+    /// Revoke a token, a jti, or everything issued before a time for a subject, client
+    /// or session, on a running server.
+    Revoke(RevokeArgs),
+    /// Generate an API key and print it with its configuration entry.
+    ApiKey(ApiKeyArgs),
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_addr: String,
+    /// API key; defaults to the dev admin key saved in --data-dir.
+    #[arg(long, env = "INTROSPECTD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+impl ClientArgs {
+    fn api_key(&self) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| dev::saved_admin_key(&self.data.data_dir))
+    }
+
+    async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        tonic::transport::Endpoint::from_shared(self.grpc_addr.clone())
+            .map_err(|e| format!("{}: {e}", self.grpc_addr))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.grpc_addr))
+    }
+
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
+        let mut request = tonic::Request::new(message);
+        if let Some(key) = self.api_key() {
+            let value = format!("Bearer {key}")
+                .parse()
+                .map_err(|_| "the API key has characters a header cannot carry".to_owned())?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+#[derive(Args)]
+#[group(id = "target", required = true, multiple = false)]
+struct RevokeTarget {
+    /// A token (access or refresh, JWT or opaque); "-" reads it from stdin.
+    #[arg(long, group = "target")]
+    token: Option<String>,
+    /// A token's jti (with --iss).
+    #[arg(long, group = "target")]
+    jti: Option<String>,
+    /// Every token of this subject issued before --before.
+    #[arg(long, group = "target")]
+    subject: Option<String>,
+    /// Every token of this client issued before --before.
+    #[arg(long, group = "target")]
+    client: Option<String>,
+    /// Every token of this session (sid) issued before --before.
+    #[arg(long, group = "target")]
+    session: Option<String>,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    target: RevokeTarget,
+    /// Issuer of the jti, subject, client or session.
+    #[arg(long, default_value = dev::DEV_ISSUER)]
+    iss: String,
+    /// Cut-off time, Unix seconds (default: now).
+    #[arg(long)]
+    before: Option<i64>,
+    /// The jti's token expiry, Unix seconds, if known.
+    #[arg(long)]
+    exp: Option<i64>,
+    /// Why (kept with the record).
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct ApiKeyArgs {
+    /// Who will hold the key.
+    #[arg(long)]
+    name: String,
+    /// Roles: introspect, revoke, admin; repeatable.
+    #[arg(long = "role", required = true, value_parser = parse_role)]
+    roles: Vec<introspectd::auth::Role>,
+}
+
+fn parse_role(text: &str) -> Result<introspectd::auth::Role, String> {
+    toml::Value::String(text.to_owned())
+        .try_into()
+        .map_err(|_| format!("{text:?} is not a role (introspect, revoke, admin)"))
 }
 
 #[derive(Args)]
@@ -108,9 +211,8 @@ struct MintArgs {
 struct IntrospectArgs {
     /// The token; read from stdin when absent or `-`.
     token: Option<String>,
-    /// Server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    grpc_addr: String,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Scope the caller requires; repeatable.
     #[arg(long = "require-scope")]
     required_scopes: Vec<String>,
@@ -165,6 +267,8 @@ fn main() -> ExitCode {
             Command::Dev { data, addrs } => dev_mode(&data.data_dir, &addrs).await,
             Command::Mint(args) => mint(args),
             Command::Introspect(args) => introspect(args).await,
+            Command::Revoke(args) => revoke(args).await,
+            Command::ApiKey(args) => api_key(&args),
         }
     })
 }
@@ -218,7 +322,14 @@ async fn dev_mode(data_dir: &std::path::Path, addrs: &AddrArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut file = issuer.file_config(dev::DEV_GRPC_ADDR, dev::DEV_HTTP_ADDR);
+    let admin_key = match dev::admin_key(data_dir) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("introspectd: dev admin key: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut file = issuer.file_config(data_dir, &admin_key, dev::DEV_GRPC_ADDR, dev::DEV_HTTP_ADDR);
     if let Err(error) = overlay_env(&mut file) {
         return config_failure(&error);
     }
@@ -228,12 +339,15 @@ async fn dev_mode(data_dir: &std::path::Path, addrs: &AddrArgs) -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     eprintln!(
-        "introspectd dev: issuer {} (key in {}), audience {}\n  gRPC  {}\n  HTTP  http://{}  (JWKS at /.well-known/jwks.json)\n  try:  TOKEN=$(introspectd mint) && introspectd introspect \"$TOKEN\"",
+        "introspectd dev: issuer {} (key in {}), audience {}\n  gRPC   {}\n  HTTP   http://{}  (JWKS at /.well-known/jwks.json)\n  admin  API key {} (saved in {}; `introspectd revoke` here uses it)\n  store  {}\n  try:   TOKEN=$(introspectd mint) && introspectd introspect \"$TOKEN\"",
         dev::DEV_ISSUER,
         data_dir.display(),
         dev::DEV_AUDIENCE,
         config.grpc_addr,
         config.http_addr,
+        admin_key,
+        data_dir.join(dev::ADMIN_KEY_FILE).display(),
+        data_dir.join("state.redb").display(),
     );
     let options = RunOptions {
         dev_jwks: Some(issuer.jwks()),
@@ -277,33 +391,43 @@ fn mint(args: MintArgs) -> ExitCode {
     }
 }
 
-async fn introspect(args: IntrospectArgs) -> ExitCode {
-    let token = match args.token.filter(|t| t != "-") {
-        Some(token) => token,
+/// The token argument, or stdin when it is absent or `-`.
+fn token_arg(token: Option<String>) -> Result<String, String> {
+    match token.filter(|t| t != "-") {
+        Some(token) => Ok(token),
         None => {
             let mut text = String::new();
-            if let Err(error) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
-                eprintln!("introspectd introspect: cannot read the token from stdin: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            text.trim().to_owned()
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            Ok(text.trim().to_owned())
+        }
+    }
+}
+
+async fn introspect(args: IntrospectArgs) -> ExitCode {
+    let token = match token_arg(args.token) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("introspectd introspect: {error}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut client = match TokenIntrospectionClient::connect(args.grpc_addr.clone()).await {
-        Ok(client) => client,
+    let prepared = async {
+        let channel = args.client.channel().await?;
+        let request = args.client.request(pb::IntrospectRequest {
+            token,
+            token_type_hint: None,
+            required_scopes: args.required_scopes,
+            audience: args.audience,
+        })?;
+        Ok::<_, String>((TokenIntrospectionClient::new(channel), request))
+    };
+    let (mut client, request) = match prepared.await {
+        Ok(prepared) => prepared,
         Err(error) => {
-            eprintln!(
-                "introspectd introspect: cannot reach {}: {error}",
-                args.grpc_addr
-            );
+            eprintln!("introspectd introspect: {error}");
             return ExitCode::FAILURE;
         }
-    };
-    let request = pb::IntrospectRequest {
-        token,
-        token_type_hint: None,
-        required_scopes: args.required_scopes,
-        audience: args.audience,
     };
     match client.introspect(request).await {
         Ok(response) => {
@@ -390,4 +514,90 @@ fn value_json(value: &prost_types::Value) -> Value {
         Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_json).collect()),
         Some(Kind::StructValue(s)) => struct_json(s),
     }
+}
+
+async fn revoke(args: RevokeArgs) -> ExitCode {
+    use pb::revoke_request::Target;
+    let cutoff = |value: String| pb::CutoffTarget {
+        iss: args.iss.clone(),
+        value,
+        before: args.before,
+    };
+    let RevokeTarget {
+        token,
+        jti,
+        subject,
+        client,
+        session,
+    } = args.target;
+    let target = match (token, jti, subject, client, session) {
+        (Some(token), ..) => match token_arg(Some(token)) {
+            Ok(token) => Target::Token(pb::TokenTarget {
+                token,
+                token_type_hint: None,
+            }),
+            Err(error) => {
+                eprintln!("introspectd revoke: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (_, Some(jti), ..) => Target::Jti(pb::JtiTarget {
+            iss: args.iss.clone(),
+            jti,
+            exp: args.exp,
+        }),
+        (_, _, Some(subject), ..) => Target::Subject(cutoff(subject)),
+        (_, _, _, Some(client), _) => Target::Client(cutoff(client)),
+        (_, _, _, _, Some(session)) => Target::Session(cutoff(session)),
+        _ => {
+            eprintln!(
+                "introspectd revoke: name what to revoke (--token, --jti, --subject, --client or --session)"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let message = pb::RevokeRequest {
+        target: Some(target),
+        reason: args.reason,
+    };
+    let outcome = async {
+        let channel = args.client.channel().await?;
+        let request = args.client.request(message)?;
+        TokenRevocationClient::new(channel)
+            .revoke(request)
+            .await
+            .map_err(|status| format!("{}: {}", status.code(), status.message()))
+    };
+    match outcome.await {
+        Ok(_) => {
+            eprintln!("revoked");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("introspectd revoke: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn api_key(args: &ApiKeyArgs) -> ExitCode {
+    let key = match introspectd::token::sign::random_id() {
+        Ok(id) => format!("ik_{id}"),
+        Err(error) => {
+            eprintln!("introspectd api-key: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entry = introspectd::auth::ApiKeyEntry {
+        name: args.name.clone(),
+        sha256: introspectd::auth::hash_key(&key),
+        roles: args.roles.clone(),
+    };
+    let entry = toml::to_string(&entry).unwrap_or_default();
+    println!("{key}");
+    eprintln!(
+        "Give the key (printed on stdout) to {}; add this to the configuration:\n\n[[auth.api_keys]]\n{entry}",
+        args.name
+    );
+    ExitCode::SUCCESS
 }

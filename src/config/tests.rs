@@ -1,6 +1,16 @@
 use super::*;
 
-const MINIMAL: &str = r#"
+const BASE: &str = r#"
+[auth]
+anonymous_introspect = true
+
+[store]
+backend = "memory"
+"#;
+
+static FULL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("{BASE}{ISSUER}"));
+
+const ISSUER: &str = r#"
 [[issuers]]
 issuer = "https://id.example.com/"
 audiences = ["https://api.example.com"]
@@ -27,7 +37,7 @@ fn error_text(text: &str, pairs: &[(&str, &str)]) -> String {
 
 #[test]
 fn minimal_file_gets_defaults() -> Result<(), ConfigError> {
-    let config = load(MINIMAL, &[])?;
+    let config = load(&FULL, &[])?;
     assert_eq!(config.grpc_addr.port(), 50051);
     assert_eq!(config.max_token_bytes, DEFAULT_MAX_TOKEN_BYTES);
     assert_eq!(config.issuers[0].algorithms, vec![Algorithm::RS256]);
@@ -41,20 +51,20 @@ fn minimal_file_gets_defaults() -> Result<(), ConfigError> {
 
 #[test]
 fn unknown_key_is_named() {
-    let text = format!("[server]\ngrpc_adr = \"0.0.0.0:1\"\n{MINIMAL}");
+    let text = format!("[server]\ngrpc_adr = \"0.0.0.0:1\"\n{}", *FULL);
     assert!(error_text(&text, &[]).contains("grpc_adr"));
 }
 
 #[test]
 fn wrong_type_is_named() {
-    let text = format!("[server]\nmax_token_bytes = \"big\"\n{MINIMAL}");
+    let text = format!("[server]\nmax_token_bytes = \"big\"\n{}", *FULL);
     assert!(error_text(&text, &[]).contains("max_token_bytes"));
 }
 
 #[test]
 fn environment_overrides_nested_keys_and_array_items() -> Result<(), ConfigError> {
     let config = load(
-        MINIMAL,
+        &FULL,
         &[
             ("INTROSPECTD_SERVER__GRPC_ADDR", "127.0.0.1:6000"),
             ("INTROSPECTD_SERVER__EXPOSE_INACTIVE_REASON", "true"),
@@ -74,7 +84,7 @@ fn environment_overrides_nested_keys_and_array_items() -> Result<(), ConfigError
 
 #[test]
 fn environment_typo_is_named() {
-    let text = error_text(MINIMAL, &[("INTROSPECTD_SERVER__GRPC_ADR", "127.0.0.1:1")]);
+    let text = error_text(&FULL, &[("INTROSPECTD_SERVER__GRPC_ADR", "127.0.0.1:1")]);
     assert!(text.contains("grpc_adr"), "{text}");
 }
 
@@ -84,8 +94,55 @@ fn no_issuers_is_refused() {
 }
 
 #[test]
+fn nobody_able_to_call_is_refused() {
+    let text = FULL.replace(
+        "anonymous_introspect = true",
+        "anonymous_introspect = false",
+    );
+    assert!(error_text(&text, &[]).starts_with("auth:"));
+}
+
+#[test]
+fn api_keys_inline_and_from_file() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("keys.toml");
+    let hash = crate::auth::hash_key("from-file");
+    std::fs::write(
+        &file,
+        format!("[[api_keys]]\nname = \"ops\"\nsha256 = \"{hash}\"\nroles = [\"admin\"]\n"),
+    )?;
+    let text = FULL.replace(
+        "anonymous_introspect = true",
+        &format!(
+            "api_keys_file = {file:?}\n[[auth.api_keys]]\nname = \"gw\"\nsha256 = \"{}\"\nroles = [\"introspect\"]",
+            crate::auth::hash_key("inline")
+        ),
+    );
+    let config = load(&text, &[])?;
+    assert!(config.api_keys.authenticate("from-file").is_some());
+    assert!(config.api_keys.authenticate("inline").is_some());
+    let broken = FULL.replace(
+        "anonymous_introspect = true",
+        "api_keys_file = \"/nonexistent/keys.toml\"",
+    );
+    assert!(error_text(&broken, &[]).starts_with("auth.api_keys_file"));
+    Ok(())
+}
+
+#[test]
+fn redis_backend_needs_a_url() {
+    let text = FULL.replace("backend = \"memory\"", "backend = \"redis\"");
+    assert!(error_text(&text, &[]).starts_with("store.redis_url"));
+    let ok = error_text(
+        &text,
+        &[("INTROSPECTD_STORE__REDIS_URL", "redis://127.0.0.1:6379")],
+    );
+    assert_eq!(ok, "<accepted>");
+}
+
+#[test]
 fn hmac_algorithm_with_key_set_is_refused() {
-    let text = MINIMAL.replace("jwks_uri", "algorithms = [\"RS256\", \"HS256\"]\njwks_uri");
+    let text = FULL.replace("jwks_uri", "algorithms = [\"RS256\", \"HS256\"]\njwks_uri");
     assert!(error_text(&text, &[]).contains("issuers[0].algorithms"));
 }
 
@@ -115,31 +172,31 @@ hmac_secret = "short"
 
 #[test]
 fn two_key_sources_are_refused() {
-    let text = MINIMAL.replace("jwks_uri", "discovery = true\njwks_uri");
+    let text = FULL.replace("jwks_uri", "discovery = true\njwks_uri");
     assert!(error_text(&text, &[]).contains("more than one key source"));
 }
 
 #[test]
 fn unknown_algorithm_is_named() {
-    let text = MINIMAL.replace("jwks_uri", "algorithms = [\"none\"]\njwks_uri");
+    let text = FULL.replace("jwks_uri", "algorithms = [\"none\"]\njwks_uri");
     assert!(error_text(&text, &[]).contains("issuers[0].algorithms"));
 }
 
 #[test]
 fn bad_address_is_named() {
-    let text = error_text(MINIMAL, &[("INTROSPECTD_SERVER__HTTP_ADDR", "nowhere")]);
+    let text = error_text(&FULL, &[("INTROSPECTD_SERVER__HTTP_ADDR", "nowhere")]);
     assert!(text.starts_with("server.http_addr"), "{text}");
 }
 
 #[test]
 fn duplicate_issuer_is_refused() {
-    let text = format!("{MINIMAL}{MINIMAL}");
+    let text = format!("{BASE}{ISSUER}{ISSUER}");
     assert!(error_text(&text, &[]).contains("issuers[1].issuer"));
 }
 
 #[test]
 fn refresh_interval_is_clamped() -> Result<(), ConfigError> {
-    let policy = load(MINIMAL, &[])?.issuers[0].refresh;
+    let policy = load(&FULL, &[])?.issuers[0].refresh;
     assert_eq!(
         policy.interval_for(Some(Duration::from_secs(1))),
         policy.min_interval

@@ -10,18 +10,25 @@ use super::{
     pb::{self, InactiveReason, token_introspection_server::TokenIntrospection},
     status,
 };
+use crate::auth::{ApiKeys, Role};
 use crate::introspect::{Introspection, Introspector};
 use crate::token::{CallPolicy, Reason};
 
 pub struct IntrospectionService {
     introspector: Arc<Introspector>,
+    api_keys: Arc<ApiKeys>,
     expose_inactive_reason: bool,
 }
 
 impl IntrospectionService {
-    pub fn new(introspector: Arc<Introspector>, expose_inactive_reason: bool) -> Self {
+    pub fn new(
+        introspector: Arc<Introspector>,
+        api_keys: Arc<ApiKeys>,
+        expose_inactive_reason: bool,
+    ) -> Self {
         Self {
             introspector,
+            api_keys,
             expose_inactive_reason,
         }
     }
@@ -33,6 +40,7 @@ impl TokenIntrospection for IntrospectionService {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        super::auth::authorize(&self.api_keys, request.metadata(), Role::Introspect)?;
         // Exhaustive, so a new request field fails compilation here until it is handled.
         let pb::IntrospectRequest {
             token,

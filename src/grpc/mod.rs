@@ -1,12 +1,15 @@
 //! gRPC surface: `introspectd.v1.TokenIntrospection`, `grpc.health.v1.Health` and server
 //! reflection. These modules only translate between protobuf and the domain.
 
+pub mod auth;
 mod convert;
 mod introspection;
+mod revocation;
 pub mod status;
 
 pub use convert::json_to_struct;
 pub use introspection::IntrospectionService;
+pub use revocation::RevocationService;
 
 /// The generated protobuf types and tonic stubs of `introspectd.v1`.
 pub mod pb {

@@ -17,3 +17,24 @@ pub fn from_introspect(error: IntrospectError) -> Status {
 pub fn missing(field: &'static str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
 }
+
+pub fn from_revoke(error: crate::revocation::RevokeError) -> Status {
+    match error {
+        crate::revocation::RevokeError::Invalid(what) => Status::invalid_argument(what),
+        crate::revocation::RevokeError::Log(error) => from_log(error),
+    }
+}
+
+pub fn from_log(error: crate::statelog::LogError) -> Status {
+    use crate::statelog::LogError;
+    match error {
+        LogError::Unavailable(detail) => {
+            tracing::warn!(%detail, "state store unavailable");
+            Status::unavailable("the revocation store is unavailable; nothing was changed")
+        }
+        LogError::Embedded(detail) | LogError::Corrupt(detail) => {
+            tracing::error!(%detail, "state log failure");
+            Status::internal("the revocation store failed")
+        }
+    }
+}

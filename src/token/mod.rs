@@ -13,7 +13,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 pub use claims::AccessToken;
-pub use jwt::{ParsedJwt, parse, verify};
+pub use jwt::{ParsedJwt, parse, unverified_claims, verify};
 
 /// SHA-256 of a token: its identity in the cache and the revocation set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -46,7 +46,7 @@ fn issuer_with(extra: &str) -> IssuerConfig {
     let k = &*KEYS;
     let set = jwks(&[&k.rs, &k.ps, &k.es256, &k.es384, &k.ed]);
     let text = format!(
-        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\n\
+        "[auth]\nanonymous_introspect = true\n[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\n\
          algorithms = [\"RS256\", \"PS256\", \"ES256\", \"ES384\", \"EdDSA\"]\n\
          jwks = '''{set}'''\n{extra}"
     );
@@ -197,7 +197,7 @@ fn fractional_numeric_dates_are_floored() -> Result<(), Reason> {
 fn hmac_issuer_verifies_hs256() {
     let secret = "0123456789abcdef0123456789abcdef";
     let text = format!(
-        "[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [\"HS256\"]\nhmac_secret = {secret:?}\n"
+        "[auth]\nanonymous_introspect = true\n[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [\"HS256\"]\nhmac_secret = {secret:?}\n"
     );
     let policy = match FileConfig::parse(&text, &std::collections::BTreeMap::new())
         .and_then(FileConfig::validate)

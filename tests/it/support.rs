@@ -14,7 +14,9 @@ use std::{
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use introspectd::{
     Listeners, RunError, RunOptions,
-    config::{Config, FileConfig, IssuerSection, ServerSection},
+    config::{
+        AuthSection, Config, FileConfig, IssuerSection, ServerSection, StoreBackend, StoreSection,
+    },
     grpc::pb::{self, token_introspection_client::TokenIntrospectionClient},
     token::sign::SigningKey,
 };
@@ -213,6 +215,14 @@ pub fn file_config(issuers: Vec<IssuerSection>) -> FileConfig {
             expose_inactive_reason: true,
             shutdown_grace_secs: 5,
             ..ServerSection::default()
+        },
+        auth: AuthSection {
+            anonymous_introspect: true,
+            ..AuthSection::default()
+        },
+        store: StoreSection {
+            backend: StoreBackend::Memory,
+            ..StoreSection::default()
         },
         issuers,
         ..FileConfig::default()

@@ -1,0 +1,253 @@
+//! Caller authentication: API keys with roles. Keys are configured as SHA-256 hashes and
+//! compared in constant time; the transport only extracts the presented key.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Introspect and check revocations.
+    Introspect,
+    /// Revoke.
+    Revoke,
+    /// Everything, including administration.
+    Admin,
+}
+
+/// One configured key.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// Who holds the key; logged with each call.
+    pub name: String,
+    /// Hex SHA-256 of the key: `printf %s "$KEY" | sha256sum`.
+    pub sha256: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiKeysFile {
+    #[serde(default)]
+    api_keys: Vec<ApiKeyEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, String),
+    #[error("api key {0:?}: sha256 must be 64 hex digits")]
+    BadHash(String),
+    #[error("api key {0:?}: no roles")]
+    NoRoles(String),
+}
+
+#[derive(Debug, Clone)]
+struct ApiKey {
+    name: String,
+    hash: [u8; 32],
+    roles: Vec<Role>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    pub fn may(&self, role: Role) -> bool {
+        self.roles.contains(&Role::Admin) || self.roles.contains(&role)
+    }
+}
+
+/// Why a call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No key, or a key we do not know.
+    Unauthenticated,
+    /// A known key without the role.
+    Forbidden,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    keys: Vec<ApiKey>,
+    anonymous_introspect: bool,
+}
+
+impl ApiKeys {
+    pub fn new(entries: Vec<ApiKeyEntry>, anonymous_introspect: bool) -> Result<Self, AuthError> {
+        let keys = entries
+            .into_iter()
+            .map(|entry| {
+                let hash = parse_hash(&entry.sha256)
+                    .ok_or_else(|| AuthError::BadHash(entry.name.clone()))?;
+                if entry.roles.is_empty() {
+                    return Err(AuthError::NoRoles(entry.name));
+                }
+                Ok(ApiKey {
+                    name: entry.name,
+                    hash,
+                    roles: entry.roles,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            keys,
+            anonymous_introspect,
+        })
+    }
+
+    /// Reads `[[api_keys]]` entries from a TOML file (a mounted Secret, say).
+    pub fn read_file(path: &Path) -> Result<Vec<ApiKeyEntry>, AuthError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuthError::Read(path.display().to_string(), e))?;
+        let file: ApiKeysFile = toml::from_str(&text)
+            .map_err(|e| AuthError::Parse(path.display().to_string(), e.to_string()))?;
+        Ok(file.api_keys)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The caller a presented key belongs to. Every configured hash is compared, in
+    /// constant time, so timing tells nothing about which key nearly matched.
+    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if aws_lc_rs::constant_time::verify_slices_are_equal(&key.hash, &hash).is_ok() {
+                found = Some(key);
+            }
+        }
+        found.map(|key| Caller {
+            name: key.name.clone(),
+            roles: key.roles.clone(),
+        })
+    }
+
+    /// Decides a call needing `role`, given the presented key (if any). Introspection
+    /// may be open to anonymous callers by configuration; nothing else ever is.
+    pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Option<Caller>, Denied> {
+        let caller = match presented {
+            Some(key) => Some(self.authenticate(key).ok_or(Denied::Unauthenticated)?),
+            None => None,
+        };
+        match &caller {
+            Some(caller) if caller.may(role) => Ok(Some(caller.clone())),
+            Some(_) => Err(Denied::Forbidden),
+            None if role == Role::Introspect && self.anonymous_introspect => Ok(None),
+            None => Err(Denied::Unauthenticated),
+        }
+    }
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Hex SHA-256 of a key, as configured.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(anonymous: bool) -> ApiKeys {
+        let entry = |name: &str, key: &str, roles: Vec<Role>| ApiKeyEntry {
+            name: name.into(),
+            sha256: hash_key(key),
+            roles,
+        };
+        ApiKeys::new(
+            vec![
+                entry("gateway", "gw-key", vec![Role::Introspect]),
+                entry("idp", "idp-key", vec![Role::Revoke]),
+                entry("ops", "ops-key", vec![Role::Admin]),
+            ],
+            anonymous,
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn roles_decide() {
+        let keys = keys(false);
+        assert!(keys.authorize(Some("gw-key"), Role::Introspect).is_ok());
+        assert_eq!(
+            keys.authorize(Some("gw-key"), Role::Revoke),
+            Err(Denied::Forbidden)
+        );
+        assert!(keys.authorize(Some("idp-key"), Role::Revoke).is_ok());
+        assert!(
+            keys.authorize(Some("ops-key"), Role::Revoke).is_ok(),
+            "admin may everything"
+        );
+        assert_eq!(
+            keys.authorize(Some("wrong"), Role::Introspect),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            keys.authorize(None, Role::Introspect),
+            Err(Denied::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn anonymous_introspection_only_when_allowed() {
+        let keys = keys(true);
+        assert_eq!(keys.authorize(None, Role::Introspect), Ok(None));
+        assert_eq!(
+            keys.authorize(None, Role::Revoke),
+            Err(Denied::Unauthenticated)
+        );
+        // A wrong key is still refused: anonymous means no key, not any key.
+        assert_eq!(
+            keys.authorize(Some("wrong"), Role::Introspect),
+            Err(Denied::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        let bad = ApiKeyEntry {
+            name: "x".into(),
+            sha256: "abc".into(),
+            roles: vec![Role::Admin],
+        };
+        assert!(matches!(
+            ApiKeys::new(vec![bad], false),
+            Err(AuthError::BadHash(_))
+        ));
+        let none = ApiKeyEntry {
+            name: "y".into(),
+            sha256: hash_key("k"),
+            roles: vec![],
+        };
+        assert!(matches!(
+            ApiKeys::new(vec![none], false),
+            Err(AuthError::NoRoles(_))
+        ));
+    }
+}

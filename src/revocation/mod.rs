@@ -1,0 +1,321 @@
+//! The revocation set: what is revoked, held in memory and checked on every answer.
+//!
+//! Records are `Token{sha256}`, `Jti{iss, jti}` and cut-offs `Subject`/`Client`/`Session`
+//! `{iss, value, before}` (a token whose `iat` is earlier than `before` is revoked). In
+//! memory each is a 16-byte key (a SHA-256 prefix of its kind and identifiers) in a
+//! `DashMap`, with the time after which it no longer matters (`forget_after`); the full
+//! records live in the state log. The hot path is a few map lookups with keys computed
+//! once per verified token.
+
+mod service;
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::token::{AccessToken, TokenHash};
+
+pub use service::{Revocations, RevokeError, Target, WatchEvent};
+
+/// Longest free-text reason kept with a record.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// What is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// One token, by the hex SHA-256 of its text.
+    Token { sha256: String },
+    /// One token, by issuer and `jti`.
+    Jti { iss: String, jti: String },
+    /// Every token of a subject issued before `before`.
+    Subject {
+        iss: String,
+        sub: String,
+        before: i64,
+    },
+    /// Every token of a client issued before `before`.
+    Client {
+        iss: String,
+        client_id: String,
+        before: i64,
+    },
+    /// Every token of a session issued before `before`.
+    Session {
+        iss: String,
+        sid: String,
+        before: i64,
+    },
+}
+
+/// A record with its bookkeeping: the unit of the state log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub record: Record,
+    /// Unix seconds after which no token can match any more (it would have expired).
+    pub forget_after: i64,
+    pub revoked_at: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Token,
+    Jti,
+    Subject,
+    Client,
+    Session,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Token => "token",
+            RecordKind::Jti => "jti",
+            RecordKind::Subject => "subject",
+            RecordKind::Client => "client",
+            RecordKind::Session => "session",
+        }
+    }
+}
+
+/// Which record revoked a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub kind: RecordKind,
+    /// The cut-off's `before`, for cut-offs.
+    pub before: Option<i64>,
+}
+
+/// A record's in-memory identity: 128 bits of SHA-256 over its kind and identifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 16]);
+
+impl Key {
+    fn of(kind: RecordKind, iss: &str, value: &str) -> Self {
+        let mut hasher = Sha256::new();
+        // Separators keep ("ab", "c") and ("a", "bc") apart.
+        for part in [kind.as_str(), iss, value] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        Self::truncate(&hasher.finalize().into())
+    }
+
+    fn truncate(digest: &[u8; 32]) -> Self {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
+
+    pub fn of_token(hash: &TokenHash) -> Self {
+        Self::truncate(&hash.0)
+    }
+}
+
+/// The identifiers of a token the set is checked against, computed once per verified
+/// token (and cached with it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenKeys {
+    pub token: Option<Key>,
+    pub jti: Option<Key>,
+    pub subject: Option<Key>,
+    pub client: Option<Key>,
+    pub session: Option<Key>,
+    pub iat: Option<i64>,
+}
+
+/// Identifiers of a token as a caller states them (CheckRevocation).
+#[derive(Debug, Clone, Default)]
+pub struct TokenIdentity<'a> {
+    pub token_hash: Option<TokenHash>,
+    pub iss: &'a str,
+    pub jti: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub iat: Option<i64>,
+}
+
+impl TokenKeys {
+    pub fn of(identity: &TokenIdentity<'_>) -> Self {
+        let key = |kind, value: Option<&str>| value.map(|v| Key::of(kind, identity.iss, v));
+        Self {
+            token: identity.token_hash.as_ref().map(Key::of_token),
+            jti: key(RecordKind::Jti, identity.jti),
+            subject: key(RecordKind::Subject, identity.sub),
+            client: key(RecordKind::Client, identity.client_id),
+            session: key(RecordKind::Session, identity.sid),
+            iat: identity.iat,
+        }
+    }
+
+    pub fn of_access_token(hash: &TokenHash, token: &AccessToken) -> Self {
+        Self::of(&TokenIdentity {
+            token_hash: Some(*hash),
+            iss: &token.iss,
+            jti: token.jti.as_deref(),
+            sub: token.sub.as_deref(),
+            client_id: token.client_id.as_deref(),
+            sid: token.sid.as_deref(),
+            iat: token.iat,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    before: i64,
+    forget_after: i64,
+}
+
+/// Keys are already uniform (SHA-256), so hashing them again would only cost time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+type KeyMap<V> = DashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// Every live revocation, by key.
+#[derive(Default)]
+pub struct RevocationSet {
+    /// Exact tokens and `jti`s: key → forget_after.
+    exact: KeyMap<i64>,
+    cutoffs: KeyMap<Cutoff>,
+}
+
+/// Counts of records by kind, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetSize {
+    pub exact: usize,
+    pub cutoffs: usize,
+}
+
+impl RevocationSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a revocation. Applying the same revocation twice changes nothing; of two
+    /// cut-offs for the same subject/client/session the later `before` wins.
+    pub fn apply(&self, revocation: &Revocation) {
+        let forget_after = revocation.forget_after;
+        let (kind, iss, value, before) = match &revocation.record {
+            Record::Token { sha256 } => {
+                if let Some(key) = token_key_from_hex(sha256) {
+                    self.insert_exact(key, forget_after);
+                }
+                return;
+            }
+            Record::Jti { iss, jti } => {
+                self.insert_exact(Key::of(RecordKind::Jti, iss, jti), forget_after);
+                return;
+            }
+            Record::Subject { iss, sub, before } => (RecordKind::Subject, iss, sub, *before),
+            Record::Client {
+                iss,
+                client_id,
+                before,
+            } => (RecordKind::Client, iss, client_id, *before),
+            Record::Session { iss, sid, before } => (RecordKind::Session, iss, sid, *before),
+        };
+        let key = Key::of(kind, iss, value);
+        self.cutoffs
+            .entry(key)
+            .and_modify(|cutoff| {
+                cutoff.before = cutoff.before.max(before);
+                cutoff.forget_after = cutoff.forget_after.max(forget_after);
+            })
+            .or_insert(Cutoff {
+                before,
+                forget_after,
+            });
+    }
+
+    fn insert_exact(&self, key: Key, forget_after: i64) {
+        self.exact
+            .entry(key)
+            .and_modify(|at| *at = (*at).max(forget_after))
+            .or_insert(forget_after);
+    }
+
+    /// Whether any record revokes the token: its hash, its `jti`, or a cut-off for its
+    /// subject, client or session later than its `iat` (a token without `iat` cannot be
+    /// shown to be newer, so a cut-off revokes it).
+    pub fn check(&self, keys: &TokenKeys) -> Option<Matched> {
+        for (key, kind) in [(keys.token, RecordKind::Token), (keys.jti, RecordKind::Jti)] {
+            if let Some(key) = key
+                && self.exact.contains_key(&key)
+            {
+                return Some(Matched { kind, before: None });
+            }
+        }
+        for (key, kind) in [
+            (keys.subject, RecordKind::Subject),
+            (keys.client, RecordKind::Client),
+            (keys.session, RecordKind::Session),
+        ] {
+            let Some(key) = key else { continue };
+            if let Some(cutoff) = self.cutoffs.get(&key)
+                && keys.iat.is_none_or(|iat| iat < cutoff.before)
+            {
+                return Some(Matched {
+                    kind,
+                    before: Some(cutoff.before),
+                });
+            }
+        }
+        None
+    }
+
+    /// Drops records whose `forget_after` has passed; returns how many.
+    pub fn purge(&self, now: i64) -> usize {
+        let before = self.size();
+        self.exact.retain(|_, forget_after| *forget_after > now);
+        self.cutoffs.retain(|_, cutoff| cutoff.forget_after > now);
+        let after = self.size();
+        (before.exact - after.exact) + (before.cutoffs - after.cutoffs)
+    }
+
+    pub fn size(&self) -> SetSize {
+        SetSize {
+            exact: self.exact.len(),
+            cutoffs: self.cutoffs.len(),
+        }
+    }
+}
+
+fn token_key_from_hex(hex: &str) -> Option<Key> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        bytes[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(Key::of_token(&TokenHash(bytes)))
+}
+
+/// Lower-case hex of a token hash, as `Record::Token` stores it.
+pub fn token_hex(hash: &TokenHash) -> String {
+    hash.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

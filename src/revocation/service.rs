@@ -1,0 +1,332 @@
+//! Revoke, check and watch: the revocation use cases, independent of any transport.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    MAX_REASON_BYTES, Matched, Record, Revocation, RevocationSet, TokenIdentity, TokenKeys,
+    token_hex,
+};
+use crate::keys::Issuers;
+use crate::statelog::{Applier, Change, LogEntry, LogError, Position, StateLog};
+use crate::token::{TokenHash, unverified_claims};
+
+/// What to revoke.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Token(String),
+    Jti {
+        iss: String,
+        jti: String,
+        exp: Option<i64>,
+    },
+    Subject {
+        iss: String,
+        sub: String,
+        before: Option<i64>,
+    },
+    Client {
+        iss: String,
+        client_id: String,
+        before: Option<i64>,
+    },
+    Session {
+        iss: String,
+        sid: String,
+        before: Option<i64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("invalid revocation: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// One event of a revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Revoked {
+        position: Position,
+        revocation: Revocation,
+    },
+    /// The backlog has been sent; what follows is live.
+    CaughtUp { position: Position },
+}
+
+/// Log entries read per page while sending a backlog.
+const PAGE: usize = 1000;
+/// Events buffered per watcher.
+const WATCH_BUFFER: usize = 256;
+
+pub struct Revocations {
+    set: Arc<RevocationSet>,
+    log: Arc<StateLog>,
+    applier: Arc<Applier>,
+    issuers: Arc<Issuers>,
+    opaque_token_ttl_secs: i64,
+}
+
+impl Revocations {
+    pub fn new(
+        set: Arc<RevocationSet>,
+        log: Arc<StateLog>,
+        applier: Arc<Applier>,
+        issuers: Arc<Issuers>,
+        opaque_token_ttl_secs: i64,
+    ) -> Self {
+        Self {
+            set,
+            log,
+            applier,
+            issuers,
+            opaque_token_ttl_secs,
+        }
+    }
+
+    pub fn set(&self) -> &Arc<RevocationSet> {
+        &self.set
+    }
+
+    pub fn log(&self) -> &Arc<StateLog> {
+        &self.log
+    }
+
+    fn max_lifetime(&self, iss: &str) -> Result<i64, RevokeError> {
+        let issuer = self
+            .issuers
+            .get(iss)
+            .ok_or(RevokeError::Invalid("iss names no configured issuer"))?;
+        Ok(i64::try_from(issuer.config.max_token_lifetime_secs).unwrap_or(i64::MAX))
+    }
+
+    /// Builds the record for `target`. RFC 7009: a token is recorded whatever it is
+    /// (unknown, malformed, expired); only identifiers that cannot match anything
+    /// (empty, or of an unknown issuer) are refused.
+    pub fn record(
+        &self,
+        target: Target,
+        reason: String,
+        now: i64,
+    ) -> Result<Revocation, RevokeError> {
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(RevokeError::Invalid("reason is longer than 256 bytes"));
+        }
+        let require = |value: &str, what: &'static str| {
+            if value.is_empty() {
+                Err(RevokeError::Invalid(what))
+            } else {
+                Ok(())
+            }
+        };
+        let cutoff =
+            |iss: &str, value: &str, before: Option<i64>| -> Result<(i64, i64), RevokeError> {
+                require(iss, "iss is required")?;
+                require(value, "the subject, client or session is required")?;
+                // "Until now" includes tokens issued earlier in this very second: `iat` has
+                // one-second resolution and the comparison is strict.
+                let before = before.unwrap_or(now.saturating_add(1));
+                Ok((before, before.saturating_add(self.max_lifetime(iss)?)))
+            };
+        let (record, forget_after) = match target {
+            Target::Token(token) => {
+                require(&token, "token is required")?;
+                let hash = TokenHash::of(&token);
+                let forget_after = unverified_exp(&token)
+                    .map(|exp| exp.min(now.saturating_add(self.opaque_token_ttl_secs)))
+                    .unwrap_or_else(|| now.saturating_add(self.opaque_token_ttl_secs));
+                (
+                    Record::Token {
+                        sha256: token_hex(&hash),
+                    },
+                    forget_after,
+                )
+            }
+            Target::Jti { iss, jti, exp } => {
+                require(&iss, "iss is required")?;
+                require(&jti, "jti is required")?;
+                let lifetime = self.max_lifetime(&iss)?;
+                let forget_after = exp.unwrap_or(now.saturating_add(lifetime));
+                (Record::Jti { iss, jti }, forget_after)
+            }
+            Target::Subject { iss, sub, before } => {
+                let (before, forget_after) = cutoff(&iss, &sub, before)?;
+                (Record::Subject { iss, sub, before }, forget_after)
+            }
+            Target::Client {
+                iss,
+                client_id,
+                before,
+            } => {
+                let (before, forget_after) = cutoff(&iss, &client_id, before)?;
+                (
+                    Record::Client {
+                        iss,
+                        client_id,
+                        before,
+                    },
+                    forget_after,
+                )
+            }
+            Target::Session { iss, sid, before } => {
+                let (before, forget_after) = cutoff(&iss, &sid, before)?;
+                (Record::Session { iss, sid, before }, forget_after)
+            }
+        };
+        Ok(Revocation {
+            record,
+            forget_after,
+            revoked_at: now,
+            reason,
+        })
+    }
+
+    /// Records a revocation durably; returns its position once applied here.
+    pub async fn revoke(
+        &self,
+        target: Target,
+        reason: String,
+        now: i64,
+    ) -> Result<Position, RevokeError> {
+        let revocation = self.record(target, reason, now)?;
+        Ok(self.log.append(Change::Revoke(revocation)).await?)
+    }
+
+    pub fn check(&self, identity: &TokenIdentity<'_>) -> Option<Matched> {
+        self.set.check(&TokenKeys::of(identity))
+    }
+
+    /// Checks a token by its hash and the identifiers its claims carry, read without
+    /// verifying it (the caller did).
+    pub fn check_token(&self, token: &str) -> Option<Matched> {
+        let hash = TokenHash::of(token);
+        let claims = unverified_claims(token).unwrap_or_default();
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        let iss = text("iss").unwrap_or_default();
+        let client_names: Vec<&str> = match self.issuers.get(iss) {
+            Some(issuer) => issuer
+                .config
+                .client_claims
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            None => vec!["client_id", "azp", "cid"],
+        };
+        self.check(&TokenIdentity {
+            token_hash: Some(hash),
+            iss,
+            jti: text("jti"),
+            sub: text("sub"),
+            client_id: client_names.into_iter().find_map(text),
+            sid: text("sid"),
+            iat: claims.get("iat").and_then(Value::as_i64),
+        })
+    }
+
+    /// A feed of revocations: the live set (or every change after `after`), a
+    /// `CaughtUp` marker, then each change as it is applied. Ends when `stop` fires or
+    /// the receiver is dropped.
+    pub fn watch(
+        self: &Arc<Self>,
+        after: Option<Position>,
+        now: i64,
+        stop: CancellationToken,
+    ) -> mpsc::Receiver<Result<WatchEvent, LogError>> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Subscribe before reading the backlog, so nothing falls between the two.
+            let mut live = this.applier.subscribe();
+            let snapshot = after.is_none();
+            let mut last = after.unwrap_or(0);
+            if this
+                .send_backlog(&tx, &mut last, snapshot.then_some(now))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if tx
+                .send(Ok(WatchEvent::CaughtUp { position: last }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = stop.cancelled() => break,
+                    () = tx.closed() => break,
+                };
+                let outcome = match received {
+                    Ok(entry) => send_entry(&tx, &entry, &mut last, None).await,
+                    // Fell behind the feed: the log still has everything.
+                    Err(RecvError::Lagged(_)) => this.send_backlog(&tx, &mut last, None).await,
+                    Err(RecvError::Closed) => break,
+                };
+                if outcome.is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Sends log entries after `last`; with `live_at`, only records still live then.
+    async fn send_backlog(
+        &self,
+        tx: &mpsc::Sender<Result<WatchEvent, LogError>>,
+        last: &mut Position,
+        live_at: Option<i64>,
+    ) -> Result<(), ()> {
+        loop {
+            let page = match self.log.read_after(*last, PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = tx.send(Err(error)).await;
+                    return Err(());
+                }
+            };
+            let full = page.len() == PAGE;
+            for entry in &page {
+                send_entry(tx, entry, last, live_at).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn send_entry(
+    tx: &mpsc::Sender<Result<WatchEvent, LogError>>,
+    entry: &LogEntry,
+    last: &mut Position,
+    live_at: Option<i64>,
+) -> Result<(), ()> {
+    if entry.position <= *last {
+        return Ok(());
+    }
+    *last = entry.position;
+    let Change::Revoke(revocation) = &entry.change;
+    if live_at.is_some_and(|now| revocation.forget_after <= now) {
+        return Ok(());
+    }
+    tx.send(Ok(WatchEvent::Revoked {
+        position: entry.position,
+        revocation: revocation.clone(),
+    }))
+    .await
+    .map_err(|_| ())
+}
+
+/// `exp` of a JWT, unverified: only to bound how long its revocation is kept.
+fn unverified_exp(token: &str) -> Option<i64> {
+    unverified_claims(token)?.get("exp")?.as_i64()
+}

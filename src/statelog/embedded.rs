@@ -1,0 +1,196 @@
+//! The `embedded` backend: the log in a redb file.
+//!
+//! One writer thread owns all writes. Appends that are waiting when it starts a
+//! transaction share that transaction's commit (group commit), so throughput grows with
+//! concurrency while every append still returns only after its own commit.
+
+use std::{path::PathBuf, sync::Arc};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Applier, Change, LogEntry, LogError, Position, decode, encode};
+
+/// position → encoded change.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// (forget_after, position) → (): finds forgotten entries without scanning the log.
+const EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("expiry");
+
+/// Most appends committed together.
+const MAX_BATCH: usize = 1024;
+
+type Pending = (Change, oneshot::Sender<Result<Position, LogError>>);
+
+pub struct EmbeddedLog {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Pending>,
+}
+
+fn embedded(error: impl std::fmt::Display) -> LogError {
+    LogError::Embedded(error.to_string())
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the file, replays it into `applier`, and starts the writer.
+    pub async fn open(path: PathBuf, applier: Arc<Applier>) -> Result<Self, LogError> {
+        let replay_applier = applier.clone();
+        let (db, last) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(embedded)?;
+            }
+            let db = Database::create(&path)
+                .map_err(|e| LogError::Embedded(format!("{}: {e}", path.display())))?;
+            {
+                let txn = db.begin_write().map_err(embedded)?;
+                txn.open_table(LOG).map_err(embedded)?;
+                txn.open_table(EXPIRY).map_err(embedded)?;
+                txn.commit().map_err(embedded)?;
+            }
+            let txn = db.begin_read().map_err(embedded)?;
+            let log = txn.open_table(LOG).map_err(embedded)?;
+            let mut last = 0;
+            for item in log.iter().map_err(embedded)? {
+                let (position, bytes) = item.map_err(embedded)?;
+                let position = position.value();
+                replay_applier.apply(LogEntry {
+                    position,
+                    change: decode(bytes.value())?,
+                });
+                last = position;
+            }
+            Ok((Arc::new(db), last))
+        })
+        .await
+        .map_err(embedded)??;
+
+        let (writer, requests) = mpsc::channel(MAX_BATCH * 4);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("statelog-writer".into())
+            .spawn(move || write_loop(&writer_db, &applier, requests, last))
+            .map_err(embedded)?;
+        Ok(Self { db, writer })
+    }
+
+    pub async fn append(&self, change: Change) -> Result<Position, LogError> {
+        let (done, result) = oneshot::channel();
+        self.writer
+            .send((change, done))
+            .await
+            .map_err(|_| LogError::Embedded("the writer stopped".into()))?;
+        result
+            .await
+            .map_err(|_| LogError::Embedded("the writer stopped".into()))?
+    }
+
+    pub async fn read_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(embedded)?;
+            let log = txn.open_table(LOG).map_err(embedded)?;
+            let mut entries = Vec::new();
+            for item in log
+                .range(after.saturating_add(1)..)
+                .map_err(embedded)?
+                .take(limit)
+            {
+                let (position, bytes) = item.map_err(embedded)?;
+                entries.push(LogEntry {
+                    position: position.value(),
+                    change: decode(bytes.value())?,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(embedded)?
+    }
+
+    /// Deletes entries whose `forget_after` has passed.
+    pub async fn compact(&self, now: i64) -> Result<usize, LogError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(embedded)?;
+            let removed = {
+                let mut expiry = txn.open_table(EXPIRY).map_err(embedded)?;
+                let mut log = txn.open_table(LOG).map_err(embedded)?;
+                let expired: Vec<(i64, u64)> = expiry
+                    .range(..=(now, u64::MAX))
+                    .map_err(embedded)?
+                    .map(|item| item.map(|(key, _)| key.value()))
+                    .collect::<Result<_, _>>()
+                    .map_err(embedded)?;
+                for key in &expired {
+                    expiry.remove(key).map_err(embedded)?;
+                    log.remove(key.1).map_err(embedded)?;
+                }
+                expired.len()
+            };
+            txn.commit().map_err(embedded)?;
+            Ok(removed)
+        })
+        .await
+        .map_err(embedded)?
+    }
+}
+
+fn write_loop(
+    db: &Database,
+    applier: &Applier,
+    mut requests: mpsc::Receiver<Pending>,
+    mut last: Position,
+) {
+    while let Some(first) = requests.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit(db, &batch, last) {
+            Ok(entries) => {
+                for ((_, done), entry) in batch.into_iter().zip(entries) {
+                    let position = entry.position;
+                    last = position;
+                    applier.apply(entry);
+                    let _ = done.send(Ok(position));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "state log commit failed; the appends are refused");
+                for (_, done) in batch {
+                    let _ = done.send(Err(LogError::Embedded(error.to_string())));
+                }
+            }
+        }
+    }
+    tracing::debug!("state log writer stopped");
+}
+
+fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEntry>, LogError> {
+    let txn = db.begin_write().map_err(embedded)?;
+    let mut entries = Vec::with_capacity(batch.len());
+    {
+        let mut log = txn.open_table(LOG).map_err(embedded)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(embedded)?;
+        for (offset, (change, _)) in batch.iter().enumerate() {
+            let position = last + 1 + offset as u64;
+            log.insert(position, encode(change)?.as_slice())
+                .map_err(embedded)?;
+            expiry
+                .insert((change.forget_after(), position), ())
+                .map_err(embedded)?;
+            entries.push(LogEntry {
+                position,
+                change: change.clone(),
+            });
+        }
+    }
+    txn.commit().map_err(embedded)?;
+    Ok(entries)
+}

@@ -1,0 +1,221 @@
+//! The state log: an ordered stream of changes (revocations now, per-subject claims
+//! later) that every replica applies in order. Durability and replication live here,
+//! behind one interface with three backends:
+//!
+//! - `memory`: nothing persisted (tests, throwaway runs);
+//! - `embedded` (default): a redb file; an append returns after its commit (appends that
+//!   arrive together share one commit); a restart replays the file;
+//! - `redis`: a Redis Stream is the log; every replica tails it and applies each entry
+//!   once, in order, resuming from its last applied position after a restart or a lost
+//!   connection.
+//!
+//! Entries reach the in-memory state only through [`Applier::apply`], which skips
+//! anything at or below the last applied position: no change is applied twice or out of
+//! order.
+
+mod embedded;
+mod memory;
+mod redis;
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::revocation::{Revocation, RevocationSet};
+
+/// Ordered position of an entry in the log; 0 means "before the first entry".
+pub type Position = u64;
+
+/// One change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Revoke(Revocation),
+}
+
+impl Change {
+    /// Unix seconds after which the change no longer matters and may leave the log.
+    pub fn forget_after(&self) -> i64 {
+        match self {
+            Change::Revoke(revocation) => revocation.forget_after,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub position: Position,
+    pub change: Change,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The store did not confirm the write (or read): nothing was applied.
+    #[error("the state store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the embedded store failed: {0}")]
+    Embedded(String),
+    #[error("a log entry does not decode: {0}")]
+    Corrupt(String),
+}
+
+/// Store settings, validated.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Memory,
+    Embedded {
+        path: std::path::PathBuf,
+    },
+    Redis {
+        url: String,
+        stream: String,
+        timeout: Duration,
+        /// Entries older than this are trimmed from the stream.
+        retention: Duration,
+    },
+}
+
+/// Receives entries in log order and applies them to the in-memory state; publishes
+/// each applied entry to watchers and the applied position to waiters.
+pub struct Applier {
+    pub revocations: Arc<RevocationSet>,
+    applied: watch::Sender<Position>,
+    feed: broadcast::Sender<Arc<LogEntry>>,
+}
+
+/// Entries buffered for slow watchers before they must re-read from the log.
+const FEED_CAPACITY: usize = 4096;
+
+impl Applier {
+    pub fn new(revocations: Arc<RevocationSet>) -> Arc<Self> {
+        Arc::new(Self {
+            revocations,
+            applied: watch::Sender::new(0),
+            feed: broadcast::Sender::new(FEED_CAPACITY),
+        })
+    }
+
+    /// Applies `entry` unless it is at or below the last applied position.
+    pub fn apply(&self, entry: LogEntry) {
+        if entry.position <= *self.applied.borrow() {
+            return;
+        }
+        match &entry.change {
+            Change::Revoke(revocation) => self.revocations.apply(revocation),
+        }
+        self.applied.send_replace(entry.position);
+        // No watcher is fine: the entry is in the log for anyone who asks later.
+        let _ = self.feed.send(Arc::new(entry));
+    }
+
+    pub fn applied(&self) -> Position {
+        *self.applied.borrow()
+    }
+
+    /// Applied entries from now on, for watchers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
+        self.feed.subscribe()
+    }
+
+    /// Waits until `position` has been applied here, for at most `timeout`.
+    pub async fn wait_applied(&self, position: Position, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+}
+
+/// The log, whichever backend holds it.
+pub enum StateLog {
+    Memory(memory::MemoryLog),
+    Embedded(embedded::EmbeddedLog),
+    Redis(redis::RedisLog),
+}
+
+/// How long an append waits for its own entry to be applied on this replica (Redis:
+/// the tailer applies it) before answering anyway: it is durable either way.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
+
+impl StateLog {
+    /// Opens the log and brings `applier` up to date: the embedded store replays its
+    /// file here; Redis starts its tailer, whose first catch-up `ready` reports.
+    pub async fn open(
+        config: &StoreConfig,
+        applier: Arc<Applier>,
+        stop: CancellationToken,
+    ) -> Result<(Self, watch::Receiver<bool>), LogError> {
+        match config {
+            StoreConfig::Memory => Ok((
+                Self::Memory(memory::MemoryLog::new(applier)),
+                watch::channel(true).1,
+            )),
+            StoreConfig::Embedded { path } => {
+                let log = embedded::EmbeddedLog::open(path.clone(), applier).await?;
+                Ok((Self::Embedded(log), watch::channel(true).1))
+            }
+            StoreConfig::Redis {
+                url,
+                stream,
+                timeout,
+                retention,
+            } => {
+                let (log, ready) =
+                    redis::RedisLog::open(url, stream, *timeout, *retention, applier, stop)?;
+                Ok((Self::Redis(log), ready))
+            }
+        }
+    }
+
+    /// Appends a change. Returns once it is durable and (normally) applied here.
+    pub async fn append(&self, change: Change) -> Result<Position, LogError> {
+        match self {
+            Self::Memory(log) => Ok(log.append(change)),
+            Self::Embedded(log) => log.append(change).await,
+            Self::Redis(log) => {
+                let position = log.append(change).await?;
+                if !log
+                    .applier()
+                    .wait_applied(position, READ_YOUR_WRITE_WAIT)
+                    .await
+                {
+                    tracing::warn!(position, "change stored in Redis but not applied here yet");
+                }
+                Ok(position)
+            }
+        }
+    }
+
+    /// Entries after `after`, oldest first, at most `limit`.
+    pub async fn read_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        match self {
+            Self::Memory(log) => Ok(log.read_after(after, limit)),
+            Self::Embedded(log) => log.read_after(after, limit).await,
+            Self::Redis(log) => log.read_after(after, limit).await,
+        }
+    }
+
+    /// Removes entries that no longer matter: forgotten ones (memory, embedded) or ones
+    /// older than the retention (Redis trims by age).
+    pub async fn compact(&self, now: i64) -> Result<usize, LogError> {
+        match self {
+            Self::Memory(log) => Ok(log.compact(now)),
+            Self::Embedded(log) => log.compact(now).await,
+            Self::Redis(log) => log.compact().await,
+        }
+    }
+}
+
+fn encode(change: &Change) -> Result<Vec<u8>, LogError> {
+    serde_json::to_vec(change).map_err(|e| LogError::Corrupt(e.to_string()))
+}
+
+fn decode(bytes: &[u8]) -> Result<Change, LogError> {
+    serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,309 @@
+//! The `redis` backend: a Redis Stream is the log.
+//!
+//! Appends are `XADD` (trimmed by age with `MINID`); the stream's entry IDs
+//! (`<ms>-<seq>`) are the positions, packed into a u64 as `ms << 20 | seq`. Every replica
+//! runs a tailer that catches up with `XRANGE` and then follows with blocking `XREAD`,
+//! resuming from its last applied position after a lost connection. Every command has a
+//! timeout; a write Redis does not confirm is an error and nothing is applied.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Applier, Change, LogEntry, LogError, Position, decode, encode};
+
+/// Field of each stream entry that holds the encoded change.
+const FIELD: &str = "c";
+const SEQ_BITS: u32 = 20;
+/// Entries read per XRANGE/XREAD.
+const BATCH: usize = 1000;
+/// How long one blocking XREAD waits for new entries before it is reissued.
+const BLOCK: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct RedisLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    stream: String,
+    timeout: Duration,
+    retention: Duration,
+    applier: Arc<Applier>,
+    /// The connection appends and reads share; replaced after a failure.
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(error.to_string())
+}
+
+impl RedisLog {
+    pub fn open(
+        url: &str,
+        stream: &str,
+        timeout: Duration,
+        retention: Duration,
+        applier: Arc<Applier>,
+        stop: CancellationToken,
+    ) -> Result<(Self, watch::Receiver<bool>), LogError> {
+        let client =
+            redis::Client::open(url).map_err(|e| unavailable(format!("store.redis_url: {e}")))?;
+        let inner = Arc::new(Inner {
+            client,
+            stream: stream.to_owned(),
+            timeout,
+            retention,
+            applier,
+            connection: Mutex::new(None),
+        });
+        let (ready_tx, ready_rx) = watch::channel(false);
+        tokio::spawn(tail(inner.clone(), ready_tx, stop));
+        Ok((Self { inner }, ready_rx))
+    }
+
+    pub fn applier(&self) -> &Arc<Applier> {
+        &self.inner.applier
+    }
+
+    pub async fn append(&self, change: Change) -> Result<Position, LogError> {
+        let payload = encode(&change)?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.inner.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(self.inner.min_id())
+            .arg("*")
+            .arg(FIELD)
+            .arg(payload);
+        let reply = self.inner.query(&cmd).await?;
+        let id: String = redis::from_redis_value(reply).map_err(unavailable)?;
+        parse_id(&id).ok_or_else(|| LogError::Corrupt(format!("unexpected stream id {id:?}")))
+    }
+
+    pub async fn read_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        self.inner.range(after, limit).await
+    }
+
+    pub async fn compact(&self) -> Result<usize, LogError> {
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(&self.inner.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(self.inner.min_id());
+        let reply = self.inner.query(&cmd).await?;
+        let removed: i64 = redis::from_redis_value(reply).map_err(unavailable)?;
+        Ok(usize::try_from(removed).unwrap_or(0))
+    }
+}
+
+impl Inner {
+    async fn connect(&self) -> Result<MultiplexedConnection, LogError> {
+        // Our own timeouts wrap every command; the client's would cut blocking reads short.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Runs one command on the shared connection, with the configured timeout. A failed
+    /// command drops the connection so the next one reconnects.
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, LogError> {
+        let mut slot = self.connection.lock().await;
+        let result = tokio::time::timeout(self.timeout, async {
+            if slot.is_none() {
+                *slot = Some(self.connect().await?);
+            }
+            match slot.as_mut() {
+                Some(connection) => cmd
+                    .query_async::<Value>(connection)
+                    .await
+                    .map_err(unavailable),
+                None => Err(unavailable("no connection")),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(unavailable(format!("no answer within {:?}", self.timeout))));
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    async fn range(&self, after: Position, limit: usize) -> Result<Vec<LogEntry>, LogError> {
+        let start = if after == 0 {
+            "-".to_owned()
+        } else {
+            format!("({}", format_id(after))
+        };
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit);
+        parse_entries(self.query(&cmd).await?)
+    }
+
+    /// The oldest ID kept: entries older than the retention may be trimmed.
+    fn min_id(&self) -> String {
+        let now_ms = u64::try_from(crate::unix_now()).unwrap_or(0) * 1000;
+        let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        format!("{}-0", now_ms.saturating_sub(retention_ms))
+    }
+}
+
+/// Follows the stream forever: catch up with XRANGE, then block on XREAD; on any error
+/// back off, reconnect and resume from the last applied position.
+async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let result = tokio::select! {
+            result = follow(&inner, &ready) => result,
+            () = stop.cancelled() => break,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, applied = inner.applier.applied(), retry_in = ?backoff, "state log tail interrupted");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::debug!("state log tail stopped");
+}
+
+async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogError> {
+    // A connection of its own: a blocking XREAD would stall appends sharing it.
+    let mut connection = tokio::time::timeout(inner.timeout, inner.connect())
+        .await
+        .unwrap_or_else(|_| Err(unavailable("connect timed out")))?;
+    loop {
+        let batch = inner.range(inner.applier.applied(), BATCH).await?;
+        let full = batch.len() == BATCH;
+        for entry in batch {
+            inner.applier.apply(entry);
+        }
+        if !full {
+            break;
+        }
+    }
+    if !*ready.borrow() {
+        tracing::info!(
+            applied = inner.applier.applied(),
+            "state log caught up with Redis"
+        );
+        ready.send_replace(true);
+    }
+    loop {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(2000))
+            .arg("STREAMS")
+            .arg(&inner.stream)
+            .arg(format_id(inner.applier.applied()));
+        let reply = tokio::time::timeout(
+            BLOCK + inner.timeout,
+            cmd.query_async::<Value>(&mut connection),
+        )
+        .await
+        .map_err(|_| unavailable("XREAD timed out"))?
+        .map_err(unavailable)?;
+        let Value::Array(streams) = reply else {
+            continue; // Nil: nothing new within BLOCK.
+        };
+        for stream in streams {
+            if let Value::Array(mut pair) = stream
+                && pair.len() == 2
+            {
+                for entry in parse_entries(pair.remove(1))? {
+                    inner.applier.apply(entry);
+                }
+            }
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Option<Position> {
+    let (ms, seq) = id.split_once('-')?;
+    let ms: u64 = ms.parse().ok()?;
+    let seq: u64 = seq.parse().ok()?;
+    (seq < (1 << SEQ_BITS) && ms < (1 << (64 - SEQ_BITS))).then_some((ms << SEQ_BITS) | seq)
+}
+
+fn format_id(position: Position) -> String {
+    format!(
+        "{}-{}",
+        position >> SEQ_BITS,
+        position & ((1 << SEQ_BITS) - 1)
+    )
+}
+
+/// `[[id, [field, value, ...]], ...]` into entries.
+fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
+    let corrupt = |what: &str| LogError::Corrupt(format!("unexpected stream reply: {what}"));
+    let Value::Array(items) = reply else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut parts) = item else {
+            return Err(corrupt("entry is not an array"));
+        };
+        if parts.len() != 2 {
+            return Err(corrupt("entry is not [id, fields]"));
+        }
+        let fields = parts.remove(1);
+        let id: String = redis::from_redis_value(parts.remove(0)).map_err(|_| corrupt("id"))?;
+        let position = parse_id(&id).ok_or_else(|| corrupt("id format"))?;
+        let Value::Array(fields) = fields else {
+            return Err(corrupt("fields are not an array"));
+        };
+        let mut payload = None;
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            let name: String = redis::from_redis_value(name).map_err(|_| corrupt("field name"))?;
+            if name == FIELD {
+                payload = Some(
+                    redis::from_redis_value::<Vec<u8>>(value)
+                        .map_err(|_| corrupt("field value"))?,
+                );
+            }
+        }
+        let payload = payload.ok_or_else(|| corrupt("entry without a change"))?;
+        entries.push(LogEntry {
+            position,
+            change: decode(&payload)?,
+        });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_round_trip_in_order() {
+        let a = parse_id("1700000000000-0");
+        let b = parse_id("1700000000000-1");
+        let c = parse_id("1700000000001-0");
+        assert!(a < b && b < c);
+        assert_eq!(b.map(format_id).as_deref(), Some("1700000000000-1"));
+        assert_eq!(parse_id("nonsense"), None);
+        assert_eq!(parse_id("1-99999999"), None);
+    }
+}
