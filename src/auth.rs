@@ -67,6 +67,19 @@ impl Caller {
     }
 }
 
+/// The key in an `Authorization: Bearer <key>` header value. Any other scheme, or a
+/// value that is not text, yields a key that matches nothing (so it is refused as
+/// wrong, not treated as absent).
+pub fn bearer_key(header: &[u8]) -> &str {
+    std::str::from_utf8(header)
+        .ok()
+        .and_then(|text| {
+            text.strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+        })
+        .map_or("\u{0}", str::trim)
+}
+
 /// Why a call is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -134,18 +147,28 @@ impl ApiKeys {
         })
     }
 
-    /// Decides a call needing `role`, given the presented key (if any). Introspection
-    /// may be open to anonymous callers by configuration; nothing else ever is.
-    pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Option<Caller>, Denied> {
-        let caller = match presented {
-            Some(key) => Some(self.authenticate(key).ok_or(Denied::Unauthenticated)?),
-            None => None,
-        };
-        match &caller {
-            Some(caller) if caller.may(role) => Ok(Some(caller.clone())),
-            Some(_) => Err(Denied::Forbidden),
-            None if role == Role::Introspect && self.anonymous_introspect => Ok(None),
-            None => Err(Denied::Unauthenticated),
+    /// Decides a call needing `role`: a known key with that role (or admin).
+    pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Caller, Denied> {
+        let caller = self
+            .authenticate(presented.ok_or(Denied::Unauthenticated)?)
+            .ok_or(Denied::Unauthenticated)?;
+        if caller.may(role) {
+            Ok(caller)
+        } else {
+            Err(Denied::Forbidden)
+        }
+    }
+
+    /// Decides a question about one token (Introspect, CheckRevocation): like
+    /// [`Self::authorize`] with the `introspect` role, except that no key at all is
+    /// accepted when `anonymous_introspect` is on. A wrong key is refused either way.
+    pub fn authorize_introspection(
+        &self,
+        presented: Option<&str>,
+    ) -> Result<Option<Caller>, Denied> {
+        match presented {
+            None if self.anonymous_introspect => Ok(None),
+            _ => self.authorize(presented, Role::Introspect).map(Some),
         }
     }
 }
@@ -194,7 +217,7 @@ mod tests {
     #[test]
     fn roles_decide() {
         let keys = keys(false);
-        assert!(keys.authorize(Some("gw-key"), Role::Introspect).is_ok());
+        assert!(keys.authorize_introspection(Some("gw-key")).is_ok());
         assert_eq!(
             keys.authorize(Some("gw-key"), Role::Revoke),
             Err(Denied::Forbidden)
@@ -209,24 +232,38 @@ mod tests {
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
-            keys.authorize(None, Role::Introspect),
+            keys.authorize_introspection(None),
             Err(Denied::Unauthenticated)
         );
     }
 
     #[test]
+    fn bearer_scheme_is_required() {
+        assert_eq!(bearer_key(b"Bearer abc "), "abc");
+        assert_eq!(bearer_key(b"bearer abc"), "abc");
+        assert_eq!(bearer_key(b"Basic dXNlcjpwYXNz"), "\u{0}");
+        assert_eq!(bearer_key(&[0xff, 0xfe]), "\u{0}");
+    }
+
+    #[test]
     fn anonymous_introspection_only_when_allowed() {
         let keys = keys(true);
-        assert_eq!(keys.authorize(None, Role::Introspect), Ok(None));
+        assert_eq!(keys.authorize_introspection(None), Ok(None));
         assert_eq!(
             keys.authorize(None, Role::Revoke),
             Err(Denied::Unauthenticated)
         );
-        // A wrong key is still refused: anonymous means no key, not any key.
+        // Watching the whole set is never anonymous.
         assert_eq!(
-            keys.authorize(Some("wrong"), Role::Introspect),
+            keys.authorize(None, Role::Introspect),
             Err(Denied::Unauthenticated)
         );
+        // A wrong key is still refused: anonymous means no key, not any key.
+        assert_eq!(
+            keys.authorize_introspection(Some("wrong")),
+            Err(Denied::Unauthenticated)
+        );
+        assert!(keys.authorize_introspection(Some("gw-key")).is_ok());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Largest leeway an issuer may be given.
+pub const MAX_LEEWAY_SECS: i64 = 3600;
 pub const DEFAULT_REFRESH_SECS: u64 = 300;
 pub const DEFAULT_REFRESH_MIN_SECS: u64 = 60;
 pub const DEFAULT_REFRESH_MAX_SECS: u64 = 3600;
@@ -640,7 +642,7 @@ impl IssuerSection {
         }
         let leeway_secs = i64::try_from(self.leeway_secs)
             .ok()
-            .filter(|secs| *secs <= 3600)
+            .filter(|secs| *secs <= MAX_LEEWAY_SECS)
             .ok_or_else(|| invalid(format!("{key}.leeway_secs"), "must be at most 3600"))?;
 
         Ok(IssuerConfig {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::auth::{ApiKeys, Denied, Role};
+use crate::auth::{ApiKeys, Denied, bearer_key};
 use crate::introspect::{Introspection, Introspector};
 use crate::token::CallPolicy;
 
@@ -72,11 +72,10 @@ async fn introspect(
     headers: axum::http::HeaderMap,
     Form(form): Form<IntrospectForm>,
 ) -> Response {
-    let presented = headers.get(axum::http::header::AUTHORIZATION).map(|value| {
-        let text = value.to_str().unwrap_or("\u{0}");
-        text.strip_prefix("Bearer ").unwrap_or("\u{0}").trim()
-    });
-    if let Err(denied) = state.api_keys.authorize(presented, Role::Introspect) {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| bearer_key(value.as_bytes()));
+    if let Err(denied) = state.api_keys.authorize_introspection(presented) {
         let (status, error) = match denied {
             Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid_client"),
             Denied::Forbidden => (StatusCode::FORBIDDEN, "insufficient_scope"),

@@ -1,33 +1,34 @@
 //! Caller authentication on gRPC: the `authorization: Bearer <api key>` metadata into a
-//! domain decision.
+//! domain decision, and the decision into a status.
 
 use tonic::{Status, metadata::MetadataMap};
 
-use crate::auth::{ApiKeys, Caller, Denied, Role};
+use crate::auth::{ApiKeys, Caller, Denied, Role, bearer_key};
 
-/// The presented API key, if any. A malformed header counts as a wrong key, not as none.
 fn presented_key(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?;
-    let text = value.to_str().unwrap_or("\u{0}");
-    let key = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .unwrap_or("\u{0}");
-    Some(key.trim())
+    metadata
+        .get("authorization")
+        .map(|value| bearer_key(value.as_bytes()))
 }
 
-pub fn authorize(
+fn denied(denied: Denied) -> Status {
+    match denied {
+        Denied::Unauthenticated => {
+            Status::unauthenticated("a valid API key is required (authorization: Bearer <key>)")
+        }
+        Denied::Forbidden => Status::permission_denied("the API key lacks the role for this call"),
+    }
+}
+
+pub fn authorize(keys: &ApiKeys, metadata: &MetadataMap, role: Role) -> Result<Caller, Status> {
+    keys.authorize(presented_key(metadata), role)
+        .map_err(denied)
+}
+
+pub fn authorize_introspection(
     keys: &ApiKeys,
     metadata: &MetadataMap,
-    role: Role,
 ) -> Result<Option<Caller>, Status> {
-    keys.authorize(presented_key(metadata), role)
-        .map_err(|denied| match denied {
-            Denied::Unauthenticated => {
-                Status::unauthenticated("a valid API key is required (authorization: Bearer <key>)")
-            }
-            Denied::Forbidden => {
-                Status::permission_denied("the API key lacks the role for this call")
-            }
-        })
+    keys.authorize_introspection(presented_key(metadata))
+        .map_err(denied)
 }

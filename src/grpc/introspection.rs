@@ -10,7 +10,7 @@ use super::{
     pb::{self, InactiveReason, token_introspection_server::TokenIntrospection},
     status,
 };
-use crate::auth::{ApiKeys, Role};
+use crate::auth::ApiKeys;
 use crate::introspect::{Introspection, Introspector};
 use crate::token::{CallPolicy, Reason};
 
@@ -40,7 +40,7 @@ impl TokenIntrospection for IntrospectionService {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        super::auth::authorize(&self.api_keys, request.metadata(), Role::Introspect)?;
+        super::auth::authorize_introspection(&self.api_keys, request.metadata())?;
         // Exhaustive, so a new request field fails compilation here until it is handled.
         let pb::IntrospectRequest {
             token,

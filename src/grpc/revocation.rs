@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::authorize,
+    auth::{authorize, authorize_introspection},
     pb::{self, token_revocation_server::TokenRevocation},
     status,
 };
@@ -57,7 +57,7 @@ impl TokenRevocation for RevocationService {
             .map_err(status::from_revoke)?;
         tracing::info!(
             grpc.method = "Revoke",
-            caller = caller.as_ref().map(|c| c.name.as_str()),
+            caller = caller.name.as_str(),
             record = kind.as_str(),
             position,
             "revoked"
@@ -69,7 +69,7 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::CheckRevocationRequest>,
     ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
-        authorize(&self.api_keys, request.metadata(), Role::Introspect)?;
+        authorize_introspection(&self.api_keys, request.metadata())?;
         let pb::CheckRevocationRequest { subject } = request.into_inner();
         let matched = match subject.ok_or_else(|| status::missing("token or identity"))? {
             pb::check_revocation_request::Subject::Token(token) => {

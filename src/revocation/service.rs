@@ -97,12 +97,24 @@ impl Revocations {
         &self.log
     }
 
+    /// How long after `iat` (or a cut-off) a token of `iss` can still be accepted:
+    /// its maximum lifetime plus the leeway granted on `exp`.
     fn max_lifetime(&self, iss: &str) -> Result<i64, RevokeError> {
         let issuer = self
             .issuers
             .get(iss)
             .ok_or(RevokeError::Invalid("iss names no configured issuer"))?;
-        Ok(i64::try_from(issuer.config.max_token_lifetime_secs).unwrap_or(i64::MAX))
+        let lifetime = i64::try_from(issuer.config.max_token_lifetime_secs).unwrap_or(i64::MAX);
+        Ok(lifetime.saturating_add(issuer.config.leeway_secs))
+    }
+
+    /// The leeway on `exp` for tokens of `iss`: a token stays acceptable that long past
+    /// its `exp`, so its revocation must be kept that long too.
+    fn leeway(&self, iss: Option<&str>) -> i64 {
+        iss.and_then(|iss| self.issuers.get(iss))
+            .map_or(crate::config::MAX_LEEWAY_SECS, |issuer| {
+                issuer.config.leeway_secs
+            })
     }
 
     /// Builds the record for `target`. RFC 7009: a token is recorded whatever it is
@@ -137,9 +149,19 @@ impl Revocations {
             Target::Token(token) => {
                 require(&token, "token is required")?;
                 let hash = TokenHash::of(&token);
-                let forget_after = unverified_exp(&token)
-                    .map(|exp| exp.min(now.saturating_add(self.opaque_token_ttl_secs)))
-                    .unwrap_or_else(|| now.saturating_add(self.opaque_token_ttl_secs));
+                let claims = unverified_claims(&token);
+                let exp = claims
+                    .as_ref()
+                    .and_then(|c| c.get("exp"))
+                    .and_then(Value::as_i64);
+                let iss = claims
+                    .as_ref()
+                    .and_then(|c| c.get("iss"))
+                    .and_then(Value::as_str);
+                let opaque_bound = now.saturating_add(self.opaque_token_ttl_secs);
+                let forget_after = exp
+                    .map(|exp| exp.saturating_add(self.leeway(iss)).min(opaque_bound))
+                    .unwrap_or(opaque_bound);
                 (
                     Record::Token {
                         sha256: token_hex(&hash),
@@ -151,7 +173,9 @@ impl Revocations {
                 require(&iss, "iss is required")?;
                 require(&jti, "jti is required")?;
                 let lifetime = self.max_lifetime(&iss)?;
-                let forget_after = exp.unwrap_or(now.saturating_add(lifetime));
+                let forget_after = exp
+                    .map(|exp| exp.saturating_add(self.leeway(Some(&iss))))
+                    .unwrap_or(now.saturating_add(lifetime));
                 (Record::Jti { iss, jti }, forget_after)
             }
             Target::Subject { iss, sub, before } => {
@@ -324,9 +348,4 @@ async fn send_entry(
     }))
     .await
     .map_err(|_| ())
-}
-
-/// `exp` of a JWT, unverified: only to bound how long its revocation is kept.
-fn unverified_exp(token: &str) -> Option<i64> {
-    unverified_claims(token)?.get("exp")?.as_i64()
 }

@@ -6,5 +6,8 @@ mod http;
 mod keys;
 mod lifecycle;
 mod logs;
+mod redis_server;
+mod replication;
+mod revocation;
 mod support;
 mod tokens;

@@ -14,10 +14,14 @@ use std::{
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use introspectd::{
     Listeners, RunError, RunOptions,
+    auth::{ApiKeyEntry, Role, hash_key},
     config::{
         AuthSection, Config, FileConfig, IssuerSection, ServerSection, StoreBackend, StoreSection,
     },
-    grpc::pb::{self, token_introspection_client::TokenIntrospectionClient},
+    grpc::pb::{
+        self, token_introspection_client::TokenIntrospectionClient,
+        token_revocation_client::TokenRevocationClient,
+    },
     token::sign::SigningKey,
 };
 use jsonwebtoken::Algorithm;
@@ -218,6 +222,18 @@ pub fn file_config(issuers: Vec<IssuerSection>) -> FileConfig {
         },
         auth: AuthSection {
             anonymous_introspect: true,
+            api_keys: vec![
+                ApiKeyEntry {
+                    name: "test-admin".into(),
+                    sha256: hash_key(ADMIN_KEY),
+                    roles: vec![Role::Admin],
+                },
+                ApiKeyEntry {
+                    name: "test-reader".into(),
+                    sha256: hash_key(READER_KEY),
+                    roles: vec![Role::Introspect],
+                },
+            ],
             ..AuthSection::default()
         },
         store: StoreSection {
@@ -291,6 +307,24 @@ impl Introspectd {
 
     pub async fn client(&self) -> TokenIntrospectionClient<Channel> {
         TokenIntrospectionClient::new(self.channel().await)
+    }
+
+    pub async fn revocation(&self) -> TokenRevocationClient<Channel> {
+        TokenRevocationClient::new(self.channel().await)
+    }
+
+    /// Revokes as the test admin; panics on an error status.
+    pub async fn revoke(&self, target: pb::revoke_request::Target) {
+        let request = with_key(
+            ADMIN_KEY,
+            pb::RevokeRequest {
+                target: Some(target),
+                reason: "test".into(),
+            },
+        );
+        if let Err(status) = self.revocation().await.revoke(request).await {
+            unreachable!("Revoke failed: {status:?}");
+        }
     }
 
     pub async fn health(&self, service: &str) -> ServingStatus {
@@ -379,6 +413,20 @@ impl Drop for Introspectd {
             let _ = tx.send(());
         }
     }
+}
+
+/// An admin API key every test server accepts (see `file_config`).
+pub const ADMIN_KEY: &str = "test-admin-key";
+/// A key with the introspect role only.
+pub const READER_KEY: &str = "test-reader-key";
+
+/// A request carrying `key` as `authorization: Bearer`.
+pub fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {key}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 pub fn reason(response: &pb::IntrospectResponse) -> pb::InactiveReason {

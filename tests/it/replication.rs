@@ -1,0 +1,353 @@
+//! Several replicas sharing revocations through a real Redis; no acknowledged revocation
+//! lost when a replica is killed with SIGKILL (embedded and Redis backends).
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use introspectd::{
+    config::{IssuerSection, StoreBackend, StoreSection},
+    grpc::pb::{
+        self, InactiveReason, check_revocation_request::Subject, revoke_request::Target,
+        token_revocation_client::TokenRevocationClient,
+    },
+    token::sign::SigningKey,
+};
+use jsonwebtoken::Algorithm;
+use tonic::Code;
+
+use crate::redis_server::{RedisServer, redis_available};
+use crate::support::*;
+
+const ISS: &str = "https://replicated.test/";
+
+fn issuer(signer: &SigningKey) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+fn redis_store(redis: &RedisServer, stream: &str) -> StoreSection {
+    StoreSection {
+        backend: StoreBackend::Redis,
+        redis_url: Some(redis.url()),
+        redis_stream: stream.into(),
+        redis_timeout_ms: 500,
+        ..StoreSection::default()
+    }
+}
+
+async fn replica(signer: &SigningKey, store: StoreSection) -> Introspectd {
+    let mut file = file_config(vec![issuer(signer)]);
+    file.store = store;
+    Introspectd::start_ready(file).await
+}
+
+fn jti(n: usize) -> Target {
+    Target::Jti(pb::JtiTarget {
+        iss: ISS.into(),
+        jti: format!("jti-{n}"),
+        exp: None,
+    })
+}
+
+async fn is_revoked(
+    client: &mut TokenRevocationClient<tonic::transport::Channel>,
+    n: usize,
+) -> bool {
+    let identity = pb::TokenIdentity {
+        iss: ISS.into(),
+        jti: Some(format!("jti-{n}")),
+        ..Default::default()
+    };
+    let request = with_key(
+        READER_KEY,
+        pb::CheckRevocationRequest {
+            subject: Some(Subject::Identity(identity)),
+        },
+    );
+    client
+        .check_revocation(request)
+        .await
+        .is_ok_and(|r| r.into_inner().revoked)
+}
+
+#[tokio::test]
+async fn revoke_on_one_replica_is_refused_on_the_others() -> TestResult {
+    if !redis_available("revoke_on_one_replica_is_refused_on_the_others") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, redis_store(&redis, "fanout")).await;
+    let b = replica(&signer, redis_store(&redis, "fanout")).await;
+    let c = replica(&signer, redis_store(&redis, "fanout")).await;
+
+    let token = mint(&signer, &claims(ISS));
+    for r in [&a, &b, &c] {
+        assert!(r.introspect(&token).await.active, "cached everywhere first");
+    }
+    a.revoke(Target::Token(pb::TokenTarget {
+        token: token.clone(),
+        token_type_hint: None,
+    }))
+    .await;
+    assert_eq!(
+        reason(&a.introspect(&token).await),
+        InactiveReason::Revoked,
+        "read your own write"
+    );
+    for r in [&b, &c] {
+        eventually("the revocation to reach every replica", || async {
+            reason(&r.introspect(&token).await) == InactiveReason::Revoked
+        })
+        .await;
+    }
+
+    // Cut-offs replicate too, and spare tokens issued after them.
+    let t = now();
+    let mut old = claims(ISS);
+    old["sub"] = serde_json::json!("carol");
+    old["iat"] = serde_json::json!(t - 60);
+    let mut new = old.clone();
+    new["iat"] = serde_json::json!(t + 1);
+    b.revoke(Target::Subject(pb::CutoffTarget {
+        iss: ISS.into(),
+        value: "carol".into(),
+        before: Some(t),
+    }))
+    .await;
+    eventually("the cut-off on C", || async {
+        reason(&c.introspect(&mint(&signer, &old)).await) == InactiveReason::Revoked
+    })
+    .await;
+    assert!(c.introspect(&mint(&signer, &new)).await.active);
+
+    // A replica started later catches up before it reports ready.
+    let late = replica(&signer, redis_store(&redis, "fanout")).await;
+    assert_eq!(
+        reason(&late.introspect(&token).await),
+        InactiveReason::Revoked
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_down_fails_writes_keeps_answers_and_recovers() -> TestResult {
+    if !redis_available("redis_down_fails_writes_keeps_answers_and_recovers") {
+        return Ok(());
+    }
+    let mut redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, redis_store(&redis, "outage")).await;
+    let b = replica(&signer, redis_store(&redis, "outage")).await;
+    let revoked = mint(&signer, &claims(ISS));
+    let good = mint(&signer, &claims(ISS));
+    a.revoke(Target::Token(pb::TokenTarget {
+        token: revoked.clone(),
+        token_type_hint: None,
+    }))
+    .await;
+    eventually("B to apply", || async {
+        reason(&b.introspect(&revoked).await) == InactiveReason::Revoked
+    })
+    .await;
+
+    redis.kill();
+    let mut client = a.revocation().await;
+    let refused = client
+        .revoke(with_key(
+            ADMIN_KEY,
+            pb::RevokeRequest {
+                target: Some(jti(1)),
+                reason: String::new(),
+            },
+        ))
+        .await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(Code::Unavailable));
+    // Nothing half-applied: the refused revocation is nowhere.
+    assert!(!is_revoked(&mut client, 1).await);
+    // Introspection keeps answering from memory.
+    for r in [&a, &b] {
+        assert_eq!(
+            reason(&r.introspect(&revoked).await),
+            InactiveReason::Revoked
+        );
+        assert!(r.introspect(&good).await.active);
+    }
+
+    redis.restart();
+    eventually("writes to work again", || async {
+        let mut client = a.revocation().await;
+        client
+            .revoke(with_key(
+                ADMIN_KEY,
+                pb::RevokeRequest {
+                    target: Some(jti(2)),
+                    reason: String::new(),
+                },
+            ))
+            .await
+            .is_ok()
+    })
+    .await;
+    let mut on_b = b.revocation().await;
+    eventually("B to catch up without a restart", || {
+        let mut on_b = on_b.clone();
+        async move { is_revoked(&mut on_b, 2).await }
+    })
+    .await;
+    // What Redis persisted before the outage is still there for a new replica.
+    let late = replica(&signer, redis_store(&redis, "outage")).await;
+    assert_eq!(
+        reason(&late.introspect(&revoked).await),
+        InactiveReason::Revoked
+    );
+    assert!(is_revoked(&mut on_b, 2).await);
+    Ok(())
+}
+
+// === kill -9 ===
+
+struct Process {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    format!("127.0.0.1:{port}")
+}
+
+/// Runs `introspectd serve` as its own process and waits for /readyz.
+async fn spawn_serve(config: &std::path::Path) -> Process {
+    let grpc = free_addr();
+    let http = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_introspectd"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(["--grpc-addr", &grpc, "--http-addr", &http])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("cannot start introspectd: {e}"));
+    let readyz = format!("http://{http}/readyz");
+    eventually("the process to be ready", || async {
+        reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    Process { child, grpc, http }
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    signer: &SigningKey,
+    store: &StoreSection,
+) -> std::path::PathBuf {
+    let mut file = file_config(vec![issuer(signer)]);
+    file.store = store.clone();
+    let path = dir.join("introspectd.toml");
+    std::fs::write(&path, toml::to_string(&file).unwrap_or_default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    path
+}
+
+async fn revocation_client(process: &Process) -> TokenRevocationClient<tonic::transport::Channel> {
+    match TokenRevocationClient::connect(format!("http://{}", process.grpc)).await {
+        Ok(client) => client,
+        Err(e) => unreachable!("connect: {e}"),
+    }
+}
+
+/// Streams revocations at a process, SIGKILLs it mid-stream, restarts it, and checks
+/// that every acknowledged revocation is there.
+async fn no_acknowledged_revocation_lost(store: StoreSection) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let signer = key(Algorithm::ES256, "es");
+    let config = write_config(dir.path(), &signer, &store);
+    let mut process = spawn_serve(&config).await;
+
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let acknowledged = acknowledged.clone();
+        let mut client = revocation_client(&process).await;
+        tokio::spawn(async move {
+            for n in 0.. {
+                let request = with_key(
+                    ADMIN_KEY,
+                    pb::RevokeRequest {
+                        target: Some(jti(n)),
+                        reason: String::new(),
+                    },
+                );
+                if client.revoke(request).await.is_err() {
+                    break;
+                }
+                acknowledged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(n);
+            }
+        })
+    };
+    eventually("some revocations acknowledged", || async {
+        acknowledged.lock().unwrap_or_else(|e| e.into_inner()).len() >= 40
+    })
+    .await;
+    process.child.kill()?; // SIGKILL
+    process.child.wait()?;
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    drop(process);
+
+    let restarted = spawn_serve(&config).await;
+    let mut client = revocation_client(&restarted).await;
+    for n in &acknowledged {
+        assert!(
+            is_revoked(&mut client, *n).await,
+            "acknowledged revocation jti-{n} lost ({} acknowledged)",
+            acknowledged.len()
+        );
+    }
+    let _ = restarted.http;
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_revocation_embedded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    no_acknowledged_revocation_lost(StoreSection {
+        backend: StoreBackend::Embedded,
+        path: dir.path().join("state.redb"),
+        ..StoreSection::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_revocation_redis() -> TestResult {
+    if !redis_available("kill_9_loses_no_acknowledged_revocation_redis") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    no_acknowledged_revocation_lost(redis_store(&redis, "kill9")).await
+}

@@ -1,0 +1,582 @@
+//! Revocation on one replica: every record kind, cached answers, RFC 7009 behaviour,
+//! CheckRevocation, WatchRevocations, caller authentication, bad input, purge, and the
+//! embedded store across a restart.
+
+use std::time::Duration;
+
+use introspectd::{
+    config::{StoreBackend, StoreSection},
+    grpc::pb::{self, InactiveReason, RecordKind, revoke_request::Target},
+};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::*;
+
+const ISS: &str = "https://revocation.test/";
+
+struct Setup {
+    server: Introspectd,
+    signer: introspectd::token::sign::SigningKey,
+}
+
+fn inline_issuer(
+    signer: &introspectd::token::sign::SigningKey,
+) -> introspectd::config::IssuerSection {
+    introspectd::config::IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+async fn setup() -> Setup {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(&signer)])).await;
+    Setup { server, signer }
+}
+
+fn token_with(s: &Setup, changes: serde_json::Value) -> String {
+    let mut claims = claims(ISS);
+    if let (Some(claims), Some(changes)) = (claims.as_object_mut(), changes.as_object()) {
+        claims.extend(changes.clone());
+    }
+    mint(&s.signer, &claims)
+}
+
+fn cutoff(value: &str, before: Option<i64>) -> pb::CutoffTarget {
+    pb::CutoffTarget {
+        iss: ISS.into(),
+        value: value.into(),
+        before,
+    }
+}
+
+async fn check(
+    server: &Introspectd,
+    subject: pb::check_revocation_request::Subject,
+) -> pb::CheckRevocationResponse {
+    let request = with_key(
+        READER_KEY,
+        pb::CheckRevocationRequest {
+            subject: Some(subject),
+        },
+    );
+    match server.revocation().await.check_revocation(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => unreachable!("CheckRevocation failed: {status:?}"),
+    }
+}
+
+#[tokio::test]
+async fn revoked_token_is_refused_even_from_the_cache() -> TestResult {
+    let s = setup().await;
+    let token = token_with(&s, json!({}));
+    assert!(
+        s.server.introspect(&token).await.active,
+        "verified and cached"
+    );
+    s.server
+        .revoke(Target::Token(pb::TokenTarget {
+            token: token.clone(),
+            token_type_hint: None,
+        }))
+        .await;
+    let answer = s.server.introspect(&token).await;
+    assert!(!answer.active);
+    assert_eq!(reason(&answer), InactiveReason::Revoked);
+    // Another token of the same subject is untouched.
+    assert!(
+        s.server
+            .introspect(&token_with(&s, json!({"jti": "other"})))
+            .await
+            .active
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn jti_and_cutoffs_revoke_what_they_name() -> TestResult {
+    let s = setup().await;
+    let t = now();
+    let by_jti = token_with(&s, json!({"jti": "jti-42"}));
+    let old_sub = token_with(&s, json!({"sub": "alice", "iat": t - 100}));
+    let new_sub = token_with(&s, json!({"sub": "alice", "iat": t + 5}));
+    let old_client = token_with(&s, json!({"client_id": "spa", "iat": t - 100}));
+    let old_session = token_with(&s, json!({"sid": "sess-1", "iat": t - 100}));
+    let bystander = token_with(
+        &s,
+        json!({"sub": "bob", "client_id": "cli", "sid": "s2", "iat": t - 100}),
+    );
+    for token in [
+        &by_jti,
+        &old_sub,
+        &new_sub,
+        &old_client,
+        &old_session,
+        &bystander,
+    ] {
+        assert!(s.server.introspect(token).await.active);
+    }
+    s.server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "jti-42".into(),
+            exp: None,
+        }))
+        .await;
+    s.server
+        .revoke(Target::Subject(cutoff("alice", Some(t))))
+        .await;
+    s.server
+        .revoke(Target::Client(cutoff("spa", Some(t))))
+        .await;
+    s.server
+        .revoke(Target::Session(cutoff("sess-1", None)))
+        .await;
+    for (what, token) in [
+        ("jti", &by_jti),
+        ("subject", &old_sub),
+        ("client", &old_client),
+        ("session", &old_session),
+    ] {
+        let answer = s.server.introspect(token).await;
+        assert_eq!(reason(&answer), InactiveReason::Revoked, "{what}");
+    }
+    assert!(
+        s.server.introspect(&new_sub).await.active,
+        "issued after the cut-off"
+    );
+    assert!(s.server.introspect(&bystander).await.active);
+
+    use pb::check_revocation_request::Subject;
+    let matched = check(&s.server, Subject::Token(old_sub.clone())).await;
+    assert!(matched.revoked);
+    assert_eq!(matched.matched, RecordKind::Subject as i32);
+    assert_eq!(matched.cutoff_before, Some(t));
+    let identity = |sub: &str, iat: i64| pb::TokenIdentity {
+        iss: ISS.into(),
+        sub: Some(sub.into()),
+        iat: Some(iat),
+        ..Default::default()
+    };
+    assert!(
+        check(&s.server, Subject::Identity(identity("alice", t - 1)))
+            .await
+            .revoked
+    );
+    assert!(
+        !check(&s.server, Subject::Identity(identity("alice", t)))
+            .await
+            .revoked
+    );
+    let by_jti_identity = pb::TokenIdentity {
+        iss: ISS.into(),
+        jti: Some("jti-42".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        check(&s.server, Subject::Identity(by_jti_identity))
+            .await
+            .matched,
+        RecordKind::Jti as i32
+    );
+    assert!(!check(&s.server, Subject::Token(bystander)).await.revoked);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rfc7009_anything_revokes_and_nothing_is_revealed() -> TestResult {
+    let s = setup().await;
+    let mut expired = claims(ISS);
+    expired["exp"] = json!(now() - 3600);
+    for token in [
+        "not-a-token".to_owned(),
+        "a.b.c".to_owned(),
+        mint(&s.signer, &expired),
+        "x".repeat(4000),
+    ] {
+        let request = with_key(
+            ADMIN_KEY,
+            pb::RevokeRequest {
+                target: Some(Target::Token(pb::TokenTarget {
+                    token: token.clone(),
+                    token_type_hint: Some("refresh_token".into()),
+                })),
+                reason: String::new(),
+            },
+        );
+        let response = s.server.revocation().await.revoke(request).await?;
+        assert_eq!(response.into_inner(), pb::RevokeResponse {});
+    }
+    // An opaque refresh token is revoked by its hash.
+    use pb::check_revocation_request::Subject;
+    let matched = check(&s.server, Subject::Token("not-a-token".into())).await;
+    assert_eq!(matched.matched, RecordKind::Token as i32);
+    Ok(())
+}
+
+#[tokio::test]
+async fn callers_need_the_right_key_and_role() -> TestResult {
+    let s = setup().await;
+    let revoke = |key: Option<&str>| {
+        let message = pb::RevokeRequest {
+            target: Some(Target::Jti(pb::JtiTarget {
+                iss: ISS.into(),
+                jti: "j".into(),
+                exp: None,
+            })),
+            reason: String::new(),
+        };
+        match key {
+            Some(key) => with_key(key, message),
+            None => tonic::Request::new(message),
+        }
+    };
+    let mut client = s.server.revocation().await;
+    assert_eq!(
+        client.revoke(revoke(None)).await.err().map(|e| e.code()),
+        Some(Code::Unauthenticated)
+    );
+    assert_eq!(
+        client
+            .revoke(revoke(Some("wrong-key")))
+            .await
+            .err()
+            .map(|e| e.code()),
+        Some(Code::Unauthenticated)
+    );
+    assert_eq!(
+        client
+            .revoke(revoke(Some(READER_KEY)))
+            .await
+            .err()
+            .map(|e| e.code()),
+        Some(Code::PermissionDenied)
+    );
+    assert!(client.revoke(revoke(Some(ADMIN_KEY))).await.is_ok());
+    let mut malformed = revoke(Some(ADMIN_KEY));
+    malformed
+        .metadata_mut()
+        .insert("authorization", "Basic dXNlcjpwYXNz".parse()?);
+    assert_eq!(
+        client.revoke(malformed).await.err().map(|e| e.code()),
+        Some(Code::Unauthenticated)
+    );
+    // Watching the whole set needs a key even where introspection is anonymous.
+    let watch = client
+        .watch_revocations(pb::WatchRevocationsRequest { after: None })
+        .await;
+    assert_eq!(watch.err().map(|e| e.code()), Some(Code::Unauthenticated));
+    // CheckRevocation follows Introspect: anonymous here.
+    let check = client
+        .check_revocation(pb::CheckRevocationRequest {
+            subject: Some(pb::check_revocation_request::Subject::Token("t".into())),
+        })
+        .await;
+    assert!(check.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn introspection_needs_a_key_unless_anonymous_is_allowed() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(&signer)]);
+    file.auth.anonymous_introspect = false;
+    let server = Introspectd::start_ready(file).await;
+    let token = mint(&signer, &claims(ISS));
+    let request = || pb::IntrospectRequest {
+        token: token.clone(),
+        ..Default::default()
+    };
+    let mut client = server.client().await;
+    assert_eq!(
+        client.introspect(request()).await.err().map(|e| e.code()),
+        Some(Code::Unauthenticated)
+    );
+    assert!(
+        client
+            .introspect(with_key(READER_KEY, request()))
+            .await?
+            .into_inner()
+            .active
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/oauth2/introspect", server.http_addr);
+    let anonymous = http
+        .post(&url)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 401);
+    let keyed = http
+        .post(&url)
+        .bearer_auth(READER_KEY)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(keyed.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_revocations_get_invalid_argument() -> TestResult {
+    let s = setup().await;
+    let mut client = s.server.revocation().await;
+    let revoke = |target: Option<Target>, reason: &str| {
+        with_key(
+            ADMIN_KEY,
+            pb::RevokeRequest {
+                target,
+                reason: reason.into(),
+            },
+        )
+    };
+    let cases = vec![
+        ("no target", revoke(None, "")),
+        (
+            "empty token",
+            revoke(Some(Target::Token(pb::TokenTarget::default())), ""),
+        ),
+        (
+            "empty jti",
+            revoke(
+                Some(Target::Jti(pb::JtiTarget {
+                    iss: ISS.into(),
+                    ..Default::default()
+                })),
+                "",
+            ),
+        ),
+        (
+            "unknown issuer",
+            revoke(
+                Some(Target::Subject(pb::CutoffTarget {
+                    iss: "https://nobody/".into(),
+                    value: "a".into(),
+                    before: None,
+                })),
+                "",
+            ),
+        ),
+        (
+            "empty subject",
+            revoke(Some(Target::Subject(cutoff("", None))), ""),
+        ),
+        (
+            "reason too long",
+            revoke(Some(Target::Subject(cutoff("a", None))), &"r".repeat(300)),
+        ),
+    ];
+    for (what, request) in cases {
+        assert_eq!(
+            client.revoke(request).await.err().map(|e| e.code()),
+            Some(Code::InvalidArgument),
+            "{what}"
+        );
+    }
+    let huge = revoke(
+        Some(Target::Token(pb::TokenTarget {
+            token: "t".repeat(1 << 20),
+            token_type_hint: None,
+        })),
+        "",
+    );
+    assert_eq!(
+        client.revoke(huge).await.err().map(|e| e.code()),
+        Some(Code::OutOfRange)
+    );
+    let empty_check = client
+        .check_revocation(with_key(
+            ADMIN_KEY,
+            pb::CheckRevocationRequest { subject: None },
+        ))
+        .await;
+    assert_eq!(
+        empty_check.err().map(|e| e.code()),
+        Some(Code::InvalidArgument)
+    );
+    let bad_position = client
+        .watch_revocations(with_key(
+            ADMIN_KEY,
+            pb::WatchRevocationsRequest {
+                after: Some("yesterday".into()),
+            },
+        ))
+        .await;
+    assert_eq!(
+        bad_position.err().map(|e| e.code()),
+        Some(Code::InvalidArgument)
+    );
+    Ok(())
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::RevocationEvent>) -> pb::RevocationEvent {
+    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        Ok(Ok(Some(event))) => event,
+        other => unreachable!("no event: {other:?}"),
+    }
+}
+
+fn jti_of(event: &pb::RevocationEvent) -> Option<String> {
+    match event.revocation.as_ref()?.record.as_ref()? {
+        pb::revocation::Record::Jti(jti) => Some(jti.jti.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn watch_sends_the_set_then_live_changes_and_resumes_without_gaps() -> TestResult {
+    let s = setup().await;
+    let revoke_jti = |n: usize| {
+        Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: format!("j{n}"),
+            exp: None,
+        })
+    };
+    for n in 0..3 {
+        s.server.revoke(revoke_jti(n)).await;
+    }
+    // An already forgotten record is not part of the live set.
+    s.server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "gone".into(),
+            exp: Some(now() - 3600),
+        }))
+        .await;
+    let mut client = s.server.revocation().await;
+    let mut stream = client
+        .watch_revocations(with_key(
+            READER_KEY,
+            pb::WatchRevocationsRequest { after: None },
+        ))
+        .await?
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(&mut stream).await;
+        if event.caught_up {
+            break;
+        }
+        seen.push(jti_of(&event));
+    }
+    assert_eq!(
+        seen,
+        vec![Some("j0".into()), Some("j1".into()), Some("j2".into())]
+    );
+    s.server.revoke(revoke_jti(3)).await;
+    let live = next_event(&mut stream).await;
+    assert_eq!(jti_of(&live).as_deref(), Some("j3"));
+    let resume_from = live.position.clone();
+    drop(stream);
+
+    for n in 4..7 {
+        s.server.revoke(revoke_jti(n)).await;
+    }
+    let mut resumed = client
+        .watch_revocations(with_key(
+            READER_KEY,
+            pb::WatchRevocationsRequest {
+                after: Some(resume_from),
+            },
+        ))
+        .await?
+        .into_inner();
+    let mut missed = Vec::new();
+    loop {
+        let event = next_event(&mut resumed).await;
+        if event.caught_up {
+            break;
+        }
+        missed.push(jti_of(&event));
+    }
+    assert_eq!(
+        missed,
+        vec![Some("j4".into()), Some("j5".into()), Some("j6".into())],
+        "exactly the missed changes"
+    );
+    s.server.revoke(revoke_jti(7)).await;
+    assert_eq!(
+        jti_of(&next_event(&mut resumed).await).as_deref(),
+        Some("j7")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forgotten_records_are_purged() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let mut issuer = inline_issuer(&signer);
+    issuer.leeway_secs = 0;
+    let mut file = file_config(vec![issuer]);
+    file.store.purge_interval_secs = 1;
+    let server = Introspectd::start_ready(file).await;
+    let exp = now() + 1;
+    server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "short".into(),
+            exp: Some(exp),
+        }))
+        .await;
+    use pb::check_revocation_request::Subject;
+    let identity = || {
+        Subject::Identity(pb::TokenIdentity {
+            iss: ISS.into(),
+            jti: Some("short".into()),
+            ..Default::default()
+        })
+    };
+    assert!(check(&server, identity()).await.revoked);
+    eventually("the record to be purged", || async {
+        !check(&server, identity()).await.revoked
+    })
+    .await;
+    assert!(
+        now() >= exp,
+        "purged only once the token could no longer be accepted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_revocations_across_a_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let signer = key(Algorithm::ES256, "es");
+    let config = || {
+        let mut file = file_config(vec![inline_issuer(&signer)]);
+        file.store = StoreSection {
+            backend: StoreBackend::Embedded,
+            path: dir.path().join("state.redb"),
+            ..StoreSection::default()
+        };
+        file
+    };
+    let token = mint(&signer, &claims(ISS));
+    let server = Introspectd::start_ready(config()).await;
+    server
+        .revoke(Target::Token(pb::TokenTarget {
+            token: token.clone(),
+            token_type_hint: None,
+        }))
+        .await;
+    server.revoke(Target::Subject(cutoff("user-9", None))).await;
+    server.stop().await?;
+
+    let server = Introspectd::start_ready(config()).await;
+    assert_eq!(
+        reason(&server.introspect(&token).await),
+        InactiveReason::Revoked
+    );
+    let mut other = claims(ISS);
+    other["sub"] = json!("user-9");
+    other["iat"] = json!(now() - 5);
+    assert_eq!(
+        reason(&server.introspect(&mint(&signer, &other)).await),
+        InactiveReason::Revoked
+    );
+    Ok(())
+}
