@@ -1,61 +1,39 @@
-//! No log line, at any level, contains a token.
+//! No log line, at any level and in either format, contains a token.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
+use std::process::Stdio;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use introspectd::{
+    config::{IssuerSection, LogFormat},
+    grpc::pb::{
+        self, token_introspection_client::TokenIntrospectionClient,
+        token_revocation_client::TokenRevocationClient,
+    },
+};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 use crate::support::*;
 
 const ISS: &str = "https://logs.test/";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-#[tokio::test]
-async fn no_log_line_contains_a_token() -> TestResult {
-    let captured = Captured::default();
-    // The test runtime is single-threaded, so this thread-local subscriber sees the
-    // server's tasks too.
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new("trace"))
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+/// Runs the real binary at `trace` for every target, sends it valid, invalid and
+/// revoked tokens over gRPC and HTTP, and searches everything it wrote.
+async fn logs_hold_no_token(format: LogFormat) -> TestResult {
     let signer = key(Algorithm::RS256, "rs");
-    let jwks = JwksServer::start(&[&signer]).await;
-    let server = Introspectd::start_ready(file_config(vec![issuer_section(
-        ISS,
-        &jwks.jwks_uri(),
-        &["RS256"],
-    )]))
-    .await;
+    let issuer = IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["RS256"])
+    };
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), vec![issuer], |file| {
+        file.log.format = format;
+        file.log.filter = "trace".into();
+    });
+    let log_path = dir.path().join("stderr.log");
+    let mut process = spawn_serve(&config, Stdio::from(std::fs::File::create(&log_path)?)).await;
+
     let mut expired = claims(ISS);
     expired["exp"] = json!(now() - 3600);
     let tokens = vec![
@@ -69,28 +47,75 @@ async fn no_log_line_contains_a_token() -> TestResult {
             URL_SAFE_NO_PAD.encode("{}")
         ),
     ];
+    let endpoint = format!("http://{}", process.grpc);
+    let mut introspection = TokenIntrospectionClient::connect(endpoint.clone()).await?;
+    let mut revocation = TokenRevocationClient::connect(endpoint).await?;
+    let http = reqwest::Client::new();
     for token in &tokens {
-        server.introspect(token).await;
-        let _ = reqwest::Client::new()
-            .post(format!("http://{}/oauth2/introspect", server.http_addr))
+        introspection
+            .introspect(pb::IntrospectRequest {
+                token: token.clone(),
+                ..Default::default()
+            })
+            .await?;
+        http.post(format!("http://{}/oauth2/introspect", process.http))
             .form(&[("token", token.as_str())])
             .send()
             .await?;
+        let target = pb::revoke_request::Target::Token(pb::TokenTarget {
+            token: token.clone(),
+            token_type_hint: None,
+        });
+        revocation
+            .revoke(with_key(
+                ADMIN_KEY,
+                pb::RevokeRequest {
+                    target: Some(target),
+                    reason: String::new(),
+                },
+            ))
+            .await?;
+        let subject = pb::check_revocation_request::Subject::Token(token.clone());
+        revocation
+            .check_revocation(pb::CheckRevocationRequest {
+                subject: Some(subject),
+            })
+            .await?;
+        introspection
+            .introspect(pb::IntrospectRequest {
+                token: token.clone(),
+                ..Default::default()
+            })
+            .await?;
     }
-    server.stop().await?;
+    drop(introspection);
+    drop(revocation);
+    assert!(process.terminate()?.success());
 
-    let logs =
-        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    assert!(logs.contains("token inactive"), "debug logs were captured");
+    let logs = std::fs::read_to_string(&log_path)?;
+    assert!(
+        logs.contains("token inactive"),
+        "debug events were written:\n{logs}"
+    );
     for token in &tokens {
         assert!(
             !logs.contains(token.as_str()),
             "a log line holds a raw token"
         );
-        // Nor any of its segments (a signature alone is a secret's worth).
+        // Nor any of its segments: a signature alone is a secret's worth.
         for segment in token.split('.').filter(|s| s.len() >= 16) {
             assert!(!logs.contains(segment), "a log line holds a token segment");
         }
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn no_text_log_line_contains_a_token() -> TestResult {
+    logs_hold_no_token(LogFormat::Text).await
+}
+
+#[tokio::test]
+async fn no_json_log_line_contains_a_token() -> TestResult {
+    logs_hold_no_token(LogFormat::Json).await
 }

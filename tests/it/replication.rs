@@ -2,7 +2,7 @@
 //! lost when a replica is killed with SIGKILL (embedded and Redis backends).
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -213,61 +213,6 @@ async fn redis_down_fails_writes_keeps_answers_and_recovers() -> TestResult {
 
 // === kill -9 ===
 
-struct Process {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    format!("127.0.0.1:{port}")
-}
-
-/// Runs `introspectd serve` as its own process and waits for /readyz.
-async fn spawn_serve(config: &std::path::Path) -> Process {
-    let grpc = free_addr();
-    let http = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_introspectd"))
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .args(["--grpc-addr", &grpc, "--http-addr", &http])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| unreachable!("cannot start introspectd: {e}"));
-    let readyz = format!("http://{http}/readyz");
-    eventually("the process to be ready", || async {
-        reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    Process { child, grpc, http }
-}
-
-fn write_config(
-    dir: &std::path::Path,
-    signer: &SigningKey,
-    store: &StoreSection,
-) -> std::path::PathBuf {
-    let mut file = file_config(vec![issuer(signer)]);
-    file.store = store.clone();
-    let path = dir.join("introspectd.toml");
-    std::fs::write(&path, toml::to_string(&file).unwrap_or_default())
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    path
-}
-
 async fn revocation_client(process: &Process) -> TokenRevocationClient<tonic::transport::Channel> {
     match TokenRevocationClient::connect(format!("http://{}", process.grpc)).await {
         Ok(client) => client,
@@ -280,8 +225,10 @@ async fn revocation_client(process: &Process) -> TokenRevocationClient<tonic::tr
 async fn no_acknowledged_revocation_lost(store: StoreSection) -> TestResult {
     let dir = tempfile::tempdir()?;
     let signer = key(Algorithm::ES256, "es");
-    let config = write_config(dir.path(), &signer, &store);
-    let mut process = spawn_serve(&config).await;
+    let config = write_config(dir.path(), vec![issuer(&signer)], |file| {
+        file.store = store.clone()
+    });
+    let mut process = spawn_serve(&config, Stdio::null()).await;
 
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let writer = {
@@ -319,7 +266,7 @@ async fn no_acknowledged_revocation_lost(store: StoreSection) -> TestResult {
         .clone();
     drop(process);
 
-    let restarted = spawn_serve(&config).await;
+    let restarted = spawn_serve(&config, Stdio::null()).await;
     let mut client = revocation_client(&restarted).await;
     for n in &acknowledged {
         assert!(

@@ -450,3 +450,72 @@ where
     }
     unreachable!("timed out waiting for: {what}");
 }
+
+// === introspectd as a separate process ===
+
+pub struct Process {
+    pub child: std::process::Child,
+    pub grpc: String,
+    pub http: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()
+    }
+}
+
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    format!("127.0.0.1:{port}")
+}
+
+/// Writes a test configuration (see `file_config`) to `dir`, adjusted by `adjust`.
+pub fn write_config(
+    dir: &std::path::Path,
+    issuers: Vec<IssuerSection>,
+    adjust: impl FnOnce(&mut FileConfig),
+) -> std::path::PathBuf {
+    let mut file = file_config(issuers);
+    adjust(&mut file);
+    let path = dir.join("introspectd.toml");
+    std::fs::write(&path, toml::to_string(&file).unwrap_or_default())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    path
+}
+
+/// Runs `introspectd serve` as its own process and waits for /readyz.
+pub async fn spawn_serve(config: &std::path::Path, stderr: std::process::Stdio) -> Process {
+    let grpc = free_addr();
+    let http = free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_introspectd"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(["--grpc-addr", &grpc, "--http-addr", &http])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("cannot start introspectd: {e}"));
+    let readyz = format!("http://{http}/readyz");
+    eventually("the process to be ready", || async {
+        reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    Process { child, grpc, http }
+}
