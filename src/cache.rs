@@ -42,12 +42,17 @@ impl VerifiedCache {
     }
 
     pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<Verified>> {
-        let entry = self.entries.get(hash)?;
-        if now < entry.verified.token.exp && entry.epoch == entry.issuer.epoch() {
-            return Some(entry.verified.clone());
+        let fresh =
+            |entry: &Entry| now < entry.verified.token.exp && entry.epoch == entry.issuer.epoch();
+        if let Some(entry) = self.entries.get(hash) {
+            if fresh(&entry) {
+                return Some(entry.verified.clone());
+            }
+        } else {
+            return None;
         }
-        drop(entry);
-        self.entries.remove(hash);
+        // Only a stale entry goes: another caller may have just put a fresh one there.
+        self.entries.remove_if(hash, |_, entry| !fresh(entry));
         None
     }
 

@@ -106,14 +106,14 @@ impl Introspector {
 
     async fn verify(
         &self,
-        token: &str,
+        raw: &str,
         hash: TokenHash,
         now: i64,
     ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
-        if !token.contains('.') {
+        if !raw.contains('.') {
             return Ok(Err(OPAQUE));
         }
-        let jwt = match token::parse(token, self.max_token_bytes) {
+        let jwt = match token::parse(raw, self.max_token_bytes) {
             Ok(jwt) => jwt,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -139,7 +139,7 @@ impl Introspector {
         }
         Ok(jwt.into_access_token(&issuer.config, now).map(|token| {
             let verified = Arc::new(Verified {
-                revocation_keys: TokenKeys::of_access_token(&hash, &token),
+                revocation_keys: TokenKeys::of_access_token(&TokenHash::identity(raw), &token),
                 token: Arc::new(token),
             });
             self.cache

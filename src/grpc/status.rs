@@ -30,7 +30,7 @@ pub fn from_log(error: crate::statelog::LogError) -> Status {
     match error {
         LogError::Unavailable(detail) => {
             tracing::warn!(%detail, "state store unavailable");
-            Status::unavailable("the revocation store is unavailable; nothing was changed")
+            Status::unavailable("the revocation store did not confirm the change; retrying is safe")
         }
         LogError::Embedded(detail) | LogError::Corrupt(detail) => {
             tracing::error!(%detail, "state log failure");

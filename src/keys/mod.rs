@@ -23,6 +23,7 @@ use jsonwebtoken::{
     jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse},
 };
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
@@ -45,6 +46,8 @@ enum KeyKind {
 
 /// One public key (or the shared secret) an issuer signs with.
 pub struct VerifyingKey {
+    /// SHA-256 of the key as published: two keys are the same key when this is equal.
+    thumb: [u8; 32],
     kid: Option<String>,
     kind: KeyKind,
     /// The JWK's own `alg`, which then is the only algorithm it verifies.
@@ -66,6 +69,7 @@ impl VerifyingKey {
     /// Reads a public signing key from a JWK. Symmetric (`oct`) keys are never taken
     /// from a key set: a published secret would let anyone sign.
     fn from_jwk(value: Value) -> Result<Self, &'static str> {
+        let thumb = Sha256::digest(value.to_string().as_bytes()).into();
         let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK we can read")?;
         if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
             return Err("use is not sig");
@@ -106,6 +110,7 @@ impl VerifyingKey {
         };
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key material does not parse")?;
         Ok(Self {
+            thumb,
             kid: jwk.common.key_id,
             kind,
             alg,
@@ -115,6 +120,7 @@ impl VerifyingKey {
 
     fn hmac(secret: &[u8]) -> Self {
         Self {
+            thumb: Sha256::digest(secret).into(),
             kid: None,
             kind: KeyKind::Hmac,
             alg: None,
@@ -248,8 +254,8 @@ impl KeySet {
         Ok(direct.into_iter().chain(others))
     }
 
-    fn kids(&self) -> impl Iterator<Item = &str> {
-        self.by_kid.keys().map(String::as_str)
+    fn contains_key_material(&self, thumb: &[u8; 32]) -> bool {
+        self.keys.iter().any(|key| &key.thumb == thumb)
     }
 }
 
@@ -260,8 +266,9 @@ impl KeySet {
 pub struct Issuer {
     pub config: IssuerConfig,
     current: ArcSwapOption<KeySet>,
-    /// Bumped whenever a new key set drops a key that the previous one had, so cached
-    /// verifications made with that key are not served any more.
+    /// Bumped whenever a new key set lacks a key the previous one had (dropped, or
+    /// replaced under the same kid), so cached verifications made with it are not
+    /// served any more.
     epoch: AtomicU64,
     /// Unix seconds of the last successful load, 0 before the first.
     loaded_at: AtomicI64,
@@ -316,7 +323,10 @@ impl Issuer {
     fn publish(&self, set: KeySet) {
         let new = Arc::new(set);
         if let Some(old) = self.current.swap(Some(new.clone()))
-            && old.kids().any(|kid| !new.contains_kid(kid))
+            && old
+                .keys
+                .iter()
+                .any(|key| !new.contains_key_material(&key.thumb))
         {
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }

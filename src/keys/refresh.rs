@@ -19,7 +19,11 @@ pub fn spawn_refresh(issuer: Arc<Issuer>, shutdown: CancellationToken) -> JoinHa
         let policy = issuer.config.refresh;
         let mut retry = FIRST_RETRY;
         loop {
-            let delay = match issuer.load().await {
+            let loaded = tokio::select! {
+                loaded = issuer.load() => loaded,
+                () = shutdown.cancelled() => break,
+            };
+            let delay = match loaded {
                 Ok(max_age) => {
                     retry = FIRST_RETRY;
                     let keys = issuer.keys().map_or(0, |set| set.len());

@@ -59,6 +59,8 @@ pub enum WatchEvent {
     CaughtUp { position: Position },
 }
 
+/// How far ahead of now a cut-off may be set (clock skew between the caller and us).
+const MAX_FUTURE_CUTOFF_SECS: i64 = 60;
 /// Log entries read per page while sending a backlog.
 const PAGE: usize = 1000;
 /// Events buffered per watcher.
@@ -143,12 +145,16 @@ impl Revocations {
                 // "Until now" includes tokens issued earlier in this very second: `iat` has
                 // one-second resolution and the comparison is strict.
                 let before = before.unwrap_or(now.saturating_add(1));
+                // A cut-off in the future would outlive the log's retention on Redis.
+                if before > now.saturating_add(MAX_FUTURE_CUTOFF_SECS) {
+                    return Err(RevokeError::Invalid("before is in the future"));
+                }
                 Ok((before, before.saturating_add(self.max_lifetime(iss)?)))
             };
         let (record, forget_after) = match target {
             Target::Token(token) => {
                 require(&token, "token is required")?;
-                let hash = TokenHash::of(&token);
+                let hash = TokenHash::identity(&token);
                 let claims = unverified_claims(&token);
                 let exp = claims
                     .as_ref()
@@ -159,9 +165,12 @@ impl Revocations {
                     .and_then(|c| c.get("iss"))
                     .and_then(Value::as_str);
                 let opaque_bound = now.saturating_add(self.opaque_token_ttl_secs);
-                let forget_after = exp
-                    .map(|exp| exp.saturating_add(self.leeway(iss)).min(opaque_bound))
-                    .unwrap_or(opaque_bound);
+                let latest = iss
+                    .and_then(|iss| self.max_lifetime(iss).ok())
+                    .map_or(opaque_bound, |lifetime| now.saturating_add(lifetime));
+                let forget_after = exp.map_or(opaque_bound, |exp| {
+                    exp.saturating_add(self.leeway(iss)).min(latest)
+                });
                 (
                     Record::Token {
                         sha256: token_hex(&hash),
@@ -172,10 +181,12 @@ impl Revocations {
             Target::Jti { iss, jti, exp } => {
                 require(&iss, "iss is required")?;
                 require(&jti, "jti is required")?;
-                let lifetime = self.max_lifetime(&iss)?;
-                let forget_after = exp
-                    .map(|exp| exp.saturating_add(self.leeway(Some(&iss))))
-                    .unwrap_or(now.saturating_add(lifetime));
+                // No token of the issuer lives longer than its maximum lifetime, so a
+                // larger `exp` (a typo in milliseconds, say) is bounded by it.
+                let latest = now.saturating_add(self.max_lifetime(&iss)?);
+                let forget_after = exp.map_or(latest, |exp| {
+                    exp.saturating_add(self.leeway(Some(&iss))).min(latest)
+                });
                 (Record::Jti { iss, jti }, forget_after)
             }
             Target::Subject { iss, sub, before } => {
@@ -228,7 +239,7 @@ impl Revocations {
     /// Checks a token by its hash and the identifiers its claims carry, read without
     /// verifying it (the caller did).
     pub fn check_token(&self, token: &str) -> Option<Matched> {
-        let hash = TokenHash::of(token);
+        let hash = TokenHash::identity(token);
         let claims = unverified_claims(token).unwrap_or_default();
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         let iss = text("iss").unwrap_or_default();
@@ -289,7 +300,10 @@ impl Revocations {
                     () = tx.closed() => break,
                 };
                 let outcome = match received {
-                    Ok(entry) => send_entry(&tx, &entry, &mut last, None).await,
+                    Ok(entry) => tokio::select! {
+                        sent = send_entry(&tx, &entry, &mut last, None) => sent,
+                        () = stop.cancelled() => break,
+                    },
                     // Fell behind the feed: the log still has everything.
                     Err(RecvError::Lagged(_)) => this.send_backlog(&tx, &mut last, None).await,
                     Err(RecvError::Closed) => break,
@@ -338,7 +352,9 @@ async fn send_entry(
         return Ok(());
     }
     *last = entry.position;
-    let Change::Revoke(revocation) = &entry.change;
+    let Change::Revoke(revocation) = &entry.change else {
+        return Ok(());
+    };
     if live_at.is_some_and(|now| revocation.forget_after <= now) {
         return Ok(());
     }

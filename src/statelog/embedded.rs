@@ -16,6 +16,11 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// (forget_after, position) → (): finds forgotten entries without scanning the log.
 const EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("expiry");
 
+/// "last" → the highest position ever assigned, so positions are never reused even
+/// after compaction removed the newest entries.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LAST_POSITION: &str = "last";
+
 /// Most appends committed together.
 const MAX_BATCH: usize = 1024;
 
@@ -23,7 +28,20 @@ type Pending = (Change, oneshot::Sender<Result<Position, LogError>>);
 
 pub struct EmbeddedLog {
     db: Arc<Database>,
-    writer: mpsc::Sender<Pending>,
+    /// `None` only while dropping.
+    writer: Option<mpsc::Sender<Pending>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EmbeddedLog {
+    // Closing the channel ends the writer, which holds the database open; joining it
+    // means the file can be opened again as soon as this returns.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn embedded(error: impl std::fmt::Display) -> LogError {
@@ -44,6 +62,7 @@ impl EmbeddedLog {
                 let txn = db.begin_write().map_err(embedded)?;
                 txn.open_table(LOG).map_err(embedded)?;
                 txn.open_table(EXPIRY).map_err(embedded)?;
+                txn.open_table(META).map_err(embedded)?;
                 txn.commit().map_err(embedded)?;
             }
             let txn = db.begin_read().map_err(embedded)?;
@@ -54,27 +73,40 @@ impl EmbeddedLog {
                 let position = position.value();
                 replay_applier.apply(LogEntry {
                     position,
-                    change: decode(bytes.value())?,
+                    change: decode(bytes.value()),
                 });
                 last = position;
             }
-            Ok((Arc::new(db), last))
+            let meta = txn.open_table(META).map_err(embedded)?;
+            let high_water = meta
+                .get(LAST_POSITION)
+                .map_err(embedded)?
+                .map_or(0, |v| v.value());
+            Ok((Arc::new(db), last.max(high_water)))
         })
         .await
         .map_err(embedded)??;
 
         let (writer, requests) = mpsc::channel(MAX_BATCH * 4);
         let writer_db = db.clone();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("statelog-writer".into())
             .spawn(move || write_loop(&writer_db, &applier, requests, last))
             .map_err(embedded)?;
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+        })
     }
 
     pub async fn append(&self, change: Change) -> Result<Position, LogError> {
         let (done, result) = oneshot::channel();
-        self.writer
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| LogError::Embedded("the writer stopped".into()))?;
+        writer
             .send((change, done))
             .await
             .map_err(|_| LogError::Embedded("the writer stopped".into()))?;
@@ -101,7 +133,7 @@ impl EmbeddedLog {
                 let (position, bytes) = item.map_err(embedded)?;
                 entries.push(LogEntry {
                     position: position.value(),
-                    change: decode(bytes.value())?,
+                    change: decode(bytes.value()),
                 });
             }
             Ok(entries)
@@ -190,6 +222,9 @@ fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEnt
                 change: change.clone(),
             });
         }
+        let mut meta = txn.open_table(META).map_err(embedded)?;
+        meta.insert(LAST_POSITION, last + batch.len() as u64)
+            .map_err(embedded)?;
     }
     txn.commit().map_err(embedded)?;
     Ok(entries)

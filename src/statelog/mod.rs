@@ -33,6 +33,10 @@ pub type Position = u64;
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     Revoke(Revocation),
+    /// A change this version does not know (written by a newer one during a rolling
+    /// upgrade) or cannot decode: skipped, so it never stops the log.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Change {
@@ -40,6 +44,7 @@ impl Change {
     pub fn forget_after(&self) -> i64 {
         match self {
             Change::Revoke(revocation) => revocation.forget_after,
+            Change::Unknown => i64::MAX,
         }
     }
 }
@@ -62,7 +67,7 @@ pub enum LogError {
 }
 
 /// Store settings, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StoreConfig {
     Memory,
     Embedded {
@@ -75,6 +80,23 @@ pub enum StoreConfig {
         /// Entries older than this are trimmed from the stream.
         retention: Duration,
     },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    // The Redis URL may carry a password: only its host part is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Embedded { path } => write!(f, "embedded({})", path.display()),
+            Self::Redis { url, stream, .. } => {
+                let host = url.rsplit_once('@').map_or(url.as_str(), |(_, host)| host);
+                let host = host
+                    .trim_start_matches("redis://")
+                    .trim_start_matches("rediss://");
+                write!(f, "redis({host}, stream {stream})")
+            }
+        }
+    }
 }
 
 /// Receives entries in log order and applies them to the in-memory state; publishes
@@ -104,6 +126,10 @@ impl Applier {
         }
         match &entry.change {
             Change::Revoke(revocation) => self.revocations.apply(revocation),
+            Change::Unknown => tracing::warn!(
+                position = entry.position,
+                "skipped a state log entry this version cannot read"
+            ),
         }
         self.applied.send_replace(entry.position);
         // No watcher is fine: the entry is in the log for anyone who asks later.
@@ -216,6 +242,14 @@ fn encode(change: &Change) -> Result<Vec<u8>, LogError> {
     serde_json::to_vec(change).map_err(|e| LogError::Corrupt(e.to_string()))
 }
 
-fn decode(bytes: &[u8]) -> Result<Change, LogError> {
-    serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt(e.to_string()))
+/// Decodes an entry; one that does not decode becomes `Unknown` (and is skipped) rather
+/// than an error that would stop every later entry from being applied.
+fn decode(bytes: &[u8]) -> Change {
+    serde_json::from_slice(bytes).unwrap_or_else(|error| {
+        tracing::error!(%error, "a state log entry does not decode; skipping it");
+        Change::Unknown
+    })
 }
+
+#[cfg(test)]
+mod tests;

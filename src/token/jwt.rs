@@ -199,6 +199,16 @@ impl ParsedJwt<'_> {
         {
             return Err(Rejection::new(Reason::NotYetValid, "iat is in the future"));
         }
+        // Revocation cut-offs are kept for the issuer's maximum lifetime; a token that
+        // claims to live longer could outlast them.
+        let lifetime = token.exp.saturating_sub(token.iat.unwrap_or(now).min(now));
+        let max_lifetime = i64::try_from(policy.max_token_lifetime_secs).unwrap_or(i64::MAX);
+        if lifetime > max_lifetime.saturating_add(leeway) {
+            return Err(Rejection::new(
+                Reason::Malformed,
+                "lifetime longer than the issuer's max_token_lifetime_secs",
+            ));
+        }
         if !token.aud.iter().any(|aud| policy.audiences.contains(aud)) {
             return Err(Rejection::new(
                 Reason::WrongAudience,
@@ -206,6 +216,14 @@ impl ParsedJwt<'_> {
             ));
         }
         Ok(token)
+    }
+}
+
+fn audience_contains(aud: Option<&Value>, wanted: &str) -> bool {
+    match aud {
+        Some(Value::String(one)) => one == wanted,
+        Some(Value::Array(many)) => many.iter().any(|a| a.as_str() == Some(wanted)),
+        _ => false,
     }
 }
 
@@ -250,6 +268,18 @@ fn check_token_type(
                 "typ is not at+jwt (the issuer's typ policy is strict)",
             ));
         }
+    }
+    // An untyped JWT addressed to its own client and granting no scope is how an OIDC
+    // ID token without a nonce looks (code flow); access tokens carry scopes.
+    if typ.as_deref() != Some("at+jwt")
+        && !claims.contains_key("scope")
+        && !claims.contains_key("scp")
+        && let Some(client) = ["azp", "client_id"]
+            .iter()
+            .find_map(|name| claims.get(*name).and_then(Value::as_str))
+        && audience_contains(claims.get("aud"), client)
+    {
+        return Err(WRONG_TYPE_ID);
     }
     // Claims only OIDC puts in ID tokens.
     if ["nonce", "at_hash", "c_hash", "s_hash"]

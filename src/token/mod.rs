@@ -24,6 +24,17 @@ impl TokenHash {
         Self(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// What identifies a token for revocation: for a JWS, the SHA-256 of what its
+    /// signature covers (`header.payload`), because an ECDSA signature can be re-encoded
+    /// (s → n − s) without the key, so the same token can come with other signature
+    /// bytes; for anything else, the SHA-256 of the whole text.
+    pub fn identity(token: &str) -> Self {
+        match token.rsplit_once('.') {
+            Some((signed, _)) if token.split('.').count() == 3 => Self::of(signed),
+            _ => Self::of(token),
+        }
+    }
+
     /// `hex(SHA-256(token))[..16]`: what logs and traces show instead of the token.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut out = [0u8; 16];

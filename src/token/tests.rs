@@ -647,3 +647,47 @@ proptest! {
         let _ = check(&mint(&KEYS.es256, &with(claims(), claim, value)));
     }
 }
+
+#[test]
+fn lifetime_beyond_the_issuer_maximum_is_refused() {
+    let policy = issuer_with("max_token_lifetime_secs = 3600\n");
+    let long = with(with(claims(), "iat", json!(NOW)), "exp", json!(NOW + 7200));
+    assert_eq!(
+        check_with(&mint(&KEYS.rs, &long), &policy).err(),
+        Some(Reason::Malformed)
+    );
+    let no_iat = with(without(claims(), "iat"), "exp", json!(NOW + 7200));
+    assert_eq!(
+        check_with(&mint(&KEYS.rs, &no_iat), &policy).err(),
+        Some(Reason::Malformed)
+    );
+    let fine = with(with(claims(), "iat", json!(NOW)), "exp", json!(NOW + 3600));
+    assert_eq!(check_with(&mint(&KEYS.rs, &fine), &policy).err(), None);
+}
+
+#[test]
+fn untyped_token_for_its_own_client_without_scope_is_an_id_token() {
+    let policy = issuer_with("typ = \"compat\"\n");
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    let id_like = with(without(claims(), "scope"), "azp", json!(AUD));
+    assert_eq!(
+        check_with(&signed(&KEYS.rs, header.clone(), &id_like), &policy).err(),
+        Some(Reason::WrongTokenType)
+    );
+    // With scopes (Rollup-style access tokens addressed to the client) it is an access token.
+    let access = with(claims(), "azp", json!(AUD));
+    assert_eq!(
+        check_with(&signed(&KEYS.rs, header, &access), &policy).err(),
+        None
+    );
+}
+
+#[test]
+fn identity_hash_ignores_the_signature_bytes() {
+    let token = mint(&KEYS.es256, &claims());
+    let (signed, _) = token.rsplit_once('.').unwrap_or_default();
+    let resigned = format!("{signed}.AAAA");
+    assert_eq!(TokenHash::identity(&token), TokenHash::identity(&resigned));
+    assert_ne!(TokenHash::of(&token), TokenHash::of(&resigned));
+    assert_eq!(TokenHash::identity("opaque"), TokenHash::of("opaque"));
+}

@@ -165,3 +165,33 @@ async fn inline_and_file_key_sets_need_no_network() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn key_replaced_under_the_same_kid_invalidates_cached_tokens() -> TestResult {
+    let original = key(Algorithm::ES256, "same-kid");
+    let replacement = key(Algorithm::ES256, "same-kid");
+    let jwks = JwksServer::start(&[&original]).await;
+    let mut section = issuer_section(ISS, &jwks.jwks_uri(), &["ES256"]);
+    section.refresh_secs = 1;
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+    let token = mint(&original, &claims(ISS));
+    assert!(
+        server.introspect(&token).await.active,
+        "verified and cached"
+    );
+    let fetches = jwks.fetches();
+    jwks.set_keys(&[&replacement]);
+    eventually("a refresh after the key was replaced", || async {
+        jwks.fetches() > fetches
+    })
+    .await;
+    let answer = server.introspect(&token).await;
+    assert_eq!(reason(&answer), InactiveReason::BadSignature, "{answer:?}");
+    assert!(
+        server
+            .introspect(&mint(&replacement, &claims(ISS)))
+            .await
+            .active
+    );
+    Ok(())
+}

@@ -368,6 +368,10 @@ async fn bad_revocations_get_invalid_argument() -> TestResult {
             "reason too long",
             revoke(Some(Target::Subject(cutoff("a", None))), &"r".repeat(300)),
         ),
+        (
+            "cut-off in the future",
+            revoke(Some(Target::Client(cutoff("c", Some(now() + 86_400)))), ""),
+        ),
     ];
     for (what, request) in cases {
         assert_eq!(
@@ -578,5 +582,53 @@ async fn embedded_store_keeps_revocations_across_a_restart() -> TestResult {
         reason(&server.introspect(&mint(&signer, &other)).await),
         InactiveReason::Revoked
     );
+    Ok(())
+}
+
+/// ECDSA signatures are malleable: (r, s) and (r, n − s) both verify. A revocation by
+/// token must cover the re-signed variant too.
+#[tokio::test]
+async fn revoked_ecdsa_token_stays_revoked_when_its_signature_is_rewritten() -> TestResult {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    // Order of the P-256 group.
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let s = setup().await;
+    let token = token_with(&s, json!({}));
+    let (signed, signature) = token.rsplit_once('.').ok_or("no signature")?;
+    let mut bytes = URL_SAFE_NO_PAD.decode(signature)?;
+    // s := n - s (big-endian subtraction).
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let diff = i16::from(N[i]) - i16::from(bytes[32 + i]) - borrow;
+        bytes[32 + i] = diff.rem_euclid(256) as u8;
+        borrow = i16::from(diff < 0);
+    }
+    let twin = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+    assert_ne!(twin, token);
+    assert!(
+        s.server.introspect(&twin).await.active,
+        "the rewritten signature verifies"
+    );
+
+    s.server
+        .revoke(Target::Token(pb::TokenTarget {
+            token: token.clone(),
+            token_type_hint: None,
+        }))
+        .await;
+    assert_eq!(
+        reason(&s.server.introspect(&token).await),
+        InactiveReason::Revoked
+    );
+    assert_eq!(
+        reason(&s.server.introspect(&twin).await),
+        InactiveReason::Revoked
+    );
+    use pb::check_revocation_request::Subject;
+    assert!(check(&s.server, Subject::Token(twin)).await.revoked);
     Ok(())
 }

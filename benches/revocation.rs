@@ -1,0 +1,217 @@
+//! Revocation figures: lookup cost and memory per record with 10 million records,
+//! sustained Revoke throughput and restart time of the embedded store with 1 million
+//! records, and Revoke→refusal propagation between two replicas through Redis.
+//!
+//! `cargo bench --bench revocation` (release build; needs redis-server on PATH for the
+//! propagation figures, which are skipped without it). Sizes can be lowered with
+//! `REVOCATION_BENCH_RECORDS` and `REVOCATION_BENCH_LOG_RECORDS`.
+
+use std::{
+    hint::black_box,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use introspectd::{
+    revocation::{Record, Revocation, RevocationSet, TokenIdentity, TokenKeys},
+    statelog::{Applier, Change, StateLog, StoreConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+const ISS: &str = "https://bench.test/";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn jti_revocation(n: usize, forget_after: i64) -> Revocation {
+    Revocation {
+        record: Record::Jti {
+            iss: ISS.into(),
+            jti: format!("jti-{n:012}"),
+        },
+        forget_after,
+        revoked_at: 0,
+        reason: String::new(),
+    }
+}
+
+fn keys_for(n: usize) -> TokenKeys {
+    let jti = format!("jti-{n:012}");
+    TokenKeys::of(&TokenIdentity {
+        iss: ISS,
+        jti: Some(&jti),
+        sub: Some("user"),
+        client_id: Some("client"),
+        ..TokenIdentity::default()
+    })
+}
+
+fn set_lookup(records: usize) {
+    let before = rss_bytes();
+    let set = RevocationSet::new();
+    for n in 0..records {
+        set.apply(&jti_revocation(n, i64::MAX));
+    }
+    let per_record = (rss_bytes().saturating_sub(before)) as f64 / records as f64;
+    // Keys computed beforehand: on the hot path they are cached with the token.
+    let probes = 1_000_000.min(records);
+    let hits: Vec<TokenKeys> = (0..probes)
+        .map(|i| keys_for((i * 7919) % records))
+        .collect();
+    let misses: Vec<TokenKeys> = (0..probes).map(|i| keys_for(records + i)).collect();
+    for (name, probes) in [
+        ("hit (jti revoked)", &hits),
+        ("miss (all five keys checked)", &misses),
+    ] {
+        let start = Instant::now();
+        let mut found = 0usize;
+        for keys in probes {
+            found += usize::from(set.check(black_box(keys)).is_some());
+        }
+        let ns = start.elapsed().as_nanos() as f64 / probes.len() as f64;
+        println!("set lookup, {records} records, {name}: {ns:.0} ns/lookup ({found} matched)");
+    }
+    println!("set memory: {per_record:.0} bytes/record (RSS growth / {records} records)");
+}
+
+async fn embedded_throughput_and_restart(records: usize) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let config = StoreConfig::Embedded {
+        path: dir.path().join("state.redb"),
+    };
+    let applier = Applier::new(Arc::new(RevocationSet::new()));
+    let (log, _) = StateLog::open(&config, applier, CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let log = Arc::new(log);
+    let concurrency = 256;
+    let start = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let log = log.clone();
+        writers.spawn(async move {
+            for n in (w..records).step_by(concurrency) {
+                let change = Change::Revoke(jti_revocation(n, i64::MAX));
+                log.append(change)
+                    .await
+                    .unwrap_or_else(|e| unreachable!("{e}"));
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    let elapsed = start.elapsed();
+    println!(
+        "embedded store: {records} durable appends by {concurrency} concurrent writers in {:.1} s = {:.0} revocations/s",
+        elapsed.as_secs_f64(),
+        records as f64 / elapsed.as_secs_f64()
+    );
+    drop(log);
+
+    let set = Arc::new(RevocationSet::new());
+    let start = Instant::now();
+    let (_log, _) = StateLog::open(&config, Applier::new(set.clone()), CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    println!(
+        "embedded store: restart with {} records replayed in {:.2} s",
+        set.size().exact,
+        start.elapsed().as_secs_f64()
+    );
+}
+
+async fn redis_propagation(samples: usize) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let Ok(mut redis) = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+    else {
+        println!("redis propagation: skipped (no redis-server on PATH)");
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config = StoreConfig::Redis {
+        url: format!("redis://127.0.0.1:{port}"),
+        stream: "bench".into(),
+        timeout: Duration::from_secs(2),
+        retention: Duration::from_secs(3600),
+    };
+    let stop = CancellationToken::new();
+    let a_set = Arc::new(RevocationSet::new());
+    let b_set = Arc::new(RevocationSet::new());
+    let (a, mut a_ready) = StateLog::open(&config, Applier::new(a_set), stop.clone())
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let (_b, mut b_ready) = StateLog::open(&config, Applier::new(b_set.clone()), stop.clone())
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let _ = a_ready.wait_for(|r| *r).await;
+    let _ = b_ready.wait_for(|r| *r).await;
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..samples {
+        a.append(Change::Revoke(jti_revocation(n, i64::MAX)))
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        // Acknowledged on A: time until B refuses the token.
+        let acknowledged = Instant::now();
+        let keys = keys_for(n);
+        while b_set.check(&keys).is_none() {
+            tokio::task::yield_now().await;
+        }
+        latencies.push(acknowledged.elapsed());
+    }
+    stop.cancel();
+    let _ = redis.kill();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "redis propagation over {samples} revocations (acknowledged on A → refused on B): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with `--bench` absent: stay quick there.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let records = env_usize(
+        "REVOCATION_BENCH_RECORDS",
+        if quick { 10_000 } else { 10_000_000 },
+    );
+    let log_records = env_usize(
+        "REVOCATION_BENCH_LOG_RECORDS",
+        if quick { 2_000 } else { 1_000_000 },
+    );
+    set_lookup(records);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    runtime.block_on(async {
+        embedded_throughput_and_restart(log_records).await;
+        redis_propagation(if quick { 20 } else { 1000 }).await;
+    });
+}

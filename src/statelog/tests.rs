@@ -1,0 +1,102 @@
+use super::*;
+use crate::revocation::Record;
+
+fn revoke(jti: &str, forget_after: i64) -> Change {
+    Change::Revoke(Revocation {
+        record: Record::Jti {
+            iss: "i".into(),
+            jti: jti.into(),
+        },
+        forget_after,
+        revoked_at: 0,
+        reason: String::new(),
+    })
+}
+
+fn applier() -> Arc<Applier> {
+    Applier::new(Arc::new(RevocationSet::new()))
+}
+
+#[test]
+fn entries_this_version_cannot_read_are_skipped() {
+    assert_eq!(
+        decode(br#"{"change":"set_subject_claims","sub":"a"}"#),
+        Change::Unknown
+    );
+    assert_eq!(decode(b"not json"), Change::Unknown);
+    let applier = applier();
+    applier.apply(LogEntry {
+        position: 7,
+        change: Change::Unknown,
+    });
+    assert_eq!(applier.applied(), 7, "the log moves past it");
+}
+
+#[test]
+fn applier_skips_replays_and_old_positions() {
+    let applier = applier();
+    applier.apply(LogEntry {
+        position: 2,
+        change: revoke("a", 100),
+    });
+    applier.apply(LogEntry {
+        position: 1,
+        change: revoke("b", 100),
+    });
+    applier.apply(LogEntry {
+        position: 2,
+        change: revoke("c", 100),
+    });
+    assert_eq!(applier.revocations.size().exact, 1);
+    assert_eq!(applier.applied(), 2);
+}
+
+#[tokio::test]
+async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = StoreConfig::Embedded {
+        path: dir.path().join("state.redb"),
+    };
+    {
+        let (log, _) = StateLog::open(&config, applier(), CancellationToken::new()).await?;
+        assert_eq!(log.append(revoke("kept", i64::MAX)).await?, 1);
+        assert_eq!(log.append(revoke("old", 10)).await?, 2);
+        assert_eq!(log.append(revoke("old2", 10)).await?, 3);
+        assert_eq!(
+            log.compact(100).await?,
+            2,
+            "the newest entries are forgotten"
+        );
+    }
+    let replayed = applier();
+    let (log, _) = StateLog::open(&config, replayed.clone(), CancellationToken::new()).await?;
+    assert_eq!(
+        replayed.revocations.size().exact,
+        1,
+        "only the live record comes back"
+    );
+    assert_eq!(
+        log.append(revoke("new", i64::MAX)).await?,
+        4,
+        "after the high-water mark"
+    );
+    let after = log.read_after(1, 10).await?;
+    assert_eq!(
+        after.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![4]
+    );
+    Ok(())
+}
+
+#[test]
+fn redis_url_password_is_never_shown() {
+    let config = StoreConfig::Redis {
+        url: "redis://user:s3cret@redis.internal:6379/0".into(),
+        stream: "s".into(),
+        timeout: Duration::from_secs(1),
+        retention: Duration::from_secs(1),
+    };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("redis.internal:6379"), "{shown}");
+}
