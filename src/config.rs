@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKeyEntry, ApiKeys};
 use crate::statelog::StoreConfig;
+use crate::telemetry::TelemetrySection;
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "INTROSPECTD_";
@@ -78,6 +79,8 @@ pub struct FileConfig {
     pub auth: AuthSection,
     /// Where revocations are kept and how replicas share them.
     pub store: StoreSection,
+    /// Trace export (OpenTelemetry).
+    pub telemetry: TelemetrySection,
     /// The issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerSection>,
 }
@@ -298,6 +301,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub expose_inactive_reason: bool,
     pub log: LogSection,
+    pub telemetry: TelemetrySection,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
     pub store: StoreConfig,
@@ -439,6 +443,19 @@ impl FileConfig {
             issuers.push(issuer);
         }
         let api_keys = self.auth.validate()?;
+        if self
+            .telemetry
+            .sample_ratio
+            .is_some_and(|ratio| !(0.0..=1.0).contains(&ratio))
+        {
+            return Err(invalid(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            check_url("telemetry.otlp_endpoint", endpoint)?;
+        }
         let store = &self.store;
         let opaque_token_ttl_secs = i64::try_from(store.opaque_token_ttl_secs)
             .map_err(|_| invalid("store.opaque_token_ttl_secs", "is too large"))?;
@@ -493,6 +510,7 @@ impl FileConfig {
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
             expose_inactive_reason: server.expose_inactive_reason,
             log: self.log,
+            telemetry: self.telemetry,
             cache_max_entries: self.cache.max_entries,
             api_keys,
             store: store_config,

@@ -5,6 +5,7 @@
 //! | `POST /oauth2/introspect` | RFC 7662: form `token` (+ `token_type_hint`), JSON answer |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once every issuer's keys loaded, 503 before and while draining |
+//! | `GET /metrics` | Prometheus text format |
 //! | `GET /.well-known/jwks.json` | dev mode only: the local issuer's public keys |
 
 use std::sync::Arc;
@@ -22,11 +23,14 @@ use tokio::sync::watch;
 
 use crate::auth::{ApiKeys, Denied, bearer_key};
 use crate::introspect::{Introspection, Introspector};
+use crate::telemetry::metrics::{Metrics, Observed, Surface};
 use crate::token::CallPolicy;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub introspector: Arc<Introspector>,
+    pub metrics: Arc<Metrics>,
+    pub observed: Arc<Observed>,
     pub api_keys: Arc<ApiKeys>,
     pub ready: watch::Receiver<bool>,
     pub dev_jwks: Option<Arc<Value>>,
@@ -36,7 +40,8 @@ pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/oauth2/introspect", post(introspect))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if state.dev_jwks.is_some() {
         router = router.route("/.well-known/jwks.json", get(jwks));
     }
@@ -49,6 +54,17 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.observed.render(crate::unix_now()),
+    )
+        .into_response()
 }
 
 async fn jwks(State(state): State<HttpState>) -> Response {
@@ -100,7 +116,14 @@ async fn introspect(
         .introspect(&form.token, CallPolicy::default(), now)
         .await
     {
-        Ok(answer) => Json(rfc7662(&answer)).into_response(),
+        Ok(answer) => {
+            state.metrics.record_introspection(
+                Surface::Http,
+                answer.outcome.as_ref().err().map(|r| r.reason),
+                answer.cache_hit,
+            );
+            Json(rfc7662(&answer)).into_response()
+        }
         Err(error) => {
             tracing::warn!(%error, "introspection could not be decided");
             (

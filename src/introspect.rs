@@ -21,6 +21,8 @@ use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection
 pub struct Introspection {
     pub fingerprint: Fingerprint,
     pub outcome: Result<Arc<AccessToken>, Rejection>,
+    /// Whether the verification came from the cache.
+    pub cache_hit: bool,
 }
 
 impl Introspection {
@@ -79,7 +81,9 @@ impl Introspector {
         now: i64,
     ) -> Result<Introspection, IntrospectError> {
         let hash = TokenHash::of(token);
-        let verified = match self.cache.get(&hash, now) {
+        let cached = self.cache.get(&hash, now);
+        let cache_hit = cached.is_some();
+        let verified = match cached {
             Some(hit) => Ok(hit),
             None => self.verify(token, hash, now).await?,
         };
@@ -101,6 +105,7 @@ impl Introspector {
         Ok(Introspection {
             fingerprint,
             outcome,
+            cache_hit,
         })
     }
 

@@ -145,6 +145,8 @@ pub async fn run(
         stop_tasks.clone(),
     ));
     let api_keys = Arc::new(config.api_keys.clone());
+    let metrics = telemetry::metrics::Metrics::new();
+    let applier_for_metrics = revocations.applier().clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -188,18 +190,25 @@ pub async fn run(
     let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
         introspector.clone(),
         api_keys.clone(),
+        metrics.clone(),
         config.expose_inactive_reason,
     ))
     .max_decoding_message_size(config.max_request_bytes);
     let revocation_service = TokenRevocationServer::new(grpc::RevocationService::new(
         revocations,
         api_keys.clone(),
+        metrics.clone(),
         drain.clone(),
     ))
     .max_decoding_message_size(config.max_request_bytes);
 
     let grpc_drain = drain.clone();
     let grpc_server = tonic::transport::Server::builder()
+        .trace_fn(|request| {
+            let span = tracing::info_span!("grpc", grpc.path = %request.uri().path());
+            telemetry::parent_from_headers(&span, request.headers());
+            span
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(introspection)
@@ -211,6 +220,14 @@ pub async fn run(
     let http_server = axum::serve(
         listeners.http,
         http::router(http::HttpState {
+            observed: Arc::new(telemetry::metrics::Observed {
+                metrics: metrics.clone(),
+                issuers: issuers.clone(),
+                introspector: introspector.clone(),
+                applier: applier_for_metrics,
+                ready: ready_rx.clone(),
+            }),
+            metrics,
             introspector,
             api_keys,
             ready: ready_rx,

@@ -294,10 +294,13 @@ fn config_failure(error: &ConfigError) -> ExitCode {
 }
 
 async fn serve(config: Config, options: RunOptions) -> ExitCode {
-    if let Err(error) = telemetry::init(&config.log) {
-        eprintln!("introspectd: cannot set up logging: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let _telemetry = match telemetry::init(&config.log, &config.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("introspectd: cannot set up logging and tracing: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let listeners = match Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(error) => {

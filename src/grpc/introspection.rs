@@ -12,11 +12,13 @@ use super::{
 };
 use crate::auth::ApiKeys;
 use crate::introspect::{Introspection, Introspector};
+use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::{CallPolicy, Reason};
 
 pub struct IntrospectionService {
     introspector: Arc<Introspector>,
     api_keys: Arc<ApiKeys>,
+    metrics: Arc<Metrics>,
     expose_inactive_reason: bool,
 }
 
@@ -24,11 +26,13 @@ impl IntrospectionService {
     pub fn new(
         introspector: Arc<Introspector>,
         api_keys: Arc<ApiKeys>,
+        metrics: Arc<Metrics>,
         expose_inactive_reason: bool,
     ) -> Self {
         Self {
             introspector,
             api_keys,
+            metrics,
             expose_inactive_reason,
         }
     }
@@ -37,6 +41,18 @@ impl IntrospectionService {
 #[tonic::async_trait]
 impl TokenIntrospection for IntrospectionService {
     async fn introspect(
+        &self,
+        request: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.answer(request).await;
+        status::record(&self.metrics, "Introspect", started, &result);
+        result
+    }
+}
+
+impl IntrospectionService {
+    async fn answer(
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
@@ -70,6 +86,11 @@ impl TokenIntrospection for IntrospectionService {
             .instrument(span.clone())
             .await
             .map_err(status::from_introspect)?;
+        self.metrics.record_introspection(
+            Surface::Grpc,
+            answer.outcome.as_ref().err().map(|r| r.reason),
+            answer.cache_hit,
+        );
         span.record("token.fingerprint", answer.fingerprint.as_str());
         match &answer.outcome {
             Ok(active) => {
@@ -83,9 +104,7 @@ impl TokenIntrospection for IntrospectionService {
         }
         Ok(Response::new(self.to_response(&answer)))
     }
-}
 
-impl IntrospectionService {
     fn to_response(&self, answer: &Introspection) -> pb::IntrospectResponse {
         let fingerprint = answer.fingerprint.to_string();
         match &answer.outcome {

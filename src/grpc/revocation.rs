@@ -15,10 +15,12 @@ use crate::auth::{ApiKeys, Role};
 use crate::revocation::{
     Matched, Record, RecordKind, Revocation, Revocations, Target, TokenIdentity, WatchEvent,
 };
+use crate::telemetry::metrics::Metrics;
 
 pub struct RevocationService {
     revocations: Arc<Revocations>,
     api_keys: Arc<ApiKeys>,
+    metrics: Arc<Metrics>,
     /// Fires when the server drains, so open watch streams end and shutdown completes.
     drain: CancellationToken,
 }
@@ -27,11 +29,13 @@ impl RevocationService {
     pub fn new(
         revocations: Arc<Revocations>,
         api_keys: Arc<ApiKeys>,
+        metrics: Arc<Metrics>,
         drain: CancellationToken,
     ) -> Self {
         Self {
             revocations,
             api_keys,
+            metrics,
             drain,
         }
     }
@@ -42,6 +46,40 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RevocationEvent, Status>
 #[tonic::async_trait]
 impl TokenRevocation for RevocationService {
     async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.revoke_inner(request).await;
+        status::record(&self.metrics, "Revoke", started, &result);
+        result
+    }
+
+    async fn check_revocation(
+        &self,
+        request: Request<pb::CheckRevocationRequest>,
+    ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.check_inner(request);
+        status::record(&self.metrics, "CheckRevocation", started, &result);
+        result
+    }
+
+    type WatchRevocationsStream = EventStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.watch_inner(request);
+        status::record(&self.metrics, "WatchRevocations", started, &result);
+        result
+    }
+}
+
+impl RevocationService {
+    async fn revoke_inner(
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
@@ -65,7 +103,7 @@ impl TokenRevocation for RevocationService {
         Ok(Response::new(pb::RevokeResponse {}))
     }
 
-    async fn check_revocation(
+    fn check_inner(
         &self,
         request: Request<pb::CheckRevocationRequest>,
     ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
@@ -111,12 +149,10 @@ impl TokenRevocation for RevocationService {
         }))
     }
 
-    type WatchRevocationsStream = EventStream;
-
-    async fn watch_revocations(
+    fn watch_inner(
         &self,
         request: Request<pb::WatchRevocationsRequest>,
-    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         authorize(&self.api_keys, request.metadata(), Role::Introspect)?;
         let pb::WatchRevocationsRequest { after } = request.into_inner();
         let after = match after {

@@ -38,3 +38,40 @@ pub fn from_log(error: crate::statelog::LogError) -> Status {
         }
     }
 }
+
+/// The canonical name of a status code, as metrics label it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Records a finished call's code and latency.
+pub fn record<T>(
+    metrics: &crate::telemetry::metrics::Metrics,
+    method: &'static str,
+    started: tokio::time::Instant,
+    result: &Result<T, Status>,
+) {
+    let code = result
+        .as_ref()
+        .map_or_else(|status| status.code(), |_| tonic::Code::Ok);
+    metrics.record_call(method, code_name(code), started.elapsed());
+}

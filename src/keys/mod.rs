@@ -272,6 +272,8 @@ pub struct Issuer {
     epoch: AtomicU64,
     /// Unix seconds of the last successful load, 0 before the first.
     loaded_at: AtomicI64,
+    /// Failed fetches since start.
+    failures: AtomicU64,
     loaded: watch::Sender<bool>,
     /// Held while refetching for an unknown `kid`; remembers when that last started.
     refetch_gate: Mutex<Option<Instant>>,
@@ -285,6 +287,7 @@ impl Issuer {
             current: ArcSwapOption::empty(),
             epoch: AtomicU64::new(0),
             loaded_at: AtomicI64::new(0),
+            failures: AtomicU64::new(0),
             loaded: watch::Sender::new(false),
             refetch_gate: Mutex::new(None),
             http,
@@ -303,6 +306,11 @@ impl Issuer {
     /// Unix seconds of the last successful key load, if any.
     pub fn loaded_at(&self) -> Option<i64> {
         Some(self.loaded_at.load(Ordering::Relaxed)).filter(|at| *at > 0)
+    }
+
+    /// Failed key fetches since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Resolves once the first key set is published.
@@ -337,7 +345,11 @@ impl Issuer {
     /// One fetch from the key source, published on success. Returns the source's
     /// `max-age`, if it gave one.
     pub async fn load(&self) -> Result<Option<std::time::Duration>, KeysError> {
-        let fetched = fetch::fetch(&self.http, &self.config).await?;
+        let fetched = fetch::fetch(&self.http, &self.config)
+            .await
+            .inspect_err(|_| {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            })?;
         if fetched.skipped > 0 {
             tracing::warn!(
                 iss = %self.config.issuer,

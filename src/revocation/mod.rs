@@ -191,19 +191,41 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = DashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
-/// Every live revocation, by key.
+/// Every live revocation, by key; one map per kind, so sizes by kind cost nothing.
 #[derive(Default)]
 pub struct RevocationSet {
-    /// Exact tokens and `jti`s: key → forget_after.
-    exact: KeyMap<i64>,
-    cutoffs: KeyMap<Cutoff>,
+    /// key → forget_after.
+    tokens: KeyMap<i64>,
+    jtis: KeyMap<i64>,
+    subjects: KeyMap<Cutoff>,
+    clients: KeyMap<Cutoff>,
+    sessions: KeyMap<Cutoff>,
 }
 
 /// Counts of records by kind, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetSize {
-    pub exact: usize,
-    pub cutoffs: usize,
+    pub tokens: usize,
+    pub jtis: usize,
+    pub subjects: usize,
+    pub clients: usize,
+    pub sessions: usize,
+}
+
+impl SetSize {
+    pub fn total(&self) -> usize {
+        self.tokens + self.jtis + self.subjects + self.clients + self.sessions
+    }
+
+    pub fn by_kind(&self) -> [(RecordKind, usize); 5] {
+        [
+            (RecordKind::Token, self.tokens),
+            (RecordKind::Jti, self.jtis),
+            (RecordKind::Subject, self.subjects),
+            (RecordKind::Client, self.clients),
+            (RecordKind::Session, self.sessions),
+        ]
+    }
 }
 
 impl RevocationSet {
@@ -215,28 +237,31 @@ impl RevocationSet {
     /// cut-offs for the same subject/client/session the later `before` wins.
     pub fn apply(&self, revocation: &Revocation) {
         let forget_after = revocation.forget_after;
-        let (kind, iss, value, before) = match &revocation.record {
+        let (map, kind, iss, value, before) = match &revocation.record {
             Record::Token { sha256 } => {
                 if let Some(key) = token_key_from_hex(sha256) {
-                    self.insert_exact(key, forget_after);
+                    insert_exact(&self.tokens, key, forget_after);
                 }
                 return;
             }
             Record::Jti { iss, jti } => {
-                self.insert_exact(Key::of(RecordKind::Jti, iss, jti), forget_after);
+                insert_exact(&self.jtis, Key::of(RecordKind::Jti, iss, jti), forget_after);
                 return;
             }
-            Record::Subject { iss, sub, before } => (RecordKind::Subject, iss, sub, *before),
+            Record::Subject { iss, sub, before } => {
+                (&self.subjects, RecordKind::Subject, iss, sub, *before)
+            }
             Record::Client {
                 iss,
                 client_id,
                 before,
-            } => (RecordKind::Client, iss, client_id, *before),
-            Record::Session { iss, sid, before } => (RecordKind::Session, iss, sid, *before),
+            } => (&self.clients, RecordKind::Client, iss, client_id, *before),
+            Record::Session { iss, sid, before } => {
+                (&self.sessions, RecordKind::Session, iss, sid, *before)
+            }
         };
         let key = Key::of(kind, iss, value);
-        self.cutoffs
-            .entry(key)
+        map.entry(key)
             .and_modify(|cutoff| {
                 cutoff.before = cutoff.before.max(before);
                 cutoff.forget_after = cutoff.forget_after.max(forget_after);
@@ -247,31 +272,27 @@ impl RevocationSet {
             });
     }
 
-    fn insert_exact(&self, key: Key, forget_after: i64) {
-        self.exact
-            .entry(key)
-            .and_modify(|at| *at = (*at).max(forget_after))
-            .or_insert(forget_after);
-    }
-
     /// Whether any record revokes the token: its hash, its `jti`, or a cut-off for its
     /// subject, client or session later than its `iat` (a token without `iat` cannot be
     /// shown to be newer, so a cut-off revokes it).
     pub fn check(&self, keys: &TokenKeys) -> Option<Matched> {
-        for (key, kind) in [(keys.token, RecordKind::Token), (keys.jti, RecordKind::Jti)] {
+        for (map, key, kind) in [
+            (&self.tokens, keys.token, RecordKind::Token),
+            (&self.jtis, keys.jti, RecordKind::Jti),
+        ] {
             if let Some(key) = key
-                && self.exact.contains_key(&key)
+                && map.contains_key(&key)
             {
                 return Some(Matched { kind, before: None });
             }
         }
-        for (key, kind) in [
-            (keys.subject, RecordKind::Subject),
-            (keys.client, RecordKind::Client),
-            (keys.session, RecordKind::Session),
+        for (map, key, kind) in [
+            (&self.subjects, keys.subject, RecordKind::Subject),
+            (&self.clients, keys.client, RecordKind::Client),
+            (&self.sessions, keys.session, RecordKind::Session),
         ] {
             let Some(key) = key else { continue };
-            if let Some(cutoff) = self.cutoffs.get(&key)
+            if let Some(cutoff) = map.get(&key)
                 && keys.iat.is_none_or(|iat| iat < cutoff.before)
             {
                 return Some(Matched {
@@ -285,19 +306,31 @@ impl RevocationSet {
 
     /// Drops records whose `forget_after` has passed; returns how many.
     pub fn purge(&self, now: i64) -> usize {
-        let before = self.size();
-        self.exact.retain(|_, forget_after| *forget_after > now);
-        self.cutoffs.retain(|_, cutoff| cutoff.forget_after > now);
-        let after = self.size();
-        (before.exact - after.exact) + (before.cutoffs - after.cutoffs)
+        let before = self.size().total();
+        for map in [&self.tokens, &self.jtis] {
+            map.retain(|_, forget_after| *forget_after > now);
+        }
+        for map in [&self.subjects, &self.clients, &self.sessions] {
+            map.retain(|_, cutoff| cutoff.forget_after > now);
+        }
+        before - self.size().total()
     }
 
     pub fn size(&self) -> SetSize {
         SetSize {
-            exact: self.exact.len(),
-            cutoffs: self.cutoffs.len(),
+            tokens: self.tokens.len(),
+            jtis: self.jtis.len(),
+            subjects: self.subjects.len(),
+            clients: self.clients.len(),
+            sessions: self.sessions.len(),
         }
     }
+}
+
+fn insert_exact(map: &KeyMap<i64>, key: Key, forget_after: i64) {
+    map.entry(key)
+        .and_modify(|at| *at = (*at).max(forget_after))
+        .or_insert(forget_after);
 }
 
 fn token_key_from_hex(hex: &str) -> Option<Key> {

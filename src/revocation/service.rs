@@ -99,6 +99,10 @@ impl Revocations {
         &self.log
     }
 
+    pub fn applier(&self) -> &Arc<Applier> {
+        &self.applier
+    }
+
     /// How long after `iat` (or a cut-off) a token of `iss` can still be accepted:
     /// its maximum lifetime plus the leeway granted on `exp`.
     fn max_lifetime(&self, iss: &str) -> Result<i64, RevokeError> {

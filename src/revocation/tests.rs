@@ -102,7 +102,7 @@ fn cutoffs_revoke_tokens_issued_before() {
         10_000,
     ));
     assert!(set.check(&keys("alice", Some(899))).is_some());
-    assert_eq!(set.size().cutoffs, 1);
+    assert_eq!(set.size().subjects, 1);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn purge_forgets_records_past_forget_after() {
         ));
     }
     assert_eq!(set.purge(1049), 50);
-    assert_eq!(set.size().exact, 50);
+    assert_eq!(set.size().jtis, 50);
     assert_eq!(set.purge(5000), 50);
     assert_eq!(set.size(), SetSize::default());
 }
@@ -164,5 +164,5 @@ fn malformed_token_hex_is_ignored_not_panicking() {
             1,
         ));
     }
-    assert_eq!(set.size().exact, 0);
+    assert_eq!(set.size().tokens, 0);
 }

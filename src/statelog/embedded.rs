@@ -28,6 +28,7 @@ type Pending = (Change, oneshot::Sender<Result<Position, LogError>>);
 
 pub struct EmbeddedLog {
     db: Arc<Database>,
+    applier: Arc<Applier>,
     /// `None` only while dropping.
     writer: Option<mpsc::Sender<Pending>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -89,15 +90,21 @@ impl EmbeddedLog {
 
         let (writer, requests) = mpsc::channel(MAX_BATCH * 4);
         let writer_db = db.clone();
+        let writer_applier = applier.clone();
         let writer_thread = std::thread::Builder::new()
             .name("statelog-writer".into())
-            .spawn(move || write_loop(&writer_db, &applier, requests, last))
+            .spawn(move || write_loop(&writer_db, &writer_applier, requests, last))
             .map_err(embedded)?;
         Ok(Self {
             db,
+            applier,
             writer: Some(writer),
             writer_thread: Some(writer_thread),
         })
+    }
+
+    pub fn applier(&self) -> &Arc<Applier> {
+        &self.applier
     }
 
     pub async fn append(&self, change: Change) -> Result<Position, LogError> {

@@ -17,7 +17,13 @@ mod embedded;
 mod memory;
 mod redis;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -105,6 +111,10 @@ pub struct Applier {
     pub revocations: Arc<RevocationSet>,
     applied: watch::Sender<Position>,
     feed: broadcast::Sender<Arc<LogEntry>>,
+    /// Store errors since start.
+    errors: AtomicU64,
+    /// Unix seconds of the last successful exchange with the store.
+    last_contact: AtomicI64,
 }
 
 /// Entries buffered for slow watchers before they must re-read from the log.
@@ -116,7 +126,30 @@ impl Applier {
             revocations,
             applied: watch::Sender::new(0),
             feed: broadcast::Sender::new(FEED_CAPACITY),
+            errors: AtomicU64::new(0),
+            last_contact: AtomicI64::new(crate::unix_now()),
         })
+    }
+
+    /// The store answered.
+    pub fn note_contact(&self) {
+        self.last_contact
+            .store(crate::unix_now(), Ordering::Relaxed);
+    }
+
+    /// The store failed or did not answer.
+    pub fn note_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the store last answered (0 for local stores while they work).
+    pub fn lag_secs(&self, now: i64) -> i64 {
+        now.saturating_sub(self.last_contact.load(Ordering::Relaxed))
+            .max(0)
     }
 
     /// Applies `entry` unless it is at or below the last applied position.
@@ -199,7 +232,14 @@ impl StateLog {
     pub async fn append(&self, change: Change) -> Result<Position, LogError> {
         match self {
             Self::Memory(log) => Ok(log.append(change)),
-            Self::Embedded(log) => log.append(change).await,
+            Self::Embedded(log) => {
+                let appended = log.append(change).await;
+                match &appended {
+                    Ok(_) => log.applier().note_contact(),
+                    Err(_) => log.applier().note_error(),
+                }
+                appended
+            }
             Self::Redis(log) => {
                 let position = log.append(change).await?;
                 if !log

@@ -173,6 +173,7 @@ async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>, stop: CancellationT
             () = stop.cancelled() => break,
         };
         if let Err(error) = result {
+            inner.applier.note_error();
             tracing::warn!(%error, applied = inner.applier.applied(), retry_in = ?backoff, "state log tail interrupted");
         }
         tokio::select! {
@@ -222,6 +223,7 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
         .await
         .map_err(|_| unavailable("XREAD timed out"))?
         .map_err(unavailable)?;
+        inner.applier.note_contact();
         let Value::Array(streams) = reply else {
             continue; // Nil: nothing new within BLOCK.
         };

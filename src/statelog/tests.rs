@@ -47,7 +47,7 @@ fn applier_skips_replays_and_old_positions() {
         position: 2,
         change: revoke("c", 100),
     });
-    assert_eq!(applier.revocations.size().exact, 1);
+    assert_eq!(applier.revocations.size().total(), 1);
     assert_eq!(applier.applied(), 2);
 }
 
@@ -71,7 +71,7 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
     let replayed = applier();
     let (log, _) = StateLog::open(&config, replayed.clone(), CancellationToken::new()).await?;
     assert_eq!(
-        replayed.revocations.size().exact,
+        replayed.revocations.size().total(),
         1,
         "only the live record comes back"
     );

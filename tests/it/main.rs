@@ -2,10 +2,12 @@
 //! HTTP JWKS server on port 0, generated keys, the generated gRPC client.
 
 mod cli;
+mod helm;
 mod http;
 mod keys;
 mod lifecycle;
 mod logs;
+mod observability;
 mod redis_server;
 mod replication;
 mod revocation;

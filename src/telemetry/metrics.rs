@@ -1,0 +1,336 @@
+//! Prometheus metrics, per server instance.
+//!
+//! The recorder is not installed process-wide: each `run` owns a [`Metrics`] (tests start
+//! several servers in one process). Hot-path counters are registered once and kept as
+//! handles; gauges describing state (key-set age, revocation records, cache size) are
+//! set from the state itself at each scrape.
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::token::Reason;
+
+const METADATA: Metadata<'static> = Metadata::new("introspectd", Level::INFO, Some("introspectd"));
+
+/// Latency buckets, seconds: from a cache hit (µs) to a slow key refetch (s).
+const BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+];
+
+/// Where an introspection was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Surface {
+    Grpc,
+    Http,
+}
+
+impl Surface {
+    fn as_str(self) -> &'static str {
+        match self {
+            Surface::Grpc => "grpc",
+            Surface::Http => "http",
+        }
+    }
+}
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// active / inactive by surface; inactive also by reason.
+    active: [Counter; 2],
+    inactive: [Counter; 2],
+    inactive_by_reason: Vec<(Reason, Counter)>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    /// (method, code) → calls; method → latency.
+    calls: DashMap<(&'static str, &'static str), Counter>,
+    latency: DashMap<&'static str, Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        describe(&recorder);
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        let surface = |s: Surface| vec![Label::new("surface", s.as_str())];
+        let with_result = |s: Surface, result: &'static str| {
+            let mut labels = surface(s);
+            labels.push(Label::new("result", result));
+            counter("introspectd_introspections_total", labels)
+        };
+        let active = [
+            with_result(Surface::Grpc, "active"),
+            with_result(Surface::Http, "active"),
+        ];
+        let inactive = [
+            with_result(Surface::Grpc, "inactive"),
+            with_result(Surface::Http, "inactive"),
+        ];
+        let inactive_by_reason = Reason::ALL
+            .iter()
+            .map(|reason| {
+                (
+                    *reason,
+                    counter(
+                        "introspectd_inactive_total",
+                        vec![Label::new("reason", reason.as_str())],
+                    ),
+                )
+            })
+            .collect();
+        let cache_hits = counter(
+            "introspectd_cache_lookups_total",
+            vec![Label::new("result", "hit")],
+        );
+        let cache_misses = counter(
+            "introspectd_cache_lookups_total",
+            vec![Label::new("result", "miss")],
+        );
+        Arc::new(Self {
+            recorder,
+            handle,
+            active,
+            inactive,
+            inactive_by_reason,
+            cache_hits,
+            cache_misses,
+            calls: DashMap::new(),
+            latency: DashMap::new(),
+        })
+    }
+
+    /// Counts one answer: active or inactive (and why), cache hit or miss.
+    pub fn record_introspection(&self, surface: Surface, reason: Option<Reason>, cache_hit: bool) {
+        let index = usize::from(surface == Surface::Http);
+        match reason {
+            None => self.active[index].increment(1),
+            Some(reason) => {
+                self.inactive[index].increment(1);
+                if let Some((_, counter)) =
+                    self.inactive_by_reason.iter().find(|(r, _)| *r == reason)
+                {
+                    counter.increment(1);
+                }
+            }
+        }
+        if cache_hit {
+            self.cache_hits.increment(1);
+        } else {
+            self.cache_misses.increment(1);
+        }
+    }
+
+    /// Counts one call of `method` that ended with `code` after `elapsed`.
+    pub fn record_call(&self, method: &'static str, code: &'static str, elapsed: Duration) {
+        self.calls
+            .entry((method, code))
+            .or_insert_with(|| {
+                let labels = vec![Label::new("method", method), Label::new("code", code)];
+                self.recorder.register_counter(
+                    &Key::from_parts("introspectd_requests_total", labels),
+                    &METADATA,
+                )
+            })
+            .increment(1);
+        self.latency
+            .entry(method)
+            .or_insert_with(|| {
+                let labels = vec![Label::new("method", method)];
+                self.recorder.register_histogram(
+                    &Key::from_parts("introspectd_request_duration_seconds", labels),
+                    &METADATA,
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Sets a gauge (registered on first use).
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect();
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+            .set(value);
+    }
+
+    /// Sets a counter to a total kept elsewhere (registered on first use).
+    pub fn counter_total(&self, name: &'static str, labels: &[(&'static str, String)], total: u64) {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+            .absolute(total);
+    }
+
+    /// Adds to a counter (registered on first use); for rare events only.
+    pub fn count(&self, name: &'static str, labels: &[(&'static str, String)]) {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let counters = [
+        (
+            "introspectd_requests_total",
+            "gRPC calls by method and status code",
+        ),
+        (
+            "introspectd_introspections_total",
+            "Introspection answers by surface and result",
+        ),
+        ("introspectd_inactive_total", "Inactive answers by reason"),
+        (
+            "introspectd_cache_lookups_total",
+            "Verified-token cache lookups by result",
+        ),
+        (
+            "introspectd_keyset_refresh_failures_total",
+            "Failed key-set fetches per issuer",
+        ),
+        (
+            "introspectd_statelog_errors_total",
+            "State log errors (Redis unreachable, commit failures)",
+        ),
+        (
+            "introspectd_enrichment_failures_total",
+            "Enrichment lookups that failed, per enricher",
+        ),
+    ];
+    for (name, help) in counters {
+        recorder.describe_counter(name.into(), None, help.into());
+    }
+    let gauges = [
+        (
+            "introspectd_keyset_age_seconds",
+            Some(Unit::Seconds),
+            "Seconds since the issuer's keys last loaded",
+        ),
+        (
+            "introspectd_keyset_keys",
+            None,
+            "Keys in the issuer's current key set",
+        ),
+        (
+            "introspectd_revocation_records",
+            None,
+            "Live revocation records by kind",
+        ),
+        ("introspectd_cache_entries", None, "Verified tokens cached"),
+        (
+            "introspectd_statelog_applied_position",
+            None,
+            "Last state log position applied here",
+        ),
+        (
+            "introspectd_statelog_lag_seconds",
+            Some(Unit::Seconds),
+            "Seconds since the state log was last in contact with its store",
+        ),
+        (
+            "introspectd_ready",
+            None,
+            "1 when every issuer's keys loaded and the store caught up",
+        ),
+    ];
+    for (name, unit, help) in gauges {
+        recorder.describe_gauge(name.into(), unit, help.into());
+    }
+    recorder.describe_histogram(
+        "introspectd_request_duration_seconds".into(),
+        Some(Unit::Seconds),
+        "gRPC call latency by method".into(),
+    );
+}
+
+/// Everything `/metrics` reports on besides the counters: read at each scrape.
+pub struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub issuers: Arc<crate::keys::Issuers>,
+    pub introspector: Arc<crate::introspect::Introspector>,
+    pub applier: Arc<crate::statelog::Applier>,
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Observed {
+    pub fn render(&self, now: i64) -> String {
+        let m = &self.metrics;
+        for issuer in self.issuers.iter() {
+            let labels = [("issuer", issuer.config.issuer.clone())];
+            if let Some(loaded_at) = issuer.loaded_at() {
+                m.gauge(
+                    "introspectd_keyset_age_seconds",
+                    &labels,
+                    (now - loaded_at).max(0) as f64,
+                );
+            }
+            m.gauge(
+                "introspectd_keyset_keys",
+                &labels,
+                issuer.keys().map_or(0, |k| k.len()) as f64,
+            );
+            m.counter_total(
+                "introspectd_keyset_refresh_failures_total",
+                &labels,
+                issuer.failures(),
+            );
+        }
+        for (kind, count) in self.applier.revocations.size().by_kind() {
+            m.gauge(
+                "introspectd_revocation_records",
+                &[("kind", kind.as_str().to_owned())],
+                count as f64,
+            );
+        }
+        m.gauge(
+            "introspectd_cache_entries",
+            &[],
+            self.introspector.cache().len() as f64,
+        );
+        m.gauge(
+            "introspectd_statelog_applied_position",
+            &[],
+            self.applier.applied() as f64,
+        );
+        m.gauge(
+            "introspectd_statelog_lag_seconds",
+            &[],
+            self.applier.lag_secs(now) as f64,
+        );
+        m.counter_total(
+            "introspectd_statelog_errors_total",
+            &[],
+            self.applier.errors(),
+        );
+        m.gauge(
+            "introspectd_ready",
+            &[],
+            if *self.ready.borrow() { 1.0 } else { 0.0 },
+        );
+        m.render()
+    }
+}

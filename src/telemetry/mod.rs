@@ -1,0 +1,181 @@
+//! Logs, traces and metrics.
+//!
+//! - Logs: text or JSON lines on stderr (stdout stays free for `mint` and the client),
+//!   filtered by `RUST_LOG` or `log.filter`.
+//! - Traces: with the `otel` feature (on by default), introspectd's own spans are
+//!   exported over OTLP/gRPC when `telemetry.otlp_endpoint` or
+//!   `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set. The log filter applies to the log
+//!   layer only, so it never hides spans from the exporter. W3C `traceparent` headers of
+//!   incoming calls become the parents of their spans ([`parent_from_headers`]).
+//! - Metrics: [`metrics`].
+
+pub mod metrics;
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
+
+use crate::config::{LogFormat, LogSection};
+
+/// `[telemetry]`: trace export. Unset keys fall back to the standard `OTEL_*` variables.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else "introspectd").
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled, 0.0 to 1.0; traces whose caller sampled them are
+    /// always followed (default: `OTEL_TRACES_SAMPLER`, else 1.0).
+    pub sample_ratio: Option<f64>,
+}
+
+/// Keeps trace export running; dropping it flushes the spans still buffered.
+pub struct TelemetryGuard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("introspectd: flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber (logs, and traces when configured).
+pub fn init(log: &LogSection, telemetry: &TelemetrySection) -> Result<TelemetryGuard, String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
+        _ => EnvFilter::try_new(&log.filter),
+    }
+    .map_err(|e| format!("log.filter: {e}"))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log_layer = match log.format {
+        LogFormat::Text => fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![log_layer];
+
+    #[cfg(feature = "otel")]
+    let provider = otel::tracer_provider(telemetry)?;
+    #[cfg(feature = "otel")]
+    if let Some(provider) = &provider {
+        layers.push(otel::layer(provider));
+    }
+    #[cfg(not(feature = "otel"))]
+    if telemetry.otlp_endpoint.is_some() {
+        return Err(
+            "telemetry.otlp_endpoint: this build has no OpenTelemetry support (feature \"otel\")"
+                .into(),
+        );
+    }
+
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(TelemetryGuard {
+        #[cfg(feature = "otel")]
+        provider,
+    })
+}
+
+/// Makes the W3C trace context in `headers` (`traceparent`, `tracestate`) the parent of
+/// `span`. Without trace export this does nothing.
+pub fn parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    #[cfg(feature = "otel")]
+    otel::set_parent(span, headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::{propagation::Extractor, trace::TracerProvider as _};
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::{
+        Resource,
+        propagation::TraceContextPropagator,
+        trace::{Sampler, SdkTracerProvider},
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::{Layer, Registry, filter::Targets};
+
+    use super::TelemetrySection;
+
+    fn env_set(name: &str) -> bool {
+        std::env::var(name).is_ok_and(|v| !v.is_empty())
+    }
+
+    pub fn tracer_provider(config: &TelemetrySection) -> Result<Option<SdkTracerProvider>, String> {
+        let from_env =
+            env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        if config.otlp_endpoint.is_none() && !from_env {
+            return Ok(None);
+        }
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(endpoint) = &config.otlp_endpoint {
+            exporter = exporter.with_endpoint(endpoint.clone());
+        }
+        let exporter = exporter
+            .build()
+            .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+        let mut resource = Resource::builder();
+        if let Some(name) = &config.service_name {
+            resource = resource.with_service_name(name.clone());
+        } else if !env_set("OTEL_SERVICE_NAME") {
+            resource = resource.with_service_name("introspectd");
+        }
+        let mut provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build());
+        if let Some(ratio) = config.sample_ratio {
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(ratio),
+            )));
+        }
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        Ok(Some(provider.build()))
+    }
+
+    /// Exports introspectd's own spans (not those of the libraries under it).
+    pub fn layer(provider: &SdkTracerProvider) -> Box<dyn Layer<Registry> + Send + Sync> {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("introspectd"))
+            .with_filter(Targets::new().with_target("introspectd", tracing::Level::INFO))
+            .boxed()
+    }
+
+    struct Headers<'a>(&'a http::HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(http::HeaderName::as_str).collect()
+        }
+    }
+
+    pub fn set_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+        let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&Headers(headers))
+        });
+        let _ = span.set_parent(context);
+    }
+}

@@ -1,0 +1,620 @@
+"""Tests of the introspectd Helm chart, rendered offline with Helm's own engine.
+
+helm-python-sdk binds Helm's Go library (libhelm_c), so lint and template run exactly
+as `helm lint` / `helm template` would, with no helm binary and no cluster. Every
+rendered object is validated against the Kubernetes OpenAPI schemas that
+kubernetes-validate ships. Run through tests/helm/run.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "introspectd"
+EXAMPLES = CHART / "examples"
+KUBE_VERSION = "1.37.0"
+RELEASE = "idp"
+NAMESPACE = "auth"
+FULLNAME = "idp-introspectd"
+GRPC_PORT = 50051
+HTTP_PORT = 8080
+# Custom resources: kubernetes-validate only ships the built-in API schemas.
+KINDS_WITHOUT_SCHEMA = {"ServiceMonitor"}
+
+ISSUER = {
+    "issuer": "https://id.example.com/",
+    "audiences": ["https://api.example.com"],
+    "algorithms": ["RS256"],
+    "jwks_uri": "https://id.example.com/.well-known/jwks.json",
+}
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+# Value sets every structural test runs over: the defaults, the shipped examples, and
+# combinations that switch on the optional objects.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "example-embedded": example("embedded"),
+    "example-redis": example("redis"),
+    "memory": {"store": {"backend": "memory"}, "replicaCount": 3, "issuers": [ISSUER]},
+    "embedded-emptydir": {
+        "persistence": {"enabled": False},
+        "replicaCount": 0,
+        "issuers": [ISSUER],
+    },
+    "redis-everything": {
+        "replicaCount": 4,
+        "store": {"backend": "redis", "redisUrlSecret": {"name": "redis", "key": "url"}},
+        "auth": {"anonymous_introspect": True, "apiKeysSecret": {"name": "keys"}},
+        "image": {"repository": "r.example/introspectd", "digest": "sha256:" + "a" * 64},
+        "serviceAccount": {"create": False, "name": "shared"},
+        "podDisruptionBudget": {"maxUnavailable": "25%"},
+        "serviceMonitor": {"enabled": True, "relabelings": [{"action": "labeldrop", "regex": "pod"}]},
+        "networkPolicy": {
+            "enabled": True,
+            "ingressFrom": [{"podSelector": {"matchLabels": {"role": "gateway"}}}],
+            "metricsFrom": [{"namespaceSelector": {}}],
+            "egress": {"enabled": True, "rules": [{"ports": [{"port": 443, "protocol": "TCP"}]}]},
+        },
+        "extraEnv": [{"name": "INTROSPECTD_CACHE__MAX_ENTRIES", "value": "10"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "more-env"}}],
+        "extraVolumes": [{"name": "jwks", "configMap": {"name": "jwks"}}],
+        "extraVolumeMounts": [{"name": "jwks", "mountPath": "/etc/introspectd/jwks", "readOnly": True}],
+        "priorityClassName": "high",
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "podAnnotations": {"a": "b"},
+        "podLabels": {"team": "identity"},
+        "telemetry": {"otlp_endpoint": "http://otel:4317", "sample_ratio": 0.25},
+        "issuers": [ISSUER, {"issuer": "https://b.example/", "discovery": True}],
+        "extraConfig": {"enrichment": {"static_claims": {"tenant": "acme"}}},
+    },
+    "memory-hpa-default-metrics": {
+        "store": {"backend": "memory"},
+        "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0},
+        "podDisruptionBudget": {"enabled": False},
+    },
+    "redis-hpa-egress-closed": {
+        "store": {"backend": "redis", "redisUrlSecret": {"name": "redis"}},
+        "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": True, "allowDNS": False}},
+        "persistence": {"storageClass": "-"},
+    },
+}
+
+
+# === helpers ===
+
+
+@pytest.fixture(scope="session")
+def chart():
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render like `helm template`; returns {"objects": [...], "notes": str}."""
+    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return {"objects": objects, "notes": notes}
+
+
+def objects_of(rendered: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [o for o in rendered["objects"] if o["kind"] == kind]
+
+
+def one(rendered: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = objects_of(rendered, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(rendered: dict[str, Any]) -> dict[str, Any]:
+    containers = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["introspectd"]
+    return containers[0]
+
+
+def volumes(rendered: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    return {v["name"]: v for v in pod["volumes"]}
+
+
+def config_toml(rendered: dict[str, Any]) -> dict[str, Any]:
+    return tomllib.loads(one(rendered, "ConfigMap")["data"]["config.toml"])
+
+
+def render_error(chart: helm.Chart, values: dict[str, Any]) -> str:
+    with pytest.raises(helm.HelmError) as caught:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return str(caught.value)
+
+
+@pytest.fixture(scope="session", params=sorted(SCENARIOS))
+def scenario(request, chart):
+    return request.param, render(chart, SCENARIOS[request.param])
+
+
+# === lint and schema validation of every scenario ===
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_lint_is_clean(name):
+    report = helm.lint(CHART, SCENARIOS[name], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["total_charts_linted"] == 1
+    assert not problems, problems
+    assert not report["errors"], report["errors"]
+
+
+def test_every_object_is_valid_kubernetes(scenario):
+    name, rendered = scenario
+    assert rendered["objects"], name
+    for obj in rendered["objects"]:
+        assert obj["metadata"]["namespace"] == NAMESPACE
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if obj["kind"] in KINDS_WITHOUT_SCHEMA:
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            path = ".".join(str(p) for p in err.path)
+            pytest.fail(f"{name}: {obj['kind']}/{obj['metadata']['name']}: {path}: {err.message}")
+
+
+def test_every_config_parses_as_toml(scenario):
+    name, rendered = scenario
+    config = config_toml(rendered)
+    assert config["server"]["grpc_addr"] == f"0.0.0.0:{GRPC_PORT}", name
+    assert config["server"]["http_addr"] == f"0.0.0.0:{HTTP_PORT}", name
+    assert "redis_url" not in config["store"], "the Redis URL must only come from a Secret"
+
+
+# === pod spec ===
+
+
+def test_probes_are_grpc_health_checks(scenario):
+    _, rendered = scenario
+    c = container(rendered)
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}, probe
+        assert "httpGet" not in c[probe] and "exec" not in c[probe]
+    assert c["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": "liveness"}
+    assert "lifecycle" not in c, "distroless has no shell: no exec preStop hook"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc": GRPC_PORT, "http": HTTP_PORT}
+
+
+def test_security_context_is_restrictive(scenario):
+    _, rendered = scenario
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    sc = container(rendered)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["fsGroup"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    # Service links would inject INTROSPECTD_PORT, INTROSPECTD_SERVICE_HOST, ... for a
+    # Service named "introspectd", colliding with the config's environment prefix.
+    assert pod["enableServiceLinks"] is False
+
+
+def test_command_mounts_and_shutdown(scenario):
+    name, rendered = scenario
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    c = container(rendered)
+    assert c["args"] == ["serve", "--config", "/etc/introspectd/config.toml"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts["/etc/introspectd"] == "config"
+    assert mounts["/var/lib/introspectd"] == "data"
+    assert mounts["/tmp"] == "tmp"
+    vols = volumes(rendered)
+    assert vols["config"]["configMap"]["name"] == FULLNAME
+    assert "emptyDir" in vols["tmp"]
+    grace = config_toml(rendered)["server"]["shutdown_grace_secs"]
+    assert pod["terminationGracePeriodSeconds"] > grace, name
+
+
+def test_config_checksum_annotation_tracks_the_config(chart):
+    def checksum(values):
+        pod = one(render(chart, values), "Deployment")["spec"]["template"]
+        return pod["metadata"]["annotations"]["checksum/config"]
+
+    base = checksum({})
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert checksum({}) == base
+    assert checksum({"log": {"filter": "debug"}}) != base
+    assert checksum({"image": {"tag": "9.9.9"}}) == base
+
+
+def test_topology_spread_gets_the_selector(chart):
+    rendered = render(chart)
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    selector = one(rendered, "Deployment")["spec"]["selector"]["matchLabels"]
+    constraints = pod["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for c in constraints:
+        assert c["labelSelector"] == {"matchLabels": selector}
+    explicit = {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"x": "y"}}}
+    rendered = render(chart, {"topologySpreadConstraints": [explicit]})
+    assert one(rendered, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"] == [explicit]
+
+
+def test_service_exposes_named_grpc_and_http_ports(chart):
+    svc = one(render(chart), "Service")
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["grpc"]["port"] == GRPC_PORT and ports["grpc"]["targetPort"] == "grpc"
+    assert ports["http"]["port"] == HTTP_PORT and ports["http"]["targetPort"] == "http"
+    assert svc["spec"]["selector"] == one(render(chart), "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+# === store modes ===
+
+
+def test_embedded_mode_uses_one_pod_a_pvc_and_recreate(chart):
+    for values in ({}, example("embedded")):
+        rendered = render(chart, values)
+        deploy = one(rendered, "Deployment")
+        assert deploy["spec"]["replicas"] == 1
+        assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+        pvc = one(rendered, "PersistentVolumeClaim")
+        assert pvc["metadata"]["name"] == f"{FULLNAME}-data"
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert volumes(rendered)["data"]["persistentVolumeClaim"] == {"claimName": f"{FULLNAME}-data"}
+        assert not objects_of(rendered, "HorizontalPodAutoscaler")
+        assert not objects_of(rendered, "PodDisruptionBudget")
+        assert "env" not in container(rendered)
+        store = config_toml(rendered)["store"]
+        assert store == {"backend": "embedded", "path": "/var/lib/introspectd/state.redb"}
+    pvc = one(render(chart, example("embedded")), "PersistentVolumeClaim")
+    assert pvc["spec"]["storageClassName"] == "standard-rwo"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_embedded_existing_claim_and_emptydir(chart):
+    rendered = render(chart, {"persistence": {"existingClaim": "kept"}})
+    assert not objects_of(rendered, "PersistentVolumeClaim")
+    assert volumes(rendered)["data"]["persistentVolumeClaim"] == {"claimName": "kept"}
+    rendered = render(chart, {"persistence": {"enabled": False}})
+    assert not objects_of(rendered, "PersistentVolumeClaim")
+    assert "emptyDir" in volumes(rendered)["data"]
+    assert one(rendered, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert "LOST" in rendered["notes"]
+    pvc = one(render(chart, {"persistence": {"storageClass": "-"}}), "PersistentVolumeClaim")
+    assert pvc["spec"]["storageClassName"] == ""
+
+
+def test_redis_mode_reads_the_url_from_a_secret(chart):
+    rendered = render(chart, example("redis"))
+    deploy = one(rendered, "Deployment")
+    assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    env = {e["name"]: e for e in container(rendered)["env"]}
+    assert env["INTROSPECTD_STORE__REDIS_URL"] == {
+        "name": "INTROSPECTD_STORE__REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "introspectd-redis", "key": "redis-url"}},
+    }
+    assert not objects_of(rendered, "PersistentVolumeClaim")
+    assert "emptyDir" in volumes(rendered)["data"]
+    hpa = one(rendered, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 65}
+    pdb = one(rendered, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert config_toml(rendered)["store"] == {"backend": "redis"}
+    # Fixed replicas without autoscaling.
+    deploy = one(render(chart, {**example("redis"), "autoscaling": {"enabled": False}, "replicaCount": 5}), "Deployment")
+    assert deploy["spec"]["replicas"] == 5
+
+
+def test_memory_mode_is_throwaway(chart):
+    rendered = render(chart, SCENARIOS["memory"])
+    deploy = one(rendered, "Deployment")
+    assert deploy["spec"]["replicas"] == 3
+    assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not objects_of(rendered, "PersistentVolumeClaim")
+    assert "emptyDir" in volumes(rendered)["data"]
+    assert config_toml(rendered)["store"] == {"backend": "memory"}
+    assert "throwaway" in rendered["notes"] or "For tests only" in rendered["notes"]
+
+
+def test_api_keys_secret_is_mounted_and_configured(chart):
+    rendered = render(chart, example("embedded"))
+    assert volumes(rendered)["secrets"]["secret"] == {
+        "secretName": "introspectd-api-keys",
+        "defaultMode": 0o440,
+        "items": [{"key": "api-keys.toml", "path": "api-keys.toml"}],
+    }
+    mounts = {m["name"]: m for m in container(rendered)["volumeMounts"]}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": "/etc/introspectd/secrets", "readOnly": True}
+    assert config_toml(rendered)["auth"] == {
+        "anonymous_introspect": False,
+        "api_keys_file": "/etc/introspectd/secrets/api-keys.toml",
+    }
+    rendered = render(chart)
+    assert "secrets" not in volumes(rendered)
+    assert "api_keys_file" not in config_toml(rendered)["auth"]
+
+
+def test_optional_objects(chart):
+    rendered = render(chart, SCENARIOS["redis-everything"])
+    sm = one(rendered, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    np = one(rendered, "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert {p["port"] for p in np["spec"]["ingress"][0]["ports"]} == {"grpc", "http"}
+    assert np["spec"]["ingress"][1]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert len(np["spec"]["egress"]) == 2  # DNS + the given rule
+    assert one(rendered, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "shared"
+    assert not objects_of(rendered, "ServiceAccount")
+    assert container(rendered)["image"] == "r.example/introspectd@sha256:" + "a" * 64
+    closed = one(render(chart, SCENARIOS["redis-hpa-egress-closed"]), "NetworkPolicy")
+    assert closed["spec"]["egress"] == []
+    default = render(chart)
+    for kind in ("ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"):
+        assert not objects_of(default, kind), kind
+
+
+# === config.toml ===
+
+
+def test_default_config_toml(chart):
+    config = config_toml(render(chart))
+    assert config == {
+        "server": {
+            "grpc_addr": "0.0.0.0:50051",
+            "http_addr": "0.0.0.0:8080",
+            "max_token_bytes": 16384,
+            "max_request_bytes": 65536,
+            "shutdown_grace_secs": 10,
+            "expose_inactive_reason": False,
+        },
+        "log": {"format": "json", "filter": "info"},
+        "cache": {"max_entries": 100000},
+        "auth": {"anonymous_introspect": True},
+        "store": {"backend": "embedded", "path": "/var/lib/introspectd/state.redb"},
+        "telemetry": {"service_name": "introspectd", "sample_ratio": 1.0},
+    }
+    assert isinstance(config["telemetry"]["sample_ratio"], float)
+    assert isinstance(config["server"]["max_token_bytes"], int)
+
+
+@pytest.mark.parametrize("name", ["embedded", "redis"])
+def test_example_config_toml(chart, name):
+    values = example(name)
+    config = config_toml(render(chart, values))
+    assert config["issuers"] == values["issuers"]
+    for section in ("server", "log", "cache"):
+        assert {k: config[section][k] for k in values[section]} == values[section]
+    assert config["telemetry"] == values["telemetry"]
+    assert config["auth"]["api_keys_file"] == "/etc/introspectd/secrets/api-keys.toml"
+    assert config["store"]["backend"] == name
+
+
+def test_toml_rendering_of_awkward_values(chart):
+    issuer = {
+        "issuer": 'https://id.example.com/"quoted"\\back\nline\ttab é 漢',
+        "audiences": [],
+        "algorithms": ["RS256", "ES256"],
+        "discovery": True,
+        "leeway_secs": 30,
+        "max_lifetime_secs": 86400,
+        "ratio": 0.5,
+        "required_claims": ["sub", "exp"],
+        "claim_names": {"scope": "scp", "client": ["client_id", "azp"], "odd key": 1, "nested": {"x": False}},
+        "static_claims": [{"name": "tier", "value": "gold"}, {"name": "n", "value": 2}],
+        "typ": "",
+    }
+    values = {
+        "issuers": [issuer, ISSUER],
+        "log": {"filter": 'info,tower_http=debug,"x"'},
+        "telemetry": {"sample_ratio": 0},
+        "extraConfig": {"enrichment": {"remote_url": "https://e.example", "fail_open": False},
+                        "odd table": {"a": [1, 2.5, "three"]}},
+    }
+    config = config_toml(render(chart, values))
+    expected = {k: v for k, v in issuer.items() if v != ""}  # empty strings are left out
+    assert config["issuers"] == [expected, ISSUER]
+    assert config["log"]["filter"] == values["log"]["filter"]
+    assert config["telemetry"]["sample_ratio"] == 0.0
+    assert isinstance(config["telemetry"]["sample_ratio"], float)
+    assert config["enrichment"] == values["extraConfig"]["enrichment"]
+    assert config["odd table"] == {"a": [1, 2.5, "three"]}
+
+
+def test_bind_address_and_ports_follow_values(chart):
+    rendered = render(chart, {"bindAddress": "[::]", "containerPorts": {"grpc": 9090, "http": 9091}})
+    server = config_toml(rendered)["server"]
+    assert (server["grpc_addr"], server["http_addr"]) == ("[::]:9090", "[::]:9091")
+    c = container(rendered)
+    assert c["readinessProbe"]["grpc"]["port"] == 9090
+    assert c["livenessProbe"]["grpc"] == {"port": 9090, "service": "liveness"}
+
+
+# === refusals ===
+
+REFUSALS = {
+    "embedded-two-replicas": (
+        {"replicaCount": 2},
+        "store.backend=embedded supports exactly one replica",
+    ),
+    "embedded-autoscaling": (
+        {"autoscaling": {"enabled": True}},
+        "store.backend=embedded supports exactly one replica, so autoscaling.enabled must be false",
+    ),
+    "redis-without-secret": (
+        {"store": {"backend": "redis"}, "replicaCount": 3},
+        "store.backend=redis needs the Redis URL from an existing Secret: set store.redisUrlSecret.name",
+    ),
+    "grace-period-too-short": (
+        {"terminationGracePeriodSeconds": 10},
+        "terminationGracePeriodSeconds (10) must be greater than server.shutdown_grace_secs (10)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refuses_to_render(chart, case):
+    values, message = REFUSALS[case]
+    # `helm template` and `helm install` stop here. (`helm lint` does not: Helm's lint
+    # mode turns `fail` into a log line, so lint cannot be used to test refusals.)
+    assert message in render_error(chart, values)
+
+
+def test_embedded_refusal_names_the_replica_count(chart):
+    assert "but replicaCount is 3" in render_error(chart, {"replicaCount": 3})
+    assert "but replicaCount is 2" in render_error(chart, {**example("embedded"), "replicaCount": 2})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"store": {"backend": "redb"}}, "/store/backend"),
+        ({"server": {"max_token_byte": 1}}, "additional properties 'max_token_byte' not allowed"),
+        ({"persistence": {"sise": "1Gi"}}, "additional properties 'sise' not allowed"),
+        ({"autoscaling": {"enable": True}}, "additional properties 'enable' not allowed"),
+        ({"replicaCount": "2"}, "/replicaCount"),
+        ({"log": {"format": "yaml"}}, "/log/format"),
+        ({"telemetry": {"sample_ratio": 2}}, "/telemetry/sample_ratio"),
+        ({"issuers": [{"audiences": ["x"]}]}, "issuer"),
+        ({"extraConfig": {"server": {"x": 1}}}, "invalid propertyName 'server'"),
+    ],
+)
+def test_schema_catches_typos(chart, values, message):
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(caught.value)
+
+
+# === documentation and image ===
+
+
+def _documented_keys() -> set[str]:
+    readme = (CHART / "README.md").read_text()
+    table = readme.split("\n## Values\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", table, flags=re.MULTILINE))
+
+
+def _leaves(values: Any, documented: set[str], prefix: str = "") -> list[str]:
+    """Paths of values.yaml not covered by a documented key."""
+    if prefix and prefix in documented:
+        return []
+    if isinstance(values, dict) and values:
+        return [p for k, v in values.items() for p in _leaves(v, documented, f"{prefix}.{k}" if prefix else k)]
+    return [prefix]
+
+
+def test_readme_documents_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    documented = _documented_keys()
+    assert _leaves(values, documented) == []
+    for key in documented:
+        node = values
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"README documents {key}, which values.yaml lacks"
+            node = node[part]
+
+
+def test_values_yaml_comments_every_documented_value():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented = _documented_keys()
+    stack: list[tuple[int, str]] = []
+    seen = set()
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*):", line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2)))
+        path = ".".join(k for _, k in stack)
+        if path in documented:
+            seen.add(path)
+            j = i - 1
+            while j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --"):
+                j -= 1
+            assert j >= 0 and lines[j].strip().startswith("# --"), f"values.yaml: {path} has no '# --' comment"
+    assert seen == documented
+
+
+def test_dockerfile_matches_the_chart(chart):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
+    assert froms == ["rust:${RUST_VERSION}-bookworm", "gcr.io/distroless/cc-debian12:nonroot"]
+    assert "ARG RUST_VERSION=1.95" in dockerfile
+    assert "cargo build --release --locked --bin introspectd" in dockerfile
+    assert re.search(r"^USER 65532:65532$", dockerfile, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE 50051 8080$", dockerfile, flags=re.MULTILINE)
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", dockerfile, flags=re.MULTILINE).group(1))
+    cmd = json.loads(re.search(r"^CMD (.+)$", dockerfile, flags=re.MULTILINE).group(1))
+    assert entrypoint == ["/usr/local/bin/introspectd"]
+    assert cmd == container(render(chart))["args"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in ("target/", "data/", ".git", ".venv*"):
+        assert entry in ignored
+
+
+# === the service itself accepts what the chart renders ===
+
+# Scenarios that configure a complete service (issuers, no extraConfig sections that
+# only exist for templating tests).
+ACCEPTED_BY_THE_SERVICE = ["example-embedded", "example-redis", "memory", "embedded-emptydir"]
+
+
+@pytest.mark.parametrize("name", ACCEPTED_BY_THE_SERVICE)
+def test_the_service_accepts_the_rendered_config(chart, name, tmp_path):
+    binary = os.environ.get("INTROSPECTD_BIN")
+    if not binary:
+        pytest.skip("INTROSPECTD_BIN is not set (cargo test sets it to the built binary)")
+    text = one(render(chart, SCENARIOS[name]), "ConfigMap")["data"]["config.toml"]
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    env = dict(os.environ)
+    # In a cluster these come from Secrets; here, stand-ins.
+    env["INTROSPECTD_STORE__REDIS_URL"] = "redis://redis.test:6379"
+    if "api_keys_file" in tomllib.loads(text).get("auth", {}):
+        keys = tmp_path / "api-keys.toml"
+        keys.write_text('[[api_keys]]\nname = "gateway"\nsha256 = "' + "0" * 64 + '"\nroles = ["introspect"]\n')
+        env["INTROSPECTD_AUTH__API_KEYS_FILE"] = str(keys)
+    result = subprocess.run(
+        [binary, "check-config", "--config", str(path)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"{name}: {result.stderr}"

@@ -1,0 +1,270 @@
+//! Metrics after a known sequence of calls; spans exported to a real OTLP receiver with
+//! the parent taken from an incoming `traceparent`.
+
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
+
+use introspectd::{
+    config::IssuerSection,
+    grpc::pb::{
+        self, revoke_request::Target, token_introspection_client::TokenIntrospectionClient,
+    },
+};
+use jsonwebtoken::Algorithm;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+use serde_json::json;
+
+use crate::support::*;
+
+const ISS: &str = "https://observed.test/";
+
+fn inline_issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            if series_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_of_calls() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(&signer)])).await;
+    let token = mint(&signer, &claims(ISS));
+    let mut expired = claims(ISS);
+    expired["exp"] = json!(now() - 3600);
+    server.introspect(&token).await; // miss, active
+    server.introspect(&token).await; // hit, active
+    server.introspect(&mint(&signer, &expired)).await; // miss, EXPIRED
+    server
+        .revoke(Target::Token(pb::TokenTarget {
+            token: token.clone(),
+            token_type_hint: None,
+        }))
+        .await;
+    server.introspect(&token).await; // hit, REVOKED
+    reqwest::Client::new()
+        .post(format!("http://{}/oauth2/introspect", server.http_addr))
+        .form(&[("token", "opaque")])
+        .send()
+        .await?;
+    let denied = server
+        .revocation()
+        .await
+        .revoke(pb::RevokeRequest::default())
+        .await;
+    assert!(denied.is_err());
+
+    let response = reqwest::get(format!("http://{}/metrics", server.http_addr)).await?;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await?;
+    let expect = |name: &str, labels: &[(&str, &str)], value: f64| {
+        assert_eq!(
+            sample(&text, name, labels),
+            Some(value),
+            "{name}{labels:?} in\n{text}"
+        );
+    };
+    expect(
+        "introspectd_introspections_total",
+        &[("surface", "grpc"), ("result", "active")],
+        2.0,
+    );
+    expect(
+        "introspectd_introspections_total",
+        &[("surface", "grpc"), ("result", "inactive")],
+        2.0,
+    );
+    expect(
+        "introspectd_introspections_total",
+        &[("surface", "http"), ("result", "inactive")],
+        1.0,
+    );
+    expect("introspectd_inactive_total", &[("reason", "EXPIRED")], 1.0);
+    expect("introspectd_inactive_total", &[("reason", "REVOKED")], 1.0);
+    expect(
+        "introspectd_inactive_total",
+        &[("reason", "UNKNOWN_ISSUER")],
+        1.0,
+    );
+    expect("introspectd_cache_lookups_total", &[("result", "hit")], 2.0);
+    expect(
+        "introspectd_cache_lookups_total",
+        &[("result", "miss")],
+        3.0,
+    );
+    expect(
+        "introspectd_requests_total",
+        &[("method", "Introspect"), ("code", "OK")],
+        4.0,
+    );
+    expect(
+        "introspectd_requests_total",
+        &[("method", "Revoke"), ("code", "OK")],
+        1.0,
+    );
+    expect(
+        "introspectd_requests_total",
+        &[("method", "Revoke"), ("code", "UNAUTHENTICATED")],
+        1.0,
+    );
+    expect(
+        "introspectd_request_duration_seconds_count",
+        &[("method", "Introspect")],
+        4.0,
+    );
+    expect("introspectd_revocation_records", &[("kind", "token")], 1.0);
+    expect("introspectd_keyset_keys", &[("issuer", ISS)], 1.0);
+    expect(
+        "introspectd_keyset_refresh_failures_total",
+        &[("issuer", ISS)],
+        0.0,
+    );
+    expect("introspectd_ready", &[], 1.0);
+    assert!(sample(&text, "introspectd_keyset_age_seconds", &[("issuer", ISS)]).is_some());
+    assert!(sample(&text, "introspectd_statelog_lag_seconds", &[]).is_some());
+    Ok(())
+}
+
+/// An OTLP/gRPC trace receiver that keeps what it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+// Multi-threaded: the receiver must keep serving while the test waits for the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let otlp = format!("http://{}", listener.local_addr()?);
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+
+    let signer = key(Algorithm::ES256, "es");
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), vec![inline_issuer(&signer)], |file| {
+        file.telemetry.otlp_endpoint = Some(otlp.clone());
+        file.telemetry.service_name = Some("introspectd-under-test".into());
+    });
+    let mut process = spawn_serve(&config, Stdio::null()).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let mut client = TokenIntrospectionClient::connect(format!("http://{}", process.grpc)).await?;
+    let mut request = tonic::Request::new(pb::IntrospectRequest {
+        token: mint(&signer, &claims(ISS)),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01").parse()?,
+    );
+    assert!(client.introspect(request).await?.into_inner().active);
+    drop(client);
+    assert!(
+        process.terminate()?.success(),
+        "a clean stop flushes the spans"
+    );
+
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let exports = receiver.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let spans: Vec<_> = exports
+        .iter()
+        .flat_map(|export| export.resource_spans.iter())
+        .flat_map(|resource| {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value));
+            resource
+                .scope_spans
+                .iter()
+                .flat_map(|scope| scope.spans.iter())
+                .map(move |span| (service.clone(), span.clone()))
+        })
+        .collect();
+    let grpc = spans
+        .iter()
+        .find(|(_, span)| hex(&span.trace_id) == trace_id && span.name == "grpc")
+        .ok_or_else(|| {
+            format!(
+                "no grpc span in the caller's trace; got {:?}",
+                spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+            )
+        })?;
+    assert_eq!(
+        hex(&grpc.1.parent_span_id),
+        parent_id,
+        "the incoming traceparent is the parent"
+    );
+    assert!(
+        grpc.0
+            .as_deref()
+            .is_some_and(|s| s.contains("introspectd-under-test")),
+        "{:?}",
+        grpc.0
+    );
+    let introspect = spans
+        .iter()
+        .find(|(_, span)| hex(&span.trace_id) == trace_id && span.name == "introspect")
+        .ok_or("no introspect span")?;
+    assert_eq!(introspect.1.parent_span_id, grpc.1.span_id);
+    let attributes: Vec<&str> = introspect
+        .1
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    for wanted in ["token.fingerprint", "result", "iss"] {
+        assert!(
+            attributes.contains(&wanted),
+            "{wanted} missing from {attributes:?}"
+        );
+    }
+    Ok(())
+}
