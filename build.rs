@@ -6,6 +6,7 @@ use std::{env, error::Error, path::PathBuf};
 const PROTOS: &[&str] = &[
     "proto/introspectd/v1/introspection.proto",
     "proto/introspectd/v1/revocation.proto",
+    "proto/introspectd/v1/claims.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

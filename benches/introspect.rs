@@ -108,8 +108,17 @@ fn introspector_paths(c: &mut Criterion) {
     });
     let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
     let revocations = Arc::new(introspectd::revocation::RevocationSet::new());
-    let cached = Introspector::new(issuers.clone(), revocations.clone(), 1_000, 16 * 1024);
-    let uncached = Introspector::new(issuers, revocations, 0, 16 * 1024);
+    let subjects = Arc::new(introspectd::enrich::SubjectClaims::new());
+    let none = std::collections::HashMap::new();
+    let cached = Introspector::new(
+        issuers.clone(),
+        revocations.clone(),
+        subjects.clone(),
+        none.clone(),
+        1_000,
+        16 * 1024,
+    );
+    let uncached = Introspector::new(issuers, revocations, subjects, none, 0, 16 * 1024);
     let scopes = vec!["read".to_owned()];
     let policy = CallPolicy {
         required_scopes: &scopes,

@@ -14,6 +14,7 @@ use std::{
 };
 
 use introspectd::{
+    enrich::SubjectClaims,
     revocation::{Record, Revocation, RevocationSet, TokenIdentity, TokenKeys},
     statelog::{Applier, Change, StateLog, StoreConfig},
 };
@@ -91,7 +92,10 @@ async fn embedded_throughput_and_restart(records: usize) {
     let config = StoreConfig::Embedded {
         path: dir.path().join("state.redb"),
     };
-    let applier = Applier::new(Arc::new(RevocationSet::new()));
+    let applier = Applier::new(
+        Arc::new(RevocationSet::new()),
+        Arc::new(SubjectClaims::new()),
+    );
     let (log, _) = StateLog::open(&config, applier, CancellationToken::new())
         .await
         .unwrap_or_else(|e| unreachable!("{e}"));
@@ -121,9 +125,13 @@ async fn embedded_throughput_and_restart(records: usize) {
 
     let set = Arc::new(RevocationSet::new());
     let start = Instant::now();
-    let (_log, _) = StateLog::open(&config, Applier::new(set.clone()), CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
+    let (_log, _) = StateLog::open(
+        &config,
+        Applier::new(set.clone(), Arc::new(SubjectClaims::new())),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|e| unreachable!("{e}"));
     println!(
         "embedded store: restart with {} records replayed in {:.2} s",
         set.size().total(),
@@ -161,12 +169,20 @@ async fn redis_propagation(samples: usize) {
     let stop = CancellationToken::new();
     let a_set = Arc::new(RevocationSet::new());
     let b_set = Arc::new(RevocationSet::new());
-    let (a, mut a_ready) = StateLog::open(&config, Applier::new(a_set), stop.clone())
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let (_b, mut b_ready) = StateLog::open(&config, Applier::new(b_set.clone()), stop.clone())
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
+    let (a, mut a_ready) = StateLog::open(
+        &config,
+        Applier::new(a_set, Arc::new(SubjectClaims::new())),
+        stop.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| unreachable!("{e}"));
+    let (_b, mut b_ready) = StateLog::open(
+        &config,
+        Applier::new(b_set.clone(), Arc::new(SubjectClaims::new())),
+        stop.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| unreachable!("{e}"));
     let _ = a_ready.wait_for(|r| *r).await;
     let _ = b_ready.wait_for(|r| *r).await;
     let mut after_ack = Vec::with_capacity(samples);

@@ -9,15 +9,20 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use crate::enrich::{Pipeline, Precomputed, SubjectKey};
 use crate::keys::Issuer;
 use crate::revocation::TokenKeys;
 use crate::token::{AccessToken, TokenHash};
 
-/// A verified token with the revocation keys derived from it.
+/// A verified token with what is derived from it once: the revocation keys, and the
+/// issuer's enrichment pipeline with its token-only layers.
 #[derive(Debug)]
 pub struct Verified {
     pub token: Arc<AccessToken>,
     pub revocation_keys: TokenKeys,
+    pub pipeline: Arc<Pipeline>,
+    pub precomputed: Precomputed,
+    pub subject_key: Option<SubjectKey>,
 }
 
 struct Entry {

@@ -13,6 +13,7 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKeyEntry, ApiKeys};
+use crate::enrich::EnricherSection;
 use crate::statelog::StoreConfig;
 use crate::telemetry::TelemetrySection;
 
@@ -254,6 +255,8 @@ pub struct IssuerSection {
     pub fetch_timeout_ms: u64,
     /// Longest lifetime of this issuer's tokens; bounds how long revocation cut-offs are kept.
     pub max_token_lifetime_secs: u64,
+    /// Enrichers run in order on this issuer's active answers.
+    pub enrich: Vec<EnricherSection>,
 }
 
 impl Default for IssuerSection {
@@ -279,6 +282,7 @@ impl Default for IssuerSection {
             unknown_kid_refetch_secs: DEFAULT_UNKNOWN_KID_REFETCH_SECS,
             fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
             max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+            enrich: Vec::new(),
         }
     }
 }
@@ -324,6 +328,7 @@ pub struct IssuerConfig {
     pub username_claims: Vec<String>,
     pub refresh: RefreshPolicy,
     pub max_token_lifetime_secs: u64,
+    pub enrich: Vec<EnricherSection>,
 }
 
 #[derive(Clone)]
@@ -663,6 +668,12 @@ impl IssuerSection {
             .filter(|secs| *secs <= MAX_LEEWAY_SECS)
             .ok_or_else(|| invalid(format!("{key}.leeway_secs"), "must be at most 3600"))?;
 
+        if !self.enrich.is_empty() {
+            let http = crate::keys::http_client()
+                .map_err(|e| invalid(format!("{key}.enrich"), e.to_string()))?;
+            crate::enrich::Pipeline::new(&self.enrich, &http)
+                .map_err(|e| invalid(format!("{key}.{e}"), "is invalid"))?;
+        }
         Ok(IssuerConfig {
             issuer: self.issuer,
             audiences: self.audiences,
@@ -682,6 +693,7 @@ impl IssuerSection {
                 fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
             },
             max_token_lifetime_secs: self.max_token_lifetime_secs,
+            enrich: self.enrich,
         })
     }
 }

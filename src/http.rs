@@ -18,7 +18,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::auth::{ApiKeys, Denied, bearer_key};
@@ -136,45 +136,15 @@ async fn introspect(
 }
 
 /// RFC 7662 section 2.2: members at the top level, the token's other claims beside them
-/// (never replacing a member); an inactive token is `{"active": false}` and nothing else.
+/// (never replacing a member), then enrichment claims (which replace a member only where
+/// their enricher is configured to); an inactive token is `{"active": false}` and
+/// nothing else.
 pub fn rfc7662(answer: &Introspection) -> Value {
     let Ok(token) = &answer.outcome else {
         return json!({ "active": false });
     };
-    let mut out = Map::new();
-    for (name, value) in &token.other_claims {
-        out.insert(name.clone(), value.clone());
-    }
-    let mut member = |name: &str, value: Value| {
-        out.insert(name.to_owned(), value);
-    };
-    member("active", json!(true));
-    member("token_type", json!("Bearer"));
-    member("iss", json!(token.iss));
-    member("exp", json!(token.exp));
-    if let Some(scope) = token.scope_string() {
-        member("scope", json!(scope));
-    }
-    for (name, value) in [
-        ("client_id", &token.client_id),
-        ("username", &token.username),
-        ("sub", &token.sub),
-        ("jti", &token.jti),
-    ] {
-        if let Some(value) = value {
-            member(name, json!(value));
-        }
-    }
-    if let Some(iat) = token.iat {
-        member("iat", json!(iat));
-    }
-    if let Some(nbf) = token.nbf {
-        member("nbf", json!(nbf));
-    }
-    match token.aud.as_slice() {
-        [] => {}
-        [one] => member("aud", json!(one)),
-        many => member("aud", json!(many)),
-    }
+    let mut out = token.to_json();
+    out.extend(answer.enrichment.merged());
+    out.insert("active".into(), json!(true));
     Value::Object(out)
 }

@@ -9,9 +9,10 @@
 //!       ─► Introspection { fingerprint, Active(token) | Inactive(rejection) }
 //! ```
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::cache::{Verified, VerifiedCache};
+use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
 use crate::revocation::{RevocationSet, TokenKeys};
 use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection, TokenHash};
@@ -21,6 +22,8 @@ use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection
 pub struct Introspection {
     pub fingerprint: Fingerprint,
     pub outcome: Result<Arc<AccessToken>, Rejection>,
+    /// Claims added by the issuer's enrichers; empty for inactive tokens.
+    pub enrichment: Enrichment,
     /// Whether the verification came from the cache.
     pub cache_hit: bool,
 }
@@ -36,11 +39,17 @@ impl Introspection {
 pub enum IntrospectError {
     #[error("the keys of issuer {0:?} have not loaded yet")]
     KeysNotReady(String),
+    /// A fail-closed enricher could not answer.
+    #[error(transparent)]
+    Enrichment(#[from] EnrichError),
 }
 
 pub struct Introspector {
     issuers: Arc<Issuers>,
     revocations: Arc<RevocationSet>,
+    subjects: Arc<SubjectClaims>,
+    /// Enrichment pipeline by issuer.
+    pipelines: HashMap<String, Arc<Pipeline>>,
     cache: VerifiedCache,
     max_token_bytes: usize,
 }
@@ -54,12 +63,16 @@ impl Introspector {
     pub fn new(
         issuers: Arc<Issuers>,
         revocations: Arc<RevocationSet>,
+        subjects: Arc<SubjectClaims>,
+        pipelines: HashMap<String, Arc<Pipeline>>,
         cache_max_entries: usize,
         max_token_bytes: usize,
     ) -> Self {
         Self {
             issuers,
             revocations,
+            subjects,
+            pipelines,
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
         }
@@ -71,6 +84,12 @@ impl Introspector {
 
     pub fn cache(&self) -> &VerifiedCache {
         &self.cache
+    }
+
+    pub fn pipelines(&self) -> impl Iterator<Item = (&str, &Pipeline)> {
+        self.pipelines
+            .iter()
+            .map(|(iss, pipeline)| (iss.as_str(), pipeline.as_ref()))
     }
 
     /// Introspects `token` as of `now` (Unix seconds).
@@ -87,7 +106,7 @@ impl Introspector {
             Some(hit) => Ok(hit),
             None => self.verify(token, hash, now).await?,
         };
-        let outcome = verified.and_then(|verified| {
+        let checked = verified.and_then(|verified| {
             if let Some(matched) = self.revocations.check(&verified.revocation_keys) {
                 tracing::debug!(record = matched.kind.as_str(), "revoked");
                 return Err(Rejection::new(
@@ -96,8 +115,29 @@ impl Introspector {
                 ));
             }
             policy.check(&verified.token)?;
-            Ok(verified.token.clone())
+            Ok(verified)
         });
+        // Only active answers are enriched: no lookup ever runs for an inactive token.
+        let (outcome, enrichment) = match checked {
+            Ok(verified) => {
+                let enrichment = if verified.pipeline.is_empty() {
+                    Enrichment::default()
+                } else {
+                    verified
+                        .pipeline
+                        .enrich(
+                            &verified.token,
+                            &verified.precomputed,
+                            verified.subject_key.as_ref(),
+                            &self.subjects,
+                            now,
+                        )
+                        .await?
+                };
+                (Ok(verified.token.clone()), enrichment)
+            }
+            Err(rejection) => (Err(rejection), Enrichment::default()),
+        };
         let fingerprint = hash.fingerprint();
         if let Err(rejection) = &outcome {
             tracing::debug!(%fingerprint, reason = %rejection.reason, detail = rejection.detail, "token inactive");
@@ -105,6 +145,7 @@ impl Introspector {
         Ok(Introspection {
             fingerprint,
             outcome,
+            enrichment,
             cache_hit,
         })
     }
@@ -143,8 +184,15 @@ impl Introspector {
             return Ok(Err(rejection));
         }
         Ok(jwt.into_access_token(&issuer.config, now).map(|token| {
+            let pipeline = self.pipelines.get(&token.iss).cloned().unwrap_or_default();
             let verified = Arc::new(Verified {
                 revocation_keys: TokenKeys::of_access_token(&TokenHash::identity(raw), &token),
+                precomputed: pipeline.precompute(&token),
+                subject_key: token
+                    .sub
+                    .as_deref()
+                    .map(|sub| SubjectKey::new(&token.iss, sub)),
+                pipeline,
                 token: Arc::new(token),
             });
             self.cache

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod dev;
+pub mod enrich;
 pub mod grpc;
 pub mod http;
 pub mod introspect;
@@ -43,6 +44,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::grpc::pb::{
+    subject_claims_admin_server::SubjectClaimsAdminServer,
     token_introspection_server::TokenIntrospectionServer,
     token_revocation_server::TokenRevocationServer,
 };
@@ -84,6 +86,8 @@ pub enum RunError {
     HttpClient(#[from] keys::KeysError),
     #[error("cannot open the state store: {0}")]
     Store(#[from] statelog::LogError),
+    #[error("invalid enrichment: {0}")]
+    Enrichment(enrich::EnrichConfigError),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
@@ -107,7 +111,10 @@ pub async fn run(
     let _stop_on_exit = stop_tasks.clone().drop_guard();
 
     let http_client = keys::http_client()?;
-    let issuers = Arc::new(keys::Issuers::new(config.issuers.clone(), http_client));
+    let issuers = Arc::new(keys::Issuers::new(
+        config.issuers.clone(),
+        http_client.clone(),
+    ));
     let mut background = JoinSet::new();
     for issuer in issuers.iter() {
         let task = keys::spawn_refresh(issuer.clone(), stop_tasks.clone());
@@ -116,7 +123,8 @@ pub async fn run(
         });
     }
     let revocation_set = Arc::new(revocation::RevocationSet::new());
-    let applier = statelog::Applier::new(revocation_set.clone());
+    let subject_claims = Arc::new(enrich::SubjectClaims::new());
+    let applier = statelog::Applier::new(revocation_set.clone(), subject_claims.clone());
     let (state_log, store_ready) =
         statelog::StateLog::open(&config.store, applier.clone(), stop_tasks.clone()).await?;
     let state_log = Arc::new(state_log);
@@ -125,6 +133,11 @@ pub async fn run(
         records = ?revocation_set.size(),
         "state store opened"
     );
+    let claims_admin = Arc::new(enrich::ClaimsAdmin::new(
+        state_log.clone(),
+        applier.clone(),
+        issuers.clone(),
+    ));
     let revocations = Arc::new(revocation::Revocations::new(
         revocation_set.clone(),
         state_log.clone(),
@@ -132,9 +145,17 @@ pub async fn run(
         issuers.clone(),
         config.opaque_token_ttl_secs,
     ));
+    let mut pipelines = std::collections::HashMap::new();
+    for issuer in &config.issuers {
+        let pipeline =
+            enrich::Pipeline::new(&issuer.enrich, &http_client).map_err(RunError::Enrichment)?;
+        pipelines.insert(issuer.issuer.clone(), Arc::new(pipeline));
+    }
     let introspector = Arc::new(Introspector::new(
         issuers.clone(),
         revocation_set,
+        subject_claims,
+        pipelines,
         config.cache_max_entries,
         config.max_token_bytes,
     ));
@@ -213,6 +234,14 @@ pub async fn run(
         .add_service(reflection)
         .add_service(introspection)
         .add_service(revocation_service)
+        .add_service(
+            SubjectClaimsAdminServer::new(grpc::ClaimsService::new(
+                claims_admin,
+                api_keys.clone(),
+                metrics.clone(),
+            ))
+            .max_decoding_message_size(config.max_request_bytes),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
             grpc_drain.cancelled().await;
         });

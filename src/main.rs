@@ -473,10 +473,16 @@ fn response_json(response: &pb::IntrospectResponse) -> Value {
         out.insert("aud".into(), json!(response.aud));
     }
     if let Some(claims) = &response.claims {
-        out.insert("claims".into(), struct_json(claims));
+        out.insert(
+            "claims".into(),
+            Value::Object(introspectd::grpc::struct_to_json(claims)),
+        );
     }
     if let Some(enrichment) = &response.enrichment {
-        out.insert("enrichment".into(), struct_json(enrichment));
+        out.insert(
+            "enrichment".into(),
+            Value::Object(introspectd::grpc::struct_to_json(enrichment)),
+        );
     }
     if let Ok(reason) = pb::InactiveReason::try_from(response.inactive_reason)
         && reason != pb::InactiveReason::Unspecified
@@ -488,35 +494,6 @@ fn response_json(response: &pb::IntrospectResponse) -> Value {
     }
     out.insert("fingerprint".into(), json!(response.fingerprint));
     Value::Object(out)
-}
-
-fn struct_json(value: &prost_types::Struct) -> Value {
-    Value::Object(
-        value
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
-            .collect(),
-    )
-}
-
-fn value_json(value: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => json!(b),
-        Some(Kind::NumberValue(n)) => {
-            // Whole numbers print as integers (timestamps, counts).
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                json!(*n as i64)
-            } else {
-                json!(n)
-            }
-        }
-        Some(Kind::StringValue(s)) => json!(s),
-        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_json).collect()),
-        Some(Kind::StructValue(s)) => struct_json(s),
-    }
 }
 
 async fn revoke(args: RevokeArgs) -> ExitCode {

@@ -1,4 +1,4 @@
-//! JSON claim values into `google.protobuf.Struct`.
+//! JSON claim values to and from `google.protobuf.Struct`.
 
 use prost_types::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Map, Value as Json};
@@ -25,4 +25,31 @@ fn json_to_value(value: &Json) -> Value {
         Json::Object(map) => Kind::StructValue(json_to_struct(map)),
     };
     Value { kind: Some(kind) }
+}
+
+/// A Struct as JSON. Whole numbers become integers (timestamps, counts); numbers JSON
+/// cannot hold (NaN, infinities) become null.
+pub fn struct_to_json(value: &Struct) -> Map<String, Json> {
+    value
+        .fields
+        .iter()
+        .map(|(key, value)| (key.clone(), value_to_json(value)))
+        .collect()
+}
+
+fn value_to_json(value: &Value) -> Json {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::BoolValue(b)) => Json::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                Json::from(*n as i64)
+            } else {
+                serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => Json::String(s.clone()),
+        Some(Kind::ListValue(list)) => Json::Array(list.values.iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => Json::Object(struct_to_json(s)),
+    }
 }

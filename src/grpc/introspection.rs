@@ -122,7 +122,8 @@ impl IntrospectionService {
                 iss: Some(token.iss.clone()),
                 jti: token.jti.clone(),
                 claims: Some(json_to_struct(&token.other_claims)),
-                enrichment: None,
+                enrichment: (!answer.enrichment.is_empty())
+                    .then(|| json_to_struct(&answer.enrichment.merged())),
                 fingerprint,
                 inactive_reason: InactiveReason::Unspecified.into(),
             },

@@ -2,12 +2,14 @@
 //! reflection. These modules only translate between protobuf and the domain.
 
 pub mod auth;
+mod claims;
 mod convert;
 mod introspection;
 mod revocation;
 pub mod status;
 
-pub use convert::json_to_struct;
+pub use claims::ClaimsService;
+pub use convert::{json_to_struct, struct_to_json};
 pub use introspection::IntrospectionService;
 pub use revocation::RevocationService;
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::enrich::SubjectClaims;
 use crate::revocation::{Revocation, RevocationSet};
 
 /// Ordered position of an entry in the log; 0 means "before the first entry".
@@ -39,6 +40,16 @@ pub type Position = u64;
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     Revoke(Revocation),
+    /// Replaces a subject's custom claims.
+    SetSubjectClaims {
+        iss: String,
+        sub: String,
+        claims: serde_json::Map<String, serde_json::Value>,
+    },
+    DeleteSubjectClaims {
+        iss: String,
+        sub: String,
+    },
     /// A change this version does not know (written by a newer one during a rolling
     /// upgrade) or cannot decode: skipped, so it never stops the log.
     #[serde(other)]
@@ -50,7 +61,10 @@ impl Change {
     pub fn forget_after(&self) -> i64 {
         match self {
             Change::Revoke(revocation) => revocation.forget_after,
-            Change::Unknown => i64::MAX,
+            // Subject claims stay until replaced or deleted.
+            Change::SetSubjectClaims { .. }
+            | Change::DeleteSubjectClaims { .. }
+            | Change::Unknown => i64::MAX,
         }
     }
 }
@@ -109,6 +123,7 @@ impl std::fmt::Debug for StoreConfig {
 /// each applied entry to watchers and the applied position to waiters.
 pub struct Applier {
     pub revocations: Arc<RevocationSet>,
+    pub subjects: Arc<SubjectClaims>,
     applied: watch::Sender<Position>,
     feed: broadcast::Sender<Arc<LogEntry>>,
     /// Store errors since start.
@@ -121,9 +136,10 @@ pub struct Applier {
 const FEED_CAPACITY: usize = 4096;
 
 impl Applier {
-    pub fn new(revocations: Arc<RevocationSet>) -> Arc<Self> {
+    pub fn new(revocations: Arc<RevocationSet>, subjects: Arc<SubjectClaims>) -> Arc<Self> {
         Arc::new(Self {
             revocations,
+            subjects,
             applied: watch::Sender::new(0),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             errors: AtomicU64::new(0),
@@ -159,6 +175,10 @@ impl Applier {
         }
         match &entry.change {
             Change::Revoke(revocation) => self.revocations.apply(revocation),
+            Change::SetSubjectClaims { iss, sub, claims } => {
+                self.subjects.set(iss, sub, claims.clone())
+            }
+            Change::DeleteSubjectClaims { iss, sub } => self.subjects.delete(iss, sub),
             Change::Unknown => tracing::warn!(
                 position = entry.position,
                 "skipped a state log entry this version cannot read"

@@ -71,15 +71,43 @@ impl RedisLog {
 
     pub async fn append(&self, change: Change) -> Result<Position, LogError> {
         let payload = encode(&change)?;
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.inner.stream)
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.inner.stream)
             .arg("MINID")
             .arg("~")
             .arg(self.inner.min_id())
             .arg("*")
             .arg(FIELD)
             .arg(payload);
-        let reply = self.inner.query(&cmd).await?;
+        // Subject claims never expire, but the stream is trimmed by age: the snapshot
+        // hash keeps their latest state, written in the same transaction.
+        let snapshot = match &change {
+            Change::SetSubjectClaims { iss, sub, claims } => {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(self.inner.snapshot_key())
+                    .arg(snapshot_field(iss, sub))
+                    .arg(serde_json::to_vec(claims).map_err(|e| LogError::Corrupt(e.to_string()))?);
+                Some(hset)
+            }
+            Change::DeleteSubjectClaims { iss, sub } => {
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(self.inner.snapshot_key())
+                    .arg(snapshot_field(iss, sub));
+                Some(hdel)
+            }
+            Change::Revoke(_) | Change::Unknown => None,
+        };
+        let reply = match snapshot {
+            None => self.inner.query(Request::Cmd(&xadd)).await?,
+            Some(snapshot) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic().add_command(xadd).add_command(snapshot);
+                match self.inner.query(Request::Pipe(&pipe)).await? {
+                    Value::Array(mut replies) if !replies.is_empty() => replies.swap_remove(0),
+                    other => other,
+                }
+            }
+        };
         let id: String = redis::from_redis_value(reply).map_err(unavailable)?;
         parse_id(&id).ok_or_else(|| LogError::Corrupt(format!("unexpected stream id {id:?}")))
     }
@@ -98,7 +126,7 @@ impl RedisLog {
             .arg("MINID")
             .arg("~")
             .arg(self.inner.min_id());
-        let reply = self.inner.query(&cmd).await?;
+        let reply = self.inner.query(Request::Cmd(&cmd)).await?;
         let removed: i64 = redis::from_redis_value(reply).map_err(unavailable)?;
         Ok(usize::try_from(removed).unwrap_or(0))
     }
@@ -116,26 +144,36 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    /// Runs one command on the shared connection, with the configured timeout. A failed
-    /// command drops the connection so the next one reconnects.
-    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, LogError> {
-        let mut slot = self.connection.lock().await;
+    /// Runs one request on the shared connection, with the configured timeout. A failed
+    /// request drops the connection so the next one reconnects.
+    async fn query(&self, request: Request<'_>) -> Result<Value, LogError> {
         let result = tokio::time::timeout(self.timeout, async {
-            if slot.is_none() {
-                *slot = Some(self.connect().await?);
+            // The multiplexed connection pipelines concurrent requests: hold the lock only
+            // to get (or make) it, never for a round trip.
+            let mut connection = {
+                let mut slot = self.connection.lock().await;
+                match slot.as_ref() {
+                    Some(connection) => connection.clone(),
+                    None => {
+                        let connection = self.connect().await?;
+                        *slot = Some(connection.clone());
+                        connection
+                    }
+                }
+            };
+            match request {
+                Request::Cmd(cmd) => cmd.query_async::<Value>(&mut connection).await,
+                Request::Pipe(pipe) => pipe.query_async::<Value>(&mut connection).await,
             }
-            match slot.as_mut() {
-                Some(connection) => cmd
-                    .query_async::<Value>(connection)
-                    .await
-                    .map_err(unavailable),
-                None => Err(unavailable("no connection")),
-            }
+            .map_err(unavailable)
         })
         .await
         .unwrap_or_else(|_| Err(unavailable(format!("no answer within {:?}", self.timeout))));
         if result.is_err() {
-            *slot = None;
+            self.applier.note_error();
+            *self.connection.lock().await = None;
+        } else {
+            self.applier.note_contact();
         }
         result
     }
@@ -152,7 +190,33 @@ impl Inner {
             .arg("+")
             .arg("COUNT")
             .arg(limit);
-        parse_entries(self.query(&cmd).await?)
+        parse_entries(self.query(Request::Cmd(&cmd)).await?)
+    }
+
+    fn snapshot_key(&self) -> String {
+        format!("{}:subject-claims", self.stream)
+    }
+
+    /// Loads every subject's latest claims from the snapshot hash. Replaying the stream
+    /// afterwards (any suffix of it) ends in the same state, so trimmed entries are not
+    /// missed.
+    async fn load_snapshot(&self) -> Result<(), LogError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.snapshot_key());
+        let reply = self.query(Request::Cmd(&cmd)).await?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> =
+            redis::from_redis_value(reply).map_err(unavailable)?;
+        for (field, claims) in entries {
+            let (Ok((iss, sub)), Ok(claims)) = (
+                serde_json::from_slice::<(String, String)>(&field),
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&claims),
+            ) else {
+                tracing::warn!("skipped an unreadable subject-claims snapshot entry");
+                continue;
+            };
+            self.applier.subjects.set(&iss, &sub, claims);
+        }
+        Ok(())
     }
 
     /// The oldest ID kept: entries older than the retention may be trimmed.
@@ -190,6 +254,9 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
     let mut connection = tokio::time::timeout(inner.timeout, inner.connect())
         .await
         .unwrap_or_else(|_| Err(unavailable("connect timed out")))?;
+    if inner.applier.applied() == 0 {
+        inner.load_snapshot().await?;
+    }
     loop {
         let batch = inner.range(inner.applier.applied(), BATCH).await?;
         let full = batch.len() == BATCH;
@@ -237,6 +304,17 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
             }
         }
     }
+}
+
+/// One command, or several in a MULTI/EXEC transaction.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
+}
+
+fn snapshot_field(iss: &str, sub: &str) -> Vec<u8> {
+    serde_json::to_vec(&(iss, sub)).unwrap_or_default()
 }
 
 fn parse_id(id: &str) -> Option<Position> {

@@ -14,7 +14,10 @@ fn revoke(jti: &str, forget_after: i64) -> Change {
 }
 
 fn applier() -> Arc<Applier> {
-    Applier::new(Arc::new(RevocationSet::new()))
+    Applier::new(
+        Arc::new(RevocationSet::new()),
+        Arc::new(SubjectClaims::new()),
+    )
 }
 
 #[test]
@@ -99,4 +102,37 @@ fn redis_url_password_is_never_shown() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("redis.internal:6379"), "{shown}");
+}
+
+#[test]
+fn subject_claims_ride_the_log() {
+    let applier = applier();
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"role": "admin"}"#).unwrap_or_default();
+    applier.apply(LogEntry {
+        position: 1,
+        change: Change::SetSubjectClaims {
+            iss: "i".into(),
+            sub: "alice".into(),
+            claims,
+        },
+    });
+    let key = crate::enrich::SubjectKey::new("i", "alice");
+    assert_eq!(
+        applier
+            .subjects
+            .get(&key)
+            .and_then(|c| c.get("role").cloned()),
+        Some(serde_json::json!("admin"))
+    );
+    let encoded = encode(&Change::DeleteSubjectClaims {
+        iss: "i".into(),
+        sub: "alice".into(),
+    })
+    .unwrap_or_default();
+    applier.apply(LogEntry {
+        position: 2,
+        change: decode(&encoded),
+    });
+    assert!(applier.subjects.get(&key).is_none());
 }

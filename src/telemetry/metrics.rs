@@ -256,6 +256,11 @@ fn describe(recorder: &PrometheusRecorder) {
             None,
             "1 when every issuer's keys loaded and the store caught up",
         ),
+        (
+            "introspectd_subject_claims",
+            None,
+            "Subjects with custom claims",
+        ),
     ];
     for (name, unit, help) in gauges {
         recorder.describe_gauge(name.into(), unit, help.into());
@@ -310,6 +315,20 @@ impl Observed {
             "introspectd_cache_entries",
             &[],
             self.introspector.cache().len() as f64,
+        );
+        for (iss, pipeline) in self.introspector.pipelines() {
+            for (enricher, failures) in pipeline.failures() {
+                let labels = [
+                    ("issuer", iss.to_owned()),
+                    ("enricher", enricher.to_owned()),
+                ];
+                m.counter_total("introspectd_enrichment_failures_total", &labels, failures);
+            }
+        }
+        m.gauge(
+            "introspectd_subject_claims",
+            &[],
+            self.applier.subjects.len() as f64,
         );
         m.gauge(
             "introspectd_statelog_applied_position",

@@ -94,6 +94,51 @@ impl AccessToken {
         })
     }
 
+    /// The token as RFC 7662 members with its other claims beside them (members win):
+    /// the body of the HTTP answer and of a remote enricher's request.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut out = self.other_claims.clone();
+        let mut member = |name: &str, value: Value| {
+            out.insert(name.to_owned(), value);
+        };
+        member("token_type", Value::from("Bearer"));
+        member("iss", Value::from(self.iss.clone()));
+        member("exp", Value::from(self.exp));
+        if let Some(scope) = self.scope_string() {
+            member("scope", Value::from(scope));
+        }
+        for (name, value) in [
+            ("client_id", &self.client_id),
+            ("username", &self.username),
+            ("sub", &self.sub),
+            ("jti", &self.jti),
+        ] {
+            if let Some(value) = value {
+                member(name, Value::from(value.clone()));
+            }
+        }
+        for (name, value) in [("iat", self.iat), ("nbf", self.nbf)] {
+            if let Some(value) = value {
+                member(name, Value::from(value));
+            }
+        }
+        match self.aud.as_slice() {
+            [] => {}
+            [one] => member("aud", Value::from(one.clone())),
+            many => member("aud", Value::from(many.to_vec())),
+        }
+        out
+    }
+
+    /// [`Self::from_claims`] for other modules' tests, which have no signed token.
+    #[cfg(test)]
+    pub(crate) fn from_claims_for_tests(
+        claims: Map<String, Value>,
+        policy: &IssuerConfig,
+    ) -> Result<Self, Rejection> {
+        Self::from_claims(claims, policy)
+    }
+
     /// Scopes as RFC 7662 writes them: one space-separated string.
     pub fn scope_string(&self) -> Option<String> {
         (!self.scopes.is_empty()).then(|| self.scopes.join(" "))

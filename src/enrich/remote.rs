@@ -1,0 +1,142 @@
+//! The remote enricher: an HTTP POST of the validated claims, answered with a JSON
+//! object of claims; a timeout, a bounded answer, a cache per subject.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use serde_json::{Map, Value};
+
+use super::{OnError, RemoteSection, SubjectKey, check_value};
+use crate::token::AccessToken;
+
+#[derive(Debug)]
+pub struct RemoteEnricher {
+    name: String,
+    url: String,
+    timeout: Duration,
+    cache_ttl_secs: i64,
+    max_response_bytes: usize,
+    fail_closed: bool,
+    http: reqwest::Client,
+    /// subject → (expires at, claims).
+    cache: DashMap<SubjectKey, (i64, Arc<Map<String, Value>>)>,
+    failures: AtomicU64,
+}
+
+/// Most subjects whose answers are kept; beyond it the cache is cleared and refilled.
+const MAX_CACHED_SUBJECTS: usize = 100_000;
+
+impl RemoteEnricher {
+    pub fn new(
+        index: usize,
+        section: &RemoteSection,
+        http: reqwest::Client,
+    ) -> Result<Self, String> {
+        if !(section.url.starts_with("http://") || section.url.starts_with("https://")) {
+            return Err(format!("url: {:?} is not an http(s) URL", section.url));
+        }
+        if section.timeout_ms == 0 {
+            return Err("timeout_ms must be positive".into());
+        }
+        Ok(Self {
+            name: format!("remote[{index}]"),
+            url: section.url.clone(),
+            timeout: Duration::from_millis(section.timeout_ms),
+            cache_ttl_secs: i64::try_from(section.cache_ttl_secs).unwrap_or(i64::MAX),
+            max_response_bytes: section.max_response_bytes,
+            fail_closed: section.on_error == OnError::Closed,
+            http,
+            cache: DashMap::new(),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn fails_closed(&self) -> bool {
+        self.fail_closed
+    }
+
+    pub fn note_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub async fn lookup(
+        &self,
+        token: &AccessToken,
+        now: i64,
+    ) -> Result<Arc<Map<String, Value>>, String> {
+        let key = SubjectKey::new(&token.iss, token.sub.as_deref().unwrap_or_default());
+        if let Some(hit) = self.cache.get(&key)
+            && hit.0 > now
+        {
+            return Ok(hit.1.clone());
+        }
+        let claims = Arc::new(self.fetch(token).await?);
+        if self.cache_ttl_secs > 0 {
+            if self.cache.len() >= MAX_CACHED_SUBJECTS {
+                self.cache.clear();
+            }
+            self.cache.insert(
+                key,
+                (now.saturating_add(self.cache_ttl_secs), claims.clone()),
+            );
+        }
+        Ok(claims)
+    }
+
+    async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, String> {
+        let request = self
+            .http
+            .post(&self.url)
+            .timeout(self.timeout)
+            .json(&token.to_json());
+        let work = async {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("answered HTTP {}", response.status().as_u16()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+            {
+                if body.len() + chunk.len() > self.max_response_bytes {
+                    return Err(format!(
+                        "answer larger than {} bytes",
+                        self.max_response_bytes
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        // reqwest's timeout covers the request; this one also covers reading the body.
+        let body = tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))??;
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|_| "the answer is not JSON".to_owned())?;
+        check_value(&value)?;
+        match value {
+            Value::Object(claims) => Ok(claims),
+            _ => Err("the answer is not a JSON object".into()),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Enrichment over real sockets: static, mapping and subject enrichers, the admin API,
+//! the remote enricher against a real HTTP server that can be slow, fail or answer
+//! garbage, subject claims across replicas (Redis) and restarts (embedded).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+use introspectd::{
+    config::{IssuerSection, StoreBackend, StoreSection},
+    enrich::EnricherSection,
+    grpc::{
+        json_to_struct,
+        pb::{self, subject_claims_admin_client::SubjectClaimsAdminClient},
+    },
+};
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value, json};
+use tonic::Code;
+
+use crate::redis_server::{RedisServer, redis_available};
+use crate::support::*;
+
+const ISS: &str = "https://enriched.test/";
+
+fn sections(value: Value) -> Vec<EnricherSection> {
+    serde_json::from_value(value).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn issuer(signer: &introspectd::token::sign::SigningKey, enrich: Value) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        enrich: sections(enrich),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+fn enrichment(answer: &pb::IntrospectResponse) -> Map<String, Value> {
+    answer
+        .enrichment
+        .as_ref()
+        .map(introspectd::grpc::struct_to_json)
+        .unwrap_or_default()
+}
+
+async fn admin(server: &Introspectd) -> SubjectClaimsAdminClient<tonic::transport::Channel> {
+    SubjectClaimsAdminClient::new(server.channel().await)
+}
+
+async fn set_claims(server: &Introspectd, sub: &str, claims: Value) -> Result<(), tonic::Status> {
+    let Value::Object(claims) = claims else {
+        unreachable!()
+    };
+    let request = with_key(
+        ADMIN_KEY,
+        pb::SetSubjectClaimsRequest {
+            iss: ISS.into(),
+            sub: sub.into(),
+            claims: Some(json_to_struct(&claims)),
+        },
+    );
+    admin(server)
+        .await
+        .set_subject_claims(request)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn static_mapping_and_subject_claims_on_grpc_and_http() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let enrich = json!([
+        {"kind": "static", "claims": {"tenant": "acme", "plan": "free"}},
+        {"kind": "mapping", "rules": [
+            {"strip_prefix": "https://example.com/"},
+            {"from_path": "realm_access.roles", "to": "roles"},
+        ]},
+        {"kind": "subject"},
+    ]);
+    let server = Introspectd::start_ready(file_config(vec![issuer(&signer, enrich)])).await;
+    let mut shaped = claims(ISS);
+    shaped["https://example.com/department"] = json!("finance");
+    shaped["realm_access"] = json!({"roles": ["auditor"]});
+    let token = mint(&signer, &shaped);
+
+    let answer = server.introspect(&token).await;
+    assert!(answer.active);
+    let added = enrichment(&answer);
+    assert_eq!(added.get("tenant"), Some(&json!("acme")));
+    assert_eq!(added.get("department"), Some(&json!("finance")));
+    assert_eq!(added.get("roles"), Some(&json!(["auditor"])));
+    assert_eq!(added.get("plan"), Some(&json!("free")));
+
+    // A subject claim set now shows on the very next answer, though the token is cached.
+    set_claims(
+        &server,
+        "user-1",
+        json!({"plan": "enterprise", "sub": "root", "manager": "bob"}),
+    )
+    .await?;
+    let answer = server.introspect(&token).await;
+    let added = enrichment(&answer);
+    assert_eq!(
+        added.get("plan"),
+        Some(&json!("enterprise")),
+        "later enrichers win"
+    );
+    assert_eq!(added.get("manager"), Some(&json!("bob")));
+    assert!(
+        !added.contains_key("sub"),
+        "registered claims are never written by default"
+    );
+    assert_eq!(answer.sub.as_deref(), Some("user-1"));
+
+    // HTTP: enrichment claims at the top level, registered members untouched.
+    let body: Value = reqwest::Client::new()
+        .post(format!("http://{}/oauth2/introspect", server.http_addr))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(body["plan"], json!("enterprise"));
+    assert_eq!(body["department"], json!("finance"));
+    assert_eq!(body["sub"], json!("user-1"));
+
+    let request = with_key(
+        ADMIN_KEY,
+        pb::GetSubjectClaimsRequest {
+            iss: ISS.into(),
+            sub: "user-1".into(),
+        },
+    );
+    let got = admin(&server)
+        .await
+        .get_subject_claims(request)
+        .await?
+        .into_inner();
+    assert!(got.found);
+    let request = with_key(
+        ADMIN_KEY,
+        pb::DeleteSubjectClaimsRequest {
+            iss: ISS.into(),
+            sub: "user-1".into(),
+        },
+    );
+    admin(&server).await.delete_subject_claims(request).await?;
+    assert_eq!(
+        enrichment(&server.introspect(&token).await).get("plan"),
+        Some(&json!("free"))
+    );
+
+    // Inactive answers carry no enrichment.
+    let mut expired = claims(ISS);
+    expired["exp"] = json!(now() - 3600);
+    let inactive = server.introspect(&mint(&signer, &expired)).await;
+    assert!(!inactive.active);
+    assert_eq!(inactive.enrichment, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn subject_claims_admin_needs_admin_and_bounded_claims() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![issuer(
+        &signer,
+        json!([{"kind": "subject"}]),
+    )]))
+    .await;
+    let request = |key: &str, iss: &str, sub: &str, claims: Value| {
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        with_key(
+            key,
+            pb::SetSubjectClaimsRequest {
+                iss: iss.into(),
+                sub: sub.into(),
+                claims: Some(json_to_struct(&claims)),
+            },
+        )
+    };
+    let mut client = admin(&server).await;
+    let code = |r: Result<tonic::Response<pb::SetSubjectClaimsResponse>, tonic::Status>| {
+        r.err().map(|e| e.code())
+    };
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request(READER_KEY, ISS, "a", json!({})))
+                .await
+        ),
+        Some(Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request("nope", ISS, "a", json!({})))
+                .await
+        ),
+        Some(Code::Unauthenticated)
+    );
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request(ADMIN_KEY, "https://other/", "a", json!({})))
+                .await
+        ),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request(ADMIN_KEY, ISS, "", json!({})))
+                .await
+        ),
+        Some(Code::InvalidArgument)
+    );
+    let mut deep = json!(1);
+    for _ in 0..12 {
+        deep = json!({ "d": deep });
+    }
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request(ADMIN_KEY, ISS, "a", json!({"x": deep})))
+                .await
+        ),
+        Some(Code::InvalidArgument)
+    );
+    assert_eq!(
+        code(
+            client
+                .set_subject_claims(request(
+                    ADMIN_KEY,
+                    ISS,
+                    "a",
+                    json!({"big": "x".repeat(20_000)})
+                ))
+                .await
+        ),
+        Some(Code::InvalidArgument)
+    );
+    assert!(
+        client
+            .set_subject_claims(request(ADMIN_KEY, ISS, "a", json!({"ok": true})))
+            .await
+            .is_ok()
+    );
+    Ok(())
+}
+
+// === remote enricher ===
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ok,
+    Slow,
+    Fail,
+    Garbage,
+}
+
+#[derive(Default)]
+struct Remote {
+    mode: AtomicUsize,
+    calls: AtomicU64,
+}
+
+async fn remote_claims(
+    State(remote): State<Arc<Remote>>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    remote.calls.fetch_add(1, Ordering::SeqCst);
+    match [Mode::Ok, Mode::Slow, Mode::Fail, Mode::Garbage][remote.mode.load(Ordering::SeqCst)] {
+        Mode::Ok => Json(json!({"org_name": format!("Org of {}", body["org_id"].as_str().unwrap_or("?")), "iss": "forged"})).into_response(),
+        Mode::Slow => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Json(json!({"late": true})).into_response()
+        }
+        Mode::Fail => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Mode::Garbage => "<html>not json</html>".into_response(),
+    }
+}
+
+async fn remote_server() -> (String, Arc<Remote>) {
+    let remote = Arc::new(Remote::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let url = format!(
+        "http://{}/claims",
+        listener
+            .local_addr()
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    );
+    let app = Router::new()
+        .route("/claims", post(remote_claims))
+        .with_state(remote.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, remote)
+}
+
+fn set_mode(remote: &Remote, mode: Mode) {
+    let index = [Mode::Ok, Mode::Slow, Mode::Fail, Mode::Garbage]
+        .iter()
+        .position(|m| *m == mode)
+        .unwrap_or(0);
+    remote.mode.store(index, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn remote_enricher_caches_times_out_and_fails_open_or_closed() -> TestResult {
+    let (url, remote) = remote_server().await;
+    let signer = key(Algorithm::ES256, "es");
+    let open = issuer(
+        &signer,
+        json!([{"kind": "remote", "url": url, "timeout_ms": 300, "cache_ttl_secs": 60}]),
+    );
+    let closed_iss = "https://closed.test/";
+    let closed = IssuerSection {
+        issuer: closed_iss.into(),
+        ..issuer(
+            &signer,
+            json!([{"kind": "remote", "url": url, "timeout_ms": 300, "cache_ttl_secs": 0, "on_error": "closed"}]),
+        )
+    };
+    let server = Introspectd::start_ready(file_config(vec![open, closed])).await;
+    let token = mint(&signer, &claims(ISS));
+
+    let answer = server.introspect(&token).await;
+    assert_eq!(
+        enrichment(&answer).get("org_name"),
+        Some(&json!("Org of org-9")),
+        "the validated claims were posted"
+    );
+    assert!(
+        !enrichment(&answer).contains_key("iss"),
+        "a remote answer never overwrites a registered claim"
+    );
+    assert_eq!(answer.iss.as_deref(), Some(ISS));
+    server.introspect(&token).await;
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 1, "cached per subject");
+
+    // Inactive tokens never reach the remote service.
+    let mut expired = claims(ISS);
+    expired["exp"] = json!(now() - 3600);
+    expired["sub"] = json!("someone-else");
+    server.introspect(&mint(&signer, &expired)).await;
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
+
+    // Fail-open: slow, failing and garbage answers leave the claims out, the token active.
+    for mode in [Mode::Slow, Mode::Fail, Mode::Garbage] {
+        set_mode(&remote, mode);
+        let mut fresh = claims(ISS);
+        // A subject not cached yet.
+        fresh["sub"] = json!(format!("fresh-{}", remote.calls.load(Ordering::SeqCst)));
+        let started = std::time::Instant::now();
+        let answer = server.introspect(&mint(&signer, &fresh)).await;
+        assert!(answer.active);
+        assert!(!enrichment(&answer).contains_key("org_name"));
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "the timeout bounds the wait"
+        );
+    }
+    // Fail-closed: UNAVAILABLE.
+    set_mode(&remote, Mode::Fail);
+    let refused = server
+        .client()
+        .await
+        .introspect(pb::IntrospectRequest {
+            token: mint(&signer, &claims(closed_iss)),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(Code::Unavailable));
+
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await?
+        .text()
+        .await?;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("introspectd_enrichment_failures_total") && l.contains(ISS))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(failures, Some(3.0), "{metrics}");
+    Ok(())
+}
+
+// === replication and restarts ===
+
+#[tokio::test]
+async fn subject_claims_reach_every_replica_through_redis() -> TestResult {
+    if !redis_available("subject_claims_reach_every_replica_through_redis") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let store = StoreSection {
+        backend: StoreBackend::Redis,
+        redis_url: Some(redis.url()),
+        redis_stream: "claims".into(),
+        redis_timeout_ms: 500,
+        ..StoreSection::default()
+    };
+    let start = || {
+        let mut file = file_config(vec![issuer(&signer, json!([{"kind": "subject"}]))]);
+        file.store = store.clone();
+        Introspectd::start_ready(file)
+    };
+    let a = start().await;
+    let b = start().await;
+    let token = mint(&signer, &claims(ISS));
+    assert!(b.introspect(&token).await.active);
+    set_claims(&a, "user-1", json!({"role": "admin"})).await?;
+    eventually("B to see the claims", || async {
+        enrichment(&b.introspect(&token).await).get("role") == Some(&json!("admin"))
+    })
+    .await;
+    // A replica started later gets them too (from the snapshot and the stream).
+    let late = start().await;
+    assert_eq!(
+        enrichment(&late.introspect(&token).await).get("role"),
+        Some(&json!("admin"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn subject_claims_survive_a_restart_with_the_embedded_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let signer = key(Algorithm::ES256, "es");
+    let config = || {
+        let mut file = file_config(vec![issuer(&signer, json!([{"kind": "subject"}]))]);
+        file.store = StoreSection {
+            backend: StoreBackend::Embedded,
+            path: dir.path().join("state.redb"),
+            ..StoreSection::default()
+        };
+        file
+    };
+    let server = Introspectd::start_ready(config()).await;
+    set_claims(&server, "user-1", json!({"plan": "gold"})).await?;
+    server.stop().await?;
+    let server = Introspectd::start_ready(config()).await;
+    let answer = server.introspect(&mint(&signer, &claims(ISS))).await;
+    assert_eq!(enrichment(&answer).get("plan"), Some(&json!("gold")));
+    Ok(())
+}
