@@ -1,7 +1,9 @@
 //! Introspection cost: cold validation per algorithm, the cache-hit path, fingerprinting.
 //!
 //! `cargo bench --bench introspect`. Compare `introspector/cache_hit` with
-//! `introspector/cold_RS256` (same Introspector, cache off): the ratio is the cache's gain.
+//! `introspector/cold_RS256` (same Introspector, cache off): the ratio is the cache's
+//! gain; and `introspector/cache_hit_enriched` (static + mapping + subject enrichers)
+//! with `introspector/cache_hit`: the cost of enrichment.
 
 use std::{collections::BTreeMap, hint::black_box, sync::Arc};
 
@@ -125,7 +127,43 @@ fn introspector_paths(c: &mut Criterion) {
         audience: Some(AUD),
     };
 
+    // The same cache-hit path with a static + mapping + subject pipeline.
+    let enrich: Vec<introspectd::enrich::EnricherSection> = serde_json::from_value(json!([
+        {"kind": "static", "claims": {"tenant": "acme", "tier": "gold"}, "when": {"client_id": ["client-1"]}},
+        {"kind": "mapping", "rules": [{"from": "org_id", "to": "organization"}, {"from": "scope", "to": "scopes", "split": " "}]},
+        {"kind": "subject"},
+    ]))
+    .unwrap_or_else(|e| unreachable!("{e}"));
+    let http = introspectd::keys::http_client().unwrap_or_else(|e| unreachable!("{e}"));
+    let pipeline =
+        introspectd::enrich::Pipeline::new(&enrich, &http).unwrap_or_else(|e| unreachable!("{e}"));
+    let enriched_subjects = Arc::new(introspectd::enrich::SubjectClaims::new());
+    let subject_claims = json!({"role": "admin", "manager": "bob"});
+    if let serde_json::Value::Object(claims) = subject_claims {
+        enriched_subjects.set(ISS, "user-1", claims);
+    }
+    let pipelines = std::collections::HashMap::from([(ISS.to_owned(), Arc::new(pipeline))]);
+    let enriched = Introspector::new(
+        cached.issuers().clone(),
+        Arc::new(introspectd::revocation::RevocationSet::new()),
+        enriched_subjects,
+        pipelines,
+        1_000,
+        16 * 1024,
+    );
+
     let mut group = c.benchmark_group("introspector");
+    group.bench_function("cache_hit_enriched", |b| {
+        b.iter(|| {
+            let answer = runtime.block_on(enriched.introspect(black_box(&token), policy, NOW));
+            assert!(
+                answer
+                    .as_ref()
+                    .is_ok_and(|a| a.is_active() && !a.enrichment.is_empty())
+            );
+            answer
+        })
+    });
     group.bench_function("cache_hit", |b| {
         b.iter(|| {
             let answer = runtime.block_on(cached.introspect(black_box(&token), policy, NOW));

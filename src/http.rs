@@ -20,6 +20,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::auth::{ApiKeys, Denied, bearer_key};
 use crate::introspect::{Introspection, Introspector};
@@ -110,10 +111,14 @@ async fn introspect(
         )
             .into_response();
     }
+    // The caller's W3C trace context, if any, is the parent of this call's spans.
+    let span = tracing::info_span!("http", http.route = "/oauth2/introspect");
+    crate::telemetry::parent_from_headers(&span, &headers);
     let now = crate::unix_now();
     match state
         .introspector
         .introspect(&form.token, CallPolicy::default(), now)
+        .instrument(span)
         .await
     {
         Ok(answer) => {

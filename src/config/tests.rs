@@ -210,8 +210,12 @@ fn refresh_interval_is_clamped() -> Result<(), ConfigError> {
 }
 
 #[test]
-fn example_config_is_valid() -> Result<(), ConfigError> {
-    let text = include_str!("../../examples/introspectd.toml");
-    FileConfig::parse(text, &env(&[]))?.validate()?;
+fn example_configs_are_valid() -> Result<(), ConfigError> {
+    for text in [
+        include_str!("../../examples/introspectd.toml"),
+        include_str!("../../examples/enrichment.toml"),
+    ] {
+        FileConfig::parse(text, &env(&[]))?.validate()?;
+    }
     Ok(())
 }

@@ -141,3 +141,47 @@ async fn cached_answer_ends_at_exp() -> TestResult {
     assert_eq!(reason(&answer), InactiveReason::Expired);
     Ok(())
 }
+
+#[tokio::test]
+async fn reflection_lists_every_service() -> TestResult {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![issuer_section(
+        ISS,
+        &JwksServer::start(&[&signer]).await.jwks_uri(),
+        &["ES256"],
+    )]))
+    .await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let Some(Ok(response)) = responses.next().await else {
+        return Err("no reflection answer".into());
+    };
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        return Err("not a service list".into());
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in [
+        "introspectd.v1.TokenIntrospection",
+        "introspectd.v1.TokenRevocation",
+        "introspectd.v1.SubjectClaimsAdmin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
+    }
+    Ok(())
+}

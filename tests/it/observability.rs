@@ -203,6 +203,15 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
     );
     assert!(client.introspect(request).await?.into_inner().active);
     drop(client);
+    // The HTTP endpoint follows the caller's trace too.
+    let http_trace = "0af7651916cd43dd8448eb211c80319c";
+    let http_parent = "b7ad6b7169203331";
+    reqwest::Client::new()
+        .post(format!("http://{}/oauth2/introspect", process.http))
+        .header("traceparent", format!("00-{http_trace}-{http_parent}-01"))
+        .form(&[("token", mint(&signer, &claims(ISS)))])
+        .send()
+        .await?;
     assert!(
         process.terminate()?.success(),
         "a clean stop flushes the spans"
@@ -254,6 +263,11 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
         .find(|(_, span)| hex(&span.trace_id) == trace_id && span.name == "introspect")
         .ok_or("no introspect span")?;
     assert_eq!(introspect.1.parent_span_id, grpc.1.span_id);
+    let http = spans
+        .iter()
+        .find(|(_, span)| hex(&span.trace_id) == http_trace && span.name == "http")
+        .ok_or("no http span in the HTTP caller's trace")?;
+    assert_eq!(hex(&http.1.parent_span_id), http_parent);
     let attributes: Vec<&str> = introspect
         .1
         .attributes
