@@ -3,6 +3,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /oauth2/introspect` | RFC 7662: form `token` (+ `token_type_hint`), JSON answer |
+//! | `POST /oauth2/revoke` | RFC 7009: form `token` (+ `token_type_hint`); API key with `revoke` |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once every issuer's keys loaded, 503 before and while draining |
 //! | `GET /metrics` | Prometheus text format |
@@ -22,14 +23,16 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::auth::{ApiKeys, Denied, bearer_key};
+use crate::auth::{ApiKeys, Denied, Role, bearer_key};
 use crate::introspect::{Introspection, Introspector};
+use crate::revocation::{Revocations, RevokeError, Target};
 use crate::telemetry::metrics::{Metrics, Observed, Surface};
 use crate::token::CallPolicy;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub introspector: Arc<Introspector>,
+    pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
     pub observed: Arc<Observed>,
     pub api_keys: Arc<ApiKeys>,
@@ -40,6 +43,7 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/revoke", post(revoke))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -89,27 +93,14 @@ async fn introspect(
     headers: axum::http::HeaderMap,
     Form(form): Form<IntrospectForm>,
 ) -> Response {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|value| bearer_key(value.as_bytes()));
-    if let Err(denied) = state.api_keys.authorize_introspection(presented) {
-        let (status, error) = match denied {
-            Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid_client"),
-            Denied::Forbidden => (StatusCode::FORBIDDEN, "insufficient_scope"),
-        };
-        return (
-            status,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": error })),
-        )
-            .into_response();
+    if let Err(denied) = state
+        .api_keys
+        .authorize_introspection(presented_key(&headers))
+    {
+        return refused(denied);
     }
     if form.token.is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": "invalid_request", "error_description": "token is required" })),
-        )
-            .into_response();
+        return invalid_request("token is required");
     }
     // The caller's W3C trace context, if any, is the parent of this call's spans.
     let span = tracing::info_span!("http", http.route = "/oauth2/introspect");
@@ -131,6 +122,69 @@ async fn introspect(
         }
         Err(error) => {
             tracing::warn!(%error, "introspection could not be decided");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "temporarily_unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The caller's API key from the `Authorization: Bearer` header, if any.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| bearer_key(value.as_bytes()))
+}
+
+/// RFC 6750 section 3 answers for a refused caller.
+fn refused(denied: Denied) -> Response {
+    let (status, error) = match denied {
+        Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid_client"),
+        Denied::Forbidden => (StatusCode::FORBIDDEN, "insufficient_scope"),
+    };
+    (
+        status,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": error })),
+    )
+        .into_response()
+}
+
+fn invalid_request(description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "invalid_request", "error_description": description })),
+    )
+        .into_response()
+}
+
+/// RFC 7009: any token, valid or not, known or not, is "revoked" with 200 and an empty
+/// body; the answer reveals nothing about it.
+async fn revoke(
+    State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<IntrospectForm>,
+) -> Response {
+    if let Err(denied) = state
+        .api_keys
+        .authorize(presented_key(&headers), Role::Revoke)
+    {
+        return refused(denied);
+    }
+    if form.token.is_empty() {
+        return invalid_request("token is required");
+    }
+    match state
+        .revocations
+        .revoke(Target::Token(form.token), String::new(), crate::unix_now())
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(RevokeError::Invalid(why)) => invalid_request(why),
+        Err(RevokeError::Log(error)) => {
+            tracing::warn!(%error, "revocation could not be stored");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "error": "temporarily_unavailable" })),

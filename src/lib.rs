@@ -216,7 +216,7 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.max_request_bytes);
     let revocation_service = TokenRevocationServer::new(grpc::RevocationService::new(
-        revocations,
+        revocations.clone(),
         api_keys.clone(),
         metrics.clone(),
         drain.clone(),
@@ -258,6 +258,7 @@ pub async fn run(
             }),
             metrics,
             introspector,
+            revocations,
             api_keys,
             ready: ready_rx,
             dev_jwks: options.dev_jwks.map(Arc::new),

@@ -43,8 +43,7 @@ impl SubjectClaimsAdmin for ClaimsService {
         &self,
         request: Request<pb::SetSubjectClaimsRequest>,
     ) -> Result<Response<pb::SetSubjectClaimsResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = async {
+        status::timed(&self.metrics, "SetSubjectClaims", async {
             let caller = authorize(&self.api_keys, request.metadata(), Role::Admin)?;
             let pb::SetSubjectClaimsRequest { iss, sub, claims } = request.into_inner();
             let claims = claims.as_ref().map(struct_to_json).unwrap_or_default();
@@ -54,18 +53,15 @@ impl SubjectClaimsAdmin for ClaimsService {
                 .map_err(from_claims)?;
             tracing::info!(caller = caller.name.as_str(), "subject claims set");
             Ok(Response::new(pb::SetSubjectClaimsResponse {}))
-        }
-        .await;
-        status::record(&self.metrics, "SetSubjectClaims", started, &result);
-        result
+        })
+        .await
     }
 
     async fn get_subject_claims(
         &self,
         request: Request<pb::GetSubjectClaimsRequest>,
     ) -> Result<Response<pb::GetSubjectClaimsResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = (|| {
+        status::timed(&self.metrics, "GetSubjectClaims", async {
             authorize(&self.api_keys, request.metadata(), Role::Admin)?;
             let pb::GetSubjectClaimsRequest { iss, sub } = request.get_ref();
             let claims = self.admin.get(iss, sub).map_err(from_claims)?;
@@ -73,25 +69,21 @@ impl SubjectClaimsAdmin for ClaimsService {
                 found: claims.is_some(),
                 claims: claims.map(|claims| json_to_struct(&claims)),
             }))
-        })();
-        status::record(&self.metrics, "GetSubjectClaims", started, &result);
-        result
+        })
+        .await
     }
 
     async fn delete_subject_claims(
         &self,
         request: Request<pb::DeleteSubjectClaimsRequest>,
     ) -> Result<Response<pb::DeleteSubjectClaimsResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = async {
+        status::timed(&self.metrics, "DeleteSubjectClaims", async {
             let caller = authorize(&self.api_keys, request.metadata(), Role::Admin)?;
             let pb::DeleteSubjectClaimsRequest { iss, sub } = request.into_inner();
             self.admin.delete(iss, sub).await.map_err(from_claims)?;
             tracing::info!(caller = caller.name.as_str(), "subject claims deleted");
             Ok(Response::new(pb::DeleteSubjectClaimsResponse {}))
-        }
-        .await;
-        status::record(&self.metrics, "DeleteSubjectClaims", started, &result);
-        result
+        })
+        .await
     }
 }

@@ -44,10 +44,7 @@ impl TokenIntrospection for IntrospectionService {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.answer(request).await;
-        status::record(&self.metrics, "Introspect", started, &result);
-        result
+        status::timed(&self.metrics, "Introspect", self.answer(request)).await
     }
 }
 

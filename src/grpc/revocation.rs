@@ -49,20 +49,17 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.revoke_inner(request).await;
-        status::record(&self.metrics, "Revoke", started, &result);
-        result
+        status::timed(&self.metrics, "Revoke", self.revoke_inner(request)).await
     }
 
     async fn check_revocation(
         &self,
         request: Request<pb::CheckRevocationRequest>,
     ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.check_inner(request);
-        status::record(&self.metrics, "CheckRevocation", started, &result);
-        result
+        status::timed(&self.metrics, "CheckRevocation", async {
+            self.check_inner(request)
+        })
+        .await
     }
 
     type WatchRevocationsStream = EventStream;
@@ -71,10 +68,10 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.watch_inner(request);
-        status::record(&self.metrics, "WatchRevocations", started, &result);
-        result
+        status::timed(&self.metrics, "WatchRevocations", async {
+            self.watch_inner(request)
+        })
+        .await
     }
 }
 

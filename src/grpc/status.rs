@@ -67,15 +67,17 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Records a finished call's code and latency.
-pub fn record<T>(
+/// Runs one call, recording its status code and latency.
+pub async fn timed<T>(
     metrics: &crate::telemetry::metrics::Metrics,
     method: &'static str,
-    started: tokio::time::Instant,
-    result: &Result<T, Status>,
-) {
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = tokio::time::Instant::now();
+    let result = call.await;
     let code = result
         .as_ref()
         .map_or_else(|status| status.code(), |_| tonic::Code::Ok);
     metrics.record_call(method, code_name(code), started.elapsed());
+    result
 }

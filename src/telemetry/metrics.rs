@@ -156,41 +156,30 @@ impl Metrics {
 
     /// Sets a gauge (registered on first use).
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
-        let labels: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::new(*k, v.clone()))
-            .collect();
         self.recorder
-            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+            .register_gauge(&key(name, labels), &METADATA)
             .set(value);
     }
 
     /// Sets a counter to a total kept elsewhere (registered on first use).
     pub fn counter_total(&self, name: &'static str, labels: &[(&'static str, String)], total: u64) {
-        let labels: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::new(*k, v.clone()))
-            .collect();
         self.recorder
-            .register_counter(&Key::from_parts(name, labels), &METADATA)
+            .register_counter(&key(name, labels), &METADATA)
             .absolute(total);
-    }
-
-    /// Adds to a counter (registered on first use); for rare events only.
-    pub fn count(&self, name: &'static str, labels: &[(&'static str, String)]) {
-        let labels: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::new(*k, v.clone()))
-            .collect();
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels), &METADATA)
-            .increment(1);
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.handle.render()
     }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.clone()))
+        .collect();
+    Key::from_parts(name, labels)
 }
 
 fn describe(recorder: &PrometheusRecorder) {

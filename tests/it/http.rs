@@ -64,3 +64,45 @@ async fn inactive_token_is_only_active_false() -> TestResult {
     assert_eq!(body["error"], json!("invalid_request"));
     Ok(())
 }
+
+#[tokio::test]
+async fn rfc7009_revoke_endpoint_needs_the_revoke_role() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let token = mint(&signer, &claims(ISS));
+    let url = format!("http://{}/oauth2/revoke", server.http_addr);
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .post(&url)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 401);
+    let reader = http
+        .post(&url)
+        .bearer_auth(READER_KEY)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(reader.status(), 403);
+    let missing = http
+        .post(&url)
+        .bearer_auth(ADMIN_KEY)
+        .form(&[("nothing", "")])
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 400);
+    for revoked in [token.as_str(), "not-even-a-token"] {
+        let ok = http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .form(&[("token", revoked), ("token_type_hint", "refresh_token")])
+            .send()
+            .await?;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.text().await?, "", "RFC 7009: nothing revealed");
+    }
+    let (_, body) = post(&server, &[("token", &token)]).await?;
+    assert_eq!(body, json!({"active": false}));
+    Ok(())
+}

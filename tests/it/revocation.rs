@@ -632,3 +632,28 @@ async fn revoked_ecdsa_token_stays_revoked_when_its_signature_is_rewritten() -> 
     assert!(check(&s.server, Subject::Token(twin)).await.revoked);
     Ok(())
 }
+
+/// A Revoke from a newer client, whose target is a oneof member this version does not
+/// know (field 9): the target is absent here, so the call is refused, not half-done.
+#[tokio::test]
+async fn revoke_with_an_unknown_target_is_invalid_argument() -> TestResult {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FutureRevokeRequest {
+        #[prost(string, tag = "9")]
+        device_id: String,
+    }
+    let s = setup().await;
+    let mut grpc = tonic::client::Grpc::new(s.server.channel().await);
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<FutureRevokeRequest, pb::RevokeResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/introspectd.v1.TokenRevocation/Revoke");
+    let request = with_key(
+        ADMIN_KEY,
+        FutureRevokeRequest {
+            device_id: "phone-1".into(),
+        },
+    );
+    let answer = grpc.unary(request, path, codec).await;
+    assert_eq!(answer.err().map(|e| e.code()), Some(Code::InvalidArgument));
+    Ok(())
+}
