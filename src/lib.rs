@@ -17,6 +17,7 @@
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
 //! | [`dev`] | the local issuer of `introspectd dev` and `introspectd mint` |
+//! | [`loadtest`] | `introspectd loadtest`: load on a running server, as a ratio to health Check |
 //! | [`telemetry`] | logs |
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod http;
 pub mod introspect;
 pub mod keys;
+pub mod loadtest;
 pub mod revocation;
 pub mod statelog;
 pub mod telemetry;

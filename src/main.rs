@@ -59,6 +59,27 @@ enum Command {
     Revoke(RevokeArgs),
     /// Generate an API key and print it with its configuration entry.
     ApiKey(ApiKeyArgs),
+    /// Load a running server with Introspect calls and report them against the gRPC
+    /// health Check on the same server (bounded in time; stops by itself).
+    Loadtest(LoadtestArgs),
+}
+
+#[derive(Args)]
+struct LoadtestArgs {
+    /// The token to introspect; default: one minted by the dev issuer in --data-dir.
+    #[arg(long)]
+    token: Option<String>,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds per phase (health Check, then Introspect); at most 600.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -269,6 +290,7 @@ fn main() -> ExitCode {
             Command::Introspect(args) => introspect(args).await,
             Command::Revoke(args) => revoke(args).await,
             Command::ApiKey(args) => api_key(&args),
+            Command::Loadtest(args) => loadtest(args).await,
         }
     })
 }
@@ -579,5 +601,70 @@ fn api_key(args: &ApiKeyArgs) -> ExitCode {
         "Give the key (printed on stdout) to {}; add this to the configuration:\n\n[[auth.api_keys]]\n{entry}",
         args.name
     );
+    ExitCode::SUCCESS
+}
+
+async fn loadtest(args: LoadtestArgs) -> ExitCode {
+    let token = match args.token.clone() {
+        Some(token) => token,
+        None => {
+            let minted = DevIssuer::load_or_create(&args.client.data.data_dir)
+                .and_then(|issuer| issuer.mint(&MintRequest::default(), introspectd::unix_now()));
+            match minted {
+                Ok(token) => token,
+                Err(error) => {
+                    eprintln!("introspectd loadtest: no --token and no dev issuer: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        match args.client.channel().await {
+            Ok(channel) => channels.push(channel),
+            Err(error) => {
+                eprintln!("introspectd loadtest: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let plan = introspectd::loadtest::LoadPlan {
+        concurrency: args.concurrency,
+        duration: std::time::Duration::from_secs(args.seconds),
+        api_key: args.client.api_key(),
+    };
+    eprintln!(
+        "introspectd loadtest: {} callers over {} connections, {} s per phase, against {}",
+        plan.concurrency,
+        channels.len(),
+        args.seconds,
+        args.client.grpc_addr
+    );
+    let results = introspectd::loadtest::run(&channels, &token, &plan).await;
+    for result in &results {
+        println!(
+            "{:<30} {:>10.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  ({} calls, {} errors)",
+            result.name,
+            result.per_second,
+            result.p50.as_secs_f64() * 1e6,
+            result.p99.as_secs_f64() * 1e6,
+            result.calls,
+            result.errors
+        );
+    }
+    if let [health, introspect] = results.as_slice() {
+        println!(
+            "Introspect throughput is {:.2} of health Check throughput on the same server",
+            introspect.per_second / health.per_second.max(f64::MIN_POSITIVE)
+        );
+        if introspect.errors > 0 {
+            eprintln!(
+                "introspectd loadtest: {} Introspect calls failed or were inactive",
+                introspect.errors
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -113,6 +113,25 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         assert_eq!(answer["active"], false);
         assert_eq!(answer["inactive_reason"], "WRONG_TOKEN_TYPE");
 
+        let load = run(&[
+            "loadtest",
+            "--grpc-addr",
+            &grpc_url,
+            "--data-dir",
+            &data,
+            "--seconds",
+            "1",
+            "--concurrency",
+            "4",
+        ])?;
+        let report = String::from_utf8_lossy(&load.stdout);
+        assert!(
+            load.status.success(),
+            "{report}\n{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        assert!(report.contains("of health Check throughput"), "{report}");
+
         let jwks = http_get(&http, "/.well-known/jwks.json").ok_or("no JWKS response")?;
         assert!(jwks.starts_with("HTTP/1.1 200"), "{jwks}");
         assert!(jwks.contains(r#""kty":"EC""#), "{jwks}");
