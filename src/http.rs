@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use axum::{
-    Form, Json, Router,
+    Json, Router,
+    body::Bytes,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -88,10 +89,18 @@ struct IntrospectForm {
     token_type_hint: Option<String>,
 }
 
+/// The form of a request, parsed only once the caller is authorized (RFC 6749 section
+/// 5.2: a body that is not the expected form is `invalid_request`).
+fn parse_form(body: &[u8]) -> Option<IntrospectForm> {
+    serde_urlencoded::from_bytes(body).ok()
+}
+
+const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded form";
+
 async fn introspect(
     State(state): State<HttpState>,
     headers: axum::http::HeaderMap,
-    Form(form): Form<IntrospectForm>,
+    body: Bytes,
 ) -> Response {
     if let Err(denied) = state
         .api_keys
@@ -99,6 +108,9 @@ async fn introspect(
     {
         return refused(denied);
     }
+    let Some(form) = parse_form(&body) else {
+        return invalid_request(NOT_A_FORM);
+    };
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
@@ -165,14 +177,18 @@ fn invalid_request(description: &str) -> Response {
 async fn revoke(
     State(state): State<HttpState>,
     headers: axum::http::HeaderMap,
-    Form(form): Form<IntrospectForm>,
+    body: Bytes,
 ) -> Response {
-    if let Err(denied) = state
+    let caller = match state
         .api_keys
         .authorize(presented_key(&headers), Role::Revoke)
     {
-        return refused(denied);
-    }
+        Ok(caller) => caller,
+        Err(denied) => return refused(denied),
+    };
+    let Some(form) = parse_form(&body) else {
+        return invalid_request(NOT_A_FORM);
+    };
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
@@ -181,7 +197,16 @@ async fn revoke(
         .revoke(Target::Token(form.token), String::new(), crate::unix_now())
         .await
     {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(position) => {
+            tracing::info!(
+                http.route = "/oauth2/revoke",
+                caller = caller.name.as_str(),
+                record = "token",
+                position,
+                "revoked"
+            );
+            StatusCode::OK.into_response()
+        }
         Err(RevokeError::Invalid(why)) => invalid_request(why),
         Err(RevokeError::Log(error)) => {
             tracing::warn!(%error, "revocation could not be stored");

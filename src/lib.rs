@@ -169,6 +169,7 @@ pub async fn run(
     ));
     let api_keys = Arc::new(config.api_keys.clone());
     let metrics = telemetry::metrics::Metrics::new();
+    background.spawn(metrics_upkeep(metrics.clone(), stop_tasks.clone()));
     let applier_for_metrics = revocations.applier().clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -256,6 +257,7 @@ pub async fn run(
                 issuers: issuers.clone(),
                 introspector: introspector.clone(),
                 applier: applier_for_metrics,
+                state_log: state_log.clone(),
                 ready: ready_rx.clone(),
             }),
             metrics,
@@ -318,6 +320,19 @@ async fn purge_cache(introspector: Arc<Introspector>, stop: CancellationToken) {
         }
     }
     tracing::debug!("cache purge stopped");
+}
+
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn metrics_upkeep(metrics: Arc<telemetry::metrics::Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.upkeep(),
+            () = stop.cancelled() => break,
+        }
+    }
 }
 
 /// Forgets revocations past their `forget_after`, in memory and in the log.

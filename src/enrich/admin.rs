@@ -68,7 +68,11 @@ impl ClaimsAdmin {
         sub: &str,
     ) -> Result<Option<Arc<Map<String, Value>>>, ClaimsError> {
         self.check_subject(iss, sub)?;
-        Ok(self.applier.subjects.get(&SubjectKey::new(iss, sub)))
+        Ok(self
+            .applier
+            .subjects
+            .get(&SubjectKey::new(iss, sub))
+            .map(|stored| stored.all))
     }
 
     pub async fn delete(&self, iss: String, sub: String) -> Result<(), ClaimsError> {

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use crate::token::AccessToken;
 
 pub use admin::{ClaimsAdmin, ClaimsError};
-pub use remote::RemoteEnricher;
+pub use remote::{Lookup, RemoteEnricher};
 pub use subject::{SubjectClaims, SubjectKey};
 
 /// Claims an enricher may not write unless told to.
@@ -351,21 +351,36 @@ impl Pipeline {
                     }
                 }
                 Stage::Subject => {
-                    if let Some(claims) = subject.and_then(|key| subjects.get(key)) {
+                    let stored = subject.and_then(|key| subjects.get(key));
+                    if let Some(stored) = stored {
                         layers.push(if enricher.guard.overwrite_registered {
-                            claims
+                            stored.all
                         } else {
-                            Arc::new(enricher.guard.filter(claims.as_ref().clone()))
+                            stored.unregistered
                         });
                     }
                 }
-                Stage::Remote(remote) => match remote.lookup(token, now).await {
-                    Ok(claims) => {
-                        layers.push(Arc::new(enricher.guard.filter(claims.as_ref().clone())))
-                    }
-                    Err(detail) => {
+                Stage::Remote(remote) => {
+                    let guard = enricher.guard;
+                    let failure = match remote
+                        .lookup(token, subject, |claims| guard.filter(claims), now)
+                        .await
+                    {
+                        Ok(Lookup::Fetched(claims)) => {
+                            layers.push(claims);
+                            None
+                        }
+                        Ok(Lookup::Skipped) => {
+                            Some("skipped: the service failed moments ago".to_owned())
+                        }
+                        Err(detail) => {
+                            // Logged once per outage: later lookups are skipped by the breaker.
+                            tracing::warn!(enricher = remote.name(), %detail, "remote enrichment failed");
+                            Some(detail)
+                        }
+                    };
+                    if let Some(detail) = failure {
                         remote.note_failure();
-                        tracing::warn!(enricher = remote.name(), %detail, "remote enrichment failed");
                         if remote.fails_closed() {
                             return Err(EnrichError {
                                 name: remote.name().to_owned(),
@@ -373,7 +388,7 @@ impl Pipeline {
                             });
                         }
                     }
-                },
+                }
             }
         }
         Ok(Enrichment { layers })

@@ -1,10 +1,11 @@
 //! The remote enricher: an HTTP POST of the validated claims, answered with a JSON
-//! object of claims; a timeout, a bounded answer, a cache per subject.
+//! object of claims; a timeout, a bounded answer, a cache per subject, and a breaker
+//! so that an outage costs one timeout, not one per answer.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -15,6 +16,19 @@ use serde_json::{Map, Value};
 use super::{OnError, RemoteSection, SubjectKey, check_value};
 use crate::token::AccessToken;
 
+/// Most subjects whose answers are kept; beyond it the cache is cleared and refilled.
+const MAX_CACHED_SUBJECTS: usize = 100_000;
+/// How long a failure keeps the breaker open: lookups fail at once meanwhile.
+const BREAKER_SECS: i64 = 5;
+
+/// What a lookup gave.
+#[derive(Debug)]
+pub enum Lookup {
+    Fetched(Arc<Map<String, Value>>),
+    /// Not asked: the service failed moments ago (the breaker is open).
+    Skipped,
+}
+
 #[derive(Debug)]
 pub struct RemoteEnricher {
     name: String,
@@ -24,13 +38,12 @@ pub struct RemoteEnricher {
     max_response_bytes: usize,
     fail_closed: bool,
     http: reqwest::Client,
-    /// subject → (expires at, claims).
+    /// subject → (expires at, claims as they are served).
     cache: DashMap<SubjectKey, (i64, Arc<Map<String, Value>>)>,
     failures: AtomicU64,
+    /// Unix seconds until which lookups are skipped after a failure.
+    open_until: AtomicI64,
 }
-
-/// Most subjects whose answers are kept; beyond it the cache is cleared and refilled.
-const MAX_CACHED_SUBJECTS: usize = 100_000;
 
 impl RemoteEnricher {
     pub fn new(
@@ -39,7 +52,7 @@ impl RemoteEnricher {
         http: reqwest::Client,
     ) -> Result<Self, String> {
         if !(section.url.starts_with("http://") || section.url.starts_with("https://")) {
-            return Err(format!("url: {:?} is not an http(s) URL", section.url));
+            return Err("url is not an http(s) URL".into());
         }
         if section.timeout_ms == 0 {
             return Err("timeout_ms must be positive".into());
@@ -54,6 +67,7 @@ impl RemoteEnricher {
             http,
             cache: DashMap::new(),
             failures: AtomicU64::new(0),
+            open_until: AtomicI64::new(0),
         })
     }
 
@@ -73,28 +87,45 @@ impl RemoteEnricher {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// The claims for `token`, `filter` applied once per fetch (not per answer). Answers
+    /// are cached per subject; a token without `sub` (client credentials) is never cached,
+    /// since its answer may depend on more than a subject.
     pub async fn lookup(
         &self,
         token: &AccessToken,
+        subject: Option<&SubjectKey>,
+        filter: impl FnOnce(Map<String, Value>) -> Map<String, Value>,
         now: i64,
-    ) -> Result<Arc<Map<String, Value>>, String> {
-        let key = SubjectKey::new(&token.iss, token.sub.as_deref().unwrap_or_default());
-        if let Some(hit) = self.cache.get(&key)
+    ) -> Result<Lookup, String> {
+        if let Some(key) = subject
+            && let Some(hit) = self.cache.get(key)
             && hit.0 > now
         {
-            return Ok(hit.1.clone());
+            return Ok(Lookup::Fetched(hit.1.clone()));
         }
-        let claims = Arc::new(self.fetch(token).await?);
-        if self.cache_ttl_secs > 0 {
+        if self.open_until.load(Ordering::Relaxed) > now {
+            return Ok(Lookup::Skipped);
+        }
+        let claims = match self.fetch(token).await {
+            Ok(claims) => Arc::new(filter(claims)),
+            Err(detail) => {
+                self.open_until
+                    .store(now.saturating_add(BREAKER_SECS), Ordering::Relaxed);
+                return Err(detail);
+            }
+        };
+        if let Some(key) = subject
+            && self.cache_ttl_secs > 0
+        {
             if self.cache.len() >= MAX_CACHED_SUBJECTS {
                 self.cache.clear();
             }
             self.cache.insert(
-                key,
+                *key,
                 (now.saturating_add(self.cache_ttl_secs), claims.clone()),
             );
         }
-        Ok(claims)
+        Ok(Lookup::Fetched(claims))
     }
 
     async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, String> {
@@ -103,11 +134,12 @@ impl RemoteEnricher {
             .post(&self.url)
             .timeout(self.timeout)
             .json(&token.to_json());
+        // `without_url`: the URL may carry credentials, and these errors reach the log.
         let work = async {
             let mut response = request
                 .send()
                 .await
-                .map_err(|e| format!("request failed: {e}"))?;
+                .map_err(|e| format!("request failed: {}", e.without_url()))?;
             if !response.status().is_success() {
                 return Err(format!("answered HTTP {}", response.status().as_u16()));
             }
@@ -115,7 +147,7 @@ impl RemoteEnricher {
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(|e| format!("reading the answer: {}", e.without_url()))?
             {
                 if body.len() + chunk.len() > self.max_response_bytes {
                     return Err(format!(

@@ -24,10 +24,18 @@ impl SubjectKey {
     }
 }
 
+/// One subject's claims, as set and without the registered claims: filtered once when
+/// set rather than on every answer.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub all: Arc<Map<String, Value>>,
+    pub unregistered: Arc<Map<String, Value>>,
+}
+
 /// Every subject's claims, as last set.
 #[derive(Debug, Default)]
 pub struct SubjectClaims {
-    claims: DashMap<SubjectKey, Arc<Map<String, Value>>>,
+    claims: DashMap<SubjectKey, Stored>,
 }
 
 impl SubjectClaims {
@@ -36,16 +44,34 @@ impl SubjectClaims {
     }
 
     pub fn set(&self, iss: &str, sub: &str, claims: Map<String, Value>) {
-        self.claims
-            .insert(SubjectKey::new(iss, sub), Arc::new(claims));
+        let mut unregistered = claims.clone();
+        unregistered.retain(|name, _| !super::REGISTERED.contains(&name.as_str()));
+        let stored = Stored {
+            all: Arc::new(claims),
+            unregistered: Arc::new(unregistered),
+        };
+        self.claims.insert(SubjectKey::new(iss, sub), stored);
     }
 
     pub fn delete(&self, iss: &str, sub: &str) {
         self.claims.remove(&SubjectKey::new(iss, sub));
     }
 
-    pub fn get(&self, key: &SubjectKey) -> Option<Arc<Map<String, Value>>> {
-        self.claims.get(key).map(|claims| claims.clone())
+    /// Replaces every subject's claims with `subjects`, without a moment where a subject
+    /// that stays has none.
+    pub fn replace_all(&self, subjects: Vec<(String, String, Map<String, Value>)>) {
+        let keep: std::collections::HashSet<SubjectKey> = subjects
+            .iter()
+            .map(|(iss, sub, _)| SubjectKey::new(iss, sub))
+            .collect();
+        for (iss, sub, claims) in subjects {
+            self.set(&iss, &sub, claims);
+        }
+        self.claims.retain(|key, _| keep.contains(key));
+    }
+
+    pub fn get(&self, key: &SubjectKey) -> Option<Stored> {
+        self.claims.get(key).map(|stored| stored.clone())
     }
 
     pub fn len(&self) -> usize {

@@ -21,6 +21,9 @@ const EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_POSITION: &str = "last";
 
+/// JSON `[iss, sub]` → position of that subject's latest claims entry.
+const SUBJECTS: TableDefinition<&[u8], u64> = TableDefinition::new("subjects");
+
 /// Most appends committed together.
 const MAX_BATCH: usize = 1024;
 
@@ -64,6 +67,7 @@ impl EmbeddedLog {
                 txn.open_table(LOG).map_err(embedded)?;
                 txn.open_table(EXPIRY).map_err(embedded)?;
                 txn.open_table(META).map_err(embedded)?;
+                txn.open_table(SUBJECTS).map_err(embedded)?;
                 txn.commit().map_err(embedded)?;
             }
             let txn = db.begin_read().map_err(embedded)?;
@@ -217,13 +221,30 @@ fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEnt
     {
         let mut log = txn.open_table(LOG).map_err(embedded)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(embedded)?;
+        let mut subjects = txn.open_table(SUBJECTS).map_err(embedded)?;
         for (offset, (change, _)) in batch.iter().enumerate() {
             let position = last + 1 + offset as u64;
             log.insert(position, encode(change)?.as_slice())
                 .map_err(embedded)?;
-            expiry
-                .insert((change.forget_after(), position), ())
-                .map_err(embedded)?;
+            if let Some(subject) = change.subject() {
+                // Only a subject's latest claims matter: the entry it replaces goes, and a
+                // deletion leaves nothing behind, so the file does not grow with updates.
+                let field = serde_json::to_vec(&subject).map_err(embedded)?;
+                if let Some(previous) = subjects.remove(field.as_slice()).map_err(embedded)? {
+                    log.remove(previous.value()).map_err(embedded)?;
+                }
+                if matches!(change, Change::DeleteSubjectClaims { .. }) {
+                    log.remove(position).map_err(embedded)?;
+                } else {
+                    subjects
+                        .insert(field.as_slice(), position)
+                        .map_err(embedded)?;
+                }
+            } else {
+                expiry
+                    .insert((change.forget_after(), position), ())
+                    .map_err(embedded)?;
+            }
             entries.push(LogEntry {
                 position,
                 change: change.clone(),

@@ -23,6 +23,10 @@ impl MemoryLog {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (last, entries) = &mut *guard;
         *last += 1;
+        // Only a subject's latest claims matter (see the embedded store).
+        if let Some(subject) = change.subject() {
+            entries.retain(|entry| entry.change.subject() != Some(subject));
+        }
         let entry = LogEntry {
             position: *last,
             change,

@@ -57,6 +57,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// The (issuer, subject) whose claims this change sets or deletes.
+    pub fn subject(&self) -> Option<(&str, &str)> {
+        match self {
+            Change::SetSubjectClaims { iss, sub, .. }
+            | Change::DeleteSubjectClaims { iss, sub } => Some((iss.as_str(), sub.as_str())),
+            Change::Revoke(_) | Change::Unknown => None,
+        }
+    }
+
     /// Unix seconds after which the change no longer matters and may leave the log.
     pub fn forget_after(&self) -> i64 {
         match self {
@@ -271,6 +280,15 @@ impl StateLog {
                 }
                 Ok(position)
             }
+        }
+    }
+
+    /// Seconds since the store last answered: how stale this replica may be. Local stores
+    /// are never behind.
+    pub fn lag_secs(&self, now: i64) -> i64 {
+        match self {
+            Self::Redis(log) => log.applier().lag_secs(now),
+            Self::Memory(_) | Self::Embedded(_) => 0,
         }
     }
 

@@ -197,26 +197,48 @@ impl Inner {
         format!("{}:subject-claims", self.stream)
     }
 
-    /// Loads every subject's latest claims from the snapshot hash. Replaying the stream
-    /// afterwards (any suffix of it) ends in the same state, so trimmed entries are not
-    /// missed.
+    /// Loads every subject's latest claims from the snapshot hash, in pages. Replaying
+    /// the stream afterwards (any suffix of it) ends in the same state, so trimmed
+    /// entries are not missed.
     async fn load_snapshot(&self) -> Result<(), LogError> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.snapshot_key());
-        let reply = self.query(Request::Cmd(&cmd)).await?;
-        let entries: Vec<(Vec<u8>, Vec<u8>)> =
-            redis::from_redis_value(reply).map_err(unavailable)?;
-        for (field, claims) in entries {
-            let (Ok((iss, sub)), Ok(claims)) = (
-                serde_json::from_slice::<(String, String)>(&field),
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&claims),
-            ) else {
-                tracing::warn!("skipped an unreadable subject-claims snapshot entry");
-                continue;
-            };
-            self.applier.subjects.set(&iss, &sub, claims);
+        let mut subjects = Vec::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let mut cmd = redis::cmd("HSCAN");
+            cmd.arg(self.snapshot_key())
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1000);
+            let reply = self.query(Request::Cmd(&cmd)).await?;
+            let (next, entries): HashScanPage =
+                redis::from_redis_value(reply).map_err(unavailable)?;
+            for (field, claims) in entries {
+                match (
+                    serde_json::from_slice::<(String, String)>(&field),
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&claims),
+                ) {
+                    (Ok((iss, sub)), Ok(claims)) => subjects.push((iss, sub, claims)),
+                    _ => tracing::warn!("skipped an unreadable subject-claims snapshot entry"),
+                }
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
         }
+        self.applier.subjects.replace_all(subjects);
         Ok(())
+    }
+
+    /// Whether entries after `applied` may have been trimmed away: the oldest entry left
+    /// is newer than the one after it.
+    async fn trimmed_past(&self, applied: Position) -> Result<bool, LogError> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.stream).arg("-").arg("+").arg("COUNT").arg(1);
+        let oldest = parse_entries(self.query(Request::Cmd(&cmd)).await?)?;
+        Ok(oldest
+            .first()
+            .is_some_and(|entry| entry.position > applied.saturating_add(1)))
     }
 
     /// The oldest ID kept: entries older than the retention may be trimmed.
@@ -254,7 +276,10 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
     let mut connection = tokio::time::timeout(inner.timeout, inner.connect())
         .await
         .unwrap_or_else(|_| Err(unavailable("connect timed out")))?;
-    if inner.applier.applied() == 0 {
+    // First start, or back after so long that the stream was trimmed past us: the
+    // subject-claims snapshot covers what the stream no longer has.
+    let applied = inner.applier.applied();
+    if applied == 0 || inner.trimmed_past(applied).await? {
         inner.load_snapshot().await?;
     }
     loop {
@@ -305,6 +330,9 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
         }
     }
 }
+
+/// One HSCAN answer: the next cursor, and (field, value) pairs.
+type HashScanPage = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// One command, or several in a MULTI/EXEC transaction.
 #[derive(Clone, Copy)]

@@ -122,7 +122,7 @@ fn subject_claims_ride_the_log() {
         applier
             .subjects
             .get(&key)
-            .and_then(|c| c.get("role").cloned()),
+            .and_then(|c| c.all.get("role").cloned()),
         Some(serde_json::json!("admin"))
     );
     let encoded = encode(&Change::DeleteSubjectClaims {
@@ -135,4 +135,63 @@ fn subject_claims_ride_the_log() {
         change: decode(&encoded),
     });
     assert!(applier.subjects.get(&key).is_none());
+}
+
+#[tokio::test]
+async fn superseded_subject_claims_leave_the_embedded_log() -> Result<(), Box<dyn std::error::Error>>
+{
+    let dir = tempfile::tempdir()?;
+    let config = StoreConfig::Embedded {
+        path: dir.path().join("state.redb"),
+    };
+    let set = |plan: &str| Change::SetSubjectClaims {
+        iss: "i".into(),
+        sub: "alice".into(),
+        claims: serde_json::from_value(serde_json::json!({ "plan": plan })).unwrap_or_default(),
+    };
+    {
+        let (log, _) = StateLog::open(&config, applier(), CancellationToken::new()).await?;
+        for plan in ["free", "pro", "enterprise"] {
+            log.append(set(plan)).await?;
+        }
+        log.append(revoke("kept", i64::MAX)).await?;
+        log.append(Change::SetSubjectClaims {
+            iss: "i".into(),
+            sub: "bob".into(),
+            claims: Default::default(),
+        })
+        .await?;
+        log.append(Change::DeleteSubjectClaims {
+            iss: "i".into(),
+            sub: "bob".into(),
+        })
+        .await?;
+        let left: Vec<Position> = log
+            .read_after(0, 100)
+            .await?
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(
+            left,
+            vec![3, 4],
+            "only alice's latest claims and the revocation remain"
+        );
+    }
+    let replayed = applier();
+    let _log = StateLog::open(&config, replayed.clone(), CancellationToken::new()).await?;
+    let alice = replayed
+        .subjects
+        .get(&crate::enrich::SubjectKey::new("i", "alice"));
+    assert_eq!(
+        alice.and_then(|s| s.all.get("plan").cloned()),
+        Some(serde_json::json!("enterprise"))
+    );
+    assert!(
+        replayed
+            .subjects
+            .get(&crate::enrich::SubjectKey::new("i", "bob"))
+            .is_none()
+    );
+    Ok(())
 }

@@ -168,6 +168,12 @@ impl Metrics {
             .absolute(total);
     }
 
+    /// Drains histogram samples into their buckets. Without it, samples would pile up
+    /// between scrapes (or forever, with no scraper); `run` calls it periodically.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -267,6 +273,7 @@ pub struct Observed {
     pub issuers: Arc<crate::keys::Issuers>,
     pub introspector: Arc<crate::introspect::Introspector>,
     pub applier: Arc<crate::statelog::Applier>,
+    pub state_log: Arc<crate::statelog::StateLog>,
     pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -327,7 +334,7 @@ impl Observed {
         m.gauge(
             "introspectd_statelog_lag_seconds",
             &[],
-            self.applier.lag_secs(now) as f64,
+            self.state_log.lag_secs(now) as f64,
         );
         m.counter_total(
             "introspectd_statelog_errors_total",

@@ -106,3 +106,26 @@ async fn rfc7009_revoke_endpoint_needs_the_revoke_role() -> TestResult {
     assert_eq!(body, json!({"active": false}));
     Ok(())
 }
+
+#[tokio::test]
+async fn malformed_forms_are_invalid_request_after_authentication() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let http = reqwest::Client::new();
+    for route in ["introspect", "revoke"] {
+        let url = format!("http://{}/oauth2/{route}", server.http_addr);
+        let garbage = http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body("token=a&token=b")
+            .send()
+            .await?;
+        assert_eq!(garbage.status(), 400, "{route}");
+        let body: Value = garbage.json().await?;
+        assert_eq!(body["error"], json!("invalid_request"), "{route}");
+    }
+    // Without a key, the revoke endpoint answers 401 before looking at the body.
+    let url = format!("http://{}/oauth2/revoke", server.http_addr);
+    assert_eq!(http.post(&url).body("%%%").send().await?.status(), 401);
+    Ok(())
+}
