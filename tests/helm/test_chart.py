@@ -41,6 +41,17 @@ ISSUER = {
 }
 
 
+# Enrichers of one issuer: configured per issuer under `enrich`, written as they are.
+ENRICH = [
+    {"kind": "static", "claims": {"tenant": "acme", "tier": 2}, "when": {"scope": ["api"]}},
+    {"kind": "mapping", "rules": [{"strip_prefix": "https://myapp.example.com/"},
+                                  {"from": "scp", "to": "scopes", "split": " "}]},
+    {"kind": "subject"},
+    {"kind": "remote", "url": "http://claims.internal:8080/claims", "timeout_ms": 150,
+     "cache_ttl_secs": 300, "on_error": "closed"},
+]
+
+
 def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
 
@@ -81,8 +92,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podAnnotations": {"a": "b"},
         "podLabels": {"team": "identity"},
         "telemetry": {"otlp_endpoint": "http://otel:4317", "sample_ratio": 0.25},
-        "issuers": [ISSUER, {"issuer": "https://b.example/", "discovery": True}],
-        "extraConfig": {"enrichment": {"static_claims": {"tenant": "acme"}}},
+        "issuers": [
+            ISSUER,
+            {"issuer": "https://b.example/", "audiences": ["b-api"], "discovery": True, "enrich": ENRICH},
+        ],
     },
     "memory-hpa-default-metrics": {
         "store": {"backend": "memory"},
@@ -409,10 +422,31 @@ def test_default_config_toml(chart):
         "cache": {"max_entries": 100000},
         "auth": {"anonymous_introspect": True},
         "store": {"backend": "embedded", "path": "/var/lib/introspectd/state.redb"},
-        "telemetry": {"service_name": "introspectd", "sample_ratio": 1.0},
+        # service_name and sample_ratio are left out, so OTEL_SERVICE_NAME and
+        # OTEL_TRACES_SAMPLER apply: only the [telemetry] header remains.
+        "telemetry": {},
     }
-    assert isinstance(config["telemetry"]["sample_ratio"], float)
     assert isinstance(config["server"]["max_token_bytes"], int)
+
+
+def test_telemetry_keys_are_rendered_only_when_set(chart):
+    text = one(render(chart), "ConfigMap")["data"]["config.toml"]
+    assert "service_name" not in text and "sample_ratio" not in text
+    for values in ({"service_name": "", "sample_ratio": None}, {"sample_ratio": None}):
+        assert config_toml(render(chart, {"telemetry": values}))["telemetry"] == {}
+    telemetry = config_toml(render(chart, {"telemetry": {"service_name": "introspectd", "sample_ratio": 1}}))["telemetry"]
+    assert telemetry == {"service_name": "introspectd", "sample_ratio": 1.0}
+    assert isinstance(telemetry["sample_ratio"], float)
+
+
+def test_issuer_enrichment_is_rendered_as_is(chart):
+    rendered = render(chart, SCENARIOS["redis-everything"])
+    text = one(rendered, "ConfigMap")["data"]["config.toml"]
+    assert text.count("\n[[issuers]]\n") == 2
+    issuers = config_toml(rendered)["issuers"]
+    assert issuers[0] == ISSUER
+    assert issuers[1]["enrich"] == ENRICH
+    assert [e["kind"] for e in issuers[1]["enrich"]] == ["static", "mapping", "subject", "remote"]
 
 
 @pytest.mark.parametrize("name", ["embedded", "redis"])
@@ -445,8 +479,6 @@ def test_toml_rendering_of_awkward_values(chart):
         "issuers": [issuer, ISSUER],
         "log": {"filter": 'info,tower_http=debug,"x"'},
         "telemetry": {"sample_ratio": 0},
-        "extraConfig": {"enrichment": {"remote_url": "https://e.example", "fail_open": False},
-                        "odd table": {"a": [1, 2.5, "three"]}},
     }
     config = config_toml(render(chart, values))
     expected = {k: v for k, v in issuer.items() if v != ""}  # empty strings are left out
@@ -454,8 +486,7 @@ def test_toml_rendering_of_awkward_values(chart):
     assert config["log"]["filter"] == values["log"]["filter"]
     assert config["telemetry"]["sample_ratio"] == 0.0
     assert isinstance(config["telemetry"]["sample_ratio"], float)
-    assert config["enrichment"] == values["extraConfig"]["enrichment"]
-    assert config["odd table"] == {"a": [1, 2.5, "three"]}
+    assert set(config) == {"server", "log", "cache", "auth", "store", "telemetry", "issuers"}
 
 
 def test_bind_address_and_ports_follow_values(chart):
@@ -513,8 +544,10 @@ def test_embedded_refusal_names_the_replica_count(chart):
         ({"replicaCount": "2"}, "/replicaCount"),
         ({"log": {"format": "yaml"}}, "/log/format"),
         ({"telemetry": {"sample_ratio": 2}}, "/telemetry/sample_ratio"),
+        ({"telemetry": {"sample_ratio": "0.5"}}, "/telemetry/sample_ratio"),
         ({"issuers": [{"audiences": ["x"]}]}, "issuer"),
-        ({"extraConfig": {"server": {"x": 1}}}, "invalid propertyName 'server'"),
+        # The service has no config section besides those the chart renders.
+        ({"extraConfig": {"enrichment": {"x": 1}}}, "additional properties 'extraConfig' not allowed"),
     ],
 )
 def test_schema_catches_typos(chart, values, message):
@@ -594,9 +627,8 @@ def test_dockerfile_matches_the_chart(chart):
 
 # === the service itself accepts what the chart renders ===
 
-# Scenarios that configure a complete service (issuers, no extraConfig sections that
-# only exist for templating tests).
-ACCEPTED_BY_THE_SERVICE = ["example-embedded", "example-redis", "memory", "embedded-emptydir"]
+# Scenarios that configure a complete service (at least one issuer).
+ACCEPTED_BY_THE_SERVICE = ["example-embedded", "example-redis", "memory", "embedded-emptydir", "redis-everything"]
 
 
 @pytest.mark.parametrize("name", ACCEPTED_BY_THE_SERVICE)

@@ -40,9 +40,4 @@ path = {{ printf "%s/state.redb" (include "introspectd.dataDir" .) | toJson }}
 [[issuers]]
 {{- include "introspectd.tomlTable" (dict "table" $issuer) }}
 {{- end }}
-{{- range $name, $table := $v.extraConfig }}
-
-[{{ include "introspectd.tomlKey" $name }}]
-{{- include "introspectd.tomlTable" (dict "table" $table) }}
-{{- end }}
 {{- end }}

@@ -113,11 +113,6 @@ that depends on them, so `helm template` and `helm install` both stop with the m
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas" }}
 {{- end }}
-{{- range $section := list "server" "log" "cache" "auth" "store" "telemetry" "issuers" }}
-{{- if hasKey $.Values.extraConfig $section }}
-{{- fail (printf "extraConfig.%s repeats a config.toml section the chart already renders: set it under the top-level %s value instead" $section $section) }}
-{{- end }}
-{{- end }}
 {{- end }}
 
 {{/*
