@@ -1,7 +1,7 @@
 //! Caller authentication: API keys with roles. Keys are configured as SHA-256 hashes and
 //! compared in constant time; the transport only extracts the presented key.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -49,9 +49,9 @@ pub enum AuthError {
 
 #[derive(Debug, Clone)]
 struct ApiKey {
-    name: String,
     hash: [u8; 32],
-    roles: Vec<Role>,
+    /// Shared with every call it authenticates: no allocation per call.
+    caller: Arc<Caller>,
 }
 
 /// An authenticated caller.
@@ -106,9 +106,11 @@ impl ApiKeys {
                     return Err(AuthError::NoRoles(entry.name));
                 }
                 Ok(ApiKey {
-                    name: entry.name,
                     hash,
-                    roles: entry.roles,
+                    caller: Arc::new(Caller {
+                        name: entry.name,
+                        roles: entry.roles,
+                    }),
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -133,7 +135,7 @@ impl ApiKeys {
 
     /// The caller a presented key belongs to. Every configured hash is compared, in
     /// constant time, so timing tells nothing about which key nearly matched.
-    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+    pub fn authenticate(&self, presented: &str) -> Option<Arc<Caller>> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for key in &self.keys {
@@ -141,14 +143,11 @@ impl ApiKeys {
                 found = Some(key);
             }
         }
-        found.map(|key| Caller {
-            name: key.name.clone(),
-            roles: key.roles.clone(),
-        })
+        found.map(|key| key.caller.clone())
     }
 
     /// Decides a call needing `role`: a known key with that role (or admin).
-    pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Caller, Denied> {
+    pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Arc<Caller>, Denied> {
         let caller = self
             .authenticate(presented.ok_or(Denied::Unauthenticated)?)
             .ok_or(Denied::Unauthenticated)?;
@@ -165,7 +164,7 @@ impl ApiKeys {
     pub fn authorize_introspection(
         &self,
         presented: Option<&str>,
-    ) -> Result<Option<Caller>, Denied> {
+    ) -> Result<Option<Arc<Caller>>, Denied> {
         match presented {
             None if self.anonymous_introspect => Ok(None),
             _ => self.authorize(presented, Role::Introspect).map(Some),

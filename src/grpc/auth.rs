@@ -1,6 +1,8 @@
 //! Caller authentication on gRPC: the `authorization: Bearer <api key>` metadata into a
 //! domain decision, and the decision into a status.
 
+use std::sync::Arc;
+
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::auth::{ApiKeys, Caller, Denied, Role, bearer_key};
@@ -20,7 +22,11 @@ fn denied(denied: Denied) -> Status {
     }
 }
 
-pub fn authorize(keys: &ApiKeys, metadata: &MetadataMap, role: Role) -> Result<Caller, Status> {
+pub fn authorize(
+    keys: &ApiKeys,
+    metadata: &MetadataMap,
+    role: Role,
+) -> Result<Arc<Caller>, Status> {
     keys.authorize(presented_key(metadata), role)
         .map_err(denied)
 }
@@ -28,7 +34,7 @@ pub fn authorize(keys: &ApiKeys, metadata: &MetadataMap, role: Role) -> Result<C
 pub fn authorize_introspection(
     keys: &ApiKeys,
     metadata: &MetadataMap,
-) -> Result<Option<Caller>, Status> {
+) -> Result<Option<Arc<Caller>>, Status> {
     keys.authorize_introspection(presented_key(metadata))
         .map_err(denied)
 }
