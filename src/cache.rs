@@ -27,6 +27,9 @@ pub struct Verified {
 
 struct Entry {
     verified: Arc<Verified>,
+    /// Unix seconds until which the entry may be served: the token's `exp`, or less for
+    /// an answer from an introspection endpoint.
+    until: i64,
     issuer: Arc<Issuer>,
     /// The issuer's key epoch when the token was verified.
     epoch: u64,
@@ -47,8 +50,7 @@ impl VerifiedCache {
     }
 
     pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<Verified>> {
-        let fresh =
-            |entry: &Entry| now < entry.verified.token.exp && entry.epoch == entry.issuer.epoch();
+        let fresh = |entry: &Entry| now < entry.until && entry.epoch == entry.issuer.epoch();
         if let Some(entry) = self.entries.get(hash) {
             if fresh(&entry) {
                 return Some(entry.verified.clone());
@@ -67,6 +69,7 @@ impl VerifiedCache {
         verified: Arc<Verified>,
         issuer: Arc<Issuer>,
         epoch: u64,
+        until: i64,
         now: i64,
     ) {
         if self.max_entries == 0 {
@@ -79,6 +82,7 @@ impl VerifiedCache {
             hash,
             Entry {
                 verified,
+                until,
                 issuer,
                 epoch,
             },
@@ -105,8 +109,7 @@ impl VerifiedCache {
     }
 
     pub fn purge_expired(&self, now: i64) {
-        self.entries
-            .retain(|_, entry| now < entry.verified.token.exp);
+        self.entries.retain(|_, entry| now < entry.until);
     }
 
     pub fn len(&self) -> usize {

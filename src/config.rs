@@ -41,6 +41,8 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
 /// Opaque (refresh) tokens carry no `exp`; their revocation is kept this long.
 pub const DEFAULT_OPAQUE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_INTROSPECTION_CACHE_SECS: u64 = 60;
+pub const DEFAULT_INTROSPECTION_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -257,6 +259,16 @@ pub struct IssuerSection {
     pub max_token_lifetime_secs: u64,
     /// Enrichers run in order on this issuer's active answers.
     pub enrich: Vec<EnricherSection>,
+    /// The issuer's RFC 7662 endpoint: opaque tokens (not JWTs) are sent there.
+    pub introspection_endpoint: Option<String>,
+    /// Client credentials for that endpoint (HTTP Basic), if it wants them.
+    pub introspection_client_id: Option<String>,
+    /// Prefer INTROSPECTD_ISSUERS__N__INTROSPECTION_CLIENT_SECRET.
+    pub introspection_client_secret: Option<String>,
+    /// Longest time an active answer of the endpoint is reused (never past its `exp`).
+    pub introspection_cache_secs: u64,
+    /// Timeout of each call to the endpoint.
+    pub introspection_timeout_ms: u64,
 }
 
 impl Default for IssuerSection {
@@ -283,6 +295,11 @@ impl Default for IssuerSection {
             fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
             max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             enrich: Vec::new(),
+            introspection_endpoint: None,
+            introspection_client_id: None,
+            introspection_client_secret: None,
+            introspection_cache_secs: DEFAULT_INTROSPECTION_CACHE_SECS,
+            introspection_timeout_ms: DEFAULT_INTROSPECTION_TIMEOUT_MS,
         }
     }
 }
@@ -329,6 +346,28 @@ pub struct IssuerConfig {
     pub refresh: RefreshPolicy,
     pub max_token_lifetime_secs: u64,
     pub enrich: Vec<EnricherSection>,
+    /// Where opaque tokens of this issuer are introspected, if anywhere.
+    pub opaque: Option<OpaqueIntrospection>,
+}
+
+/// An issuer's own RFC 7662 endpoint, for opaque tokens.
+#[derive(Clone)]
+pub struct OpaqueIntrospection {
+    pub endpoint: String,
+    pub credentials: Option<(String, String)>,
+    pub cache_secs: i64,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OpaqueIntrospection {
+    // The client secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpaqueIntrospection")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("cache_secs", &self.cache_secs)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -674,6 +713,37 @@ impl IssuerSection {
             crate::enrich::Pipeline::new(&self.enrich, &http)
                 .map_err(|e| invalid(format!("{key}.{e}"), "is invalid"))?;
         }
+        let opaque = match self.introspection_endpoint {
+            None => None,
+            Some(endpoint) => {
+                check_url(&format!("{key}.introspection_endpoint"), &endpoint)?;
+                let credentials = match (
+                    self.introspection_client_id,
+                    self.introspection_client_secret,
+                ) {
+                    (Some(id), Some(secret)) => Some((id, secret)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            format!("{key}.introspection_client_id"),
+                            "give both introspection_client_id and introspection_client_secret, or neither",
+                        ));
+                    }
+                };
+                if self.introspection_timeout_ms == 0 {
+                    return Err(invalid(
+                        format!("{key}.introspection_timeout_ms"),
+                        "must be positive",
+                    ));
+                }
+                Some(OpaqueIntrospection {
+                    endpoint,
+                    credentials,
+                    cache_secs: i64::try_from(self.introspection_cache_secs).unwrap_or(i64::MAX),
+                    timeout: Duration::from_millis(self.introspection_timeout_ms),
+                })
+            }
+        };
         Ok(IssuerConfig {
             issuer: self.issuer,
             audiences: self.audiences,
@@ -694,6 +764,7 @@ impl IssuerSection {
             },
             max_token_lifetime_secs: self.max_token_lifetime_secs,
             enrich: self.enrich,
+            opaque,
         })
     }
 }

@@ -39,6 +39,9 @@ impl Introspection {
 pub enum IntrospectError {
     #[error("the keys of issuer {0:?} have not loaded yet")]
     KeysNotReady(String),
+    /// An issuer's introspection endpoint could not answer for an opaque token.
+    #[error("the introspection endpoint of {iss:?} failed: {detail}")]
+    Upstream { iss: String, detail: String },
     /// A fail-closed enricher could not answer.
     #[error(transparent)]
     Enrichment(#[from] EnrichError),
@@ -157,7 +160,7 @@ impl Introspector {
         now: i64,
     ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
         if !raw.contains('.') {
-            return Ok(Err(OPAQUE));
+            return self.verify_opaque(raw, hash, now).await;
         }
         let jwt = match token::parse(raw, self.max_token_bytes) {
             Ok(jwt) => jwt,
@@ -184,20 +187,89 @@ impl Introspector {
             return Ok(Err(rejection));
         }
         Ok(jwt.into_access_token(&issuer.config, now).map(|token| {
-            let pipeline = self.pipelines.get(&token.iss).cloned().unwrap_or_default();
-            let verified = Arc::new(Verified {
-                revocation_keys: TokenKeys::of_access_token(&TokenHash::identity(raw), &token),
-                precomputed: pipeline.precompute(&token),
-                subject_key: token
-                    .sub
-                    .as_deref()
-                    .map(|sub| SubjectKey::new(&token.iss, sub)),
-                pipeline,
-                token: Arc::new(token),
-            });
-            self.cache
-                .insert(hash, verified.clone(), issuer.clone(), epoch, now);
-            verified
+            let until = token.exp;
+            self.remember(raw, hash, token, issuer, epoch, until, now)
         }))
+    }
+
+    /// An opaque token: asked of each issuer with an introspection endpoint, in
+    /// configuration order, until one calls it active. An endpoint that cannot answer
+    /// makes the answer an error (UNAVAILABLE), not `active: false`.
+    async fn verify_opaque(
+        &self,
+        raw: &str,
+        hash: TokenHash,
+        now: i64,
+    ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
+        let issuers = self.issuers.with_opaque_introspection();
+        if raw.len() > self.max_token_bytes {
+            return Ok(Err(Rejection::new(
+                Reason::Malformed,
+                "token longer than the limit",
+            )));
+        }
+        for issuer in issuers {
+            let Some(endpoint) = &issuer.config.opaque else {
+                continue;
+            };
+            let epoch = issuer.epoch();
+            let answer = crate::opaque::introspect(issuer.http(), endpoint, raw)
+                .await
+                .map_err(|detail| IntrospectError::Upstream {
+                    iss: issuer.config.issuer.clone(),
+                    detail,
+                })?;
+            let Some(answer) = answer else { continue };
+            // The answer is reused no longer than the endpoint allows (`exp`) and than
+            // configured, so a revocation at the issuer shows within that time.
+            let horizon = now.saturating_add(endpoint.cache_secs);
+            let token = match AccessToken::from_introspection(answer, &issuer.config, horizon) {
+                Ok(token) => token,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            if token.exp <= now {
+                return Ok(Err(Rejection::new(Reason::Expired, "exp has passed")));
+            }
+            let until = token.exp.min(horizon);
+            return Ok(Ok(
+                self.remember(raw, hash, token, issuer, epoch, until, now)
+            ));
+        }
+        Ok(Err(if issuers.is_empty() {
+            OPAQUE
+        } else {
+            Rejection::new(
+                Reason::InactiveAtIssuer,
+                "the issuer's endpoint calls it inactive",
+            )
+        }))
+    }
+
+    /// Derives what a verified token needs on every answer, and caches it until `until`.
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &self,
+        raw: &str,
+        hash: TokenHash,
+        token: AccessToken,
+        issuer: &Arc<crate::keys::Issuer>,
+        epoch: u64,
+        until: i64,
+        now: i64,
+    ) -> Arc<Verified> {
+        let pipeline = self.pipelines.get(&token.iss).cloned().unwrap_or_default();
+        let verified = Arc::new(Verified {
+            revocation_keys: TokenKeys::of_access_token(&TokenHash::identity(raw), &token),
+            precomputed: pipeline.precompute(&token),
+            subject_key: token
+                .sub
+                .as_deref()
+                .map(|sub| SubjectKey::new(&token.iss, sub)),
+            pipeline,
+            token: Arc::new(token),
+        });
+        self.cache
+            .insert(hash, verified.clone(), issuer.clone(), epoch, until, now);
+        verified
     }
 }

@@ -32,6 +32,7 @@ pub mod http;
 pub mod introspect;
 pub mod keys;
 pub mod loadtest;
+pub mod opaque;
 pub mod revocation;
 pub mod statelog;
 pub mod telemetry;

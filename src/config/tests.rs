@@ -219,3 +219,30 @@ fn example_configs_are_valid() -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[test]
+fn introspection_endpoint_needs_both_credentials_or_none() -> Result<(), ConfigError> {
+    let with = |extra: &str| {
+        format!(
+            "{BASE}{}",
+            ISSUER.replace("jwks_uri", &format!("{extra}\njwks_uri"))
+        )
+    };
+    let config = load(
+        &with("introspection_endpoint = \"https://id.example.com/introspect\""),
+        &[],
+    )?;
+    assert!(config.issuers[0].opaque.is_some());
+    let half = with(
+        "introspection_endpoint = \"https://id.example.com/introspect\"\nintrospection_client_id = \"me\"",
+    );
+    assert!(error_text(&half, &[]).starts_with("issuers[0].introspection_client_id"));
+    let not_url = with("introspection_endpoint = \"id.example.com\"");
+    assert!(error_text(&not_url, &[]).starts_with("issuers[0].introspection_endpoint"));
+    // The secret never shows in the configuration's debug output.
+    let secret = with(
+        "introspection_endpoint = \"https://id.example.com/i\"\nintrospection_client_id = \"me\"\nintrospection_client_secret = \"hunter2\"",
+    );
+    assert!(!format!("{:?}", load(&secret, &[])?).contains("hunter2"));
+    Ok(())
+}

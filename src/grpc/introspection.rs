@@ -150,5 +150,6 @@ pub fn inactive_reason(reason: Reason) -> InactiveReason {
         Reason::NotYetValid => InactiveReason::NotYetValid,
         Reason::Malformed => InactiveReason::Malformed,
         Reason::InsufficientScope => InactiveReason::InsufficientScope,
+        Reason::InactiveAtIssuer => InactiveReason::InactiveAtIssuer,
     }
 }

@@ -11,6 +11,10 @@ pub fn from_introspect(error: IntrospectError) -> Status {
             tracing::warn!(%iss, "introspection before the issuer's keys loaded");
             Status::unavailable("the issuer's keys have not loaded yet; retry shortly")
         }
+        IntrospectError::Upstream { iss, detail } => {
+            tracing::warn!(%iss, %detail, "an issuer's introspection endpoint failed");
+            Status::unavailable("the issuer's introspection endpoint did not answer; retry shortly")
+        }
         IntrospectError::Enrichment(error) => {
             tracing::warn!(%error, "a fail-closed enricher failed");
             Status::unavailable("enrichment is unavailable; retry shortly")

@@ -294,6 +294,11 @@ impl Issuer {
         }
     }
 
+    /// The HTTP client for this issuer's endpoints.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The current key set; `None` until the first load.
     pub fn keys(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()
@@ -392,24 +397,35 @@ impl Issuer {
 #[derive(Debug, Default)]
 pub struct Issuers {
     by_iss: HashMap<String, Arc<Issuer>>,
+    /// Issuers with an introspection endpoint for opaque tokens, in configuration order.
+    opaque: Vec<Arc<Issuer>>,
 }
 
 impl Issuers {
     pub fn new(configs: Vec<IssuerConfig>, http: reqwest::Client) -> Self {
-        let by_iss = configs
+        let issuers: Vec<Arc<Issuer>> = configs
             .into_iter()
-            .map(|config| {
-                (
-                    config.issuer.clone(),
-                    Arc::new(Issuer::new(config, http.clone())),
-                )
-            })
+            .map(|config| Arc::new(Issuer::new(config, http.clone())))
             .collect();
-        Self { by_iss }
+        let opaque = issuers
+            .iter()
+            .filter(|issuer| issuer.config.opaque.is_some())
+            .cloned()
+            .collect();
+        let by_iss = issuers
+            .into_iter()
+            .map(|issuer| (issuer.config.issuer.clone(), issuer))
+            .collect();
+        Self { by_iss, opaque }
     }
 
     pub fn get(&self, iss: &str) -> Option<&Arc<Issuer>> {
         self.by_iss.get(iss)
+    }
+
+    /// Issuers with an introspection endpoint for opaque tokens, in configuration order.
+    pub fn with_opaque_introspection(&self) -> &[Arc<Issuer>] {
+        &self.opaque
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Issuer>> {

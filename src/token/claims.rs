@@ -94,6 +94,30 @@ impl AccessToken {
         })
     }
 
+    /// An opaque token as its issuer's RFC 7662 endpoint described it. Without `exp` in
+    /// the answer, `default_exp` stands in (the end of how long the answer may be reused).
+    pub fn from_introspection(
+        mut answer: Map<String, Value>,
+        policy: &IssuerConfig,
+        default_exp: i64,
+    ) -> Result<Self, Rejection> {
+        answer.remove("token_type");
+        answer
+            .entry("iss")
+            .or_insert_with(|| Value::from(policy.issuer.clone()));
+        answer
+            .entry("exp")
+            .or_insert_with(|| Value::from(default_exp));
+        let token = Self::from_claims(answer, policy)?;
+        if token.iss != policy.issuer {
+            return Err(Rejection::new(
+                Reason::UnknownIssuer,
+                "the introspection answer names another issuer",
+            ));
+        }
+        Ok(token)
+    }
+
     /// The token as RFC 7662 members with its other claims beside them (members win):
     /// the body of the HTTP answer and of a remote enricher's request.
     pub fn to_json(&self) -> Map<String, Value> {

@@ -90,10 +90,12 @@ pub enum Reason {
     NotYetValid,
     Malformed,
     InsufficientScope,
+    /// An opaque token its issuer's introspection endpoint calls inactive.
+    InactiveAtIssuer,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Expired,
         Reason::Revoked,
         Reason::BadSignature,
@@ -104,6 +106,7 @@ impl Reason {
         Reason::NotYetValid,
         Reason::Malformed,
         Reason::InsufficientScope,
+        Reason::InactiveAtIssuer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +121,7 @@ impl Reason {
             Reason::NotYetValid => "NOT_YET_VALID",
             Reason::Malformed => "MALFORMED",
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Reason::InactiveAtIssuer => "INACTIVE_AT_ISSUER",
         }
     }
 }

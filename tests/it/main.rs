@@ -9,6 +9,7 @@ mod keys;
 mod lifecycle;
 mod logs;
 mod observability;
+mod opaque;
 mod redis_server;
 mod replication;
 mod revocation;
