@@ -14,11 +14,16 @@
 //! | [`token`] | pure validation: token + issuer policy + key set + now → claims or a reason |
 //! | [`keys`] | issuers, their key-set snapshots, JWKS fetch, discovery, refresh |
 //! | [`cache`] | verified tokens by SHA-256 |
+//! | [`opaque`] | opaque tokens, asked of their issuer's RFC 7662 endpoint |
+//! | [`revocation`] | the revocation set; revoke, check and watch |
+//! | [`statelog`] | the ordered log of changes: memory, embedded (redb), Redis Streams |
+//! | [`enrich`] | enrichers and per-subject claims |
+//! | [`auth`] | API keys and roles |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
 //! | [`dev`] | the local issuer of `introspectd dev` and `introspectd mint` |
 //! | [`loadtest`] | `introspectd loadtest`: load on a running server, as a ratio to health Check |
-//! | [`telemetry`] | logs |
+//! | [`telemetry`] | logs, traces, metrics |
 
 #![forbid(unsafe_code)]
 
