@@ -2,7 +2,7 @@
 //!
 //! Each issuer's key set is an immutable [`KeySet`] snapshot behind an `ArcSwap`:
 //! verification loads it without locks and never awaits the network. A supervised task
-//! per issuer refreshes it ([`refresh`]); an unknown `kid` triggers one rate-limited,
+//! per issuer refreshes it ([`spawn_refresh`]); an unknown `kid` triggers one rate-limited,
 //! single-flight refetch; the last good set stays in place while the issuer is down.
 
 mod fetch;

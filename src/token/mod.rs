@@ -1,7 +1,7 @@
 //! Tokens: what a verified access token is, why a token is refused, and the pure
 //! validation that decides between the two.
 //!
-//! Nothing here touches the network or the clock: [`validate`] takes the token, the
+//! Nothing here touches the network or the clock: [`parse`] and [`verify`] take the token, the
 //! issuer's policy and key set, and `now`.
 
 mod claims;
