@@ -11,6 +11,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use dashmap::DashMap;
+
 use crate::cache::{Verified, VerifiedCache};
 use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
@@ -53,9 +55,22 @@ pub struct Introspector {
     subjects: Arc<SubjectClaims>,
     /// Enrichment pipeline by issuer.
     pipelines: HashMap<String, Arc<Pipeline>>,
+    /// Opaque tokens every endpoint called inactive, until when: a flood of unknown
+    /// tokens costs the issuers one call each per few seconds, not one per request.
+    inactive_opaque: DashMap<TokenHash, i64>,
     cache: VerifiedCache,
     max_token_bytes: usize,
 }
+
+const INACTIVE_AT_ISSUER: Rejection = Rejection::new(
+    Reason::InactiveAtIssuer,
+    "the issuer's introspection endpoint calls it inactive",
+);
+/// How long an opaque token every endpoint called inactive is answered without asking
+/// again (at most each endpoint's `introspection_cache_secs`).
+const INACTIVE_OPAQUE_SECS: i64 = 10;
+/// Most such tokens remembered.
+const MAX_INACTIVE_OPAQUE: usize = 100_000;
 
 const OPAQUE: Rejection = Rejection::new(
     Reason::UnknownIssuer,
@@ -76,6 +91,7 @@ impl Introspector {
             revocations,
             subjects,
             pipelines,
+            inactive_opaque: DashMap::new(),
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
         }
@@ -208,6 +224,14 @@ impl Introspector {
                 "token longer than the limit",
             )));
         }
+        if self
+            .inactive_opaque
+            .get(&hash)
+            .is_some_and(|until| *until > now)
+        {
+            return Ok(Err(INACTIVE_AT_ISSUER));
+        }
+        let mut remember_inactive = INACTIVE_OPAQUE_SECS;
         for issuer in issuers {
             let Some(endpoint) = &issuer.config.opaque else {
                 continue;
@@ -219,7 +243,10 @@ impl Introspector {
                     iss: issuer.config.issuer.clone(),
                     detail,
                 })?;
-            let Some(answer) = answer else { continue };
+            let Some(answer) = answer else {
+                remember_inactive = remember_inactive.min(endpoint.cache_secs);
+                continue;
+            };
             // The answer is reused no longer than the endpoint allows (`exp`) and than
             // configured, so a revocation at the issuer shows within that time.
             let horizon = now.saturating_add(endpoint.cache_secs);
@@ -235,14 +262,20 @@ impl Introspector {
                 self.remember(raw, hash, token, issuer, epoch, until, now)
             ));
         }
-        Ok(Err(if issuers.is_empty() {
-            OPAQUE
-        } else {
-            Rejection::new(
-                Reason::InactiveAtIssuer,
-                "the issuer's endpoint calls it inactive",
-            )
-        }))
+        if issuers.is_empty() {
+            return Ok(Err(OPAQUE));
+        }
+        if self.inactive_opaque.len() >= MAX_INACTIVE_OPAQUE {
+            self.inactive_opaque.retain(|_, until| *until > now);
+            if self.inactive_opaque.len() >= MAX_INACTIVE_OPAQUE {
+                self.inactive_opaque.clear();
+            }
+        }
+        if remember_inactive > 0 {
+            self.inactive_opaque
+                .insert(hash, now.saturating_add(remember_inactive));
+        }
+        Ok(Err(INACTIVE_AT_ISSUER))
     }
 
     /// Derives what a verified token needs on every answer, and caches it until `until`.

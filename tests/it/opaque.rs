@@ -127,6 +127,16 @@ async fn opaque_tokens_are_asked_of_the_issuer_and_cached() -> TestResult {
     let inactive = server.introspect("unknown-token").await;
     assert!(!inactive.active);
     assert_eq!(reason(&inactive), InactiveReason::InactiveAtIssuer);
+    let asked = idp.calls.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let again = server.introspect("unknown-token").await;
+        assert_eq!(reason(&again), InactiveReason::InactiveAtIssuer);
+    }
+    assert_eq!(
+        idp.calls.load(Ordering::SeqCst),
+        asked,
+        "repeated unknown tokens do not reach the issuer"
+    );
     assert_eq!(
         reason(&server.introspect("other-issuer").await),
         InactiveReason::UnknownIssuer
