@@ -66,6 +66,7 @@ pub struct MintRequest {
     pub lifetime_secs: i64,
     /// An OIDC ID token instead of an access token, to see it refused.
     pub id_token: bool,
+    /// Added to the token, replacing a default claim of the same name.
     pub extra_claims: Map<String, Value>,
 }
 
@@ -182,8 +183,11 @@ impl DevIssuer {
                 "jti": sign::random_id()?,
             })
         };
+        // Claims asked for explicitly replace the defaults (a chosen `jti`, say).
         if let Value::Object(base) = base {
-            claims.extend(base);
+            for (name, value) in base {
+                claims.entry(name).or_insert(value);
+            }
         }
         let typ = if request.id_token { "JWT" } else { "at+jwt" };
         Ok(self.key.mint(typ, &Value::Object(claims))?)

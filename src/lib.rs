@@ -113,7 +113,14 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    tracing::info!(grpc.addr = ?listeners.grpc.local_addr().ok(), http.addr = ?listeners.http.local_addr().ok(), "listening");
+    let shown = |addr: std::io::Result<std::net::SocketAddr>| {
+        addr.map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
+    tracing::info!(
+        grpc.addr = %shown(listeners.grpc.local_addr()),
+        http.addr = %shown(listeners.http.local_addr()),
+        "listening"
+    );
     let stop_tasks = CancellationToken::new();
     let drain = CancellationToken::new();
     let _stop_on_exit = stop_tasks.clone().drop_guard();
@@ -138,7 +145,7 @@ pub async fn run(
     let state_log = Arc::new(state_log);
     tracing::info!(
         backend = ?config.store,
-        records = ?revocation_set.size(),
+        records = revocation_set.size().total(),
         "state store opened"
     );
     let claims_admin = Arc::new(enrich::ClaimsAdmin::new(

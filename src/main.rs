@@ -84,7 +84,7 @@ struct LoadtestArgs {
 
 #[derive(Args)]
 struct ClientArgs {
-    /// Server address.
+    /// Server address (`http://` is assumed without a scheme).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc_addr: String,
     /// API key; defaults to the dev admin key saved in --data-dir.
@@ -102,7 +102,13 @@ impl ClientArgs {
     }
 
     async fn channel(&self) -> Result<tonic::transport::Channel, String> {
-        tonic::transport::Endpoint::from_shared(self.grpc_addr.clone())
+        // The server's own addresses are written without a scheme; accept them here too.
+        let url = if self.grpc_addr.contains("://") {
+            self.grpc_addr.clone()
+        } else {
+            format!("http://{}", self.grpc_addr)
+        };
+        tonic::transport::Endpoint::from_shared(url)
             .map_err(|e| format!("{}: {e}", self.grpc_addr))?
             .connect()
             .await
@@ -223,7 +229,8 @@ struct MintArgs {
     /// Mint an OIDC ID token instead, to see it refused as WRONG_TOKEN_TYPE.
     #[arg(long)]
     id_token: bool,
-    /// Extra claim NAME=VALUE (VALUE as JSON if it parses, else a string); repeatable.
+    /// Claim NAME=VALUE (VALUE as JSON if it parses, else a string), added or replacing
+    /// a default one (e.g. `jti=abc`); repeatable.
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, Value)>,
 }

@@ -57,12 +57,20 @@ fn mint_prints_the_token_alone() -> TestResult {
         "alice",
         "--scope",
         "orders:read",
+        "--claim",
+        "jti=chosen",
     ])?;
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout)?;
     let token = stdout.trim_end();
     assert_eq!(token.split('.').count(), 3);
     assert!(!token.contains(char::is_whitespace));
+    let claims = introspectd::token::unverified_claims(token).ok_or("no claims")?;
+    assert_eq!(
+        claims["jti"], "chosen",
+        "an explicit claim replaces the default"
+    );
+    assert_eq!(claims["sub"], "alice");
     // The key is created once and reused.
     let again = run(&["mint", "--data-dir", data])?;
     let first_kid = token.split('.').next();
@@ -97,7 +105,8 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         .spawn()?;
     let ready = wait_ready(&http);
 
-    let grpc_url = format!("http://{grpc}");
+    // A bare host:port works as well as a URL.
+    let grpc_url = grpc.clone();
     let outcome = (|| -> TestResult {
         ready?;
         let token = String::from_utf8(run(&["mint", "--data-dir", &data])?.stdout)?;
