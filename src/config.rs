@@ -778,8 +778,13 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Whether `value` is an http(s) URL, as every outbound endpoint must be.
+pub fn is_http_url(value: &str) -> bool {
+    value.starts_with("https://") || value.starts_with("http://")
+}
+
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    if value.starts_with("https://") || value.starts_with("http://") {
+    if is_http_url(value) {
         Ok(())
     } else {
         Err(invalid(key, format!("{value:?} is not an http(s) URL")))

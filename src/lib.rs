@@ -38,6 +38,7 @@ pub mod introspect;
 pub mod keys;
 pub mod loadtest;
 pub mod opaque;
+pub mod outbound;
 pub mod revocation;
 pub mod statelog;
 pub mod telemetry;
@@ -174,15 +175,42 @@ pub async fn run(
         config.cache_max_entries,
         config.max_token_bytes,
     ));
-    background.spawn(purge_cache(introspector.clone(), stop_tasks.clone()));
-    background.spawn(purge_revocations(
-        revocations.clone(),
-        config.purge_interval,
-        stop_tasks.clone(),
-    ));
+    {
+        let introspector = introspector.clone();
+        background.spawn(every(
+            "cache purge",
+            CACHE_PURGE_INTERVAL,
+            stop_tasks.clone(),
+            move || {
+                introspector.cache().purge_expired(unix_now());
+                std::future::ready(())
+            },
+        ));
+        let revocations = revocations.clone();
+        background.spawn(every(
+            "revocation purge",
+            config.purge_interval,
+            stop_tasks.clone(),
+            move || {
+                let revocations = revocations.clone();
+                async move { purge_revocations(&revocations).await }
+            },
+        ));
+    }
     let api_keys = Arc::new(config.api_keys.clone());
     let metrics = telemetry::metrics::Metrics::new();
-    background.spawn(metrics_upkeep(metrics.clone(), stop_tasks.clone()));
+    {
+        let metrics = metrics.clone();
+        background.spawn(every(
+            "metrics upkeep",
+            METRICS_UPKEEP_INTERVAL,
+            stop_tasks.clone(),
+            move || {
+                metrics.upkeep();
+                std::future::ready(())
+            },
+        ));
+    }
     let applier_for_metrics = revocations.applier().clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -324,51 +352,33 @@ pub async fn run(
     }
 }
 
-async fn purge_cache(introspector: Arc<Introspector>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(CACHE_PURGE_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => introspector.cache().purge_expired(unix_now()),
-            () = stop.cancelled() => break,
-        }
-    }
-    tracing::debug!("cache purge stopped");
-}
-
 /// How often histogram samples are folded into buckets when nobody scrapes.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-async fn metrics_upkeep(metrics: Arc<telemetry::metrics::Metrics>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+/// Runs `work` every `period` until `stop`; the background tasks of `run` are all this.
+async fn every<F, Fut>(name: &'static str, period: Duration, stop: CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = tick.tick() => metrics.upkeep(),
+            _ = tick.tick() => work().await,
             () = stop.cancelled() => break,
         }
     }
+    tracing::debug!(task = name, "stopped");
 }
 
 /// Forgets revocations past their `forget_after`, in memory and in the log.
-async fn purge_revocations(
-    revocations: Arc<revocation::Revocations>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = unix_now();
-                let forgotten = revocations.set().purge(now);
-                match revocations.log().compact(now).await {
-                    Ok(removed) => tracing::debug!(forgotten, removed, "revocations purged"),
-                    Err(error) => tracing::warn!(%error, "state log compaction failed"),
-                }
-            }
-            () = stop.cancelled() => break,
-        }
+async fn purge_revocations(revocations: &revocation::Revocations) {
+    let now = unix_now();
+    let forgotten = revocations.set().purge(now);
+    match revocations.log().compact(now).await {
+        Ok(removed) => tracing::debug!(forgotten, removed, "revocations purged"),
+        Err(error) => tracing::warn!(%error, "state log compaction failed"),
     }
-    tracing::debug!("revocation purge stopped");
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

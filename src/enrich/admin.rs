@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{SubjectKey, check_value};
+use super::{SubjectKey, check_claims};
 use crate::keys::Issuers;
 use crate::statelog::{Applier, Change, LogError, StateLog};
 
@@ -54,8 +54,7 @@ impl ClaimsAdmin {
         if claims.keys().any(String::is_empty) {
             return Err(ClaimsError::Invalid("claim names must not be empty".into()));
         }
-        check_value(&Value::Object(claims.clone()))
-            .map_err(|why| ClaimsError::Invalid(format!("claims are {why}")))?;
+        check_claims(&claims).map_err(|why| ClaimsError::Invalid(format!("claims are {why}")))?;
         self.log
             .append(Change::SetSubjectClaims { iss, sub, claims })
             .await?;

@@ -242,8 +242,7 @@ impl Pipeline {
         for (i, section) in sections.iter().enumerate() {
             let enricher = match section {
                 EnricherSection::Static(s) => {
-                    check_value(&Value::Object(s.claims.clone()))
-                        .map_err(|why| invalid(i, format!("claims: {why}")))?;
+                    check_claims(&s.claims).map_err(|why| invalid(i, format!("claims: {why}")))?;
                     let guard = Guard {
                         overwrite_registered: s.overwrite_registered,
                     };
@@ -462,7 +461,7 @@ fn map_claims(rules: &[MappingRule], token: &AccessToken) -> Map<String, Value> 
 }
 
 /// Bounds on a claims value: nesting and serialized size.
-pub fn check_value(value: &Value) -> Result<(), String> {
+pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
     fn depth(value: &Value) -> usize {
         match value {
             Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
@@ -470,10 +469,10 @@ pub fn check_value(value: &Value) -> Result<(), String> {
             _ => 0,
         }
     }
-    if depth(value) > MAX_DEPTH + 1 {
+    if claims.values().map(depth).max().unwrap_or(0) > MAX_DEPTH {
         return Err(format!("nested deeper than {MAX_DEPTH} levels"));
     }
-    if value.to_string().len() > MAX_LAYER_BYTES {
+    if serde_json::to_vec(claims).map_or(usize::MAX, |bytes| bytes.len()) > MAX_LAYER_BYTES {
         return Err(format!("larger than {MAX_LAYER_BYTES} bytes"));
     }
     Ok(())

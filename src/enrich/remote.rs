@@ -13,7 +13,8 @@ use std::{
 use dashmap::DashMap;
 use serde_json::{Map, Value};
 
-use super::{OnError, RemoteSection, SubjectKey, check_value};
+use super::{OnError, RemoteSection, SubjectKey, check_claims};
+use crate::outbound;
 use crate::token::AccessToken;
 
 /// Most subjects whose answers are kept; beyond it the cache is cleared and refilled.
@@ -51,7 +52,7 @@ impl RemoteEnricher {
         section: &RemoteSection,
         http: reqwest::Client,
     ) -> Result<Self, String> {
-        if !(section.url.starts_with("http://") || section.url.starts_with("https://")) {
+        if !crate::config::is_http_url(&section.url) {
             return Err("url is not an http(s) URL".into());
         }
         if section.timeout_ms == 0 {
@@ -129,46 +130,11 @@ impl RemoteEnricher {
     }
 
     async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, String> {
-        let request = self
-            .http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .json(&token.to_json());
-        // `without_url`: the URL may carry credentials, and these errors reach the log.
-        let work = async {
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| format!("request failed: {}", e.without_url()))?;
-            if !response.status().is_success() {
-                return Err(format!("answered HTTP {}", response.status().as_u16()));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| format!("reading the answer: {}", e.without_url()))?
-            {
-                if body.len() + chunk.len() > self.max_response_bytes {
-                    return Err(format!(
-                        "answer larger than {} bytes",
-                        self.max_response_bytes
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(body)
-        };
-        // reqwest's timeout covers the request; this one also covers reading the body.
-        let body = tokio::time::timeout(self.timeout, work)
+        let request = self.http.post(&self.url).json(&token.to_json());
+        let claims = outbound::json_object(request, self.timeout, self.max_response_bytes)
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))??;
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|_| "the answer is not JSON".to_owned())?;
-        check_value(&value)?;
-        match value {
-            Value::Object(claims) => Ok(claims),
-            _ => Err("the answer is not a JSON object".into()),
-        }
+            .map_err(|e| e.to_string())?;
+        check_claims(&claims)?;
+        Ok(claims)
     }
 }

@@ -172,11 +172,18 @@ fn invalid_configurations_are_named() {
 
 #[test]
 fn values_are_bounded() {
-    assert!(check_value(&json!({"a": {"b": {"c": 1}}})).is_ok());
-    assert!(check_value(&json!({"big": "x".repeat(MAX_LAYER_BYTES)})).is_err());
+    let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    assert!(check_claims(&object(json!({"a": {"b": {"c": 1}}}))).is_ok());
+    assert!(check_claims(&object(json!({"big": "x".repeat(MAX_LAYER_BYTES)}))).is_err());
     let mut deep = json!(1);
     for _ in 0..MAX_DEPTH + 1 {
         deep = json!([deep]);
     }
-    assert!(check_value(&json!({ "deep": deep })).is_err());
+    assert!(check_claims(&object(json!({ "deep": deep }))).is_err());
+    // Exactly the deepest nesting allowed passes.
+    let mut deepest = json!(1);
+    for _ in 0..MAX_DEPTH {
+        deepest = json!([deepest]);
+    }
+    assert!(check_claims(&object(json!({ "ok": deepest }))).is_ok());
 }

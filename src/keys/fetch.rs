@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
+
 use super::KeySet;
 use crate::config::{IssuerConfig, KeySource};
+use crate::outbound::{self, OutboundError};
 
 /// Largest JWKS or discovery document read.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -72,13 +75,11 @@ fn from_bytes(bytes: &[u8], max_age: Option<Duration>) -> Result<Fetched, KeysEr
 }
 
 async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<Fetched, KeysError> {
-    let response = get(http, uri).await?;
-    let max_age = response
-        .headers()
+    let (headers, body) = get(http, uri).await?;
+    let max_age = headers
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|value| value.to_str().ok())
         .and_then(max_age);
-    let body = read_limited(response, uri).await?;
     from_bytes(&body, max_age)
 }
 
@@ -94,8 +95,7 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, KeysEr
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let response = get(http, &uri).await?;
-    let body = read_limited(response, &uri).await?;
+    let (_, body) = get(http, &uri).await?;
     let metadata: Metadata =
         serde_json::from_slice(&body).map_err(|e| KeysError::Discovery(format!("{uri}: {e}")))?;
     if metadata.issuer != issuer {
@@ -107,35 +107,21 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, KeysEr
     Ok(metadata.jwks_uri)
 }
 
-async fn get(http: &reqwest::Client, uri: &str) -> Result<reqwest::Response, KeysError> {
-    let response = http
+/// GET `uri` for a JSON document (JWKS or discovery), at most 1 MiB of it.
+async fn get(http: &reqwest::Client, uri: &str) -> Result<(HeaderMap, Vec<u8>), KeysError> {
+    let request = http
         .get(uri)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
+        .header(reqwest::header::ACCEPT, "application/json");
+    outbound::body(request, MAX_DOCUMENT_BYTES)
         .await
-        .map_err(|e| KeysError::Http(format!("{uri}: {e}")))?;
-    if !response.status().is_success() {
-        return Err(KeysError::Status {
-            url: uri.to_owned(),
-            status: response.status().as_u16(),
-        });
-    }
-    Ok(response)
-}
-
-async fn read_limited(mut response: reqwest::Response, uri: &str) -> Result<Vec<u8>, KeysError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| KeysError::Http(format!("{uri}: {e}")))?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(KeysError::TooLarge(uri.to_owned()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|error| match error {
+            OutboundError::Status(status) => KeysError::Status {
+                url: uri.to_owned(),
+                status,
+            },
+            OutboundError::TooLarge(_) => KeysError::TooLarge(uri.to_owned()),
+            other => KeysError::Http(format!("{uri}: {other}")),
+        })
 }
 
 /// `max-age` of a Cache-Control header value; `no-cache`/`no-store` count as zero, which
