@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, hint::black_box, sync::Arc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use introspectd::{
     config::{Config, FileConfig},
+    enrich::{ClaimRef, MappingRule, Pipeline, Spec, When},
     introspect::Introspector,
     keys::{Issuers, KeySet},
     token::{self, CallPolicy, TokenHash, sign::SigningKey},
@@ -79,7 +80,7 @@ fn cold_validation(c: &mut Criterion) {
             let name = format!("{alg:?}");
             (signer, keys, config(&jwks, &[&name], None))
         };
-        let policy = &policy.issuers[0];
+        let policy = &policy.issuers[0].keys.policy;
         let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
         group.bench_function(format!("{alg:?}"), |b| {
             b.iter(|| {
@@ -101,8 +102,9 @@ fn introspector_paths(c: &mut Criterion) {
     let signer = key(Algorithm::RS256);
     let jwks = token::sign::jwks(&[&signer]).to_string();
     let config = config(&jwks, &["RS256"], None);
-    let http = introspectd::keys::http_client().unwrap_or_else(|e| unreachable!("{e}"));
-    let issuers = Arc::new(Issuers::new(config.issuers.clone(), http));
+    let http = introspectd::outbound::client().unwrap_or_else(|e| unreachable!("{e}"));
+    let specs = config.issuers.iter().map(|issuer| issuer.keys.clone());
+    let issuers = Arc::new(Issuers::new(specs.collect(), http.clone()));
     runtime.block_on(async {
         for issuer in issuers.iter() {
             issuer.load().await.unwrap_or_else(|e| unreachable!("{e}"));
@@ -128,15 +130,33 @@ fn introspector_paths(c: &mut Criterion) {
     };
 
     // The same cache-hit path with a static + mapping + subject pipeline.
-    let enrich: Vec<introspectd::enrich::EnricherSection> = serde_json::from_value(json!([
-        {"kind": "static", "claims": {"tenant": "acme", "tier": "gold"}, "when": {"client_id": ["client-1"]}},
-        {"kind": "mapping", "rules": [{"from": "org_id", "to": "organization"}, {"from": "scope", "to": "scopes", "split": " "}]},
-        {"kind": "subject"},
-    ]))
-    .unwrap_or_else(|e| unreachable!("{e}"));
-    let http = introspectd::keys::http_client().unwrap_or_else(|e| unreachable!("{e}"));
-    let pipeline =
-        introspectd::enrich::Pipeline::new(&enrich, &http).unwrap_or_else(|e| unreachable!("{e}"));
+    let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    let copy = |from: &str, to: &str, split: Option<&str>| MappingRule::Copy {
+        from: ClaimRef::Name(from.into()),
+        to: to.into(),
+        split: split.map(str::to_owned),
+    };
+    let enrich = [
+        Spec::Static {
+            claims: object(json!({"tenant": "acme", "tier": "gold"})),
+            when: When {
+                client_id: vec!["client-1".into()],
+                ..When::default()
+            },
+            overwrite_registered: false,
+        },
+        Spec::Mapping {
+            rules: vec![
+                copy("org_id", "organization", None),
+                copy("scope", "scopes", Some(" ")),
+            ],
+            overwrite_registered: false,
+        },
+        Spec::Subject {
+            overwrite_registered: false,
+        },
+    ];
+    let pipeline = Pipeline::new(&enrich, &http);
     let enriched_subjects = Arc::new(introspectd::enrich::SubjectClaims::new());
     let subject_claims = json!({"role": "admin", "manager": "bob"});
     if let serde_json::Value::Object(claims) = subject_claims {

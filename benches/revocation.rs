@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use introspectd::tasks::Tasks;
 use introspectd::{
     enrich::SubjectClaims,
     revocation::{Record, Revocation, RevocationSet, TokenIdentity, TokenKeys},
-    statelog::{Applier, Change, StateLog, StoreConfig},
+    statelog::{Applier, Change, StateLog, StoreSpec},
 };
-use tokio_util::sync::CancellationToken;
 
 const ISS: &str = "https://bench.test/";
 
@@ -89,14 +89,14 @@ fn set_lookup(records: usize) {
 
 async fn embedded_throughput_and_restart(records: usize) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-    let config = StoreConfig::Embedded {
+    let config = StoreSpec::Embedded {
         path: dir.path().join("state.redb"),
     };
     let applier = Applier::new(
         Arc::new(RevocationSet::new()),
         Arc::new(SubjectClaims::new()),
     );
-    let (log, _) = StateLog::open(&config, applier, CancellationToken::new())
+    let (log, _) = StateLog::open(&config, applier, &Tasks::new())
         .await
         .unwrap_or_else(|e| unreachable!("{e}"));
     let log = Arc::new(log);
@@ -128,7 +128,7 @@ async fn embedded_throughput_and_restart(records: usize) {
     let (_log, _) = StateLog::open(
         &config,
         Applier::new(set.clone(), Arc::new(SubjectClaims::new())),
-        CancellationToken::new(),
+        &Tasks::new(),
     )
     .await
     .unwrap_or_else(|e| unreachable!("{e}"));
@@ -160,26 +160,26 @@ async fn redis_propagation(samples: usize) {
         return;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let config = StoreConfig::Redis {
+    let config = StoreSpec::Redis {
         url: format!("redis://127.0.0.1:{port}"),
         stream: "bench".into(),
         timeout: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
     };
-    let stop = CancellationToken::new();
+    let stop = Tasks::new();
     let a_set = Arc::new(RevocationSet::new());
     let b_set = Arc::new(RevocationSet::new());
     let (a, mut a_ready) = StateLog::open(
         &config,
         Applier::new(a_set, Arc::new(SubjectClaims::new())),
-        stop.clone(),
+        &stop,
     )
     .await
     .unwrap_or_else(|e| unreachable!("{e}"));
     let (_b, mut b_ready) = StateLog::open(
         &config,
         Applier::new(b_set.clone(), Arc::new(SubjectClaims::new())),
-        stop.clone(),
+        &stop,
     )
     .await
     .unwrap_or_else(|e| unreachable!("{e}"));
@@ -200,7 +200,7 @@ async fn redis_propagation(samples: usize) {
         after_ack.push(acknowledged.elapsed());
         end_to_end.push(issued.elapsed());
     }
-    stop.cancel();
+    stop.shutdown().await;
     let _ = redis.kill();
     for (what, mut latencies) in [
         ("acknowledged on A → refused on B", after_ack),

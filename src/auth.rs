@@ -80,6 +80,18 @@ pub fn bearer_key(header: &[u8]) -> &str {
         .map_or("\u{0}", str::trim)
 }
 
+/// Who may make a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health checks, reflection.
+    Open,
+    /// A question about one token (Introspect, CheckRevocation): the `introspect` role,
+    /// or no key at all when anonymous introspection is on.
+    Introspection,
+    /// A key with this role (or admin).
+    Role(Role),
+}
+
 /// Why a call is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -158,6 +170,19 @@ impl ApiKeys {
         }
     }
 
+    /// Decides a call: the caller, if a key was needed, or why it is refused.
+    pub fn admit(
+        &self,
+        access: Access,
+        presented: Option<&str>,
+    ) -> Result<Option<Arc<Caller>>, Denied> {
+        match access {
+            Access::Open => Ok(None),
+            Access::Introspection => self.authorize_introspection(presented),
+            Access::Role(role) => self.authorize(presented, role).map(Some),
+        }
+    }
+
     /// Decides a question about one token (Introspect, CheckRevocation): like
     /// [`Self::authorize`] with the `introspect` role, except that no key at all is
     /// accepted when `anonymous_introspect` is on. A wrong key is refused either way.
@@ -172,24 +197,15 @@ impl ApiKeys {
     }
 }
 
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
+    hex::decode_to_slice(text.trim(), &mut out).ok()?;
     Some(out)
 }
 
 /// Hex SHA-256 of a key, as configured.
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 #[cfg(test)]

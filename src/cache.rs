@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use crate::enrich::{Pipeline, Precomputed, SubjectKey};
 use crate::keys::Issuer;
 use crate::revocation::TokenKeys;
 use crate::token::{AccessToken, TokenHash};
+use crate::ttl_map::TtlMap;
 
 /// A verified token with what is derived from it once: the revocation keys, and the
 /// issuer's enrichment pipeline with its token-only layers.
@@ -25,91 +24,59 @@ pub struct Verified {
     pub subject_key: Option<SubjectKey>,
 }
 
+/// Where a verification came from, which bounds how long it may be served.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub issuer: Arc<Issuer>,
+    /// The issuer's key epoch when the token was verified.
+    pub epoch: u64,
+    /// Unix seconds until which it may be served: the token's `exp`, or less for an
+    /// answer from an introspection endpoint.
+    pub until: i64,
+}
+
 struct Entry {
     verified: Arc<Verified>,
-    /// Unix seconds until which the entry may be served: the token's `exp`, or less for
-    /// an answer from an introspection endpoint.
-    until: i64,
     issuer: Arc<Issuer>,
-    /// The issuer's key epoch when the token was verified.
     epoch: u64,
 }
 
 pub struct VerifiedCache {
-    entries: DashMap<TokenHash, Entry>,
-    max_entries: usize,
+    entries: TtlMap<TokenHash, Entry>,
 }
 
 impl VerifiedCache {
     /// `max_entries == 0` disables the cache.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            entries: DashMap::new(),
-            max_entries,
+            entries: TtlMap::new(max_entries),
         }
     }
 
+    /// The verified token, unless its time is up or its issuer has since dropped or
+    /// replaced a key (a new epoch).
     pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Arc<Verified>> {
-        let fresh = |entry: &Entry| now < entry.until && entry.epoch == entry.issuer.epoch();
-        if let Some(entry) = self.entries.get(hash) {
-            if fresh(&entry) {
-                return Some(entry.verified.clone());
-            }
-        } else {
-            return None;
-        }
-        // Only a stale entry goes: another caller may have just put a fresh one there.
-        self.entries.remove_if(hash, |_, entry| !fresh(entry));
-        None
+        self.entries.read(hash, now, |entry| {
+            (entry.epoch == entry.issuer.epoch()).then(|| entry.verified.clone())
+        })
     }
 
-    pub fn insert(
-        &self,
-        hash: TokenHash,
-        verified: Arc<Verified>,
-        issuer: Arc<Issuer>,
-        epoch: u64,
-        until: i64,
-        now: i64,
-    ) {
-        if self.max_entries == 0 {
-            return;
-        }
-        if self.entries.len() >= self.max_entries {
-            self.make_room(now);
-        }
-        self.entries.insert(
-            hash,
-            Entry {
-                verified,
-                until,
-                issuer,
-                epoch,
-            },
-        );
-    }
-
-    /// Drops expired entries, and if the cache is still full, an arbitrary eighth of it:
-    /// cheaper than tracking recency on every hit, and a dropped entry costs one
-    /// re-verification.
-    fn make_room(&self, now: i64) {
-        self.purge_expired(now);
-        if self.entries.len() < self.max_entries {
-            return;
-        }
-        let victims: Vec<TokenHash> = self
-            .entries
-            .iter()
-            .take((self.max_entries / 8).max(1))
-            .map(|entry| *entry.key())
-            .collect();
-        for hash in victims {
-            self.entries.remove(&hash);
-        }
+    pub fn insert(&self, hash: TokenHash, verified: Arc<Verified>, origin: Origin, now: i64) {
+        let Origin {
+            issuer,
+            epoch,
+            until,
+        } = origin;
+        let entry = Entry {
+            verified,
+            issuer,
+            epoch,
+        };
+        self.entries.insert(hash, entry, until, now);
     }
 
     pub fn purge_expired(&self, now: i64) {
-        self.entries.retain(|_, entry| now < entry.until);
+        self.entries.purge_expired(now);
     }
 
     pub fn len(&self) -> usize {
@@ -120,3 +87,6 @@ impl VerifiedCache {
         self.entries.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,21 +1,28 @@
 //! Configuration: one TOML file, every key overridable from the environment, validated
-//! once at start into [`Config`].
+//! once at start.
 //!
-//! The file is parsed into [`FileConfig`] (what operators write, unknown keys refused),
-//! environment variables `INTROSPECTD_<SECTION>__<KEY>` (levels joined by `__`, array
-//! items by index: `INTROSPECTD_ISSUERS__0__AUDIENCES`) are laid over it, and
-//! [`FileConfig::validate`] turns it into the internal [`Config`]. Every error names the
-//! key it is about.
+//! This module owns only what operators write: the file is parsed into [`FileConfig`]
+//! (unknown keys refused), environment variables `INTROSPECTD_<SECTION>__<KEY>` (levels
+//! joined by `__`, array items by index: `INTROSPECTD_ISSUERS__0__AUDIENCES`) are laid
+//! over it, and [`FileConfig::validate`] turns it into [`Config`], made of the types
+//! each module owns ([`token::Policy`], [`keys::Source`], [`opaque::Endpoint`],
+//! [`enrich::Spec`], [`StoreSpec`], [`telemetry::Settings`]). Validation is pure: it
+//! reads the API-key file it names and nothing else, and builds no client. Every error
+//! names the key it is about.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::auth::{ApiKeyEntry, ApiKeys};
-use crate::enrich::EnricherSection;
-use crate::statelog::StoreConfig;
-use crate::telemetry::TelemetrySection;
+use crate::enrich;
+use crate::keys::{self, IssuerSpec, RefreshPolicy};
+use crate::opaque;
+use crate::statelog::StoreSpec;
+use crate::telemetry;
+use crate::token::{self, Policy, TypPolicy};
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "INTROSPECTD_";
@@ -26,15 +33,11 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
-pub const DEFAULT_LEEWAY_SECS: u64 = 30;
-/// Largest leeway an issuer may be given.
-pub const MAX_LEEWAY_SECS: i64 = 3600;
 pub const DEFAULT_REFRESH_SECS: u64 = 300;
 pub const DEFAULT_REFRESH_MIN_SECS: u64 = 60;
 pub const DEFAULT_REFRESH_MAX_SECS: u64 = 3600;
 pub const DEFAULT_UNKNOWN_KID_REFETCH_SECS: u64 = 10;
 pub const DEFAULT_FETCH_TIMEOUT_MS: u64 = 5_000;
-pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
 pub const DEFAULT_STORE_PATH: &str = "data/state.redb";
 pub const DEFAULT_REDIS_STREAM: &str = "introspectd:state";
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2_000;
@@ -43,6 +46,9 @@ pub const DEFAULT_OPAQUE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_INTROSPECTION_CACHE_SECS: u64 = 60;
 pub const DEFAULT_INTROSPECTION_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_REMOTE_TIMEOUT_MS: u64 = 200;
+pub const DEFAULT_REMOTE_CACHE_TTL_SECS: u64 = 60;
+pub const DEFAULT_REMOTE_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -143,6 +149,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[telemetry]`: trace export. Unset keys fall back to the standard `OTEL_*` variables.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else "introspectd").
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled, 0.0 to 1.0; traces whose caller sampled them are
+    /// always followed (default: `OTEL_TRACES_SAMPLER`, else 1.0).
+    pub sample_ratio: Option<f64>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
@@ -236,7 +255,7 @@ pub struct IssuerSection {
     pub leeway_secs: u64,
     /// `strict`: the `typ` header must be `at+jwt` (RFC 9068). `compat`: also `JWT` or
     /// no `typ`, for issuers that do not type their access tokens.
-    pub typ: TypPolicy,
+    pub typ: TypSetting,
     /// Claims that must be present beyond `iss`, `exp` and `aud`.
     pub required_claims: Vec<String>,
     /// Claims read for scopes, first present wins (`scope` string or `scp` array).
@@ -273,6 +292,7 @@ pub struct IssuerSection {
 
 impl Default for IssuerSection {
     fn default() -> Self {
+        let names = |list: &[&str]| list.iter().map(|name| (*name).to_owned()).collect();
         Self {
             issuer: String::new(),
             audiences: Vec::new(),
@@ -282,18 +302,18 @@ impl Default for IssuerSection {
             jwks: None,
             jwks_file: None,
             hmac_secret: None,
-            leeway_secs: DEFAULT_LEEWAY_SECS,
-            typ: TypPolicy::Strict,
+            leeway_secs: token::DEFAULT_LEEWAY_SECS.unsigned_abs(),
+            typ: TypSetting::Strict,
             required_claims: Vec::new(),
-            scope_claims: vec!["scope".into(), "scp".into()],
-            client_claims: vec!["client_id".into(), "azp".into(), "cid".into()],
-            username_claims: vec!["username".into(), "preferred_username".into()],
+            scope_claims: names(token::DEFAULT_SCOPE_CLAIMS),
+            client_claims: names(token::DEFAULT_CLIENT_CLAIMS),
+            username_claims: names(token::DEFAULT_USERNAME_CLAIMS),
             refresh_secs: DEFAULT_REFRESH_SECS,
             refresh_min_secs: DEFAULT_REFRESH_MIN_SECS,
             refresh_max_secs: DEFAULT_REFRESH_MAX_SECS,
             unknown_kid_refetch_secs: DEFAULT_UNKNOWN_KID_REFETCH_SECS,
             fetch_timeout_ms: DEFAULT_FETCH_TIMEOUT_MS,
-            max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+            max_token_lifetime_secs: token::DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             enrich: Vec::new(),
             introspection_endpoint: None,
             introspection_client_id: None,
@@ -306,9 +326,101 @@ impl Default for IssuerSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TypPolicy {
+pub enum TypSetting {
     Strict,
     Compat,
+}
+
+/// One `[[issuers.enrich]]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnricherSection {
+    Static(StaticSection),
+    Mapping(MappingSection),
+    Subject(SubjectSection),
+    Remote(RemoteSection),
+}
+
+/// Conditions of a static enricher: each given list must contain a value of the token
+/// (its client, one of its scopes, one of its audiences). No condition: always.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhenSection {
+    pub client_id: Vec<String>,
+    pub scope: Vec<String>,
+    pub audience: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticSection {
+    pub claims: Map<String, Value>,
+    pub when: WhenSection,
+    pub overwrite_registered: bool,
+}
+
+/// One mapping rule: either `strip_prefix` alone, or `from`/`from_path` → `to`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingRuleSection {
+    /// A claim name, taken literally (names like `https://example.com/roles` contain dots).
+    pub from: Option<String>,
+    /// A dotted path into nested objects, e.g. `realm_access.roles`.
+    pub from_path: Option<String>,
+    pub to: Option<String>,
+    /// Split a string value on this separator into a list (e.g. " ").
+    pub split: Option<String>,
+    /// Every claim whose name starts with this prefix, under the rest of its name.
+    pub strip_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingSection {
+    pub rules: Vec<MappingRuleSection>,
+    pub overwrite_registered: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubjectSection {
+    pub overwrite_registered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnErrorSetting {
+    /// Answer without this enricher's claims (counted in a metric).
+    #[default]
+    Open,
+    /// Answer UNAVAILABLE.
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteSection {
+    /// Receives a POST of the validated claims (JSON) and answers a JSON object of claims.
+    pub url: String,
+    pub timeout_ms: u64,
+    /// How long an answer is reused for the same subject; 0: never.
+    pub cache_ttl_secs: u64,
+    pub max_response_bytes: usize,
+    pub on_error: OnErrorSetting,
+    pub overwrite_registered: bool,
+}
+
+impl Default for RemoteSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: DEFAULT_REMOTE_TIMEOUT_MS,
+            cache_ttl_secs: DEFAULT_REMOTE_CACHE_TTL_SECS,
+            max_response_bytes: DEFAULT_REMOTE_MAX_RESPONSE_BYTES,
+            on_error: OnErrorSetting::Open,
+            overwrite_registered: false,
+        }
+    }
 }
 
 // === the validated configuration ===
@@ -321,93 +433,20 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub shutdown_grace: Duration,
     pub expose_inactive_reason: bool,
-    pub log: LogSection,
-    pub telemetry: TelemetrySection,
+    pub telemetry: telemetry::Settings,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
-    pub store: StoreConfig,
+    pub store: StoreSpec,
     pub opaque_token_ttl_secs: i64,
     pub purge_interval: Duration,
-    pub issuers: Vec<IssuerConfig>,
+    pub issuers: Vec<IssuerSettings>,
 }
 
+/// One issuer, validated: what the key registry needs, and its enrichers.
 #[derive(Debug, Clone)]
-pub struct IssuerConfig {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub key_source: KeySource,
-    pub leeway_secs: i64,
-    pub typ: TypPolicy,
-    pub required_claims: Vec<String>,
-    pub scope_claims: Vec<String>,
-    pub client_claims: Vec<String>,
-    pub username_claims: Vec<String>,
-    pub refresh: RefreshPolicy,
-    pub max_token_lifetime_secs: u64,
-    pub enrich: Vec<EnricherSection>,
-    /// Where opaque tokens of this issuer are introspected, if anywhere.
-    pub opaque: Option<OpaqueIntrospection>,
-}
-
-/// An issuer's own RFC 7662 endpoint, for opaque tokens.
-#[derive(Clone)]
-pub struct OpaqueIntrospection {
-    pub endpoint: String,
-    pub credentials: Option<(String, String)>,
-    pub cache_secs: i64,
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for OpaqueIntrospection {
-    // The client secret never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpaqueIntrospection")
-            .field("endpoint", &self.endpoint)
-            .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
-            .field("cache_secs", &self.cache_secs)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone)]
-pub enum KeySource {
-    JwksUri(String),
-    Discovery,
-    Inline(String),
-    File(PathBuf),
-    HmacSecret(Vec<u8>),
-}
-
-impl std::fmt::Debug for KeySource {
-    // The secret never reaches a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::JwksUri(uri) => f.debug_tuple("JwksUri").field(uri).finish(),
-            Self::Discovery => f.write_str("Discovery"),
-            Self::Inline(_) => f.write_str("Inline(..)"),
-            Self::File(path) => f.debug_tuple("File").field(path).finish(),
-            Self::HmacSecret(_) => f.write_str("HmacSecret(..)"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RefreshPolicy {
-    pub default_interval: Duration,
-    pub min_interval: Duration,
-    pub max_interval: Duration,
-    pub unknown_kid_min_interval: Duration,
-    pub fetch_timeout: Duration,
-}
-
-impl RefreshPolicy {
-    /// The next refresh delay for a response that said `max-age` (or nothing).
-    pub fn interval_for(&self, max_age: Option<Duration>) -> Duration {
-        max_age
-            .unwrap_or(self.default_interval)
-            .clamp(self.min_interval, self.max_interval)
-    }
+pub struct IssuerSettings {
+    pub keys: IssuerSpec,
+    pub enrich: Vec<enrich::Spec>,
 }
 
 const ASYMMETRIC: &[Algorithm] = &[
@@ -469,37 +508,9 @@ impl FileConfig {
                 "must be at least server.max_token_bytes",
             ));
         }
-        if self.issuers.is_empty() {
-            return Err(invalid("issuers", "configure at least one [[issuers]]"));
-        }
-        let mut issuers = Vec::with_capacity(self.issuers.len());
-        for (index, section) in self.issuers.into_iter().enumerate() {
-            let issuer = section.validate(&format!("issuers[{index}]"))?;
-            if issuers
-                .iter()
-                .any(|known: &IssuerConfig| known.issuer == issuer.issuer)
-            {
-                return Err(invalid(
-                    format!("issuers[{index}].issuer"),
-                    format!("{:?} is configured twice", issuer.issuer),
-                ));
-            }
-            issuers.push(issuer);
-        }
+        let issuers = validate_issuers(self.issuers)?;
         let api_keys = self.auth.validate()?;
-        if self
-            .telemetry
-            .sample_ratio
-            .is_some_and(|ratio| !(0.0..=1.0).contains(&ratio))
-        {
-            return Err(invalid(
-                "telemetry.sample_ratio",
-                "must be between 0.0 and 1.0",
-            ));
-        }
-        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
-            check_url("telemetry.otlp_endpoint", endpoint)?;
-        }
+        let telemetry = validate_telemetry(self.log, self.telemetry)?;
         let store = &self.store;
         let opaque_token_ttl_secs = i64::try_from(store.opaque_token_ttl_secs)
             .map_err(|_| invalid("store.opaque_token_ttl_secs", "is too large"))?;
@@ -509,17 +520,85 @@ impl FileConfig {
         // The log must keep every record until it can be forgotten.
         let longest_lifetime = issuers
             .iter()
-            .map(|issuer| issuer.max_token_lifetime_secs)
+            .map(|issuer| issuer.keys.policy.max_token_lifetime_secs)
             .chain([store.opaque_token_ttl_secs])
             .max()
-            .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME_SECS);
-        let store_config = match store.backend {
-            StoreBackend::Memory => StoreConfig::Memory,
-            StoreBackend::Embedded => StoreConfig::Embedded {
-                path: store.path.clone(),
+            .unwrap_or(token::DEFAULT_MAX_TOKEN_LIFETIME_SECS);
+        Ok(Config {
+            grpc_addr,
+            http_addr,
+            max_token_bytes: server.max_token_bytes,
+            max_request_bytes: server.max_request_bytes,
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+            expose_inactive_reason: server.expose_inactive_reason,
+            telemetry,
+            cache_max_entries: self.cache.max_entries,
+            api_keys,
+            store: store.validate(longest_lifetime)?,
+            opaque_token_ttl_secs,
+            purge_interval: Duration::from_secs(store.purge_interval_secs),
+            issuers,
+        })
+    }
+}
+
+fn validate_issuers(sections: Vec<IssuerSection>) -> Result<Vec<IssuerSettings>, ConfigError> {
+    if sections.is_empty() {
+        return Err(invalid("issuers", "configure at least one [[issuers]]"));
+    }
+    let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(sections.len());
+    for (index, section) in sections.into_iter().enumerate() {
+        let issuer = section.validate(&format!("issuers[{index}]"))?;
+        let iss = &issuer.keys.policy.issuer;
+        if issuers.iter().any(|known| &known.keys.policy.issuer == iss) {
+            return Err(invalid(
+                format!("issuers[{index}].issuer"),
+                format!("{iss:?} is configured twice"),
+            ));
+        }
+        issuers.push(issuer);
+    }
+    Ok(issuers)
+}
+
+fn validate_telemetry(
+    log: LogSection,
+    section: TelemetrySection,
+) -> Result<telemetry::Settings, ConfigError> {
+    if section
+        .sample_ratio
+        .is_some_and(|ratio| !(0.0..=1.0).contains(&ratio))
+    {
+        return Err(invalid(
+            "telemetry.sample_ratio",
+            "must be between 0.0 and 1.0",
+        ));
+    }
+    if let Some(endpoint) = &section.otlp_endpoint {
+        check_url("telemetry.otlp_endpoint", endpoint)?;
+    }
+    Ok(telemetry::Settings {
+        log_format: match log.format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        },
+        log_filter: log.filter,
+        otlp_endpoint: section.otlp_endpoint,
+        service_name: section.service_name,
+        sample_ratio: section.sample_ratio,
+    })
+}
+
+impl StoreSection {
+    /// `longest_lifetime`: how long any record may have to be kept.
+    fn validate(&self, longest_lifetime: u64) -> Result<StoreSpec, ConfigError> {
+        Ok(match self.backend {
+            StoreBackend::Memory => StoreSpec::Memory,
+            StoreBackend::Embedded => StoreSpec::Embedded {
+                path: self.path.clone(),
             },
             StoreBackend::Redis => {
-                let url = store
+                let url = self
                     .redis_url
                     .clone()
                     .filter(|url| !url.is_empty())
@@ -535,32 +614,16 @@ impl FileConfig {
                         "must start with redis://, rediss:// or unix://",
                     ));
                 }
-                if store.redis_timeout_ms == 0 {
+                if self.redis_timeout_ms == 0 {
                     return Err(invalid("store.redis_timeout_ms", "must be positive"));
                 }
-                StoreConfig::Redis {
+                StoreSpec::Redis {
                     url,
-                    stream: store.redis_stream.clone(),
-                    timeout: Duration::from_millis(store.redis_timeout_ms),
+                    stream: self.redis_stream.clone(),
+                    timeout: Duration::from_millis(self.redis_timeout_ms),
                     retention: Duration::from_secs(longest_lifetime.saturating_add(3600)),
                 }
             }
-        };
-        Ok(Config {
-            grpc_addr,
-            http_addr,
-            max_token_bytes: server.max_token_bytes,
-            max_request_bytes: server.max_request_bytes,
-            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
-            expose_inactive_reason: server.expose_inactive_reason,
-            log: self.log,
-            telemetry: self.telemetry,
-            cache_max_entries: self.cache.max_entries,
-            api_keys,
-            store: store_config,
-            opaque_token_ttl_secs,
-            purge_interval: Duration::from_secs(self.store.purge_interval_secs),
-            issuers,
         })
     }
 }
@@ -586,7 +649,7 @@ impl AuthSection {
 }
 
 impl IssuerSection {
-    fn validate(self, key: &str) -> Result<IssuerConfig, ConfigError> {
+    fn validate(self, key: &str) -> Result<IssuerSettings, ConfigError> {
         if self.issuer.is_empty() {
             return Err(invalid(format!("{key}.issuer"), "is required"));
         }
@@ -596,89 +659,9 @@ impl IssuerSection {
                 "list at least one non-empty audience",
             ));
         }
-        let algorithms = self
-            .algorithms
-            .iter()
-            .map(|name| match Algorithm::from_str(name) {
-                Ok(alg) => Ok(alg),
-                Err(_) => Err(invalid(
-                    format!("{key}.algorithms"),
-                    format!("{name:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if algorithms.is_empty() {
-            return Err(invalid(
-                format!("{key}.algorithms"),
-                "list at least one algorithm",
-            ));
-        }
-
-        let mut sources = Vec::new();
-        if let Some(uri) = self.jwks_uri {
-            check_url(&format!("{key}.jwks_uri"), &uri)?;
-            sources.push(KeySource::JwksUri(uri));
-        }
-        if self.discovery {
-            check_url(&format!("{key}.issuer"), &self.issuer)?;
-            sources.push(KeySource::Discovery);
-        }
-        if let Some(jwks) = self.jwks {
-            sources.push(KeySource::Inline(jwks));
-        }
-        if let Some(path) = self.jwks_file {
-            sources.push(KeySource::File(path));
-        }
-        if let Some(secret) = self.hmac_secret {
-            if secret.len() < MIN_HMAC_SECRET_BYTES {
-                return Err(invalid(
-                    format!("{key}.hmac_secret"),
-                    format!("must be at least {MIN_HMAC_SECRET_BYTES} bytes"),
-                ));
-            }
-            sources.push(KeySource::HmacSecret(secret.into_bytes()));
-        }
-        let key_source = match sources.len() {
-            1 => sources.remove(0),
-            0 => {
-                return Err(invalid(
-                    key,
-                    "needs one key source: jwks_uri, discovery = true, jwks, jwks_file or hmac_secret",
-                ));
-            }
-            _ => {
-                return Err(invalid(
-                    key,
-                    "has more than one key source: choose one of jwks_uri, discovery, jwks, jwks_file, hmac_secret",
-                ));
-            }
-        };
-
-        // HMAC only with a shared secret, and a shared secret only with HMAC: otherwise a
-        // public key could be used as an HMAC secret (the classic RS256→HS256 confusion).
-        let symmetric_source = matches!(key_source, KeySource::HmacSecret(_));
-        for alg in &algorithms {
-            let allowed = if symmetric_source {
-                SYMMETRIC.contains(alg)
-            } else {
-                ASYMMETRIC.contains(alg)
-            };
-            if !allowed {
-                return Err(invalid(
-                    format!("{key}.algorithms"),
-                    if symmetric_source {
-                        format!(
-                            "{alg:?} needs a public key source; hmac_secret allows only HS256/384/512"
-                        )
-                    } else {
-                        format!(
-                            "{alg:?} needs hmac_secret; key sets allow only asymmetric algorithms"
-                        )
-                    },
-                ));
-            }
-        }
-
+        let algorithms = parse_algorithms(key, &self.algorithms)?;
+        let source = self.key_source(key)?;
+        check_algorithms_fit(key, &algorithms, &source)?;
         for (name, list) in [
             ("scope_claims", &self.scope_claims),
             ("client_claims", &self.client_claims),
@@ -690,6 +673,89 @@ impl IssuerSection {
                 ));
             }
         }
+        let refresh = self.refresh(key)?;
+        let leeway_secs = i64::try_from(self.leeway_secs)
+            .ok()
+            .filter(|secs| *secs <= token::MAX_LEEWAY_SECS)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.leeway_secs"),
+                    format!("must be at most {}", token::MAX_LEEWAY_SECS),
+                )
+            })?;
+        let enrich = self
+            .enrich
+            .iter()
+            .enumerate()
+            .map(|(i, section)| section.validate(&format!("{key}.enrich[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opaque = self.opaque_endpoint(key)?;
+        let policy = Policy {
+            issuer: self.issuer,
+            audiences: self.audiences,
+            algorithms,
+            leeway_secs,
+            typ: match self.typ {
+                TypSetting::Strict => TypPolicy::Strict,
+                TypSetting::Compat => TypPolicy::Compat,
+            },
+            required_claims: self.required_claims,
+            scope_claims: self.scope_claims,
+            client_claims: self.client_claims,
+            username_claims: self.username_claims,
+            max_token_lifetime_secs: self.max_token_lifetime_secs,
+        };
+        Ok(IssuerSettings {
+            keys: IssuerSpec {
+                policy,
+                source,
+                refresh,
+                opaque,
+            },
+            enrich,
+        })
+    }
+
+    /// Exactly one of the key sources.
+    fn key_source(&self, key: &str) -> Result<keys::Source, ConfigError> {
+        let mut sources = Vec::new();
+        if let Some(uri) = &self.jwks_uri {
+            check_url(&format!("{key}.jwks_uri"), uri)?;
+            sources.push(keys::Source::JwksUri(uri.clone()));
+        }
+        if self.discovery {
+            check_url(&format!("{key}.issuer"), &self.issuer)?;
+            sources.push(keys::Source::Discovery);
+        }
+        if let Some(jwks) = &self.jwks {
+            sources.push(keys::Source::Inline(jwks.clone()));
+        }
+        if let Some(path) = &self.jwks_file {
+            sources.push(keys::Source::File(path.clone()));
+        }
+        if let Some(secret) = &self.hmac_secret {
+            if secret.len() < MIN_HMAC_SECRET_BYTES {
+                return Err(invalid(
+                    format!("{key}.hmac_secret"),
+                    format!("must be at least {MIN_HMAC_SECRET_BYTES} bytes"),
+                ));
+            }
+            sources.push(keys::Source::HmacSecret(secret.clone().into_bytes()));
+        }
+        match sources.len() {
+            1 => Ok(sources.remove(0)),
+            0 => Err(invalid(
+                key,
+                "needs one key source: jwks_uri, discovery = true, jwks, jwks_file or hmac_secret",
+            )),
+            _ => Err(invalid(
+                key,
+                "has more than one key source: choose one of jwks_uri, discovery, jwks, jwks_file, hmac_secret",
+            )),
+        }
+    }
+
+    fn refresh(&self, key: &str) -> Result<RefreshPolicy, ConfigError> {
         if self.refresh_min_secs == 0 || self.refresh_min_secs > self.refresh_max_secs {
             return Err(invalid(
                 format!("{key}.refresh_min_secs"),
@@ -702,69 +768,186 @@ impl IssuerSection {
                 "must be positive",
             ));
         }
-        let leeway_secs = i64::try_from(self.leeway_secs)
-            .ok()
-            .filter(|secs| *secs <= MAX_LEEWAY_SECS)
-            .ok_or_else(|| invalid(format!("{key}.leeway_secs"), "must be at most 3600"))?;
+        Ok(RefreshPolicy {
+            default_interval: Duration::from_secs(self.refresh_secs),
+            min_interval: Duration::from_secs(self.refresh_min_secs),
+            max_interval: Duration::from_secs(self.refresh_max_secs),
+            unknown_kid_min_interval: Duration::from_secs(self.unknown_kid_refetch_secs),
+            fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
+        })
+    }
 
-        if !self.enrich.is_empty() {
-            let http = crate::keys::http_client()
-                .map_err(|e| invalid(format!("{key}.enrich"), e.to_string()))?;
-            crate::enrich::Pipeline::new(&self.enrich, &http)
-                .map_err(|e| invalid(format!("{key}.{e}"), "is invalid"))?;
-        }
-        let opaque = match self.introspection_endpoint {
-            None => None,
-            Some(endpoint) => {
-                check_url(&format!("{key}.introspection_endpoint"), &endpoint)?;
-                let credentials = match (
-                    self.introspection_client_id,
-                    self.introspection_client_secret,
-                ) {
-                    (Some(id), Some(secret)) => Some((id, secret)),
-                    (None, None) => None,
-                    _ => {
-                        return Err(invalid(
-                            format!("{key}.introspection_client_id"),
-                            "give both introspection_client_id and introspection_client_secret, or neither",
-                        ));
-                    }
-                };
-                if self.introspection_timeout_ms == 0 {
-                    return Err(invalid(
-                        format!("{key}.introspection_timeout_ms"),
-                        "must be positive",
-                    ));
-                }
-                Some(OpaqueIntrospection {
-                    endpoint,
-                    credentials,
-                    cache_secs: i64::try_from(self.introspection_cache_secs).unwrap_or(i64::MAX),
-                    timeout: Duration::from_millis(self.introspection_timeout_ms),
-                })
+    fn opaque_endpoint(&self, key: &str) -> Result<Option<opaque::Endpoint>, ConfigError> {
+        let Some(url) = &self.introspection_endpoint else {
+            return Ok(None);
+        };
+        check_url(&format!("{key}.introspection_endpoint"), url)?;
+        let credentials = match (
+            &self.introspection_client_id,
+            &self.introspection_client_secret,
+        ) {
+            (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    format!("{key}.introspection_client_id"),
+                    "give both introspection_client_id and introspection_client_secret, or neither",
+                ));
             }
         };
-        Ok(IssuerConfig {
-            issuer: self.issuer,
-            audiences: self.audiences,
-            algorithms,
-            key_source,
-            leeway_secs,
-            typ: self.typ,
-            required_claims: self.required_claims,
-            scope_claims: self.scope_claims,
-            client_claims: self.client_claims,
-            username_claims: self.username_claims,
-            refresh: RefreshPolicy {
-                default_interval: Duration::from_secs(self.refresh_secs),
-                min_interval: Duration::from_secs(self.refresh_min_secs),
-                max_interval: Duration::from_secs(self.refresh_max_secs),
-                unknown_kid_min_interval: Duration::from_secs(self.unknown_kid_refetch_secs),
-                fetch_timeout: Duration::from_millis(self.fetch_timeout_ms),
+        if self.introspection_timeout_ms == 0 {
+            return Err(invalid(
+                format!("{key}.introspection_timeout_ms"),
+                "must be positive",
+            ));
+        }
+        Ok(Some(opaque::Endpoint {
+            url: url.clone(),
+            credentials,
+            cache_secs: i64::try_from(self.introspection_cache_secs).unwrap_or(i64::MAX),
+            timeout: Duration::from_millis(self.introspection_timeout_ms),
+        }))
+    }
+}
+
+fn parse_algorithms(key: &str, names: &[String]) -> Result<Vec<Algorithm>, ConfigError> {
+    let algorithms = names
+        .iter()
+        .map(|name| {
+            Algorithm::from_str(name).map_err(|_| {
+                invalid(
+                    format!("{key}.algorithms"),
+                    format!("{name:?} is not a supported algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(invalid(
+            format!("{key}.algorithms"),
+            "list at least one algorithm",
+        ));
+    }
+    Ok(algorithms)
+}
+
+/// HMAC only with a shared secret, and a shared secret only with HMAC: otherwise a
+/// public key could be used as an HMAC secret (the classic RS256→HS256 confusion).
+fn check_algorithms_fit(
+    key: &str,
+    algorithms: &[Algorithm],
+    source: &keys::Source,
+) -> Result<(), ConfigError> {
+    let symmetric_source = matches!(source, keys::Source::HmacSecret(_));
+    for alg in algorithms {
+        let allowed = if symmetric_source {
+            SYMMETRIC.contains(alg)
+        } else {
+            ASYMMETRIC.contains(alg)
+        };
+        if !allowed {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                if symmetric_source {
+                    format!(
+                        "{alg:?} needs a public key source; hmac_secret allows only HS256/384/512"
+                    )
+                } else {
+                    format!("{alg:?} needs hmac_secret; key sets allow only asymmetric algorithms")
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl EnricherSection {
+    fn validate(&self, key: &str) -> Result<enrich::Spec, ConfigError> {
+        Ok(match self {
+            EnricherSection::Static(s) => {
+                enrich::check_claims(&s.claims)
+                    .map_err(|why| invalid(format!("{key}.claims"), format!("is {why}")))?;
+                if !s.overwrite_registered
+                    && let Some(name) = s.claims.keys().find(|name| enrich::is_registered(name))
+                {
+                    return Err(invalid(
+                        format!("{key}.claims"),
+                        format!(
+                            "{name:?} is a registered claim; set overwrite_registered = true to write it"
+                        ),
+                    ));
+                }
+                enrich::Spec::Static {
+                    claims: s.claims.clone(),
+                    when: enrich::When {
+                        client_id: s.when.client_id.clone(),
+                        scope: s.when.scope.clone(),
+                        audience: s.when.audience.clone(),
+                    },
+                    overwrite_registered: s.overwrite_registered,
+                }
+            }
+            EnricherSection::Mapping(m) => enrich::Spec::Mapping {
+                rules: m
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(r, rule)| rule.validate(&format!("{key}.rules[{r}]")))
+                    .collect::<Result<_, _>>()?,
+                overwrite_registered: m.overwrite_registered,
             },
-            max_token_lifetime_secs: self.max_token_lifetime_secs,
-            enrich: self.enrich,
-            opaque,
+            EnricherSection::Subject(s) => enrich::Spec::Subject {
+                overwrite_registered: s.overwrite_registered,
+            },
+            EnricherSection::Remote(r) => enrich::Spec::Remote(r.validate(key)?),
+        })
+    }
+}
+
+impl MappingRuleSection {
+    fn validate(&self, key: &str) -> Result<enrich::MappingRule, ConfigError> {
+        let shape = || {
+            invalid(
+                key,
+                "give `strip_prefix` alone, or one of `from`/`from_path` with `to`",
+            )
+        };
+        let to = self.to.as_ref().filter(|to| !to.is_empty());
+        match (&self.strip_prefix, &self.from, &self.from_path, to) {
+            (Some(prefix), None, None, None) if !prefix.is_empty() => {
+                Ok(enrich::MappingRule::StripPrefix(prefix.clone()))
+            }
+            (None, Some(name), None, Some(to)) => Ok(enrich::MappingRule::Copy {
+                from: enrich::ClaimRef::Name(name.clone()),
+                to: to.clone(),
+                split: self.split.clone(),
+            }),
+            (None, None, Some(path), Some(to)) => Ok(enrich::MappingRule::Copy {
+                from: enrich::ClaimRef::Path(path.split('.').map(str::to_owned).collect()),
+                to: to.clone(),
+                split: self.split.clone(),
+            }),
+            _ => Err(shape()),
+        }
+    }
+}
+
+impl RemoteSection {
+    fn validate(&self, key: &str) -> Result<enrich::RemoteSpec, ConfigError> {
+        check_url(&format!("{key}.url"), &self.url)?;
+        if self.timeout_ms == 0 {
+            return Err(invalid(format!("{key}.timeout_ms"), "must be positive"));
+        }
+        Ok(enrich::RemoteSpec {
+            url: self.url.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+            cache_ttl_secs: i64::try_from(self.cache_ttl_secs).unwrap_or(i64::MAX),
+            max_response_bytes: self.max_response_bytes,
+            on_error: match self.on_error {
+                OnErrorSetting::Open => enrich::OnError::Open,
+                OnErrorSetting::Closed => enrich::OnError::Closed,
+            },
+            overwrite_registered: self.overwrite_registered,
         })
     }
 }
@@ -779,7 +962,7 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// Whether `value` is an http(s) URL, as every outbound endpoint must be.
-pub fn is_http_url(value: &str) -> bool {
+fn is_http_url(value: &str) -> bool {
     value.starts_with("https://") || value.starts_with("http://")
 }
 

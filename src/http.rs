@@ -12,10 +12,11 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
-    extract::State,
+    extract::{Request, State},
     http::StatusCode,
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -24,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::auth::{ApiKeys, Denied, Role, bearer_key};
+use crate::auth::{Access, ApiKeys, Caller, Denied, Role, bearer_key};
 use crate::introspect::{Introspection, Introspector};
 use crate::revocation::{Revocations, RevokeError, Target};
 use crate::telemetry::metrics::{Metrics, Observed, Surface};
@@ -36,15 +37,25 @@ pub struct HttpState {
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
     pub observed: Arc<Observed>,
-    pub api_keys: Arc<ApiKeys>,
     pub ready: watch::Receiver<bool>,
     pub dev_jwks: Option<Arc<Value>>,
 }
 
-pub fn router(state: HttpState) -> Router {
+/// The routes; `api_keys` decide who may call the ones that need a key, before their
+/// handler (and before the body is parsed).
+pub fn router(state: HttpState, api_keys: Arc<ApiKeys>) -> Router {
+    let guarded = |access: Access| {
+        axum::middleware::from_fn_with_state((api_keys.clone(), access), authenticate)
+    };
     let mut router = Router::new()
-        .route("/oauth2/introspect", post(introspect))
-        .route("/oauth2/revoke", post(revoke))
+        .route(
+            "/oauth2/introspect",
+            post(introspect).route_layer(guarded(Access::Introspection)),
+        )
+        .route(
+            "/oauth2/revoke",
+            post(revoke).route_layer(guarded(Access::Role(Role::Revoke))),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -52,6 +63,28 @@ pub fn router(state: HttpState) -> Router {
         router = router.route("/.well-known/jwks.json", get(jwks));
     }
     router.with_state(state)
+}
+
+/// Admits a caller (RFC 6750 answers for a refusal), and hands the [`Caller`] to the
+/// handler as an extension.
+async fn authenticate(
+    State((keys, access)): State<(Arc<ApiKeys>, Access)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| bearer_key(value.as_bytes()));
+    match keys.admit(access, presented) {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
+        Err(denied) => refused(denied),
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
@@ -102,12 +135,6 @@ async fn introspect(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = state
-        .api_keys
-        .authorize_introspection(presented_key(&headers))
-    {
-        return refused(denied);
-    }
     let Some(form) = parse_form(&body) else {
         return invalid_request(NOT_A_FORM);
     };
@@ -143,13 +170,6 @@ async fn introspect(
     }
 }
 
-/// The caller's API key from the `Authorization: Bearer` header, if any.
-fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|value| bearer_key(value.as_bytes()))
-}
-
 /// RFC 6750 section 3 answers for a refused caller.
 fn refused(denied: Denied) -> Response {
     let (status, error) = match denied {
@@ -176,16 +196,9 @@ fn invalid_request(description: &str) -> Response {
 /// body; the answer reveals nothing about it.
 async fn revoke(
     State(state): State<HttpState>,
-    headers: axum::http::HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     body: Bytes,
 ) -> Response {
-    let caller = match state
-        .api_keys
-        .authorize(presented_key(&headers), Role::Revoke)
-    {
-        Ok(caller) => caller,
-        Err(denied) => return refused(denied),
-    };
     let Some(form) = parse_form(&body) else {
         return invalid_request(NOT_A_FORM);
     };

@@ -11,11 +11,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use dashmap::DashMap;
-
-use crate::cache::{Verified, VerifiedCache};
+use crate::cache::{Origin, Verified, VerifiedCache};
 use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
+use crate::opaque::{Answer, OpaqueError, OpaqueIntrospector};
 use crate::revocation::{RevocationSet, TokenKeys};
 use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection, TokenHash};
 
@@ -42,11 +41,26 @@ pub enum IntrospectError {
     #[error("the keys of issuer {0:?} have not loaded yet")]
     KeysNotReady(String),
     /// An issuer's introspection endpoint could not answer for an opaque token.
-    #[error("the introspection endpoint of {iss:?} failed: {detail}")]
-    Upstream { iss: String, detail: String },
+    #[error(transparent)]
+    Upstream(#[from] OpaqueError),
     /// A fail-closed enricher could not answer.
     #[error(transparent)]
     Enrichment(#[from] EnrichError),
+}
+
+/// What verifying a token (signature and issuer rules, or the issuer's endpoint) gave,
+/// before revocation and the call's own policy.
+#[derive(Debug)]
+pub enum Verification {
+    Active(Arc<Verified>),
+    Inactive(Rejection),
+    Undecided(IntrospectError),
+}
+
+impl From<Rejection> for Verification {
+    fn from(rejection: Rejection) -> Self {
+        Self::Inactive(rejection)
+    }
 }
 
 pub struct Introspector {
@@ -55,27 +69,10 @@ pub struct Introspector {
     subjects: Arc<SubjectClaims>,
     /// Enrichment pipeline by issuer.
     pipelines: HashMap<String, Arc<Pipeline>>,
-    /// Opaque tokens every endpoint called inactive, until when: a flood of unknown
-    /// tokens costs the issuers one call each per few seconds, not one per request.
-    inactive_opaque: DashMap<TokenHash, i64>,
+    opaque: OpaqueIntrospector,
     cache: VerifiedCache,
     max_token_bytes: usize,
 }
-
-const INACTIVE_AT_ISSUER: Rejection = Rejection::new(
-    Reason::InactiveAtIssuer,
-    "the issuer's introspection endpoint calls it inactive",
-);
-/// How long an opaque token every endpoint called inactive is answered without asking
-/// again (at most each endpoint's `introspection_cache_secs`).
-const INACTIVE_OPAQUE_SECS: i64 = 10;
-/// Most such tokens remembered.
-const MAX_INACTIVE_OPAQUE: usize = 100_000;
-
-const OPAQUE: Rejection = Rejection::new(
-    Reason::UnknownIssuer,
-    "opaque token, and no issuer introspects opaque tokens",
-);
 
 impl Introspector {
     pub fn new(
@@ -91,7 +88,7 @@ impl Introspector {
             revocations,
             subjects,
             pipelines,
-            inactive_opaque: DashMap::new(),
+            opaque: OpaqueIntrospector::new(max_token_bytes),
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
         }
@@ -111,6 +108,12 @@ impl Introspector {
             .map(|(iss, pipeline)| (iss.as_str(), pipeline.as_ref()))
     }
 
+    /// Drops cached verifications and remembered inactive answers whose time is up.
+    pub fn purge_expired(&self, now: i64) {
+        self.cache.purge_expired(now);
+        self.opaque.purge_expired(now);
+    }
+
     /// Introspects `token` as of `now` (Unix seconds).
     pub async fn introspect(
         &self,
@@ -121,38 +124,19 @@ impl Introspector {
         let hash = TokenHash::of(token);
         let cached = self.cache.get(&hash, now);
         let cache_hit = cached.is_some();
-        let verified = match cached {
-            Some(hit) => Ok(hit),
-            None => self.verify(token, hash, now).await?,
+        let verification = match cached {
+            Some(hit) => Verification::Active(hit),
+            None => self.verify(token, hash, now).await,
         };
-        let checked = verified.and_then(|verified| {
-            if let Some(matched) = self.revocations.check(&verified.revocation_keys) {
-                tracing::debug!(record = matched.kind.as_str(), "revoked");
-                return Err(Rejection::new(
-                    Reason::Revoked,
-                    "a revocation record matches",
-                ));
-            }
-            policy.check(&verified.token)?;
-            Ok(verified)
-        });
+        let checked = match verification {
+            Verification::Active(verified) => self.check(verified, policy),
+            Verification::Inactive(rejection) => Err(rejection),
+            Verification::Undecided(error) => return Err(error),
+        };
         // Only active answers are enriched: no lookup ever runs for an inactive token.
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
-                let enrichment = if verified.pipeline.is_empty() {
-                    Enrichment::default()
-                } else {
-                    verified
-                        .pipeline
-                        .enrich(
-                            &verified.token,
-                            &verified.precomputed,
-                            verified.subject_key.as_ref(),
-                            &self.subjects,
-                            now,
-                        )
-                        .await?
-                };
+                let enrichment = self.enrich(&verified, now).await?;
                 (Ok(verified.token.clone()), enrichment)
             }
             Err(rejection) => (Err(rejection), Enrichment::default()),
@@ -169,125 +153,116 @@ impl Introspector {
         })
     }
 
-    async fn verify(
+    /// What is checked on every answer, cache hits included: revocation, then what
+    /// this call asks.
+    fn check(
         &self,
-        raw: &str,
-        hash: TokenHash,
-        now: i64,
-    ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
+        verified: Arc<Verified>,
+        policy: CallPolicy<'_>,
+    ) -> Result<Arc<Verified>, Rejection> {
+        if let Some(matched) = self.revocations.check(&verified.revocation_keys) {
+            tracing::debug!(record = matched.kind.as_str(), "revoked");
+            return Err(Rejection::new(
+                Reason::Revoked,
+                "a revocation record matches",
+            ));
+        }
+        policy.check(&verified.token)?;
+        Ok(verified)
+    }
+
+    async fn enrich(&self, verified: &Verified, now: i64) -> Result<Enrichment, EnrichError> {
+        if verified.pipeline.is_empty() {
+            return Ok(Enrichment::default());
+        }
+        verified
+            .pipeline
+            .enrich(
+                &verified.token,
+                &verified.precomputed,
+                verified.subject_key.as_ref(),
+                &self.subjects,
+                now,
+            )
+            .await
+    }
+
+    /// Verifies a token the cache did not have, and caches what is active.
+    async fn verify(&self, raw: &str, hash: TokenHash, now: i64) -> Verification {
         if !raw.contains('.') {
             return self.verify_opaque(raw, hash, now).await;
         }
         let jwt = match token::parse(raw, self.max_token_bytes) {
             Ok(jwt) => jwt,
-            Err(rejection) => return Ok(Err(rejection)),
+            Err(rejection) => return rejection.into(),
         };
         let Some(issuer) = jwt.issuer().and_then(|iss| self.issuers.get(iss)) else {
-            return Ok(Err(Rejection::new(
+            return Rejection::new(
                 Reason::UnknownIssuer,
                 "iss is missing or not a configured issuer",
-            )));
+            )
+            .into();
         };
         // Read the epoch before the keys: a key dropped in between makes the entry stale
         // rather than wrongly fresh.
         let epoch = issuer.epoch();
-        let not_ready = || IntrospectError::KeysNotReady(issuer.config.issuer.clone());
-        let keys = issuer.keys().ok_or_else(not_ready)?;
-        let mut checked = jwt.check_signature(&issuer.config, &keys);
+        let not_ready =
+            || Verification::Undecided(IntrospectError::KeysNotReady(issuer.policy.issuer.clone()));
+        let Some(keys) = issuer.keys() else {
+            return not_ready();
+        };
+        let mut checked = jwt.check_signature(&issuer.policy, &keys);
         if matches!(checked, Err(r) if r.reason == Reason::UnknownKey) {
             issuer.refetch_for_unknown_kid().await;
-            let keys = issuer.keys().ok_or_else(not_ready)?;
-            checked = jwt.check_signature(&issuer.config, &keys);
+            let Some(keys) = issuer.keys() else {
+                return not_ready();
+            };
+            checked = jwt.check_signature(&issuer.policy, &keys);
         }
         if let Err(rejection) = checked {
-            return Ok(Err(rejection));
+            return rejection.into();
         }
-        Ok(jwt.into_access_token(&issuer.config, now).map(|token| {
-            let until = token.exp;
-            self.remember(raw, hash, token, issuer, epoch, until, now)
-        }))
+        match jwt.into_access_token(&issuer.policy, now) {
+            Ok(token) => {
+                let origin = Origin {
+                    issuer: issuer.clone(),
+                    epoch,
+                    until: token.exp,
+                };
+                Verification::Active(self.remember(raw, hash, token, origin, now))
+            }
+            Err(rejection) => rejection.into(),
+        }
     }
 
-    /// An opaque token: asked of each issuer with an introspection endpoint, in
-    /// configuration order, until one calls it active. An endpoint that cannot answer
-    /// makes the answer an error (UNAVAILABLE), not `active: false`.
-    async fn verify_opaque(
-        &self,
-        raw: &str,
-        hash: TokenHash,
-        now: i64,
-    ) -> Result<Result<Arc<Verified>, Rejection>, IntrospectError> {
+    async fn verify_opaque(&self, raw: &str, hash: TokenHash, now: i64) -> Verification {
         let issuers = self.issuers.with_opaque_introspection();
-        if raw.len() > self.max_token_bytes {
-            return Ok(Err(Rejection::new(
-                Reason::Malformed,
-                "token longer than the limit",
-            )));
-        }
-        if self
-            .inactive_opaque
-            .get(&hash)
-            .is_some_and(|until| *until > now)
-        {
-            return Ok(Err(INACTIVE_AT_ISSUER));
-        }
-        let mut remember_inactive = INACTIVE_OPAQUE_SECS;
-        for issuer in issuers {
-            let Some(endpoint) = &issuer.config.opaque else {
-                continue;
-            };
-            let epoch = issuer.epoch();
-            let answer = crate::opaque::introspect(issuer.http(), endpoint, raw)
-                .await
-                .map_err(|detail| IntrospectError::Upstream {
-                    iss: issuer.config.issuer.clone(),
-                    detail,
-                })?;
-            let Some(answer) = answer else {
-                remember_inactive = remember_inactive.min(endpoint.cache_secs);
-                continue;
-            };
-            // The answer is reused no longer than the endpoint allows (`exp`) and than
-            // configured, so a revocation at the issuer shows within that time.
-            let horizon = now.saturating_add(endpoint.cache_secs);
-            let token = match AccessToken::from_introspection(answer, &issuer.config, horizon) {
-                Ok(token) => token,
-                Err(rejection) => return Ok(Err(rejection)),
-            };
-            if token.exp <= now {
-                return Ok(Err(Rejection::new(Reason::Expired, "exp has passed")));
+        match self.opaque.introspect(issuers, raw, &hash, now).await {
+            Ok(Answer::Active {
+                token,
+                issuer,
+                epoch,
+                until,
+            }) => {
+                let origin = Origin {
+                    issuer,
+                    epoch,
+                    until,
+                };
+                Verification::Active(self.remember(raw, hash, *token, origin, now))
             }
-            let until = token.exp.min(horizon);
-            return Ok(Ok(
-                self.remember(raw, hash, token, issuer, epoch, until, now)
-            ));
+            Ok(Answer::Inactive(rejection)) => rejection.into(),
+            Err(error) => Verification::Undecided(error.into()),
         }
-        if issuers.is_empty() {
-            return Ok(Err(OPAQUE));
-        }
-        if self.inactive_opaque.len() >= MAX_INACTIVE_OPAQUE {
-            self.inactive_opaque.retain(|_, until| *until > now);
-            if self.inactive_opaque.len() >= MAX_INACTIVE_OPAQUE {
-                self.inactive_opaque.clear();
-            }
-        }
-        if remember_inactive > 0 {
-            self.inactive_opaque
-                .insert(hash, now.saturating_add(remember_inactive));
-        }
-        Ok(Err(INACTIVE_AT_ISSUER))
     }
 
-    /// Derives what a verified token needs on every answer, and caches it until `until`.
-    #[allow(clippy::too_many_arguments)]
+    /// Derives what a verified token needs on every answer, and caches it.
     fn remember(
         &self,
         raw: &str,
         hash: TokenHash,
         token: AccessToken,
-        issuer: &Arc<crate::keys::Issuer>,
-        epoch: u64,
-        until: i64,
+        origin: Origin,
         now: i64,
     ) -> Arc<Verified> {
         let pipeline = self.pipelines.get(&token.iss).cloned().unwrap_or_default();
@@ -301,8 +276,10 @@ impl Introspector {
             pipeline,
             token: Arc::new(token),
         });
-        self.cache
-            .insert(hash, verified.clone(), issuer.clone(), epoch, until, now);
+        self.cache.insert(hash, verified.clone(), origin, now);
         verified
     }
 }
+
+#[cfg(test)]
+mod tests;

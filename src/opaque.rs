@@ -1,22 +1,171 @@
-//! Opaque tokens: asked of their issuer's own RFC 7662 endpoint.
+//! Opaque tokens (anything that is not a JWS): asked of their issuer's own RFC 7662
+//! endpoint. This module owns the endpoint's settings, the call, the reading of its
+//! answer into an [`AccessToken`], and the short memory of tokens it called inactive.
+
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Map, Value};
 
-use crate::config::OpaqueIntrospection;
-use crate::outbound;
+use crate::keys::Issuer;
+use crate::outbound::{self, OutboundError};
+use crate::token::{AccessToken, Reason, Rejection, TokenHash};
+use crate::ttl_map::TtlMap;
 
 /// Largest answer read from an introspection endpoint.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How long an opaque token every endpoint called inactive is answered without asking
+/// again (at most each endpoint's `cache_secs`): a flood of unknown tokens costs the
+/// issuers one call each per few seconds, not one per request.
+const INACTIVE_SECS: i64 = 10;
+/// Most such tokens remembered.
+const MAX_INACTIVE: usize = 100_000;
+
+const INACTIVE_AT_ISSUER: Rejection = Rejection::new(
+    Reason::InactiveAtIssuer,
+    "the issuer's introspection endpoint calls it inactive",
+);
+const NO_ENDPOINT: Rejection = Rejection::new(
+    Reason::UnknownIssuer,
+    "opaque token, and no issuer introspects opaque tokens",
+);
+
+/// An issuer's RFC 7662 endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub url: String,
+    /// HTTP Basic credentials (client id, secret), if the endpoint wants them.
+    pub credentials: Option<(String, String)>,
+    /// Longest time an active answer is reused (never past its `exp`).
+    pub cache_secs: i64,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    // The client secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("cache_secs", &self.cache_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an endpoint could not decide (down, slow, nonsense).
+#[derive(Debug, thiserror::Error)]
+pub enum OpaqueError {
+    #[error("the introspection endpoint of {iss:?} failed: {source}")]
+    Outbound {
+        iss: String,
+        #[source]
+        source: OutboundError,
+    },
+    #[error("the introspection endpoint of {iss:?} answered without a boolean `active`")]
+    NoActiveMember { iss: String },
+}
+
+/// What the endpoints made of a token.
+#[derive(Debug)]
+pub enum Answer {
+    Active {
+        token: Box<AccessToken>,
+        issuer: Arc<Issuer>,
+        /// The issuer's key epoch before asking (for the cache's bookkeeping).
+        epoch: u64,
+        /// Until when the answer may be reused.
+        until: i64,
+    },
+    Inactive(Rejection),
+}
+
+/// Asks the endpoints, and remembers for a moment what they all called inactive.
+pub struct OpaqueIntrospector {
+    inactive: TtlMap<TokenHash, ()>,
+    max_token_bytes: usize,
+}
+
+impl OpaqueIntrospector {
+    pub fn new(max_token_bytes: usize) -> Self {
+        Self {
+            inactive: TtlMap::new(MAX_INACTIVE),
+            max_token_bytes,
+        }
+    }
+
+    /// Asks each of `issuers` (those with an endpoint, in configuration order) until one
+    /// calls the token active. An endpoint that cannot answer makes it an error, never
+    /// `active: false`.
+    pub async fn introspect(
+        &self,
+        issuers: &[Arc<Issuer>],
+        raw: &str,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Answer, OpaqueError> {
+        if raw.len() > self.max_token_bytes {
+            return Ok(Answer::Inactive(Rejection::new(
+                Reason::Malformed,
+                "token longer than the limit",
+            )));
+        }
+        if self.inactive.get(hash, now).is_some() {
+            return Ok(Answer::Inactive(INACTIVE_AT_ISSUER));
+        }
+        let mut remember_inactive = INACTIVE_SECS;
+        for issuer in issuers {
+            let Some(endpoint) = &issuer.opaque else {
+                continue;
+            };
+            let epoch = issuer.epoch();
+            let Some(members) = ask(issuer, endpoint, raw).await? else {
+                remember_inactive = remember_inactive.min(endpoint.cache_secs);
+                continue;
+            };
+            // The answer is reused no longer than the endpoint allows (`exp`) and than
+            // configured, so a revocation at the issuer shows within that time.
+            let horizon = now.saturating_add(endpoint.cache_secs);
+            let token = match AccessToken::from_introspection(members, &issuer.policy, horizon) {
+                Ok(token) => token,
+                Err(rejection) => return Ok(Answer::Inactive(rejection)),
+            };
+            if token.exp <= now {
+                return Ok(Answer::Inactive(Rejection::new(
+                    Reason::Expired,
+                    "exp has passed",
+                )));
+            }
+            let until = token.exp.min(horizon);
+            return Ok(Answer::Active {
+                token: Box::new(token),
+                issuer: issuer.clone(),
+                epoch,
+                until,
+            });
+        }
+        if issuers.is_empty() {
+            return Ok(Answer::Inactive(NO_ENDPOINT));
+        }
+        self.inactive
+            .insert(*hash, (), now.saturating_add(remember_inactive), now);
+        Ok(Answer::Inactive(INACTIVE_AT_ISSUER))
+    }
+
+    pub fn purge_expired(&self, now: i64) {
+        self.inactive.purge_expired(now);
+    }
+}
 
 /// The endpoint's answer: `Some(members)` for an active token, `None` for an inactive
-/// one. An error means the endpoint could not decide (down, slow, nonsense).
-pub async fn introspect(
-    http: &reqwest::Client,
-    endpoint: &OpaqueIntrospection,
+/// one.
+async fn ask(
+    issuer: &Issuer,
+    endpoint: &Endpoint,
     token: &str,
-) -> Result<Option<Map<String, Value>>, String> {
-    let mut request = http
-        .post(&endpoint.endpoint)
+) -> Result<Option<Map<String, Value>>, OpaqueError> {
+    let iss = || issuer.policy.issuer.clone();
+    let mut request = issuer
+        .http()
+        .post(&endpoint.url)
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&[("token", token), ("token_type_hint", "access_token")]);
     if let Some((id, secret)) = &endpoint.credentials {
@@ -24,10 +173,10 @@ pub async fn introspect(
     }
     let mut answer = outbound::json_object(request, endpoint.timeout, MAX_ANSWER_BYTES)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| OpaqueError::Outbound { iss: iss(), source })?;
     match answer.remove("active") {
         Some(Value::Bool(true)) => Ok(Some(answer)),
         Some(Value::Bool(false)) => Ok(None),
-        _ => Err("the answer has no boolean `active`".into()),
+        _ => Err(OpaqueError::NoActiveMember { iss: iss() }),
     }
 }

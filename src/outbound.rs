@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Connect, TLS, or the exchange itself failed (the error has its URL removed).
     #[error("request failed: {0}")]
-    Request(String),
+    Request(#[source] reqwest::Error),
     #[error("answered HTTP {0}")]
     Status(u16),
     #[error("answer larger than {0} bytes")]
@@ -21,12 +24,22 @@ pub enum OutboundError {
     NotAnObject,
 }
 
+/// The one HTTP client every outbound call shares: rustls, bounded connect time, no
+/// cookies.
+pub fn client() -> Result<reqwest::Client, OutboundError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("introspectd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(OutboundError::Client)
+}
+
 /// Sends `request` and reads a 2xx answer's headers and body, at most `max_bytes` of it.
 pub async fn body(
     request: RequestBuilder,
     max_bytes: usize,
 ) -> Result<(HeaderMap, Vec<u8>), OutboundError> {
-    let failed = |e: reqwest::Error| OutboundError::Request(e.without_url().to_string());
+    let failed = |e: reqwest::Error| OutboundError::Request(e.without_url());
     let mut response = request.send().await.map_err(failed)?;
     if !response.status().is_success() {
         return Err(OutboundError::Status(response.status().as_u16()));

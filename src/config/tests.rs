@@ -40,12 +40,10 @@ fn minimal_file_gets_defaults() -> Result<(), ConfigError> {
     let config = load(&FULL, &[])?;
     assert_eq!(config.grpc_addr.port(), 50051);
     assert_eq!(config.max_token_bytes, DEFAULT_MAX_TOKEN_BYTES);
-    assert_eq!(config.issuers[0].algorithms, vec![Algorithm::RS256]);
-    assert_eq!(config.issuers[0].typ, TypPolicy::Strict);
-    assert!(matches!(
-        config.issuers[0].key_source,
-        KeySource::JwksUri(_)
-    ));
+    let issuer = &config.issuers[0].keys;
+    assert_eq!(issuer.policy.algorithms, vec![Algorithm::RS256]);
+    assert_eq!(issuer.policy.typ, TypPolicy::Strict);
+    assert!(matches!(issuer.source, keys::Source::JwksUri(_)));
     Ok(())
 }
 
@@ -77,8 +75,8 @@ fn environment_overrides_nested_keys_and_array_items() -> Result<(), ConfigError
     )?;
     assert_eq!(config.grpc_addr.port(), 6000);
     assert!(config.expose_inactive_reason);
-    assert_eq!(config.issuers[0].audiences, vec!["a", "b"]);
-    assert_eq!(config.issuers[0].leeway_secs, 5);
+    assert_eq!(config.issuers[0].keys.policy.audiences, vec!["a", "b"]);
+    assert_eq!(config.issuers[0].keys.policy.leeway_secs, 5);
     Ok(())
 }
 
@@ -196,7 +194,7 @@ fn duplicate_issuer_is_refused() {
 
 #[test]
 fn refresh_interval_is_clamped() -> Result<(), ConfigError> {
-    let policy = load(&FULL, &[])?.issuers[0].refresh;
+    let policy = load(&FULL, &[])?.issuers[0].keys.refresh;
     assert_eq!(
         policy.interval_for(Some(Duration::from_secs(1))),
         policy.min_interval
@@ -232,7 +230,7 @@ fn introspection_endpoint_needs_both_credentials_or_none() -> Result<(), ConfigE
         &with("introspection_endpoint = \"https://id.example.com/introspect\""),
         &[],
     )?;
-    assert!(config.issuers[0].opaque.is_some());
+    assert!(config.issuers[0].keys.opaque.is_some());
     let half = with(
         "introspection_endpoint = \"https://id.example.com/introspect\"\nintrospection_client_id = \"me\"",
     );
@@ -245,4 +243,39 @@ fn introspection_endpoint_needs_both_credentials_or_none() -> Result<(), ConfigE
     );
     assert!(!format!("{:?}", load(&secret, &[])?).contains("hunter2"));
     Ok(())
+}
+
+#[test]
+fn invalid_enrichers_are_named() {
+    for (enricher, key) in [
+        (
+            "kind = \"mapping\"\nrules = [{from = \"a\"}]",
+            "enrich[0].rules[0]",
+        ),
+        (
+            "kind = \"mapping\"\nrules = [{from = \"a\", from_path = \"b\", to = \"c\"}]",
+            "enrich[0].rules[0]",
+        ),
+        (
+            "kind = \"mapping\"\nrules = [{strip_prefix = \"p\", to = \"c\"}]",
+            "enrich[0].rules[0]",
+        ),
+        ("kind = \"remote\"\nurl = \"ftp://x\"", "enrich[0].url"),
+        (
+            "kind = \"remote\"\nurl = \"http://x\"\ntimeout_ms = 0",
+            "enrich[0].timeout_ms",
+        ),
+        (
+            "kind = \"static\"\nclaims = {deep = [[[[[[[[[[1]]]]]]]]]]}",
+            "enrich[0].claims",
+        ),
+        // A static claim naming a registered claim is refused, not silently dropped.
+        ("kind = \"static\"\nclaims = {exp = 1}", "enrich[0].claims"),
+        ("kind = \"telepathy\"", "telepathy"),
+        ("kind = \"static\"\nclaimz = {}", "claimz"),
+    ] {
+        let text = format!("{}\n[[issuers.enrich]]\n{enricher}\n", *FULL);
+        let error = error_text(&text, &[]);
+        assert!(error.contains(key), "{enricher}: {error}");
+    }
 }

@@ -21,15 +21,14 @@ mod admin;
 mod remote;
 mod subject;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::token::AccessToken;
 
 pub use admin::{ClaimsAdmin, ClaimsError};
-pub use remote::{Lookup, RemoteEnricher};
+pub use remote::{RemoteEnricher, RemoteError};
 pub use subject::{SubjectClaims, SubjectKey};
 
 /// Claims an enricher may not write unless told to.
@@ -52,66 +51,59 @@ pub const MAX_DEPTH: usize = 8;
 /// Largest enrichment layer, serialized.
 pub const MAX_LAYER_BYTES: usize = 16 * 1024;
 
-// === configuration ===
+// === what an enricher is ===
 
-/// One `[[issuers.enrich]]` table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum EnricherSection {
-    Static(StaticSection),
-    Mapping(MappingSection),
-    Subject(SubjectSection),
-    Remote(RemoteSection),
+/// One enricher, validated.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    /// Fixed claims when `when` holds.
+    Static {
+        claims: Map<String, Value>,
+        when: When,
+        overwrite_registered: bool,
+    },
+    Mapping {
+        rules: Vec<MappingRule>,
+        overwrite_registered: bool,
+    },
+    /// The subject's claims as set through the admin API.
+    Subject {
+        overwrite_registered: bool,
+    },
+    Remote(RemoteSpec),
 }
 
-/// Conditions of a static enricher: each given list must contain a value of the token
-/// (its client, one of its scopes, one of its audiences). No condition: always.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+/// Conditions of a static enricher: each non-empty list must contain a value of the
+/// token (its client, one of its scopes, one of its audiences). No condition: always.
+#[derive(Debug, Clone, Default)]
 pub struct When {
     pub client_id: Vec<String>,
     pub scope: Vec<String>,
     pub audience: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StaticSection {
-    pub claims: Map<String, Value>,
-    pub when: When,
-    pub overwrite_registered: bool,
+/// One mapping rule.
+#[derive(Debug, Clone)]
+pub enum MappingRule {
+    /// Every claim whose name starts with the prefix, under the rest of its name.
+    StripPrefix(String),
+    /// A claim copied under another name, a string optionally split into a list.
+    Copy {
+        from: ClaimRef,
+        to: String,
+        split: Option<String>,
+    },
 }
 
-/// One mapping rule: either `strip_prefix` alone, or `from`/`from_path` → `to`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MappingRule {
-    /// A claim name, taken literally (names like `https://example.com/roles` contain dots).
-    pub from: Option<String>,
-    /// A dotted path into nested objects, e.g. `realm_access.roles`.
-    pub from_path: Option<String>,
-    pub to: Option<String>,
-    /// Split a string value on this separator into a list (e.g. " ").
-    pub split: Option<String>,
-    /// Every claim whose name starts with this prefix, under the rest of its name.
-    pub strip_prefix: Option<String>,
+/// Where a mapping reads: a claim name taken literally (names like
+/// `https://example.com/roles` contain dots), or a path into nested objects.
+#[derive(Debug, Clone)]
+pub enum ClaimRef {
+    Name(String),
+    Path(Vec<String>),
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MappingSection {
-    pub rules: Vec<MappingRule>,
-    pub overwrite_registered: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SubjectSection {
-    pub overwrite_registered: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
     /// Answer without this enricher's claims (counted in a metric).
     #[default]
@@ -120,36 +112,21 @@ pub enum OnError {
     Closed,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RemoteSection {
-    /// Receives a POST of the validated claims (JSON) and answers a JSON object of claims.
+/// A remote lookup: a POST of the validated claims, answered with a JSON object.
+#[derive(Debug, Clone)]
+pub struct RemoteSpec {
     pub url: String,
-    pub timeout_ms: u64,
+    pub timeout: Duration,
     /// How long an answer is reused for the same subject; 0: never.
-    pub cache_ttl_secs: u64,
+    pub cache_ttl_secs: i64,
     pub max_response_bytes: usize,
     pub on_error: OnError,
     pub overwrite_registered: bool,
 }
 
-impl Default for RemoteSection {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            timeout_ms: 200,
-            cache_ttl_secs: 60,
-            max_response_bytes: 64 * 1024,
-            on_error: OnError::Open,
-            overwrite_registered: false,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EnrichConfigError {
-    #[error("{0}")]
-    Invalid(String),
+/// Whether `name` is a registered claim, which enrichers write only when allowed.
+pub fn is_registered(name: &str) -> bool {
+    REGISTERED.contains(&name)
 }
 
 // === the pipeline ===
@@ -162,7 +139,7 @@ struct Guard {
 
 impl Guard {
     fn keep(self, name: &str) -> bool {
-        self.overwrite_registered || !REGISTERED.contains(&name)
+        self.overwrite_registered || !is_registered(name)
     }
 
     fn filter(self, mut claims: Map<String, Value>) -> Map<String, Value> {
@@ -198,10 +175,11 @@ pub struct Pipeline {
 
 /// Why an answer cannot be given: a fail-closed enricher failed.
 #[derive(Debug, thiserror::Error)]
-#[error("enricher {name} failed: {detail}")]
+#[error("enricher {name} failed: {source}")]
 pub struct EnrichError {
     pub name: String,
-    pub detail: String,
+    #[source]
+    pub source: RemoteError,
 }
 
 /// The claims an answer gains, as layers in pipeline order (later wins when merged).
@@ -232,80 +210,45 @@ impl Enrichment {
 pub type Precomputed = Vec<Option<Arc<Map<String, Value>>>>;
 
 impl Pipeline {
-    pub fn new(
-        sections: &[EnricherSection],
-        http: &reqwest::Client,
-    ) -> Result<Self, EnrichConfigError> {
-        let invalid =
-            |i: usize, why: String| EnrichConfigError::Invalid(format!("enrich[{i}]: {why}"));
-        let mut enrichers = Vec::with_capacity(sections.len());
-        for (i, section) in sections.iter().enumerate() {
-            let enricher = match section {
-                EnricherSection::Static(s) => {
-                    check_claims(&s.claims).map_err(|why| invalid(i, format!("claims: {why}")))?;
-                    let guard = Guard {
-                        overwrite_registered: s.overwrite_registered,
-                    };
-                    if let Some(name) = s.claims.keys().find(|name| !guard.keep(name)) {
-                        return Err(invalid(
-                            i,
-                            format!(
-                                "claims: {name:?} is a registered claim; set overwrite_registered = true to write it"
-                            ),
-                        ));
-                    }
-                    Enricher {
-                        stage: Stage::Static {
-                            claims: Arc::new(s.claims.clone()),
-                            when: s.when.clone(),
+    /// The enrichers of `specs`, in order; remote ones share `http`.
+    pub fn new(specs: &[Spec], http: &reqwest::Client) -> Self {
+        let enrichers = specs
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let (stage, overwrite_registered) = match spec {
+                    Spec::Static {
+                        claims,
+                        when,
+                        overwrite_registered,
+                    } => (
+                        Stage::Static {
+                            claims: Arc::new(claims.clone()),
+                            when: when.clone(),
                         },
-                        guard,
-                    }
-                }
-                EnricherSection::Mapping(m) => {
-                    for (r, rule) in m.rules.iter().enumerate() {
-                        let sources = usize::from(rule.from.is_some())
-                            + usize::from(rule.from_path.is_some());
-                        let valid = match &rule.strip_prefix {
-                            Some(prefix) => !prefix.is_empty() && sources == 0 && rule.to.is_none(),
-                            None => {
-                                sources == 1 && rule.to.as_deref().is_some_and(|to| !to.is_empty())
-                            }
-                        };
-                        if !valid {
-                            return Err(invalid(
-                                i,
-                                format!(
-                                    "rules[{r}]: give `strip_prefix` alone, or one of `from`/`from_path` with `to`"
-                                ),
-                            ));
-                        }
-                    }
-                    Enricher {
-                        stage: Stage::Mapping(m.rules.clone()),
-                        guard: Guard {
-                            overwrite_registered: m.overwrite_registered,
-                        },
-                    }
-                }
-                EnricherSection::Subject(s) => Enricher {
-                    stage: Stage::Subject,
-                    guard: Guard {
-                        overwrite_registered: s.overwrite_registered,
-                    },
-                },
-                EnricherSection::Remote(r) => Enricher {
-                    stage: Stage::Remote(
-                        RemoteEnricher::new(i, r, http.clone()).map_err(|why| invalid(i, why))?,
+                        *overwrite_registered,
                     ),
+                    Spec::Mapping {
+                        rules,
+                        overwrite_registered,
+                    } => (Stage::Mapping(rules.clone()), *overwrite_registered),
+                    Spec::Subject {
+                        overwrite_registered,
+                    } => (Stage::Subject, *overwrite_registered),
+                    Spec::Remote(remote) => (
+                        Stage::Remote(RemoteEnricher::new(index, remote, http.clone())),
+                        remote.overwrite_registered,
+                    ),
+                };
+                Enricher {
+                    stage,
                     guard: Guard {
-                        overwrite_registered: r.overwrite_registered,
+                        overwrite_registered,
                     },
-                },
-            };
-            enrichers.push(enricher);
-        }
-        Ok(Self { enrichers })
+                }
+            })
+            .collect();
+        Self { enrichers }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -361,30 +304,23 @@ impl Pipeline {
                 }
                 Stage::Remote(remote) => {
                     let guard = enricher.guard;
-                    let failure = match remote
+                    match remote
                         .lookup(token, subject, |claims| guard.filter(claims), now)
                         .await
                     {
-                        Ok(Lookup::Fetched(claims)) => {
-                            layers.push(claims);
-                            None
-                        }
-                        Ok(Lookup::Skipped) => {
-                            Some("skipped: the service failed moments ago".to_owned())
-                        }
-                        Err(detail) => {
-                            // Logged once per outage: later lookups are skipped by the breaker.
-                            tracing::warn!(enricher = remote.name(), %detail, "remote enrichment failed");
-                            Some(detail)
-                        }
-                    };
-                    if let Some(detail) = failure {
-                        remote.note_failure();
-                        if remote.fails_closed() {
-                            return Err(EnrichError {
-                                name: remote.name().to_owned(),
-                                detail,
-                            });
+                        Ok(claims) => layers.push(claims),
+                        Err(error) => {
+                            if !matches!(error, RemoteError::BreakerOpen) {
+                                // Logged once per outage: later lookups meet the open breaker.
+                                tracing::warn!(enricher = remote.name(), %error, "remote enrichment failed");
+                            }
+                            remote.note_failure();
+                            if remote.fails_closed() {
+                                return Err(EnrichError {
+                                    name: remote.name().to_owned(),
+                                    source: error,
+                                });
+                            }
                         }
                     }
                 }
@@ -416,52 +352,63 @@ fn applies(when: &When, token: &AccessToken) -> bool {
 }
 
 /// The claim a mapping reads, from the token's claims including the members.
-fn lookup<'a>(claims: &'a Map<String, Value>, rule: &MappingRule) -> Option<&'a Value> {
-    if let Some(name) = &rule.from {
-        return claims.get(name);
+fn lookup<'a>(claims: &'a Map<String, Value>, from: &ClaimRef) -> Option<&'a Value> {
+    match from {
+        ClaimRef::Name(name) => claims.get(name),
+        ClaimRef::Path(path) => {
+            let (first, rest) = path.split_first()?;
+            rest.iter().try_fold(claims.get(first)?, |value, part| {
+                value.as_object()?.get(part)
+            })
+        }
     }
-    let path = rule.from_path.as_deref()?;
-    let mut parts = path.split('.');
-    let mut value = claims.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
 }
 
 fn map_claims(rules: &[MappingRule], token: &AccessToken) -> Map<String, Value> {
     let claims = token.to_json();
     let mut out = Map::new();
     for rule in rules {
-        if let Some(prefix) = &rule.strip_prefix {
-            for (name, value) in &claims {
-                if let Some(rest) = name.strip_prefix(prefix.as_str())
-                    && !rest.is_empty()
-                {
-                    out.insert(rest.to_owned(), value.clone());
+        match rule {
+            MappingRule::StripPrefix(prefix) => {
+                for (name, value) in &claims {
+                    if let Some(rest) = name.strip_prefix(prefix.as_str())
+                        && !rest.is_empty()
+                    {
+                        out.insert(rest.to_owned(), value.clone());
+                    }
                 }
             }
-            continue;
+            MappingRule::Copy { from, to, split } => {
+                let Some(value) = lookup(&claims, from) else {
+                    continue;
+                };
+                let value = match (split, value) {
+                    (Some(separator), Value::String(text)) => Value::Array(
+                        text.split(separator.as_str())
+                            .filter(|part| !part.is_empty())
+                            .map(|part| Value::from(part.to_owned()))
+                            .collect(),
+                    ),
+                    _ => value.clone(),
+                };
+                out.insert(to.clone(), value);
+            }
         }
-        let (Some(value), Some(to)) = (lookup(&claims, rule), &rule.to) else {
-            continue;
-        };
-        let value = match (&rule.split, value) {
-            (Some(separator), Value::String(text)) => Value::Array(
-                text.split(separator.as_str())
-                    .filter(|part| !part.is_empty())
-                    .map(|part| Value::from(part.to_owned()))
-                    .collect(),
-            ),
-            _ => value.clone(),
-        };
-        out.insert(to.clone(), value);
     }
     out
 }
 
+/// A claims value outside the bounds every layer keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutOfBounds {
+    #[error("nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("larger than {MAX_LAYER_BYTES} bytes")]
+    TooLarge,
+}
+
 /// Bounds on a claims value: nesting and serialized size.
-pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
+pub fn check_claims(claims: &Map<String, Value>) -> Result<(), OutOfBounds> {
     fn depth(value: &Value) -> usize {
         match value {
             Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
@@ -470,10 +417,10 @@ pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
         }
     }
     if claims.values().map(depth).max().unwrap_or(0) > MAX_DEPTH {
-        return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        return Err(OutOfBounds::TooDeep);
     }
     if serde_json::to_vec(claims).map_or(usize::MAX, |bytes| bytes.len()) > MAX_LAYER_BYTES {
-        return Err(format!("larger than {MAX_LAYER_BYTES} bytes"));
+        return Err(OutOfBounds::TooLarge);
     }
     Ok(())
 }

@@ -10,24 +10,28 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
 use serde_json::{Map, Value};
 
-use super::{OnError, RemoteSection, SubjectKey, check_claims};
-use crate::outbound;
+use super::{OnError, OutOfBounds, RemoteSpec, SubjectKey, check_claims};
+use crate::outbound::{self, OutboundError};
 use crate::token::AccessToken;
+use crate::ttl_map::TtlMap;
 
-/// Most subjects whose answers are kept; beyond it the cache is cleared and refilled.
+/// Most subjects whose answers are kept.
 const MAX_CACHED_SUBJECTS: usize = 100_000;
 /// How long a failure keeps the breaker open: lookups fail at once meanwhile.
 const BREAKER_SECS: i64 = 5;
 
-/// What a lookup gave.
-#[derive(Debug)]
-pub enum Lookup {
-    Fetched(Arc<Map<String, Value>>),
-    /// Not asked: the service failed moments ago (the breaker is open).
-    Skipped,
+/// Why a lookup gave no claims.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}")]
+    Outbound(#[from] OutboundError),
+    #[error("the answer is {0}")]
+    OutOfBounds(#[from] OutOfBounds),
+    /// Not asked: the service failed moments ago.
+    #[error("skipped: the service failed moments ago")]
+    BreakerOpen,
 }
 
 #[derive(Debug)]
@@ -39,37 +43,27 @@ pub struct RemoteEnricher {
     max_response_bytes: usize,
     fail_closed: bool,
     http: reqwest::Client,
-    /// subject → (expires at, claims as they are served).
-    cache: DashMap<SubjectKey, (i64, Arc<Map<String, Value>>)>,
+    /// Claims by subject, as they are served.
+    cache: TtlMap<SubjectKey, Arc<Map<String, Value>>>,
     failures: AtomicU64,
     /// Unix seconds until which lookups are skipped after a failure.
     open_until: AtomicI64,
 }
 
 impl RemoteEnricher {
-    pub fn new(
-        index: usize,
-        section: &RemoteSection,
-        http: reqwest::Client,
-    ) -> Result<Self, String> {
-        if !crate::config::is_http_url(&section.url) {
-            return Err("url is not an http(s) URL".into());
-        }
-        if section.timeout_ms == 0 {
-            return Err("timeout_ms must be positive".into());
-        }
-        Ok(Self {
+    pub fn new(index: usize, spec: &RemoteSpec, http: reqwest::Client) -> Self {
+        Self {
             name: format!("remote[{index}]"),
-            url: section.url.clone(),
-            timeout: Duration::from_millis(section.timeout_ms),
-            cache_ttl_secs: i64::try_from(section.cache_ttl_secs).unwrap_or(i64::MAX),
-            max_response_bytes: section.max_response_bytes,
-            fail_closed: section.on_error == OnError::Closed,
+            url: spec.url.clone(),
+            timeout: spec.timeout,
+            cache_ttl_secs: spec.cache_ttl_secs,
+            max_response_bytes: spec.max_response_bytes,
+            fail_closed: spec.on_error == OnError::Closed,
             http,
-            cache: DashMap::new(),
+            cache: TtlMap::new(MAX_CACHED_SUBJECTS),
             failures: AtomicU64::new(0),
             open_until: AtomicI64::new(0),
-        })
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -97,43 +91,31 @@ impl RemoteEnricher {
         subject: Option<&SubjectKey>,
         filter: impl FnOnce(Map<String, Value>) -> Map<String, Value>,
         now: i64,
-    ) -> Result<Lookup, String> {
-        if let Some(key) = subject
-            && let Some(hit) = self.cache.get(key)
-            && hit.0 > now
-        {
-            return Ok(Lookup::Fetched(hit.1.clone()));
+    ) -> Result<Arc<Map<String, Value>>, RemoteError> {
+        if let Some(hit) = subject.and_then(|key| self.cache.get(key, now)) {
+            return Ok(hit);
         }
         if self.open_until.load(Ordering::Relaxed) > now {
-            return Ok(Lookup::Skipped);
+            return Err(RemoteError::BreakerOpen);
         }
         let claims = match self.fetch(token).await {
             Ok(claims) => Arc::new(filter(claims)),
-            Err(detail) => {
+            Err(error) => {
                 self.open_until
                     .store(now.saturating_add(BREAKER_SECS), Ordering::Relaxed);
-                return Err(detail);
+                return Err(error);
             }
         };
-        if let Some(key) = subject
-            && self.cache_ttl_secs > 0
-        {
-            if self.cache.len() >= MAX_CACHED_SUBJECTS {
-                self.cache.clear();
-            }
-            self.cache.insert(
-                *key,
-                (now.saturating_add(self.cache_ttl_secs), claims.clone()),
-            );
+        if let Some(key) = subject {
+            let until = now.saturating_add(self.cache_ttl_secs);
+            self.cache.insert(*key, claims.clone(), until, now);
         }
-        Ok(Lookup::Fetched(claims))
+        Ok(claims)
     }
 
-    async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, String> {
+    async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, RemoteError> {
         let request = self.http.post(&self.url).json(&token.to_json());
-        let claims = outbound::json_object(request, self.timeout, self.max_response_bytes)
-            .await
-            .map_err(|e| e.to_string())?;
+        let claims = outbound::json_object(request, self.timeout, self.max_response_bytes).await?;
         check_claims(&claims)?;
         Ok(claims)
     }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::digest::digest128;
 use dashmap::DashMap;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// A subject's identity in the store: 128 bits of SHA-256 over issuer and subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,15 +12,7 @@ pub struct SubjectKey([u8; 16]);
 
 impl SubjectKey {
     pub fn new(iss: &str, sub: &str) -> Self {
-        let mut hasher = Sha256::new();
-        for part in ["subject-claims", iss, sub] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-        let digest: [u8; 32] = hasher.finalize().into();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Self(key)
+        Self(digest128(&["subject-claims", iss, sub]))
     }
 }
 

@@ -1,10 +1,12 @@
-//! gRPC surface: `introspectd.v1.TokenIntrospection`, `grpc.health.v1.Health` and server
-//! reflection. These modules only translate between protobuf and the domain.
+//! gRPC surface: `introspectd.v1.TokenIntrospection`, `TokenRevocation`,
+//! `SubjectClaimsAdmin`, `grpc.health.v1.Health` and server reflection. The services
+//! only translate between protobuf and the domain; authentication and metrics are the
+//! [`layers`] around them, and domain errors become statuses in [`status`].
 
-pub mod auth;
 mod claims;
 mod convert;
 mod introspection;
+pub mod layers;
 mod revocation;
 pub mod status;
 
@@ -26,3 +28,11 @@ pub mod pb {
 /// Health service name that is SERVING as long as the process runs (liveness probes);
 /// the overall name "" follows readiness.
 pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// The name of the caller [`layers::AuthLayer`] authenticated, for audit log lines.
+fn caller_name<T>(request: &tonic::Request<T>) -> String {
+    request
+        .extensions()
+        .get::<std::sync::Arc<crate::auth::Caller>>()
+        .map_or_else(|| "anonymous".to_owned(), |caller| caller.name.clone())
+}

@@ -7,35 +7,28 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{authorize, authorize_introspection},
+    caller_name,
     pb::{self, token_revocation_server::TokenRevocation},
     status,
 };
-use crate::auth::{ApiKeys, Role};
 use crate::revocation::{
     Matched, Record, RecordKind, Revocation, Revocations, Target, TokenIdentity, WatchEvent,
 };
-use crate::telemetry::metrics::Metrics;
+use crate::tasks::Tasks;
 
 pub struct RevocationService {
     revocations: Arc<Revocations>,
-    api_keys: Arc<ApiKeys>,
-    metrics: Arc<Metrics>,
+    /// Where watch streams run, so shutdown joins them.
+    tasks: Tasks,
     /// Fires when the server drains, so open watch streams end and shutdown completes.
     drain: CancellationToken,
 }
 
 impl RevocationService {
-    pub fn new(
-        revocations: Arc<Revocations>,
-        api_keys: Arc<ApiKeys>,
-        metrics: Arc<Metrics>,
-        drain: CancellationToken,
-    ) -> Self {
+    pub fn new(revocations: Arc<Revocations>, tasks: Tasks, drain: CancellationToken) -> Self {
         Self {
             revocations,
-            api_keys,
-            metrics,
+            tasks,
             drain,
         }
     }
@@ -49,17 +42,14 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        status::timed(&self.metrics, "Revoke", self.revoke_inner(request)).await
+        self.revoke_inner(request).await
     }
 
     async fn check_revocation(
         &self,
         request: Request<pb::CheckRevocationRequest>,
     ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
-        status::timed(&self.metrics, "CheckRevocation", async {
-            self.check_inner(request)
-        })
-        .await
+        self.check_inner(request)
     }
 
     type WatchRevocationsStream = EventStream;
@@ -68,10 +58,7 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        status::timed(&self.metrics, "WatchRevocations", async {
-            self.watch_inner(request)
-        })
-        .await
+        self.watch_inner(request)
     }
 }
 
@@ -80,7 +67,7 @@ impl RevocationService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let caller = authorize(&self.api_keys, request.metadata(), Role::Revoke)?;
+        let caller = caller_name(&request);
         let pb::RevokeRequest { target, reason } = request.into_inner();
         let target = target_from_pb(target.ok_or_else(|| status::missing("target"))?);
         let kind = target_kind(&target);
@@ -92,7 +79,7 @@ impl RevocationService {
             .map_err(status::from_revoke)?;
         tracing::info!(
             grpc.method = "Revoke",
-            caller = caller.name.as_str(),
+            %caller,
             record = kind.as_str(),
             position,
             "revoked"
@@ -104,7 +91,6 @@ impl RevocationService {
         &self,
         request: Request<pb::CheckRevocationRequest>,
     ) -> Result<Response<pb::CheckRevocationResponse>, Status> {
-        authorize_introspection(&self.api_keys, request.metadata())?;
         let pb::CheckRevocationRequest { subject } = request.into_inner();
         let matched = match subject.ok_or_else(|| status::missing("token or identity"))? {
             pb::check_revocation_request::Subject::Token(token) => {
@@ -150,7 +136,6 @@ impl RevocationService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        authorize(&self.api_keys, request.metadata(), Role::Introspect)?;
         let pb::WatchRevocationsRequest { after } = request.into_inner();
         let after = match after {
             None => None,
@@ -158,9 +143,9 @@ impl RevocationService {
                 Status::invalid_argument("after is not a position received from this stream")
             })?),
         };
-        let events = self
-            .revocations
-            .watch(after, crate::unix_now(), self.drain.clone());
+        let events =
+            self.revocations
+                .watch(after, crate::unix_now(), &self.tasks, self.drain.clone());
         let stream = ReceiverStream::new(events).map(|event| match event {
             Ok(WatchEvent::Revoked {
                 position,

@@ -11,8 +11,8 @@ pub fn from_introspect(error: IntrospectError) -> Status {
             tracing::warn!(%iss, "introspection before the issuer's keys loaded");
             Status::unavailable("the issuer's keys have not loaded yet; retry shortly")
         }
-        IntrospectError::Upstream { iss, detail } => {
-            tracing::warn!(%iss, %detail, "an issuer's introspection endpoint failed");
+        IntrospectError::Upstream(error) => {
+            tracing::warn!(%error, "an issuer's introspection endpoint failed");
             Status::unavailable("the issuer's introspection endpoint did not answer; retry shortly")
         }
         IntrospectError::Enrichment(error) => {
@@ -34,16 +34,12 @@ pub fn from_revoke(error: crate::revocation::RevokeError) -> Status {
 }
 
 pub fn from_log(error: crate::statelog::LogError) -> Status {
-    use crate::statelog::LogError;
-    match error {
-        LogError::Unavailable(detail) => {
-            tracing::warn!(%detail, "state store unavailable");
-            Status::unavailable("the revocation store did not confirm the change; retrying is safe")
-        }
-        LogError::Embedded(detail) | LogError::Corrupt(detail) => {
-            tracing::error!(%detail, "state log failure");
-            Status::internal("the revocation store failed")
-        }
+    if error.is_unavailable() {
+        tracing::warn!(%error, "state store unavailable");
+        Status::unavailable("the revocation store did not confirm the change; retrying is safe")
+    } else {
+        tracing::error!(%error, "state log failure");
+        Status::internal("the revocation store failed")
     }
 }
 
@@ -69,19 +65,4 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
-}
-
-/// Runs one call, recording its status code and latency.
-pub async fn timed<T>(
-    metrics: &crate::telemetry::metrics::Metrics,
-    method: &'static str,
-    call: impl std::future::Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = tokio::time::Instant::now();
-    let result = call.await;
-    let code = result
-        .as_ref()
-        .map_or_else(|status| status.code(), |_| tonic::Code::Ok);
-    metrics.record_call(method, code_name(code), started.elapsed());
-    result
 }

@@ -5,27 +5,28 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 
-use super::KeySet;
-use crate::config::{IssuerConfig, KeySource};
+use super::{KeySet, Source};
 use crate::outbound::{self, OutboundError};
 
 /// Largest JWKS or discovery document read.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
+/// Why a key set could not be loaded. No variant carries a URL: one may hold
+/// credentials, and the issuer's name already says which source failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    #[error("HTTP request failed: {0}")]
-    Http(String),
-    #[error("{url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("{0} is larger than 1 MiB")]
-    TooLarge(String),
-    #[error("{0}")]
-    Parse(String),
+    #[error("fetching the key set failed: {0}")]
+    Fetch(#[source] OutboundError),
+    #[error("discovery failed: {0}")]
+    DiscoveryFetch(#[source] OutboundError),
+    #[error("not a JWKS document: {0}")]
+    Parse(#[source] serde_json::Error),
     #[error("the key set has no key that can verify tokens")]
     NoUsableKeys,
-    #[error("discovery: {0}")]
-    Discovery(String),
+    #[error("the discovery document does not parse: {0}")]
+    DiscoveryParse(#[source] serde_json::Error),
+    #[error("the discovery document names issuer {found:?}, not {expected:?}")]
+    DiscoveryIssuer { found: String, expected: String },
     #[error("cannot read the JWKS file: {0}")]
     File(#[from] std::io::Error),
     #[error("timed out after {0:?}")]
@@ -41,19 +42,20 @@ pub(super) struct Fetched {
 
 pub(super) async fn fetch(
     http: &reqwest::Client,
-    config: &IssuerConfig,
+    issuer: &str,
+    source: &Source,
+    timeout: Duration,
 ) -> Result<Fetched, KeysError> {
-    let timeout = config.refresh.fetch_timeout;
     let work = async {
-        match &config.key_source {
-            KeySource::JwksUri(uri) => fetch_jwks(http, uri).await,
-            KeySource::Discovery => {
-                let uri = discover(http, &config.issuer).await?;
+        match source {
+            Source::JwksUri(uri) => fetch_jwks(http, uri).await,
+            Source::Discovery => {
+                let uri = discover(http, issuer).await?;
                 fetch_jwks(http, &uri).await
             }
-            KeySource::Inline(text) => from_bytes(text.as_bytes(), None),
-            KeySource::File(path) => from_bytes(&tokio::fs::read(path).await?, None),
-            KeySource::HmacSecret(secret) => Ok(Fetched {
+            Source::Inline(text) => from_bytes(text.as_bytes(), None),
+            Source::File(path) => from_bytes(&tokio::fs::read(path).await?, None),
+            Source::HmacSecret(secret) => Ok(Fetched {
                 set: KeySet::hmac(secret),
                 skipped: 0,
                 max_age: None,
@@ -75,7 +77,7 @@ fn from_bytes(bytes: &[u8], max_age: Option<Duration>) -> Result<Fetched, KeysEr
 }
 
 async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<Fetched, KeysError> {
-    let (headers, body) = get(http, uri).await?;
+    let (headers, body) = get(http, uri).await.map_err(KeysError::Fetch)?;
     let max_age = headers
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|value| value.to_str().ok())
@@ -95,33 +97,23 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, KeysEr
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let (_, body) = get(http, &uri).await?;
-    let metadata: Metadata =
-        serde_json::from_slice(&body).map_err(|e| KeysError::Discovery(format!("{uri}: {e}")))?;
+    let (_, body) = get(http, &uri).await.map_err(KeysError::DiscoveryFetch)?;
+    let metadata: Metadata = serde_json::from_slice(&body).map_err(KeysError::DiscoveryParse)?;
     if metadata.issuer != issuer {
-        return Err(KeysError::Discovery(format!(
-            "{uri} names issuer {:?}, not {issuer:?}",
-            metadata.issuer
-        )));
+        return Err(KeysError::DiscoveryIssuer {
+            found: metadata.issuer,
+            expected: issuer.to_owned(),
+        });
     }
     Ok(metadata.jwks_uri)
 }
 
 /// GET `uri` for a JSON document (JWKS or discovery), at most 1 MiB of it.
-async fn get(http: &reqwest::Client, uri: &str) -> Result<(HeaderMap, Vec<u8>), KeysError> {
+async fn get(http: &reqwest::Client, uri: &str) -> Result<(HeaderMap, Vec<u8>), OutboundError> {
     let request = http
         .get(uri)
         .header(reqwest::header::ACCEPT, "application/json");
-    outbound::body(request, MAX_DOCUMENT_BYTES)
-        .await
-        .map_err(|error| match error {
-            OutboundError::Status(status) => KeysError::Status {
-                url: uri.to_owned(),
-                status,
-            },
-            OutboundError::TooLarge(_) => KeysError::TooLarge(uri.to_owned()),
-            other => KeysError::Http(format!("{uri}: {other}")),
-        })
+    outbound::body(request, MAX_DOCUMENT_BYTES).await
 }
 
 /// `max-age` of a Cache-Control header value; `no-cache`/`no-store` count as zero, which

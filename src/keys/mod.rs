@@ -2,7 +2,7 @@
 //!
 //! Each issuer's key set is an immutable [`KeySet`] snapshot behind an `ArcSwap`:
 //! verification loads it without locks and never awaits the network. A supervised task
-//! per issuer refreshes it ([`spawn_refresh`]); an unknown `kid` triggers one rate-limited,
+//! per issuer refreshes it ([`keep_fresh`]); an unknown `kid` triggers one rate-limited,
 //! single-flight refetch; the last good set stays in place while the issuer is down.
 
 mod fetch;
@@ -14,6 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use arc_swap::ArcSwapOption;
@@ -27,13 +28,67 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
-use crate::config::{IssuerConfig, KeySource};
-use crate::token::{Reason, Rejection};
+use crate::opaque;
+use crate::token::{Policy, Reason, Rejection};
 
 pub use fetch::KeysError;
 
 /// Smallest RSA modulus accepted (RFC 7518 section 3.3).
 const MIN_RSA_BITS: usize = 2048;
+
+/// Where an issuer's keys come from.
+#[derive(Clone)]
+pub enum Source {
+    JwksUri(String),
+    /// OIDC discovery from `{issuer}/.well-known/openid-configuration`.
+    Discovery,
+    Inline(String),
+    /// A JWKS file, re-read on every refresh.
+    File(std::path::PathBuf),
+    HmacSecret(Vec<u8>),
+}
+
+impl std::fmt::Debug for Source {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::JwksUri(uri) => f.debug_tuple("JwksUri").field(uri).finish(),
+            Self::Discovery => f.write_str("Discovery"),
+            Self::Inline(_) => f.write_str("Inline(..)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::HmacSecret(_) => f.write_str("HmacSecret(..)"),
+        }
+    }
+}
+
+/// When an issuer's keys are fetched again.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    pub default_interval: Duration,
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    pub unknown_kid_min_interval: Duration,
+    pub fetch_timeout: Duration,
+}
+
+impl RefreshPolicy {
+    /// The next refresh delay for a response that said `max-age` (or nothing).
+    pub fn interval_for(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.default_interval)
+            .clamp(self.min_interval, self.max_interval)
+    }
+}
+
+/// Everything that defines one trusted issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerSpec {
+    pub policy: Policy,
+    pub source: Source,
+    pub refresh: RefreshPolicy,
+    /// Where its opaque tokens are introspected, if anywhere.
+    pub opaque: Option<opaque::Endpoint>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
@@ -169,8 +224,7 @@ impl KeySet {
         struct Document {
             keys: Vec<Value>,
         }
-        let document: Document = serde_json::from_slice(bytes)
-            .map_err(|e| KeysError::Parse(format!("not a JWKS document: {e}")))?;
+        let document: Document = serde_json::from_slice(bytes).map_err(KeysError::Parse)?;
         let mut set = KeySet::default();
         let mut skipped = 0;
         for value in document.keys {
@@ -261,10 +315,14 @@ impl KeySet {
 
 // === impl Issuer ===
 
-/// A trusted issuer: its validated policy and its current key set.
+/// A trusted issuer: its token rules, its key source and its current key set.
 #[derive(Debug)]
 pub struct Issuer {
-    pub config: IssuerConfig,
+    pub policy: Policy,
+    source: Source,
+    refresh: RefreshPolicy,
+    /// Its RFC 7662 endpoint for opaque tokens, if any.
+    pub opaque: Option<opaque::Endpoint>,
     current: ArcSwapOption<KeySet>,
     /// Bumped whenever a new key set lacks a key the previous one had (dropped, or
     /// replaced under the same kid), so cached verifications made with it are not
@@ -281,9 +339,18 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+    pub fn new(spec: IssuerSpec, http: reqwest::Client) -> Self {
+        let IssuerSpec {
+            policy,
+            source,
+            refresh,
+            opaque,
+        } = spec;
         Self {
-            config,
+            policy,
+            source,
+            refresh,
+            opaque,
             current: ArcSwapOption::empty(),
             epoch: AtomicU64::new(0),
             loaded_at: AtomicI64::new(0),
@@ -327,10 +394,7 @@ impl Issuer {
 
     /// Whether the key source can change at all (inline keys and secrets cannot).
     fn is_static(&self) -> bool {
-        matches!(
-            self.config.key_source,
-            KeySource::Inline(_) | KeySource::HmacSecret(_)
-        )
+        matches!(self.source, Source::Inline(_) | Source::HmacSecret(_))
     }
 
     fn publish(&self, set: KeySet) {
@@ -350,14 +414,19 @@ impl Issuer {
     /// One fetch from the key source, published on success. Returns the source's
     /// `max-age`, if it gave one.
     pub async fn load(&self) -> Result<Option<std::time::Duration>, KeysError> {
-        let fetched = fetch::fetch(&self.http, &self.config)
-            .await
-            .inspect_err(|_| {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-            })?;
+        let fetched = fetch::fetch(
+            &self.http,
+            &self.policy.issuer,
+            &self.source,
+            self.refresh.fetch_timeout,
+        )
+        .await
+        .inspect_err(|_| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
         if fetched.skipped > 0 {
             tracing::warn!(
-                iss = %self.config.issuer,
+                iss = %self.policy.issuer,
                 skipped = fetched.skipped,
                 "some keys of the issuer's JWKS cannot verify tokens and were skipped"
             );
@@ -376,16 +445,14 @@ impl Issuer {
         }
         let mut last = self.refetch_gate.lock().await;
         let now = Instant::now();
-        if last
-            .is_some_and(|at| now.duration_since(at) < self.config.refresh.unknown_kid_min_interval)
-        {
+        if last.is_some_and(|at| now.duration_since(at) < self.refresh.unknown_kid_min_interval) {
             return;
         }
         *last = Some(now);
         match self.load().await {
-            Ok(_) => tracing::info!(iss = %self.config.issuer, "refetched keys for an unknown kid"),
+            Ok(_) => tracing::info!(iss = %self.policy.issuer, "refetched keys for an unknown kid"),
             Err(error) => tracing::warn!(
-                iss = %self.config.issuer,
+                iss = %self.policy.issuer,
                 %error,
                 "refetch for an unknown kid failed; keeping the last key set"
             ),
@@ -402,19 +469,19 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    pub fn new(configs: Vec<IssuerConfig>, http: reqwest::Client) -> Self {
-        let issuers: Vec<Arc<Issuer>> = configs
+    pub fn new(specs: Vec<IssuerSpec>, http: reqwest::Client) -> Self {
+        let issuers: Vec<Arc<Issuer>> = specs
             .into_iter()
-            .map(|config| Arc::new(Issuer::new(config, http.clone())))
+            .map(|spec| Arc::new(Issuer::new(spec, http.clone())))
             .collect();
         let opaque = issuers
             .iter()
-            .filter(|issuer| issuer.config.opaque.is_some())
+            .filter(|issuer| issuer.opaque.is_some())
             .cloned()
             .collect();
         let by_iss = issuers
             .into_iter()
-            .map(|issuer| (issuer.config.issuer.clone(), issuer))
+            .map(|issuer| (issuer.policy.issuer.clone(), issuer))
             .collect();
         Self { by_iss, opaque }
     }
@@ -440,16 +507,7 @@ impl Issuers {
     }
 }
 
-pub use refresh::spawn_refresh;
-
-/// The HTTP client for key fetches: rustls, bounded connect time, no cookies.
-pub fn http_client() -> Result<reqwest::Client, KeysError> {
-    reqwest::Client::builder()
-        .user_agent(concat!("introspectd/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .build()
-        .map_err(|e| KeysError::Http(e.to_string()))
-}
+pub use refresh::keep_fresh;
 
 #[cfg(test)]
 mod tests;

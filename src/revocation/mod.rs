@@ -11,9 +11,9 @@ mod service;
 
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::digest::{digest128, truncate128};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::token::{AccessToken, TokenHash};
 
@@ -96,23 +96,11 @@ pub struct Key([u8; 16]);
 
 impl Key {
     fn of(kind: RecordKind, iss: &str, value: &str) -> Self {
-        let mut hasher = Sha256::new();
-        // Separators keep ("ab", "c") and ("a", "bc") apart.
-        for part in [kind.as_str(), iss, value] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-        Self::truncate(&hasher.finalize().into())
-    }
-
-    fn truncate(digest: &[u8; 32]) -> Self {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        Self(key)
+        Self(digest128(&[kind.as_str(), iss, value]))
     }
 
     pub fn of_token(hash: &TokenHash) -> Self {
-        Self::truncate(&hash.0)
+        Self(truncate128(&hash.0))
     }
 }
 
@@ -333,21 +321,15 @@ fn insert_exact(map: &KeyMap<i64>, key: Key, forget_after: i64) {
         .or_insert(forget_after);
 }
 
-fn token_key_from_hex(hex: &str) -> Option<Key> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut bytes = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        bytes[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(Key::of_token(&TokenHash(bytes)))
+fn token_key_from_hex(text: &str) -> Option<Key> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(text, &mut digest).ok()?;
+    Some(Key(truncate128(&digest)))
 }
 
-/// Lower-case hex of a token hash, as `Record::Token` stores it.
+/// Hex SHA-256 of a token, as records carry it.
 pub fn token_hex(hash: &TokenHash) -> String {
-    hash.0.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.0)
 }
 
 #[cfg(test)]

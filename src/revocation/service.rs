@@ -12,7 +12,8 @@ use super::{
 };
 use crate::keys::Issuers;
 use crate::statelog::{Applier, Change, LogEntry, LogError, Position, StateLog};
-use crate::token::{TokenHash, unverified_claims};
+use crate::tasks::Tasks;
+use crate::token::{self, TokenHash, unverified_claims};
 
 /// What to revoke.
 #[derive(Debug, Clone)]
@@ -110,17 +111,14 @@ impl Revocations {
             .issuers
             .get(iss)
             .ok_or(RevokeError::Invalid("iss names no configured issuer"))?;
-        let lifetime = i64::try_from(issuer.config.max_token_lifetime_secs).unwrap_or(i64::MAX);
-        Ok(lifetime.saturating_add(issuer.config.leeway_secs))
+        Ok(issuer.policy.acceptance_window_secs())
     }
 
     /// The leeway on `exp` for tokens of `iss`: a token stays acceptable that long past
     /// its `exp`, so its revocation must be kept that long too.
     fn leeway(&self, iss: Option<&str>) -> i64 {
         iss.and_then(|iss| self.issuers.get(iss))
-            .map_or(crate::config::MAX_LEEWAY_SECS, |issuer| {
-                issuer.config.leeway_secs
-            })
+            .map_or(token::MAX_LEEWAY_SECS, |issuer| issuer.policy.leeway_secs)
     }
 
     /// Builds the record for `target`. RFC 7009: a token is recorded whatever it is
@@ -247,38 +245,40 @@ impl Revocations {
         let claims = unverified_claims(token).unwrap_or_default();
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         let iss = text("iss").unwrap_or_default();
-        let client_names: Vec<&str> = match self.issuers.get(iss) {
+        let client_id = match self.issuers.get(iss) {
             Some(issuer) => issuer
-                .config
+                .policy
                 .client_claims
                 .iter()
-                .map(String::as_str)
-                .collect(),
-            None => vec!["client_id", "azp", "cid"],
+                .find_map(|name| text(name)),
+            None => token::DEFAULT_CLIENT_CLAIMS
+                .iter()
+                .find_map(|name| text(name)),
         };
         self.check(&TokenIdentity {
             token_hash: Some(hash),
             iss,
             jti: text("jti"),
             sub: text("sub"),
-            client_id: client_names.into_iter().find_map(text),
+            client_id,
             sid: text("sid"),
             iat: claims.get("iat").and_then(Value::as_i64),
         })
     }
 
     /// A feed of revocations: the live set (or every change after `after`), a
-    /// `CaughtUp` marker, then each change as it is applied. Ends when `stop` fires or
-    /// the receiver is dropped.
+    /// `CaughtUp` marker, then each change as it is applied. Fed by a task in `tasks`;
+    /// ends when `stop` fires, `tasks` shut down, or the receiver is dropped.
     pub fn watch(
         self: &Arc<Self>,
         after: Option<Position>,
         now: i64,
+        tasks: &Tasks,
         stop: CancellationToken,
     ) -> mpsc::Receiver<Result<WatchEvent, LogError>> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let this = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn("watch stream", async move {
             // Subscribe before reading the backlog, so nothing falls between the two.
             let mut live = this.applier.subscribe();
             let snapshot = after.is_none();

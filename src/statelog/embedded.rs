@@ -30,26 +30,23 @@ const MAX_BATCH: usize = 1024;
 type Pending = (Change, oneshot::Sender<Result<Position, LogError>>);
 
 pub struct EmbeddedLog {
-    db: Arc<Database>,
+    /// `None` once closed. Readers clone the handle for one read at a time, so the file
+    /// is released as soon as those in flight finish.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     applier: Arc<Applier>,
-    /// `None` only while dropping.
-    writer: Option<mpsc::Sender<Pending>>,
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// `None` once closed: closing the channel ends the writer.
+    writer: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for EmbeddedLog {
-    // Closing the channel ends the writer, which holds the database open; joining it
-    // means the file can be opened again as soon as this returns.
     fn drop(&mut self) {
-        self.writer.take();
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
-        }
+        self.release();
     }
 }
 
-fn embedded(error: impl std::fmt::Display) -> LogError {
-    LogError::Embedded(error.to_string())
+fn embedded(error: impl Into<redb::Error>) -> LogError {
+    LogError::Embedded(error.into())
 }
 
 impl EmbeddedLog {
@@ -58,10 +55,12 @@ impl EmbeddedLog {
         let replay_applier = applier.clone();
         let (db, last) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(embedded)?;
+                std::fs::create_dir_all(parent)?;
             }
-            let db = Database::create(&path)
-                .map_err(|e| LogError::Embedded(format!("{}: {e}", path.display())))?;
+            let db = Database::create(&path).map_err(|e| LogError::Open {
+                path: path.clone(),
+                source: e.into(),
+            })?;
             {
                 let txn = db.begin_write().map_err(embedded)?;
                 txn.open_table(LOG).map_err(embedded)?;
@@ -89,8 +88,7 @@ impl EmbeddedLog {
                 .map_or(0, |v| v.value());
             Ok((Arc::new(db), last.max(high_water)))
         })
-        .await
-        .map_err(embedded)??;
+        .await??;
 
         let (writer, requests) = mpsc::channel(MAX_BATCH * 4);
         let writer_db = db.clone();
@@ -100,11 +98,44 @@ impl EmbeddedLog {
             .spawn(move || write_loop(&writer_db, &writer_applier, requests, last))
             .map_err(embedded)?;
         Ok(Self {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             applier,
-            writer: Some(writer),
-            writer_thread: Some(writer_thread),
+            writer: std::sync::Mutex::new(Some(writer)),
+            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
         })
+    }
+
+    /// Ends the writer (after the appends it has) and lets go of the file, so it can
+    /// be opened again as soon as this returns.
+    pub async fn close(&self) {
+        if let Some(thread) = self.detach() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// What [`Self::close`] does, from a context that cannot await.
+    fn release(&self) {
+        if let Some(thread) = self.detach() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Drops this log's handles; the writer thread, still finishing, is returned to join.
+    fn detach(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.writer.lock().map(|mut writer| writer.take()).ok();
+        self.db.write().map(|mut db| db.take()).ok();
+        self.writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut thread| thread.take())
+    }
+
+    fn db(&self) -> Result<Arc<Database>, LogError> {
+        self.db
+            .read()
+            .ok()
+            .and_then(|db| db.clone())
+            .ok_or(LogError::Closed)
     }
 
     pub fn applier(&self) -> &Arc<Applier> {
@@ -115,15 +146,15 @@ impl EmbeddedLog {
         let (done, result) = oneshot::channel();
         let writer = self
             .writer
-            .as_ref()
-            .ok_or_else(|| LogError::Embedded("the writer stopped".into()))?;
+            .lock()
+            .ok()
+            .and_then(|writer| writer.clone())
+            .ok_or(LogError::Closed)?;
         writer
             .send((change, done))
             .await
-            .map_err(|_| LogError::Embedded("the writer stopped".into()))?;
-        result
-            .await
-            .map_err(|_| LogError::Embedded("the writer stopped".into()))?
+            .map_err(|_| LogError::Closed)?;
+        result.await.map_err(|_| LogError::Closed)?
     }
 
     pub async fn read_after(
@@ -131,7 +162,7 @@ impl EmbeddedLog {
         after: Position,
         limit: usize,
     ) -> Result<Vec<LogEntry>, LogError> {
-        let db = self.db.clone();
+        let db = self.db()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(embedded)?;
             let log = txn.open_table(LOG).map_err(embedded)?;
@@ -149,13 +180,12 @@ impl EmbeddedLog {
             }
             Ok(entries)
         })
-        .await
-        .map_err(embedded)?
+        .await?
     }
 
     /// Deletes entries whose `forget_after` has passed.
     pub async fn compact(&self, now: i64) -> Result<usize, LogError> {
-        let db = self.db.clone();
+        let db = self.db()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(embedded)?;
             let removed = {
@@ -176,8 +206,7 @@ impl EmbeddedLog {
             txn.commit().map_err(embedded)?;
             Ok(removed)
         })
-        .await
-        .map_err(embedded)?
+        .await?
     }
 }
 
@@ -206,8 +235,9 @@ fn write_loop(
             }
             Err(error) => {
                 tracing::error!(%error, "state log commit failed; the appends are refused");
+                let error = Arc::new(error);
                 for (_, done) in batch {
-                    let _ = done.send(Err(LogError::Embedded(error.to_string())));
+                    let _ = done.send(Err(LogError::Commit(error.clone())));
                 }
             }
         }
@@ -229,7 +259,7 @@ fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEnt
             if let Some(subject) = change.subject() {
                 // Only a subject's latest claims matter: the entry it replaces goes, and a
                 // deletion leaves nothing behind, so the file does not grow with updates.
-                let field = serde_json::to_vec(&subject).map_err(embedded)?;
+                let field = serde_json::to_vec(&subject)?;
                 if let Some(previous) = subjects.remove(field.as_slice()).map_err(embedded)? {
                     log.remove(previous.value()).map_err(embedded)?;
                 }

@@ -27,10 +27,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::enrich::SubjectClaims;
 use crate::revocation::{Revocation, RevocationSet};
+use crate::tasks::Tasks;
 
 /// Ordered position of an entry in the log; 0 means "before the first entry".
 pub type Position = u64;
@@ -86,18 +86,46 @@ pub struct LogEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// The store did not confirm the write (or read): nothing was applied.
+    /// Redis did not confirm the write (or read): nothing was applied.
     #[error("the state store is unavailable: {0}")]
-    Unavailable(String),
+    Redis(#[from] ::redis::RedisError),
+    #[error("the state store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected reply from the state store: {0}")]
+    Reply(&'static str),
+    #[error("unexpected reply from the state store: {0}")]
+    Parse(#[from] ::redis::ParsingError),
+    #[error("cannot open the embedded store {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: redb::Error,
+    },
     #[error("the embedded store failed: {0}")]
-    Embedded(String),
-    #[error("a log entry does not decode: {0}")]
-    Corrupt(String),
+    Embedded(#[source] redb::Error),
+    /// A group commit failed; every append in it gets this.
+    #[error("the commit failed: {0}")]
+    Commit(#[source] Arc<LogError>),
+    #[error("the embedded store is closed")]
+    Closed,
+    #[error("cannot create the store's directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a change does not encode: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("a store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-/// Store settings, validated.
+impl LogError {
+    /// Whether the store did not answer (retrying may help), rather than failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Redis(_) | Self::Timeout(_) | Self::Parse(_))
+    }
+}
+
+/// Which store holds the log, validated.
 #[derive(Clone)]
-pub enum StoreConfig {
+pub enum StoreSpec {
     Memory,
     Embedded {
         path: std::path::PathBuf,
@@ -111,7 +139,7 @@ pub enum StoreConfig {
     },
 }
 
-impl std::fmt::Debug for StoreConfig {
+impl std::fmt::Debug for StoreSpec {
     // The Redis URL may carry a password: only its host part is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -229,29 +257,30 @@ const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 impl StateLog {
     /// Opens the log and brings `applier` up to date: the embedded store replays its
-    /// file here; Redis starts its tailer, whose first catch-up `ready` reports.
+    /// file here; Redis starts its tailer in `tasks`, whose first catch-up `ready`
+    /// reports.
     pub async fn open(
-        config: &StoreConfig,
+        config: &StoreSpec,
         applier: Arc<Applier>,
-        stop: CancellationToken,
+        tasks: &Tasks,
     ) -> Result<(Self, watch::Receiver<bool>), LogError> {
         match config {
-            StoreConfig::Memory => Ok((
+            StoreSpec::Memory => Ok((
                 Self::Memory(memory::MemoryLog::new(applier)),
                 watch::channel(true).1,
             )),
-            StoreConfig::Embedded { path } => {
+            StoreSpec::Embedded { path } => {
                 let log = embedded::EmbeddedLog::open(path.clone(), applier).await?;
                 Ok((Self::Embedded(log), watch::channel(true).1))
             }
-            StoreConfig::Redis {
+            StoreSpec::Redis {
                 url,
                 stream,
                 timeout,
                 retention,
             } => {
                 let (log, ready) =
-                    redis::RedisLog::open(url, stream, *timeout, *retention, applier, stop)?;
+                    redis::RedisLog::open(url, stream, *timeout, *retention, applier, tasks)?;
                 Ok((Self::Redis(log), ready))
             }
         }
@@ -280,6 +309,14 @@ impl StateLog {
                 }
                 Ok(position)
             }
+        }
+    }
+
+    /// Releases what the log holds open (the embedded store's file), even while other
+    /// owners still hold the log: later calls fail instead of reopening it.
+    pub async fn close(&self) {
+        if let Self::Embedded(log) = self {
+            log.close().await;
         }
     }
 
@@ -317,7 +354,7 @@ impl StateLog {
 }
 
 fn encode(change: &Change) -> Result<Vec<u8>, LogError> {
-    serde_json::to_vec(change).map_err(|e| LogError::Corrupt(e.to_string()))
+    Ok(serde_json::to_vec(change)?)
 }
 
 /// Decodes an entry; one that does not decode becomes `Unknown` (and is skipped) rather

@@ -10,9 +10,9 @@ use std::{sync::Arc, time::Duration};
 
 use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use tokio::sync::{Mutex, watch};
-use tokio_util::sync::CancellationToken;
 
 use super::{Applier, Change, LogEntry, LogError, Position, decode, encode};
+use crate::tasks::Tasks;
 
 /// Field of each stream entry that holds the encoded change.
 const FIELD: &str = "c";
@@ -37,10 +37,6 @@ struct Inner {
     connection: Mutex<Option<MultiplexedConnection>>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> LogError {
-    LogError::Unavailable(error.to_string())
-}
-
 impl RedisLog {
     pub fn open(
         url: &str,
@@ -48,10 +44,9 @@ impl RedisLog {
         timeout: Duration,
         retention: Duration,
         applier: Arc<Applier>,
-        stop: CancellationToken,
+        tasks: &Tasks,
     ) -> Result<(Self, watch::Receiver<bool>), LogError> {
-        let client =
-            redis::Client::open(url).map_err(|e| unavailable(format!("store.redis_url: {e}")))?;
+        let client = redis::Client::open(url)?;
         let inner = Arc::new(Inner {
             client,
             stream: stream.to_owned(),
@@ -61,7 +56,7 @@ impl RedisLog {
             connection: Mutex::new(None),
         });
         let (ready_tx, ready_rx) = watch::channel(false);
-        tokio::spawn(tail(inner.clone(), ready_tx, stop));
+        tasks.spawn("redis tailer", tail(inner.clone(), ready_tx));
         Ok((Self { inner }, ready_rx))
     }
 
@@ -86,7 +81,7 @@ impl RedisLog {
                 let mut hset = redis::cmd("HSET");
                 hset.arg(self.inner.snapshot_key())
                     .arg(snapshot_field(iss, sub))
-                    .arg(serde_json::to_vec(claims).map_err(|e| LogError::Corrupt(e.to_string()))?);
+                    .arg(serde_json::to_vec(claims)?);
                 Some(hset)
             }
             Change::DeleteSubjectClaims { iss, sub } => {
@@ -108,8 +103,8 @@ impl RedisLog {
                 }
             }
         };
-        let id: String = redis::from_redis_value(reply).map_err(unavailable)?;
-        parse_id(&id).ok_or_else(|| LogError::Corrupt(format!("unexpected stream id {id:?}")))
+        let id: String = redis::from_redis_value(reply).map_err(LogError::from)?;
+        parse_id(&id).ok_or(LogError::Reply("a stream id that is not <ms>-<seq>"))
     }
 
     pub async fn read_after(
@@ -127,7 +122,7 @@ impl RedisLog {
             .arg("~")
             .arg(self.inner.min_id());
         let reply = self.inner.query(Request::Cmd(&cmd)).await?;
-        let removed: i64 = redis::from_redis_value(reply).map_err(unavailable)?;
+        let removed: i64 = redis::from_redis_value(reply).map_err(LogError::from)?;
         Ok(usize::try_from(removed).unwrap_or(0))
     }
 }
@@ -141,7 +136,7 @@ impl Inner {
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(unavailable)
+            .map_err(LogError::from)
     }
 
     /// Runs one request on the shared connection, with the configured timeout. A failed
@@ -165,10 +160,10 @@ impl Inner {
                 Request::Cmd(cmd) => cmd.query_async::<Value>(&mut connection).await,
                 Request::Pipe(pipe) => pipe.query_async::<Value>(&mut connection).await,
             }
-            .map_err(unavailable)
+            .map_err(LogError::from)
         })
         .await
-        .unwrap_or_else(|_| Err(unavailable(format!("no answer within {:?}", self.timeout))));
+        .unwrap_or(Err(LogError::Timeout(self.timeout)));
         if result.is_err() {
             self.applier.note_error();
             *self.connection.lock().await = None;
@@ -211,7 +206,7 @@ impl Inner {
                 .arg(1000);
             let reply = self.query(Request::Cmd(&cmd)).await?;
             let (next, entries): HashScanPage =
-                redis::from_redis_value(reply).map_err(unavailable)?;
+                redis::from_redis_value(reply).map_err(LogError::from)?;
             for (field, claims) in entries {
                 match (
                     serde_json::from_slice::<(String, String)>(&field),
@@ -251,31 +246,24 @@ impl Inner {
 
 /// Follows the stream forever: catch up with XRANGE, then block on XREAD; on any error
 /// back off, reconnect and resume from the last applied position.
-async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>, stop: CancellationToken) {
+/// Follows the stream until the task is stopped, reconnecting with backoff.
+async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let result = tokio::select! {
-            result = follow(&inner, &ready) => result,
-            () = stop.cancelled() => break,
-        };
-        if let Err(error) = result {
+        if let Err(error) = follow(&inner, &ready).await {
             inner.applier.note_error();
             tracing::warn!(%error, applied = inner.applier.applied(), retry_in = ?backoff, "state log tail interrupted");
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stop.cancelled() => break,
-        }
+        tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    tracing::debug!("state log tail stopped");
 }
 
 async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogError> {
     // A connection of its own: a blocking XREAD would stall appends sharing it.
     let mut connection = tokio::time::timeout(inner.timeout, inner.connect())
         .await
-        .unwrap_or_else(|_| Err(unavailable("connect timed out")))?;
+        .unwrap_or(Err(LogError::Timeout(inner.timeout)))?;
     // First start, or back after so long that the stream was trimmed past us: the
     // subject-claims snapshot covers what the stream no longer has.
     let applied = inner.applier.applied();
@@ -313,8 +301,8 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
             cmd.query_async::<Value>(&mut connection),
         )
         .await
-        .map_err(|_| unavailable("XREAD timed out"))?
-        .map_err(unavailable)?;
+        .map_err(|_| LogError::Timeout(inner.timeout + BLOCK))?
+        .map_err(LogError::from)?;
         inner.applier.note_contact();
         let Value::Array(streams) = reply else {
             continue; // Nil: nothing new within BLOCK.
@@ -362,7 +350,7 @@ fn format_id(position: Position) -> String {
 
 /// `[[id, [field, value, ...]], ...]` into entries.
 fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
-    let corrupt = |what: &str| LogError::Corrupt(format!("unexpected stream reply: {what}"));
+    let corrupt = LogError::Reply;
     let Value::Array(items) = reply else {
         return Ok(Vec::new());
     };

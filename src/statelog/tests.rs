@@ -1,5 +1,6 @@
 use super::*;
 use crate::revocation::Record;
+use crate::tasks::Tasks;
 
 fn revoke(jti: &str, forget_after: i64) -> Change {
     Change::Revoke(Revocation {
@@ -57,11 +58,11 @@ fn applier_skips_replays_and_old_positions() {
 #[tokio::test]
 async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let config = StoreConfig::Embedded {
+    let config = StoreSpec::Embedded {
         path: dir.path().join("state.redb"),
     };
     {
-        let (log, _) = StateLog::open(&config, applier(), CancellationToken::new()).await?;
+        let (log, _) = StateLog::open(&config, applier(), &Tasks::new()).await?;
         assert_eq!(log.append(revoke("kept", i64::MAX)).await?, 1);
         assert_eq!(log.append(revoke("old", 10)).await?, 2);
         assert_eq!(log.append(revoke("old2", 10)).await?, 3);
@@ -72,7 +73,7 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
         );
     }
     let replayed = applier();
-    let (log, _) = StateLog::open(&config, replayed.clone(), CancellationToken::new()).await?;
+    let (log, _) = StateLog::open(&config, replayed.clone(), &Tasks::new()).await?;
     assert_eq!(
         replayed.revocations.size().total(),
         1,
@@ -93,7 +94,7 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
 
 #[test]
 fn redis_url_password_is_never_shown() {
-    let config = StoreConfig::Redis {
+    let config = StoreSpec::Redis {
         url: "redis://user:s3cret@redis.internal:6379/0".into(),
         stream: "s".into(),
         timeout: Duration::from_secs(1),
@@ -141,7 +142,7 @@ fn subject_claims_ride_the_log() {
 async fn superseded_subject_claims_leave_the_embedded_log() -> Result<(), Box<dyn std::error::Error>>
 {
     let dir = tempfile::tempdir()?;
-    let config = StoreConfig::Embedded {
+    let config = StoreSpec::Embedded {
         path: dir.path().join("state.redb"),
     };
     let set = |plan: &str| Change::SetSubjectClaims {
@@ -150,7 +151,7 @@ async fn superseded_subject_claims_leave_the_embedded_log() -> Result<(), Box<dy
         claims: serde_json::from_value(serde_json::json!({ "plan": plan })).unwrap_or_default(),
     };
     {
-        let (log, _) = StateLog::open(&config, applier(), CancellationToken::new()).await?;
+        let (log, _) = StateLog::open(&config, applier(), &Tasks::new()).await?;
         for plan in ["free", "pro", "enterprise"] {
             log.append(set(plan)).await?;
         }
@@ -179,7 +180,7 @@ async fn superseded_subject_claims_leave_the_embedded_log() -> Result<(), Box<dy
         );
     }
     let replayed = applier();
-    let _log = StateLog::open(&config, replayed.clone(), CancellationToken::new()).await?;
+    let _log = StateLog::open(&config, replayed.clone(), &Tasks::new()).await?;
     let alice = replayed
         .subjects
         .get(&crate::enrich::SubjectKey::new("i", "alice"));

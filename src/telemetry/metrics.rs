@@ -281,7 +281,7 @@ impl Observed {
     pub fn render(&self, now: i64) -> String {
         let m = &self.metrics;
         for issuer in self.issuers.iter() {
-            let labels = [("issuer", issuer.config.issuer.clone())];
+            let labels = [("issuer", issuer.policy.issuer.clone())];
             if let Some(loaded_at) = issuer.loaded_at() {
                 m.gauge(
                     "introspectd_keyset_age_seconds",

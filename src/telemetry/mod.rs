@@ -11,21 +11,27 @@
 
 pub mod metrics;
 
-use serde::{Deserialize, Serialize};
 use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
 
-use crate::config::{LogFormat, LogSection};
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
-/// `[telemetry]`: trace export. Unset keys fall back to the standard `OTEL_*` variables.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetrySection {
+/// Logs and trace export, validated. Unset trace settings fall back to the standard
+/// `OTEL_*` variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info`; `RUST_LOG` wins if set.
+    pub log_filter: String,
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else "introspectd").
     pub service_name: Option<String>,
-    /// Fraction of new traces sampled, 0.0 to 1.0; traces whose caller sampled them are
-    /// always followed (default: `OTEL_TRACES_SAMPLER`, else 1.0).
+    /// Fraction of new traces sampled; traces whose caller sampled them are followed.
     pub sample_ratio: Option<f64>,
 }
 
@@ -47,14 +53,14 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber (logs, and traces when configured).
-pub fn init(log: &LogSection, telemetry: &TelemetrySection) -> Result<TelemetryGuard, String> {
+pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
-        _ => EnvFilter::try_new(&log.filter),
+        _ => EnvFilter::try_new(&settings.log_filter),
     }
     .map_err(|e| format!("log.filter: {e}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let log_layer = match log.format {
+    let log_layer = match settings.log_format {
         LogFormat::Text => fmt::layer()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
@@ -72,13 +78,13 @@ pub fn init(log: &LogSection, telemetry: &TelemetrySection) -> Result<TelemetryG
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![log_layer];
 
     #[cfg(feature = "otel")]
-    let provider = otel::tracer_provider(telemetry)?;
+    let provider = otel::tracer_provider(settings)?;
     #[cfg(feature = "otel")]
     if let Some(provider) = &provider {
         layers.push(otel::layer(provider));
     }
     #[cfg(not(feature = "otel"))]
-    if telemetry.otlp_endpoint.is_some() {
+    if settings.otlp_endpoint.is_some() {
         return Err(
             "telemetry.otlp_endpoint: this build has no OpenTelemetry support (feature \"otel\")"
                 .into(),
@@ -116,13 +122,13 @@ mod otel {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     use tracing_subscriber::{Layer, Registry, filter::Targets};
 
-    use super::TelemetrySection;
+    use super::Settings;
 
     fn env_set(name: &str) -> bool {
         std::env::var(name).is_ok_and(|v| !v.is_empty())
     }
 
-    pub fn tracer_provider(config: &TelemetrySection) -> Result<Option<SdkTracerProvider>, String> {
+    pub fn tracer_provider(config: &Settings) -> Result<Option<SdkTracerProvider>, String> {
         let from_env =
             env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         if config.otlp_endpoint.is_none() && !from_env {

@@ -2,8 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Reason, Rejection};
-use crate::config::IssuerConfig;
+use super::{Policy, Reason, Rejection};
 
 /// A verified access token. Immutable and shared (`Arc`) between the cache and answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,27 +35,16 @@ impl AccessToken {
     /// makes the token malformed, never a panic or a silent default.
     pub(super) fn from_claims(
         mut claims: Map<String, Value>,
-        policy: &IssuerConfig,
+        policy: &Policy,
     ) -> Result<Self, Rejection> {
         let exp = numeric_date(claims.get("exp"))?
             .ok_or(Rejection::new(Reason::Malformed, "exp is missing"))?;
         let iat = numeric_date(claims.get("iat"))?;
         let nbf = numeric_date(claims.get("nbf"))?;
-        let aud = match claims.get("aud") {
-            None => Vec::new(),
-            Some(Value::String(one)) => vec![one.clone()],
-            Some(Value::Array(many)) => many
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(Rejection::new(Reason::Malformed, "aud holds a non-string"))?,
-            Some(_) => {
-                return Err(Rejection::new(
-                    Reason::Malformed,
-                    "aud is neither a string nor an array",
-                ));
-            }
-        };
+        let aud = audiences(claims.get("aud"))?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let iss = string_claim(&claims, "iss")?.unwrap_or_default();
         let sub = string_claim(&claims, "sub")?;
         let jti = string_claim(&claims, "jti")?;
@@ -98,7 +86,7 @@ impl AccessToken {
     /// the answer, `default_exp` stands in (the end of how long the answer may be reused).
     pub fn from_introspection(
         mut answer: Map<String, Value>,
-        policy: &IssuerConfig,
+        policy: &Policy,
         default_exp: i64,
     ) -> Result<Self, Rejection> {
         answer.remove("token_type");
@@ -158,7 +146,7 @@ impl AccessToken {
     #[cfg(test)]
     pub(crate) fn from_claims_for_tests(
         claims: Map<String, Value>,
-        policy: &IssuerConfig,
+        policy: &Policy,
     ) -> Result<Self, Rejection> {
         Self::from_claims(claims, policy)
     }
@@ -166,6 +154,23 @@ impl AccessToken {
     /// Scopes as RFC 7662 writes them: one space-separated string.
     pub fn scope_string(&self) -> Option<String> {
         (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 section 4.1.3); absent is none.
+pub(super) fn audiences(value: Option<&Value>) -> Result<Vec<&str>, Rejection> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::String(one)) => Ok(vec![one.as_str()]),
+        Some(Value::Array(many)) => many
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(Rejection::new(Reason::Malformed, "aud holds a non-string")),
+        Some(_) => Err(Rejection::new(
+            Reason::Malformed,
+            "aud is neither a string nor an array",
+        )),
     }
 }
 

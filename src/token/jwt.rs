@@ -12,8 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{AccessToken, Reason, Rejection};
-use crate::config::{IssuerConfig, TypPolicy};
+use super::{AccessToken, Policy, Reason, Rejection, TypPolicy};
 use crate::keys::KeySet;
 
 /// A token split and decoded, its signature not yet checked: nothing in it is trusted
@@ -102,7 +101,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, Rejecti
 /// Both steps of verification, for callers that need no refetch in between.
 pub fn verify(
     jwt: ParsedJwt<'_>,
-    policy: &IssuerConfig,
+    policy: &Policy,
     keys: &KeySet,
     now: i64,
 ) -> Result<AccessToken, Rejection> {
@@ -122,7 +121,7 @@ impl ParsedJwt<'_> {
 
     /// Header rules and the signature, against this issuer's policy and key set.
     /// `UNKNOWN_KEY` means a refetch of the key set may help.
-    pub fn check_signature(&self, policy: &IssuerConfig, keys: &KeySet) -> Result<(), Rejection> {
+    pub fn check_signature(&self, policy: &Policy, keys: &KeySet) -> Result<(), Rejection> {
         let header = &self.header;
         if header.jku.is_some()
             || header.x5u.is_some()
@@ -162,11 +161,7 @@ impl ParsedJwt<'_> {
     }
 
     /// Claims rules, once the signature holds.
-    pub fn into_access_token(
-        self,
-        policy: &IssuerConfig,
-        now: i64,
-    ) -> Result<AccessToken, Rejection> {
+    pub fn into_access_token(self, policy: &Policy, now: i64) -> Result<AccessToken, Rejection> {
         check_token_type(self.header.typ.as_deref(), &self.claims, policy.typ)?;
         for name in &policy.required_claims {
             if self.claims.get(name).is_none_or(Value::is_null) {
@@ -220,11 +215,7 @@ impl ParsedJwt<'_> {
 }
 
 fn audience_contains(aud: Option<&Value>, wanted: &str) -> bool {
-    match aud {
-        Some(Value::String(one)) => one == wanted,
-        Some(Value::Array(many)) => many.iter().any(|a| a.as_str() == Some(wanted)),
-        _ => false,
-    }
+    super::claims::audiences(aud).is_ok_and(|list| list.contains(&wanted))
 }
 
 const WRONG_TYPE_ID: Rejection = Rejection::new(

@@ -6,6 +6,7 @@
 
 mod claims;
 mod jwt;
+mod policy;
 pub mod sign;
 
 use std::fmt;
@@ -14,6 +15,10 @@ use sha2::{Digest, Sha256};
 
 pub use claims::AccessToken;
 pub use jwt::{ParsedJwt, parse, unverified_claims, verify};
+pub use policy::{
+    DEFAULT_CLIENT_CLAIMS, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+    DEFAULT_SCOPE_CLAIMS, DEFAULT_USERNAME_CLAIMS, MAX_LEEWAY_SECS, Policy, TypPolicy,
+};
 
 /// SHA-256 of a token: its identity in the cache and the revocation set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,10 +43,8 @@ impl TokenHash {
     /// `hex(SHA-256(token))[..16]`: what logs and traces show instead of the token.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut out = [0u8; 16];
-        for (i, byte) in self.0[..8].iter().enumerate() {
-            out[2 * i] = HEX[usize::from(byte >> 4)];
-            out[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-        }
+        // 8 bytes always fill 16 hex digits exactly.
+        let _ = hex::encode_to_slice(&self.0[..8], &mut out);
         Fingerprint(out)
     }
 }
@@ -51,8 +54,6 @@ impl fmt::Debug for TokenHash {
         write!(f, "TokenHash({})", self.fingerprint())
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The first 16 hex digits of a token's SHA-256. Safe to log.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use super::sign::{SigningKey, jwks};
 use super::*;
-use crate::config::{FileConfig, IssuerConfig};
 use crate::keys::KeySet;
 
 const NOW: i64 = 1_700_000_000;
@@ -42,24 +41,17 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
     }
 });
 
-fn issuer_with(extra: &str) -> IssuerConfig {
-    let k = &*KEYS;
-    let set = jwks(&[&k.rs, &k.ps, &k.es256, &k.es384, &k.ed]);
-    let text = format!(
-        "[auth]\nanonymous_introspect = true\n[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\n\
-         algorithms = [\"RS256\", \"PS256\", \"ES256\", \"ES384\", \"EdDSA\"]\n\
-         jwks = '''{set}'''\n{extra}"
-    );
-    match FileConfig::parse(&text, &std::collections::BTreeMap::new())
-        .and_then(FileConfig::validate)
-    {
-        Ok(mut config) => config.issuers.remove(0),
-        Err(e) => unreachable!("test config invalid: {e}"),
+fn issuer() -> Policy {
+    Policy {
+        algorithms: vec![
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ],
+        ..Policy::new(ISS, vec![AUD.to_owned()])
     }
-}
-
-fn issuer() -> IssuerConfig {
-    issuer_with("")
 }
 
 fn key_set() -> KeySet {
@@ -105,7 +97,7 @@ fn signed(key: &SigningKey, header: Value, claims: &Value) -> String {
     key.sign_compact(&header, claims).unwrap_or_default()
 }
 
-fn check_with(token: &str, policy: &IssuerConfig) -> Result<AccessToken, Reason> {
+fn check_with(token: &str, policy: &Policy) -> Result<AccessToken, Reason> {
     let keys = key_set();
     let jwt = parse(token, MAX).map_err(|r| r.reason)?;
     verify(jwt, policy, &keys, NOW).map_err(|r| r.reason)
@@ -196,14 +188,9 @@ fn fractional_numeric_dates_are_floored() -> Result<(), Reason> {
 #[test]
 fn hmac_issuer_verifies_hs256() {
     let secret = "0123456789abcdef0123456789abcdef";
-    let text = format!(
-        "[auth]\nanonymous_introspect = true\n[[issuers]]\nissuer = {ISS:?}\naudiences = [{AUD:?}]\nalgorithms = [\"HS256\"]\nhmac_secret = {secret:?}\n"
-    );
-    let policy = match FileConfig::parse(&text, &std::collections::BTreeMap::new())
-        .and_then(FileConfig::validate)
-    {
-        Ok(mut config) => config.issuers.remove(0),
-        Err(e) => unreachable!("{e}"),
+    let policy = Policy {
+        algorithms: vec![Algorithm::HS256],
+        ..Policy::new(ISS, vec![AUD.to_owned()])
     };
     let key = match SigningKey::from_private(Algorithm::HS256, "hs", secret.as_bytes().to_vec()) {
         Ok(key) => key,
@@ -251,7 +238,7 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
 
 #[test]
 fn algorithm_outside_the_allow_list_is_refused() {
-    let policy = issuer_with("").clone();
+    let policy = issuer();
     let mut rs_only = policy.clone();
     rs_only.algorithms = vec![Algorithm::RS256];
     let token = mint(&KEYS.es256, &claims());
@@ -426,7 +413,10 @@ fn missing_exp_is_malformed() {
 
 #[test]
 fn missing_required_claim_is_malformed() {
-    let policy = issuer_with("required_claims = [\"sub\", \"client_id\"]\n");
+    let policy = Policy {
+        required_claims: vec!["sub".into(), "client_id".into()],
+        ..issuer()
+    };
     let token = mint(&KEYS.rs, &without(claims(), "client_id"));
     assert_eq!(check_with(&token, &policy).err(), Some(Reason::Malformed));
     assert_eq!(check_with(&mint(&KEYS.rs, &claims()), &policy).err(), None);
@@ -456,7 +446,10 @@ fn nbf_and_iat_in_the_future_are_not_yet_valid() {
 
 #[test]
 fn zero_leeway_is_exact() {
-    let policy = issuer_with("leeway_secs = 0\n");
+    let policy = Policy {
+        leeway_secs: 0,
+        ..issuer()
+    };
     let token = mint(&KEYS.rs, &with(claims(), "exp", json!(NOW)));
     assert_eq!(check_with(&token, &policy).err(), Some(Reason::Expired));
 }
@@ -503,7 +496,10 @@ fn strict_typ_requires_at_jwt() {
 
 #[test]
 fn compat_typ_accepts_jwt_and_no_typ() {
-    let policy = issuer_with("typ = \"compat\"\n");
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
     for typ in [Some("JWT"), None] {
         let mut header = json!({"alg": "RS256", "kid": "rs"});
         if let Some(typ) = typ {
@@ -516,7 +512,10 @@ fn compat_typ_accepts_jwt_and_no_typ() {
 
 #[test]
 fn id_tokens_are_wrong_token_type() {
-    let policy = issuer_with("typ = \"compat\"\n");
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
     let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
     for (name, value) in [
         ("nonce", json!("n-0S6_WzA2Mj")),
@@ -542,7 +541,10 @@ fn id_tokens_are_wrong_token_type() {
 
 #[test]
 fn refresh_tokens_are_wrong_token_type() {
-    let policy = issuer_with("typ = \"compat\"\n");
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
     let jwt = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
     for (header, claims) in [
         (jwt.clone(), with(claims(), "typ", json!("Refresh"))),
@@ -650,7 +652,10 @@ proptest! {
 
 #[test]
 fn lifetime_beyond_the_issuer_maximum_is_refused() {
-    let policy = issuer_with("max_token_lifetime_secs = 3600\n");
+    let policy = Policy {
+        max_token_lifetime_secs: 3600,
+        ..issuer()
+    };
     let long = with(with(claims(), "iat", json!(NOW)), "exp", json!(NOW + 7200));
     assert_eq!(
         check_with(&mint(&KEYS.rs, &long), &policy).err(),
@@ -667,7 +672,10 @@ fn lifetime_beyond_the_issuer_maximum_is_refused() {
 
 #[test]
 fn untyped_token_for_its_own_client_without_scope_is_an_id_token() {
-    let policy = issuer_with("typ = \"compat\"\n");
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
     let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
     let id_like = with(without(claims(), "scope"), "azp", json!(AUD));
     assert_eq!(

@@ -12,8 +12,7 @@ use std::{
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
 use introspectd::{
-    config::{IssuerSection, StoreBackend, StoreSection},
-    enrich::EnricherSection,
+    config::{EnricherSection, IssuerSection, StoreBackend, StoreSection},
     grpc::{
         json_to_struct,
         pb::{self, subject_claims_admin_client::SubjectClaimsAdminClient},

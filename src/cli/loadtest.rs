@@ -5,13 +5,99 @@
 //! Both phases run the same number of concurrent callers over the same connections for
 //! the same time; each is bounded in time and stops by itself.
 
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
+use clap::Args;
 use tokio::{task::JoinSet, time::Instant};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use super::{ClientArgs, EXIT_CONFIG};
+use crate::dev::{DevIssuer, MintRequest};
 use crate::grpc::pb::{IntrospectRequest, token_introspection_client::TokenIntrospectionClient};
+
+#[derive(Args)]
+pub struct LoadtestArgs {
+    /// The token to introspect; default: one minted by the dev issuer in --data-dir.
+    #[arg(long)]
+    token: Option<String>,
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds per phase (health Check, then Introspect); at most 600.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
+    let token = match args.token.clone() {
+        Some(token) => token,
+        None => {
+            let minted = DevIssuer::load_or_create(&args.client.data.data_dir)
+                .and_then(|issuer| issuer.mint(&MintRequest::default(), crate::unix_now()));
+            match minted {
+                Ok(token) => token,
+                Err(error) => {
+                    eprintln!("introspectd loadtest: no --token and no dev issuer: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        match args.client.channel().await {
+            Ok(channel) => channels.push(channel),
+            Err(error) => {
+                eprintln!("introspectd loadtest: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let plan = LoadPlan {
+        concurrency: args.concurrency,
+        duration: std::time::Duration::from_secs(args.seconds),
+        api_key: args.client.api_key(),
+    };
+    eprintln!(
+        "introspectd loadtest: {} callers over {} connections, {} s per phase, against {}",
+        plan.concurrency,
+        channels.len(),
+        args.seconds,
+        args.client.grpc_addr
+    );
+    let results = run(&channels, &token, &plan).await;
+    for result in &results {
+        println!(
+            "{:<30} {:>10.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  ({} calls, {} errors)",
+            result.name,
+            result.per_second,
+            result.p50.as_secs_f64() * 1e6,
+            result.p99.as_secs_f64() * 1e6,
+            result.calls,
+            result.errors
+        );
+    }
+    if let [health, introspect] = results.as_slice() {
+        println!(
+            "Introspect throughput is {:.2} of health Check throughput on the same server",
+            introspect.per_second / health.per_second.max(f64::MIN_POSITIVE)
+        );
+        if introspect.errors > 0 {
+            eprintln!(
+                "introspectd loadtest: {} Introspect calls failed or were inactive",
+                introspect.errors
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
 
 #[derive(Debug, Clone)]
 pub struct LoadPlan {

@@ -1,0 +1,408 @@
+//! The application: [`App::build`] assembles the components from a validated
+//! [`Config`] (opening the state store is its only I/O), and [`App::serve`] runs them
+//! on listeners the caller bound, until shutdown.
+//!
+//! Every background task is started through one [`Tasks`] set, by name, and is stopped
+//! and joined before `serve` returns; the state store is closed then too, so a second
+//! `App` can open the same embedded file at once.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+};
+
+use crate::auth::ApiKeys;
+use crate::config::Config;
+use crate::enrich::{ClaimsAdmin, Pipeline, SubjectClaims};
+use crate::grpc::{
+    self,
+    layers::{AuthLayer, MetricsLayer},
+    pb::{
+        subject_claims_admin_server::SubjectClaimsAdminServer,
+        token_introspection_server::TokenIntrospectionServer,
+        token_revocation_server::TokenRevocationServer,
+    },
+};
+use crate::http;
+use crate::introspect::Introspector;
+use crate::keys::{self, Issuers};
+use crate::outbound::{self, OutboundError};
+use crate::revocation::{RevocationSet, Revocations};
+use crate::statelog::{Applier, LogError, StateLog};
+use crate::tasks::Tasks;
+use crate::telemetry::metrics::{Metrics, Observed};
+use crate::unix_now;
+
+/// How often expired entries leave the verified-token cache.
+const CACHE_PURGE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Listeners bound by the caller (port 0 in tests), so addresses are known before
+/// serving.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: bind(config.grpc_addr).await?,
+            http: bind(config.http_addr).await?,
+        })
+    }
+}
+
+/// Binds `addr`; the error names the address.
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// What the app serves beyond the configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Dev mode: the local issuer's JWKS, served at `/.well-known/jwks.json`.
+    pub dev_jwks: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] OutboundError),
+    #[error("cannot open the state store: {0}")]
+    Store(#[from] LogError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The assembled service, ready to serve.
+pub struct App {
+    config: Config,
+    dev_jwks: Option<Arc<serde_json::Value>>,
+    issuers: Arc<Issuers>,
+    introspector: Arc<Introspector>,
+    revocations: Arc<Revocations>,
+    claims_admin: Arc<ClaimsAdmin>,
+    state_log: Arc<StateLog>,
+    store_ready: watch::Receiver<bool>,
+    api_keys: Arc<ApiKeys>,
+    metrics: Arc<Metrics>,
+    tasks: Tasks,
+}
+
+impl App {
+    /// Assembles every component. The state store is opened (and replayed, or its
+    /// tailer started); nothing is fetched and nothing listens yet.
+    pub async fn build(config: Config, options: RunOptions) -> Result<Self, BuildError> {
+        let http_client = outbound::client()?;
+        let issuers = Arc::new(Issuers::new(
+            config
+                .issuers
+                .iter()
+                .map(|issuer| issuer.keys.clone())
+                .collect(),
+            http_client.clone(),
+        ));
+        let tasks = Tasks::new();
+        let revocation_set = Arc::new(RevocationSet::new());
+        let subject_claims = Arc::new(SubjectClaims::new());
+        let applier = Applier::new(revocation_set.clone(), subject_claims.clone());
+        let (state_log, store_ready) =
+            StateLog::open(&config.store, applier.clone(), &tasks).await?;
+        let state_log = Arc::new(state_log);
+        tracing::info!(
+            backend = ?config.store,
+            records = revocation_set.size().total(),
+            "state store opened"
+        );
+        let claims_admin = Arc::new(ClaimsAdmin::new(
+            state_log.clone(),
+            applier.clone(),
+            issuers.clone(),
+        ));
+        let revocations = Arc::new(Revocations::new(
+            revocation_set.clone(),
+            state_log.clone(),
+            applier,
+            issuers.clone(),
+            config.opaque_token_ttl_secs,
+        ));
+        let pipelines = config
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let iss = issuer.keys.policy.issuer.clone();
+                (iss, Arc::new(Pipeline::new(&issuer.enrich, &http_client)))
+            })
+            .collect();
+        let introspector = Arc::new(Introspector::new(
+            issuers.clone(),
+            revocation_set,
+            subject_claims,
+            pipelines,
+            config.cache_max_entries,
+            config.max_token_bytes,
+        ));
+        Ok(Self {
+            api_keys: Arc::new(config.api_keys.clone()),
+            dev_jwks: options.dev_jwks.map(Arc::new),
+            config,
+            issuers,
+            introspector,
+            revocations,
+            claims_admin,
+            state_log,
+            store_ready,
+            metrics: Metrics::new(),
+            tasks,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health goes NOT_SERVING,
+    /// listeners stop accepting, in-flight calls get `shutdown_grace` to finish, and
+    /// every task is stopped and joined.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let shown = |addr: std::io::Result<SocketAddr>| {
+            addr.map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
+        tracing::info!(
+            grpc.addr = %shown(listeners.grpc.local_addr()),
+            http.addr = %shown(listeners.http.local_addr()),
+            "listening"
+        );
+        self.start_background_tasks();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_serving(&health, false).await;
+        health
+            .set_service_status(grpc::LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        let (ready_tx, ready_rx) = watch::channel(false);
+        self.report_readiness(health.clone(), ready_tx.clone());
+
+        let drain = CancellationToken::new();
+        let grpc_server = self.grpc_server(health_service, listeners.grpc, drain.clone())?;
+        let http_server = self.http_server(listeners.http, ready_rx, drain.clone());
+        let mut grpc_server = std::pin::pin!(grpc_server);
+        let mut http_server = std::pin::pin!(http_server);
+        let early_exit = tokio::select! {
+            () = shutdown => None,
+            result = &mut grpc_server => Some(result.map_err(ServeError::from)),
+            result = &mut http_server => Some(result.map_err(ServeError::from)),
+        };
+        let result = match early_exit {
+            Some(result) => {
+                tracing::error!("a server stopped on its own; shutting down");
+                result
+            }
+            None => {
+                let grace = self.config.shutdown_grace;
+                tracing::info!(?grace, "shutting down: draining in-flight calls");
+                ready_tx.send_replace(false);
+                set_serving(&health, false).await;
+                drain.cancel();
+                drained(grace, grpc_server, http_server).await
+            }
+        };
+        self.tasks.shutdown().await;
+        self.state_log.close().await;
+        tracing::info!("stopped");
+        result
+    }
+
+    fn start_background_tasks(&self) {
+        for issuer in self.issuers.iter() {
+            let name = format!("key refresh {}", issuer.policy.issuer);
+            self.tasks.spawn(name, keys::keep_fresh(issuer.clone()));
+        }
+        let introspector = self.introspector.clone();
+        self.tasks
+            .every("cache purge", CACHE_PURGE_INTERVAL, move || {
+                introspector.purge_expired(unix_now());
+                std::future::ready(())
+            });
+        let revocations = self.revocations.clone();
+        self.tasks
+            .every("revocation purge", self.config.purge_interval, move || {
+                let revocations = revocations.clone();
+                async move { purge_revocations(&revocations).await }
+            });
+        let metrics = self.metrics.clone();
+        self.tasks
+            .every("metrics upkeep", METRICS_UPKEEP_INTERVAL, move || {
+                metrics.upkeep();
+                std::future::ready(())
+            });
+    }
+
+    /// Serving once every issuer's keys have loaded and the store has caught up.
+    fn report_readiness(&self, health: HealthReporter, ready: watch::Sender<bool>) {
+        let issuers = self.issuers.clone();
+        let mut store_ready = self.store_ready.clone();
+        self.tasks.spawn("readiness", async move {
+            issuers.wait_all_loaded().await;
+            let _ = store_ready.wait_for(|ready| *ready).await;
+            set_serving(&health, true).await;
+            ready.send_replace(true);
+            tracing::info!("ready: every issuer's keys loaded and the store caught up");
+        });
+    }
+
+    fn grpc_server<H: Health>(
+        &self,
+        health_service: HealthServer<H>,
+        listener: TcpListener,
+        drain: CancellationToken,
+    ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServeError> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let max = self.config.max_request_bytes;
+        let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
+            self.introspector.clone(),
+            self.metrics.clone(),
+            self.config.expose_inactive_reason,
+        ))
+        .max_decoding_message_size(max);
+        let revocation = TokenRevocationServer::new(grpc::RevocationService::new(
+            self.revocations.clone(),
+            self.tasks.clone(),
+            drain.clone(),
+        ))
+        .max_decoding_message_size(max);
+        let claims =
+            SubjectClaimsAdminServer::new(grpc::ClaimsService::new(self.claims_admin.clone()))
+                .max_decoding_message_size(max);
+        let layers = tower::ServiceBuilder::new()
+            .layer(MetricsLayer::new(self.metrics.clone()))
+            .layer(AuthLayer::new(self.api_keys.clone()));
+        Ok(tonic::transport::Server::builder()
+            .trace_fn(|request| {
+                let span = tracing::info_span!("grpc", grpc.path = %request.uri().path());
+                crate::telemetry::parent_from_headers(&span, request.headers());
+                span
+            })
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(introspection)
+            .add_service(revocation)
+            .add_service(claims)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                drain.cancelled().await;
+            }))
+    }
+
+    fn http_server(
+        &self,
+        listener: TcpListener,
+        ready: watch::Receiver<bool>,
+        drain: CancellationToken,
+    ) -> impl Future<Output = std::io::Result<()>> {
+        let state = http::HttpState {
+            observed: Arc::new(Observed {
+                metrics: self.metrics.clone(),
+                issuers: self.issuers.clone(),
+                introspector: self.introspector.clone(),
+                applier: self.revocations.applier().clone(),
+                state_log: self.state_log.clone(),
+                ready: ready.clone(),
+            }),
+            metrics: self.metrics.clone(),
+            introspector: self.introspector.clone(),
+            revocations: self.revocations.clone(),
+            ready,
+            dev_jwks: self.dev_jwks.clone(),
+        };
+        let router = http::router(state, self.api_keys.clone());
+        std::future::IntoFuture::into_future(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { drain.cancelled().await }),
+        )
+    }
+}
+
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <TokenIntrospectionServer<grpc::IntrospectionService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Waits up to `grace` for both servers to finish their in-flight calls.
+async fn drained(
+    grace: Duration,
+    grpc: impl Future<Output = Result<(), tonic::transport::Error>>,
+    http: impl Future<Output = std::io::Result<()>>,
+) -> Result<(), ServeError> {
+    let both = async {
+        let (grpc, http) = tokio::join!(grpc, http);
+        grpc?;
+        http.map_err(ServeError::from)
+    };
+    match tokio::time::timeout(grace, both).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(?grace, "grace period ran out; in-flight calls were cut");
+            Ok(())
+        }
+    }
+}
+
+/// Forgets revocations past their `forget_after`, in memory and in the log.
+async fn purge_revocations(revocations: &Revocations) {
+    let now = unix_now();
+    let forgotten = revocations.set().purge(now);
+    match revocations.log().compact(now).await {
+        Ok(removed) => tracing::debug!(forgotten, removed, "revocations purged"),
+        Err(error) => tracing::warn!(%error, "state log compaction failed"),
+    }
+}
+
+/// Builds the app and serves it: what `introspectd serve` does.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let app = App::build(config, options).await?;
+    Ok(app.serve(listeners, shutdown).await?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}

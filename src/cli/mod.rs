@@ -1,0 +1,176 @@
+//! The command line: `serve` and `dev` run the service; the other commands are
+//! clients of a running one (or of the dev issuer's files). A file per command;
+//! [`Cli`] and [`run`] tie them together.
+//!
+//! Exit codes: 0 done, 1 failure at start or while serving (or a refused call),
+//! 2 usage errors (clap), 64 a bad configuration or argument value.
+
+mod api_key;
+mod introspect;
+mod loadtest;
+mod mint;
+mod revoke;
+mod serve;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dev;
+
+/// Exit code for a configuration (or argument value) that cannot be used.
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "introspectd",
+    version,
+    about = "Token introspection beside your services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        addrs: AddrArgs,
+    },
+    /// Validate a configuration file and exit (non-zero, naming the key, if invalid).
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Serve with a local dev issuer: no configuration needed.
+    Dev {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        addrs: AddrArgs,
+    },
+    /// Print a token signed by the dev issuer (alone on stdout).
+    Mint(mint::MintArgs),
+    /// Introspect a token against a running server and print the answer as JSON.
+    Introspect(introspect::IntrospectArgs),
+    /// Revoke a token, a jti, or everything issued before a time for a subject, client
+    /// or session, on a running server.
+    Revoke(revoke::RevokeArgs),
+    /// Generate an API key and print it with its configuration entry.
+    ApiKey(api_key::ApiKeyArgs),
+    /// Load a running server with Introspect calls and report them against the gRPC
+    /// health Check on the same server (bounded in time; stops by itself).
+    Loadtest(loadtest::LoadtestArgs),
+}
+
+/// Runs a parsed command line to its exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("introspectd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config, addrs } => serve::serve_file(&config.config, &addrs).await,
+            Command::CheckConfig { config } => serve::check_config(&config.config),
+            Command::Dev { data, addrs } => serve::dev(&data.data_dir, &addrs).await,
+            Command::Mint(args) => mint::mint(args),
+            Command::Introspect(args) => introspect::introspect(args).await,
+            Command::Revoke(args) => revoke::revoke(args).await,
+            Command::ApiKey(args) => api_key::api_key(&args),
+            Command::Loadtest(args) => loadtest::loadtest(args).await,
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Server address (`http://` is assumed without a scheme).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// API key; defaults to the dev admin key saved in --data-dir.
+    #[arg(long, env = "INTROSPECTD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+impl ClientArgs {
+    pub fn api_key(&self) -> Option<String> {
+        self.api_key
+            .clone()
+            .or_else(|| dev::saved_admin_key(&self.data.data_dir))
+    }
+
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        // The server's own addresses are written without a scheme; accept them here too.
+        let url = if self.grpc_addr.contains("://") {
+            self.grpc_addr.clone()
+        } else {
+            format!("http://{}", self.grpc_addr)
+        };
+        tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| format!("{}: {e}", self.grpc_addr))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.grpc_addr))
+    }
+
+    pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
+        let mut request = tonic::Request::new(message);
+        if let Some(key) = self.api_key() {
+            let value = format!("Bearer {key}")
+                .parse()
+                .map_err(|_| "the API key has characters a header cannot carry".to_owned())?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML).
+    #[arg(long, env = "INTROSPECTD_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args)]
+pub struct AddrArgs {
+    /// gRPC listen address, overriding the configuration.
+    #[arg(long)]
+    pub grpc_addr: Option<String>,
+    /// HTTP listen address, overriding the configuration.
+    #[arg(long)]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DataDirArg {
+    /// Where the dev issuer's key is kept.
+    #[arg(long, env = "INTROSPECTD_DATA_DIR", default_value = dev::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// The token argument, or stdin when it is absent or `-`.
+pub fn token_arg(token: Option<String>) -> Result<String, String> {
+    match token.filter(|t| t != "-") {
+        Some(token) => Ok(token),
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            Ok(text.trim().to_owned())
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `introspectd serve`, `check-config` and `dev`: the service itself.
+
+use std::{path::Path, process::ExitCode};
+
+use super::{AddrArgs, EXIT_CONFIG};
+use crate::{
+    Listeners, RunOptions,
+    config::{Config, ConfigError, FileConfig, ProcessEnv},
+    dev::{self, DevIssuer},
+    telemetry,
+};
+
+pub async fn serve_file(path: &Path, addrs: &AddrArgs) -> ExitCode {
+    match load_config(path, addrs) {
+        Ok(config) => serve(config, RunOptions::default()).await,
+        Err(error) => config_failure(&error),
+    }
+}
+
+pub fn check_config(path: &Path) -> ExitCode {
+    let no_overrides = AddrArgs {
+        grpc_addr: None,
+        http_addr: None,
+    };
+    match load_config(path, &no_overrides) {
+        Ok(parsed) => {
+            println!(
+                "{}: valid ({} issuer(s))",
+                path.display(),
+                parsed.issuers.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => config_failure(&error),
+    }
+}
+
+fn load_config(path: &Path, addrs: &AddrArgs) -> Result<Config, ConfigError> {
+    let mut file = FileConfig::load(path, &ProcessEnv)?;
+    apply_addrs(&mut file, addrs);
+    file.validate()
+}
+
+fn apply_addrs(file: &mut FileConfig, addrs: &AddrArgs) {
+    if let Some(addr) = &addrs.grpc_addr {
+        file.server.grpc_addr = addr.clone();
+    }
+    if let Some(addr) = &addrs.http_addr {
+        file.server.http_addr = addr.clone();
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("introspectd: invalid configuration: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve(config: Config, options: RunOptions) -> ExitCode {
+    let _telemetry = match telemetry::init(&config.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("introspectd: cannot set up logging and tracing: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listeners = match Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            tracing::error!(%error, grpc.addr = %config.grpc_addr, http.addr = %config.http_addr, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::run(config, listeners, options, crate::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "introspectd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn dev(data_dir: &Path, addrs: &AddrArgs) -> ExitCode {
+    let issuer = match DevIssuer::load_or_create(data_dir) {
+        Ok(issuer) => issuer,
+        Err(error) => {
+            eprintln!("introspectd: dev issuer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_key = match dev::admin_key(data_dir) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("introspectd: dev admin key: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut file = issuer.file_config(data_dir, &admin_key, dev::DEV_GRPC_ADDR, dev::DEV_HTTP_ADDR);
+    if let Err(error) = overlay_env(&mut file) {
+        return config_failure(&error);
+    }
+    apply_addrs(&mut file, addrs);
+    let config = match file.validate() {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    eprintln!(
+        "introspectd dev: issuer {} (key in {}), audience {}\n  gRPC   {}\n  HTTP   http://{}  (JWKS at /.well-known/jwks.json)\n  admin  API key {} (saved in {}; `introspectd revoke` here uses it)\n  store  {}\n  try:   TOKEN=$(introspectd mint) && introspectd introspect \"$TOKEN\"",
+        dev::DEV_ISSUER,
+        data_dir.display(),
+        dev::DEV_AUDIENCE,
+        config.grpc_addr,
+        config.http_addr,
+        admin_key,
+        data_dir.join(dev::ADMIN_KEY_FILE).display(),
+        data_dir.join("state.redb").display(),
+    );
+    let options = RunOptions {
+        dev_jwks: Some(issuer.jwks()),
+    };
+    serve(config, options).await
+}
+
+/// Dev mode has no file, but `INTROSPECTD_*` overrides still apply to its settings.
+fn overlay_env(file: &mut FileConfig) -> Result<(), ConfigError> {
+    let text = toml::to_string(file).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    *file = FileConfig::parse(&text, &ProcessEnv)?;
+    Ok(())
+}

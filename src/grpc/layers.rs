@@ -1,0 +1,367 @@
+//! What every gRPC call goes through before and after its handler, applied once to the
+//! whole server as tower layers: caller authentication ([`AuthLayer`]) and per-method
+//! timing and status counts ([`MetricsLayer`]). Handlers only translate.
+//!
+//! [`ROUTES`] says, for each method, who may call it and its name in metrics. A method
+//! missing from it needs the admin role: a new method is closed until it is listed.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio::time::Instant;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::status::code_name;
+use crate::auth::{Access, ApiKeys, Denied, Role, bearer_key};
+use crate::telemetry::metrics::Metrics;
+
+/// One served method.
+#[derive(Debug)]
+pub struct Route {
+    pub path: &'static str,
+    /// Its name in metrics; `None`: not counted.
+    pub method: Option<&'static str>,
+    pub access: Access,
+}
+
+const fn route(path: &'static str, method: &'static str, access: Access) -> Route {
+    Route {
+        path,
+        method: Some(method),
+        access,
+    }
+}
+
+pub const ROUTES: &[Route] = &[
+    route(
+        "/introspectd.v1.TokenIntrospection/Introspect",
+        "Introspect",
+        Access::Introspection,
+    ),
+    route(
+        "/introspectd.v1.TokenRevocation/Revoke",
+        "Revoke",
+        Access::Role(Role::Revoke),
+    ),
+    route(
+        "/introspectd.v1.TokenRevocation/CheckRevocation",
+        "CheckRevocation",
+        Access::Introspection,
+    ),
+    route(
+        "/introspectd.v1.TokenRevocation/WatchRevocations",
+        "WatchRevocations",
+        Access::Role(Role::Introspect),
+    ),
+    route(
+        "/introspectd.v1.SubjectClaimsAdmin/SetSubjectClaims",
+        "SetSubjectClaims",
+        Access::Role(Role::Admin),
+    ),
+    route(
+        "/introspectd.v1.SubjectClaimsAdmin/GetSubjectClaims",
+        "GetSubjectClaims",
+        Access::Role(Role::Admin),
+    ),
+    route(
+        "/introspectd.v1.SubjectClaimsAdmin/DeleteSubjectClaims",
+        "DeleteSubjectClaims",
+        Access::Role(Role::Admin),
+    ),
+];
+
+/// Services anyone may call, by path prefix.
+const OPEN_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+const UNLISTED: Route = Route {
+    path: "",
+    method: None,
+    access: Access::Role(Role::Admin),
+};
+const OPEN: Route = Route {
+    path: "",
+    method: None,
+    access: Access::Open,
+};
+
+/// The route of a request path.
+pub fn route_of(path: &str) -> &'static Route {
+    if let Some(route) = ROUTES.iter().find(|route| route.path == path) {
+        return route;
+    }
+    if OPEN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
+        &OPEN
+    } else {
+        &UNLISTED
+    }
+}
+
+// === impl AuthLayer ===
+
+/// Authenticates every call by the `authorization: Bearer <api key>` metadata, and
+/// puts the [`crate::auth::Caller`] (when there is one) in the request's extensions for the handler
+/// to name in its logs.
+#[derive(Clone)]
+pub struct AuthLayer {
+    keys: Arc<ApiKeys>,
+}
+
+impl AuthLayer {
+    pub fn new(keys: Arc<ApiKeys>) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    keys: Arc<ApiKeys>,
+}
+
+/// The status a refused call gets.
+pub fn denied(denied: Denied) -> Status {
+    match denied {
+        Denied::Unauthenticated => {
+            Status::unauthenticated("a valid API key is required (authorization: Bearer <key>)")
+        }
+        Denied::Forbidden => Status::permission_denied("the API key lacks the role for this call"),
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Admitted<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let access = route_of(request.uri().path()).access;
+        let presented = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| bearer_key(value.as_bytes()));
+        match self.keys.admit(access, presented) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Admitted::Called {
+                    call: self.inner.call(request),
+                }
+            }
+            Err(refused) => Admitted::Refused {
+                response: Some(denied(refused).into_http()),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future, or the refusal answered without calling it.
+    #[project = AdmittedProjection]
+    pub enum Admitted<F, R> {
+        Refused { response: Option<R> },
+        Called {
+            #[pin]
+            call: F,
+        },
+    }
+}
+
+impl<F, R, E> Future for Admitted<F, R>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmittedProjection::Called { call } => call.poll(cx),
+            // Taken on the first poll; a completed future is not polled again.
+            AdmittedProjection::Refused { response } => response
+                .take()
+                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
+        }
+    }
+}
+
+// === impl MetricsLayer ===
+
+/// Counts every listed call by method and status code, with its latency (until the
+/// response headers: the whole call for unary methods).
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Measure<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Measure {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Measure<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Measure<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Measured<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = route_of(request.uri().path()).method;
+        Measured {
+            call: self.inner.call(request),
+            meter: method.map(|method| Meter {
+                method,
+                started: Instant::now(),
+                metrics: self.metrics.clone(),
+            }),
+        }
+    }
+}
+
+struct Meter {
+    method: &'static str,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future that records the call when it completes.
+    pub struct Measured<F> {
+        #[pin]
+        call: F,
+        meter: Option<Meter>,
+    }
+}
+
+impl<F, RB, E> Future for Measured<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.call.poll(cx));
+        if let Some(meter) = this.meter.take() {
+            // An error is in the headers (trailers-only); a success says so in the
+            // trailers, after the body.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            meter
+                .metrics
+                .record_call(meter.method, code_name(code), meter.started.elapsed());
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn every_method_of_the_api_has_a_route() {
+        let descriptors =
+            match prost_types::FileDescriptorSet::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET) {
+                Ok(set) => set,
+                Err(e) => unreachable!("{e}"),
+            };
+        let mut paths = Vec::new();
+        for file in descriptors.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        assert!(!paths.is_empty());
+        for path in &paths {
+            assert!(
+                ROUTES.iter().any(|route| route.path == path),
+                "{path} has no route: it would need the admin role and go uncounted"
+            );
+        }
+        assert_eq!(paths.len(), ROUTES.len(), "a route names no method");
+    }
+
+    #[test]
+    fn unlisted_methods_need_admin_and_health_is_open() {
+        assert_eq!(
+            route_of("/introspectd.v1.TokenRevocation/Unknown").access,
+            Access::Role(Role::Admin)
+        );
+        assert_eq!(
+            route_of("/grpc.health.v1.Health/Check").access,
+            Access::Open
+        );
+        assert_eq!(
+            route_of("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").access,
+            Access::Open
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! One bounded map of entries that expire at a Unix second: the verified-token cache,
+//! opaque tokens an issuer called inactive, and remote-enrichment answers all keep
+//! their entries here, under one eviction policy.
+//!
+//! An expired entry is never served. When the map is full, an insert first drops the
+//! expired entries and then, if it is still full, an arbitrary eighth of it: cheaper
+//! than tracking recency on every hit, and an evicted entry costs one recomputation.
+
+use std::hash::Hash;
+
+use dashmap::DashMap;
+
+struct Timed<V> {
+    /// Unix seconds until which the entry may be served (exclusive).
+    until: i64,
+    value: V,
+}
+
+pub struct TtlMap<K, V> {
+    entries: DashMap<K, Timed<V>>,
+    max_entries: usize,
+}
+
+impl<K: Eq + Hash, V> std::fmt::Debug for TtlMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlMap")
+            .field("len", &self.entries.len())
+            .field("max_entries", &self.max_entries)
+            .finish()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
+    /// `max_entries == 0` keeps nothing.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: DashMap::new(),
+            max_entries,
+        }
+    }
+
+    /// Reads the live entry for `key` through `read`, which may also refuse it (`None`)
+    /// for reasons of its own; an expired or refused entry is removed.
+    pub fn read<R>(&self, key: &K, now: i64, read: impl Fn(&V) -> Option<R>) -> Option<R> {
+        {
+            let entry = self.entries.get(key)?;
+            if now < entry.until
+                && let Some(found) = read(&entry.value)
+            {
+                return Some(found);
+            }
+        }
+        // Only a dead entry goes: another caller may have just put a live one there.
+        self.entries.remove_if(key, |_, entry| {
+            now >= entry.until || read(&entry.value).is_none()
+        });
+        None
+    }
+
+    /// Keeps `value` until `until` (exclusive); nothing when `until <= now`.
+    pub fn insert(&self, key: K, value: V, until: i64, now: i64) {
+        if self.max_entries == 0 || until <= now {
+            return;
+        }
+        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
+            self.make_room(now);
+        }
+        self.entries.insert(key, Timed { until, value });
+    }
+
+    fn make_room(&self, now: i64) {
+        self.purge_expired(now);
+        if self.entries.len() < self.max_entries {
+            return;
+        }
+        let victims: Vec<K> = self
+            .entries
+            .iter()
+            .take((self.max_entries / 8).max(1))
+            .map(|entry| entry.key().clone())
+            .collect();
+        for key in victims {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Drops every entry whose time is up; a background task calls it so that memory
+    /// follows expiry even without inserts.
+    pub fn purge_expired(&self, now: i64) {
+        self.entries.retain(|_, entry| now < entry.until);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
+    /// A copy of the live entry for `key`.
+    pub fn get(&self, key: &K, now: i64) -> Option<V> {
+        self.read(key, now, |value| Some(value.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TtlMap;
+
+    #[test]
+    fn entries_live_until_their_second() {
+        let map = TtlMap::new(10);
+        map.insert("a", 1, 100, 50);
+        assert_eq!(map.get(&"a", 99), Some(1));
+        assert_eq!(map.get(&"a", 100), None, "served at its expiry second");
+        assert!(map.is_empty(), "an expired entry is removed when read");
+    }
+
+    #[test]
+    fn an_entry_already_expired_is_not_kept() {
+        let map = TtlMap::new(10);
+        map.insert("a", 1, 50, 50);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_refused_entry_is_removed() {
+        let map = TtlMap::new(10);
+        map.insert("a", 1, 100, 0);
+        assert_eq!(map.read(&"a", 1, |v| (*v > 1).then_some(*v)), None);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn zero_capacity_keeps_nothing() {
+        let map = TtlMap::new(0);
+        map.insert("a", 1, 100, 0);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_full_map_drops_expired_entries_first() {
+        let map = TtlMap::new(4);
+        map.insert(1, (), 10, 0);
+        map.insert(2, (), 10, 0);
+        map.insert(3, (), 100, 0);
+        map.insert(4, (), 100, 0);
+        map.insert(5, (), 100, 20);
+        assert_eq!(map.len(), 3);
+        for live in [3, 4, 5] {
+            assert!(map.get(&live, 20).is_some(), "{live} was evicted");
+        }
+    }
+
+    #[test]
+    fn a_full_map_of_live_entries_stays_bounded() {
+        let map = TtlMap::new(16);
+        for key in 0..1000 {
+            map.insert(key, (), 100, 0);
+            assert!(map.len() <= 16);
+        }
+        assert!(map.get(&999, 0).is_some(), "the newest entry is kept");
+    }
+
+    #[test]
+    fn replacing_a_key_in_a_full_map_evicts_nothing() {
+        let map = TtlMap::new(2);
+        map.insert(1, 'a', 100, 0);
+        map.insert(2, 'b', 100, 0);
+        map.insert(2, 'c', 100, 0);
+        assert_eq!((map.get(&1, 0), map.get(&2, 0)), (Some('a'), Some('c')));
+    }
+
+    #[test]
+    fn purge_drops_only_expired_entries() {
+        let map = TtlMap::new(10);
+        map.insert(1, (), 10, 0);
+        map.insert(2, (), 20, 0);
+        map.purge_expired(10);
+        assert_eq!((map.get(&1, 0), map.get(&2, 0)), (None, Some(())));
+    }
+}
