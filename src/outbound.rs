@@ -64,9 +64,105 @@ pub async fn json_object(
 ) -> Result<Map<String, Value>, OutboundError> {
     let (_, bytes) = tokio::time::timeout(timeout, body(request.timeout(timeout), max_bytes))
         .await
-        .map_err(|_| OutboundError::Timeout(timeout))??;
+        .map_err(|_| OutboundError::Timeout(timeout))?
+        .map_err(|error| match error {
+            // reqwest's own timer may fire first: the same outcome.
+            OutboundError::Request(e) if e.is_timeout() => OutboundError::Timeout(timeout),
+            other => other,
+        })?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(object)) => Ok(object),
         _ => Err(OutboundError::NotAnObject),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Router, http::StatusCode, routing::get};
+
+    use super::*;
+
+    /// A server on a loopback socket with one route per way an answer can go wrong.
+    async fn server() -> String {
+        let app = Router::new()
+            .route("/object", get(|| async { r#"{"a": 1}"# }))
+            .route("/array", get(|| async { "[1, 2]" }))
+            .route("/large", get(|| async { "x".repeat(4096) }))
+            .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "{}"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // Credentials and a query in the URL: no error may show them.
+        format!("http://user:s3cret@{addr}")
+    }
+
+    async fn object(url: &str, timeout: Duration) -> Result<Map<String, Value>, OutboundError> {
+        let http = client().unwrap_or_else(|e| unreachable!("{e}"));
+        json_object(http.get(format!("{url}?token=t0ken")), timeout, 1024).await
+    }
+
+    fn assert_no_url(error: &OutboundError) {
+        let text = format!("{error} {error:?}");
+        for secret in ["s3cret", "t0ken", "/jwks", "/slow", "/down"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_failure_has_its_own_error_and_none_names_the_url() {
+        let base = server().await;
+        let second = Duration::from_secs(1);
+        assert!(object(&format!("{base}/object"), second).await.is_ok());
+        let cases = [
+            ("/down", "Status(503)"),
+            ("/large", "TooLarge(1024)"),
+            ("/array", "NotAnObject"),
+            ("/slow", "Timeout"),
+        ];
+        for (path, expected) in cases {
+            let timeout = Duration::from_millis(300);
+            match object(&format!("{base}{path}"), timeout).await {
+                Ok(answer) => unreachable!("{path} answered {answer:?}"),
+                Err(error) => {
+                    assert!(
+                        format!("{error:?}").starts_with(expected),
+                        "{path}: {error:?}"
+                    );
+                    assert_no_url(&error);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_keeps_its_cause_but_not_the_url() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|listener| listener.local_addr())
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let url = format!("http://user:s3cret@{closed}/jwks");
+        let error = object(&url, Duration::from_secs(2)).await;
+        let Err(error) = error else {
+            unreachable!("a closed port answered")
+        };
+        assert!(matches!(error, OutboundError::Request(_)), "{error:?}");
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "the cause is kept"
+        );
+        assert_no_url(&error);
     }
 }

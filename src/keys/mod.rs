@@ -332,6 +332,8 @@ pub struct Issuer {
     loaded_at: AtomicI64,
     /// Failed fetches since start.
     failures: AtomicU64,
+    /// Successful loads since start.
+    loads: AtomicU64,
     loaded: watch::Sender<bool>,
     /// Held while refetching for an unknown `kid`; remembers when that last started.
     refetch_gate: Mutex<Option<Instant>>,
@@ -355,6 +357,7 @@ impl Issuer {
             epoch: AtomicU64::new(0),
             loaded_at: AtomicI64::new(0),
             failures: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
             loaded: watch::Sender::new(false),
             refetch_gate: Mutex::new(None),
             http,
@@ -385,6 +388,11 @@ impl Issuer {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// Key sets loaded and published since start.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the first key set is published.
     pub async fn wait_loaded(&self) {
         let mut loaded = self.loaded.subscribe();
@@ -408,6 +416,7 @@ impl Issuer {
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }
         self.loaded_at.store(crate::unix_now(), Ordering::Relaxed);
+        self.loads.fetch_add(1, Ordering::Relaxed);
         self.loaded.send_replace(true);
     }
 

@@ -208,6 +208,10 @@ fn describe(recorder: &PrometheusRecorder) {
             "Failed key-set fetches per issuer",
         ),
         (
+            "introspectd_keyset_loads_total",
+            "Key sets loaded and published per issuer",
+        ),
+        (
             "introspectd_statelog_errors_total",
             "State log errors (Redis unreachable, commit failures)",
         ),
@@ -299,6 +303,7 @@ impl Observed {
                 &labels,
                 issuer.failures(),
             );
+            m.counter_total("introspectd_keyset_loads_total", &labels, issuer.loads());
         }
         for (kind, count) in self.applier.revocations.size().by_kind() {
             m.gauge(

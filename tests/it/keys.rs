@@ -58,12 +58,12 @@ async fn removed_key_is_refused_after_refresh_even_when_cached() -> TestResult {
         server.introspect(&token).await.active,
         "verified and cached"
     );
-    let fetches = jwks.fetches();
+    let loads = server.metric("introspectd_keyset_loads_total").await;
     jwks.set_keys(&[&kept]);
-    eventually("a refresh after the key was dropped", || async {
-        jwks.fetches() > fetches
-    })
-    .await;
+    // Published here, not merely served by the fake issuer.
+    server
+        .wait_for_metric_above("introspectd_keyset_loads_total", loads)
+        .await;
     let answer = server.introspect(&token).await;
     assert!(
         !answer.active,
@@ -86,7 +86,9 @@ async fn last_good_keys_serve_while_the_issuer_is_down() -> TestResult {
     let server = Introspectd::start_ready(file_config(vec![section])).await;
 
     jwks.set_down(true);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // at least one failed refresh
+    server
+        .wait_for_metric_above("introspectd_keyset_refresh_failures_total", 0.0)
+        .await;
     assert!(server.introspect(&mint(&signer, &claims(ISS))).await.active);
     // An unknown kid while down: refused promptly, not hung.
     let stranger = key(Algorithm::EdDSA, "stranger");
@@ -127,7 +129,10 @@ async fn discovery_naming_another_issuer_never_becomes_ready() -> TestResult {
     section.jwks_uri = None;
     section.discovery = true;
     let server = Introspectd::start(file_config(vec![section])).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Discovery has been tried and refused, not merely not tried yet.
+    server
+        .wait_for_metric_above("introspectd_keyset_refresh_failures_total", 0.0)
+        .await;
     assert_eq!(
         server.health("").await,
         tonic_health::pb::health_check_response::ServingStatus::NotServing
@@ -179,12 +184,11 @@ async fn key_replaced_under_the_same_kid_invalidates_cached_tokens() -> TestResu
         server.introspect(&token).await.active,
         "verified and cached"
     );
-    let fetches = jwks.fetches();
+    let loads = server.metric("introspectd_keyset_loads_total").await;
     jwks.set_keys(&[&replacement]);
-    eventually("a refresh after the key was replaced", || async {
-        jwks.fetches() > fetches
-    })
-    .await;
+    server
+        .wait_for_metric_above("introspectd_keyset_loads_total", loads)
+        .await;
     let answer = server.introspect(&token).await;
     assert_eq!(reason(&answer), InactiveReason::BadSignature, "{answer:?}");
     assert!(

@@ -185,3 +185,51 @@ async fn reflection_lists_every_service() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn right_after_serve_returns_the_embedded_store_opens_again() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let jwks = JwksServer::start(&[&signer]).await;
+    let dir = tempfile::tempdir()?;
+    let mut file = file_config(vec![issuer_section(ISS, &jwks.jwks_uri(), &["ES256"])]);
+    file.store = introspectd::config::StoreSection {
+        backend: introspectd::config::StoreBackend::Embedded,
+        path: dir.path().join("state.redb"),
+        ..introspectd::config::StoreSection::default()
+    };
+    let server = Introspectd::start_ready(file.clone()).await;
+    server
+        .revoke(pb::revoke_request::Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "kept".into(),
+            exp: Some(now() + 3600),
+        }))
+        .await;
+    // A watch stream left open: its task must not keep the store open.
+    let mut watch = server
+        .revocation()
+        .await
+        .watch_revocations(with_key(
+            ADMIN_KEY,
+            pb::WatchRevocationsRequest { after: None },
+        ))
+        .await?
+        .into_inner();
+    while let Some(event) = watch.message().await? {
+        if event.caught_up {
+            break;
+        }
+    }
+    server.stop().await?;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .is_ok(),
+        "the watch stream ended with the server"
+    );
+
+    let config = file.validate()?;
+    let again = introspectd::App::build(config, introspectd::RunOptions::default()).await;
+    assert!(again.is_ok(), "the store is still open: {:?}", again.err());
+    Ok(())
+}

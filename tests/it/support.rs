@@ -383,6 +383,29 @@ impl Introspectd {
         }
     }
 
+    /// The value of a metric on `/metrics` whose line starts with `series` (a name, or
+    /// a name with its labels); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let url = format!("http://{}/metrics", self.http_addr);
+        let text = match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(e) => unreachable!("metrics: {e}"),
+        };
+        text.lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit_once(' '))
+            .filter_map(|(_, value)| value.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits until the metric `series` exceeds `floor`.
+    pub async fn wait_for_metric_above(&self, series: &str, floor: f64) {
+        eventually(&format!("{series} > {floor}"), || async {
+            self.metric(series).await > floor
+        })
+        .await;
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.begin_stop();
