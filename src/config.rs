@@ -90,8 +90,19 @@ pub struct FileConfig {
     pub store: StoreSection,
     /// Trace export (OpenTelemetry).
     pub telemetry: TelemetrySection,
+    /// How opaque tokens find their issuer's endpoint.
+    pub opaque: OpaqueSection,
     /// The issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpaqueSection {
+    /// Several issuers with an introspection endpoint and no `opaque_token_prefixes`:
+    /// try them in configuration order until one calls a token active. Each of them then
+    /// sees (and could replay) the others' tokens, so this is off unless chosen.
+    pub try_unprefixed_in_order: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -258,6 +269,9 @@ pub struct IssuerSection {
     pub typ: TypSetting,
     /// Claims that must be present beyond `iss`, `exp` and `aud`.
     pub required_claims: Vec<String>,
+    /// Refuse JWTs without `iat`. Default: yes for `typ = "strict"` (RFC 9068 section
+    /// 2.2), no for `compat`. Without it, revocations are kept from `exp` alone.
+    pub require_iat: Option<bool>,
     /// Claims read for scopes, first present wins (`scope` string or `scp` array).
     pub scope_claims: Vec<String>,
     /// Claims read for the client, first present wins.
@@ -288,6 +302,15 @@ pub struct IssuerSection {
     pub introspection_cache_secs: u64,
     /// Timeout of each call to the endpoint.
     pub introspection_timeout_ms: u64,
+    /// Opaque tokens starting with one of these (e.g. `["ory_at_"]` for Hydra) go to this
+    /// issuer's endpoint and no other.
+    pub opaque_token_prefixes: Vec<String>,
+    /// Refuse endpoint answers without `token_type` (oidc-provider omits it for refresh
+    /// tokens, and only for them).
+    pub require_token_type: bool,
+    /// Let endpoint answers without `aud` pass the audience rule (for issuers that never
+    /// send it); an answer that has `aud` must still name one of `audiences`.
+    pub accept_opaque_without_aud: bool,
 }
 
 impl Default for IssuerSection {
@@ -320,6 +343,10 @@ impl Default for IssuerSection {
             introspection_client_secret: None,
             introspection_cache_secs: DEFAULT_INTROSPECTION_CACHE_SECS,
             introspection_timeout_ms: DEFAULT_INTROSPECTION_TIMEOUT_MS,
+            opaque_token_prefixes: Vec::new(),
+            require_iat: None,
+            require_token_type: false,
+            accept_opaque_without_aud: false,
         }
     }
 }
@@ -508,7 +535,7 @@ impl FileConfig {
                 "must be at least server.max_token_bytes",
             ));
         }
-        let issuers = validate_issuers(self.issuers)?;
+        let issuers = validate_issuers(self.issuers, &self.opaque)?;
         let api_keys = self.auth.validate()?;
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
         let store = &self.store;
@@ -542,10 +569,14 @@ impl FileConfig {
     }
 }
 
-fn validate_issuers(sections: Vec<IssuerSection>) -> Result<Vec<IssuerSettings>, ConfigError> {
+fn validate_issuers(
+    sections: Vec<IssuerSection>,
+    opaque: &OpaqueSection,
+) -> Result<Vec<IssuerSettings>, ConfigError> {
     if sections.is_empty() {
         return Err(invalid("issuers", "configure at least one [[issuers]]"));
     }
+    check_opaque_routing(&sections, opaque)?;
     let mut issuers: Vec<IssuerSettings> = Vec::with_capacity(sections.len());
     for (index, section) in sections.into_iter().enumerate() {
         let issuer = section.validate(&format!("issuers[{index}]"))?;
@@ -559,6 +590,44 @@ fn validate_issuers(sections: Vec<IssuerSection>) -> Result<Vec<IssuerSettings>,
         issuers.push(issuer);
     }
     Ok(issuers)
+}
+
+/// Every opaque token must have at most one issuer to go to, unless the operator chose
+/// to try several in order.
+fn check_opaque_routing(
+    sections: &[IssuerSection],
+    opaque: &OpaqueSection,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut unprefixed = 0;
+    for (index, section) in sections.iter().enumerate() {
+        let key = format!("issuers[{index}].opaque_token_prefixes");
+        if section.introspection_endpoint.is_none() {
+            if !section.opaque_token_prefixes.is_empty() {
+                return Err(invalid(key, "needs introspection_endpoint"));
+            }
+            continue;
+        }
+        if section.opaque_token_prefixes.is_empty() {
+            unprefixed += 1;
+            if unprefixed > 1 && !opaque.try_unprefixed_in_order {
+                return Err(invalid(
+                    key,
+                    "several issuers introspect opaque tokens: give each its token prefixes, or set opaque.try_unprefixed_in_order = true (each then sees the others' tokens)",
+                ));
+            }
+        }
+        for prefix in &section.opaque_token_prefixes {
+            if prefix.is_empty() {
+                return Err(invalid(key, "a prefix must not be empty"));
+            }
+            if seen.contains(&prefix.as_str()) {
+                return Err(invalid(key, format!("{prefix:?} belongs to two issuers")));
+            }
+            seen.push(prefix);
+        }
+    }
+    Ok(())
 }
 
 fn validate_telemetry(
@@ -700,6 +769,9 @@ impl IssuerSection {
                 TypSetting::Compat => TypPolicy::Compat,
             },
             required_claims: self.required_claims,
+            require_iat: self.require_iat.unwrap_or(self.typ == TypSetting::Strict),
+            require_token_type: self.require_token_type,
+            accept_opaque_without_aud: self.accept_opaque_without_aud,
             scope_claims: self.scope_claims,
             client_claims: self.client_claims,
             username_claims: self.username_claims,
@@ -803,6 +875,7 @@ impl IssuerSection {
         }
         Ok(Some(opaque::Endpoint {
             url: url.clone(),
+            prefixes: self.opaque_token_prefixes.clone(),
             credentials,
             cache_secs: i64::try_from(self.introspection_cache_secs).unwrap_or(i64::MAX),
             timeout: Duration::from_millis(self.introspection_timeout_ms),

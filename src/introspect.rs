@@ -84,11 +84,11 @@ impl Introspector {
         max_token_bytes: usize,
     ) -> Self {
         Self {
+            opaque: OpaqueIntrospector::new(issuers.with_opaque_introspection()),
             issuers,
             revocations,
             subjects,
             pipelines,
-            opaque: OpaqueIntrospector::new(max_token_bytes),
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
         }
@@ -189,7 +189,10 @@ impl Introspector {
 
     /// Verifies a token the cache did not have, and caches what is active.
     async fn verify(&self, raw: &str, hash: TokenHash, now: i64) -> Verification {
-        if !raw.contains('.') {
+        if raw.len() > self.max_token_bytes {
+            return Rejection::new(Reason::Malformed, "token longer than the limit").into();
+        }
+        if !token::is_jws(raw) {
             return self.verify_opaque(raw, hash, now).await;
         }
         let jwt = match token::parse(raw, self.max_token_bytes) {
@@ -236,8 +239,7 @@ impl Introspector {
     }
 
     async fn verify_opaque(&self, raw: &str, hash: TokenHash, now: i64) -> Verification {
-        let issuers = self.issuers.with_opaque_introspection();
-        match self.opaque.introspect(issuers, raw, &hash, now).await {
+        match self.opaque.introspect(raw, &hash, now).await {
             Ok(Answer::Active {
                 token,
                 issuer,

@@ -26,13 +26,16 @@ const INACTIVE_AT_ISSUER: Rejection = Rejection::new(
 );
 const NO_ENDPOINT: Rejection = Rejection::new(
     Reason::UnknownIssuer,
-    "opaque token, and no issuer introspects opaque tokens",
+    "opaque token, and no issuer's introspection endpoint takes it",
 );
 
 /// An issuer's RFC 7662 endpoint.
 #[derive(Clone)]
 pub struct Endpoint {
     pub url: String,
+    /// Opaque tokens that start with one of these go to this endpoint and no other. An
+    /// issuer without prefixes gets the tokens no prefix claims.
+    pub prefixes: Vec<String>,
     /// HTTP Basic credentials (client id, secret), if the endpoint wants them.
     pub credentials: Option<(String, String)>,
     /// Longest time an active answer is reused (never past its `exp`).
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("url", &self.url)
+            .field("prefixes", &self.prefixes)
             .field("client_id", &self.credentials.as_ref().map(|(id, _)| id))
             .field("cache_secs", &self.cache_secs)
             .finish_non_exhaustive()
@@ -78,36 +82,65 @@ pub enum Answer {
     Inactive(Rejection),
 }
 
-/// Asks the endpoints, and remembers for a moment what they all called inactive.
+/// Routes opaque tokens to their issuer's endpoint, and remembers for a moment what
+/// the endpoints called inactive.
 pub struct OpaqueIntrospector {
+    /// (prefix, issuer), longest prefix first.
+    prefixed: Vec<(String, Arc<Issuer>)>,
+    /// Issuers without prefixes, in configuration order: they get the tokens no prefix
+    /// claims (configuration allows several only when the operator opted in).
+    unprefixed: Vec<Arc<Issuer>>,
     inactive: TtlMap<TokenHash, ()>,
-    max_token_bytes: usize,
 }
 
 impl OpaqueIntrospector {
-    pub fn new(max_token_bytes: usize) -> Self {
+    /// Routes to the endpoints of `issuers` (those without one are ignored).
+    pub fn new(issuers: &[Arc<Issuer>]) -> Self {
+        let mut prefixed = Vec::new();
+        let mut unprefixed = Vec::new();
+        for issuer in issuers {
+            let Some(endpoint) = &issuer.opaque else {
+                continue;
+            };
+            if endpoint.prefixes.is_empty() {
+                unprefixed.push(issuer.clone());
+            }
+            for prefix in &endpoint.prefixes {
+                prefixed.push((prefix.clone(), issuer.clone()));
+            }
+        }
+        prefixed.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Self {
+            prefixed,
+            unprefixed,
             inactive: TtlMap::new(MAX_INACTIVE),
-            max_token_bytes,
         }
     }
 
-    /// Asks each of `issuers` (those with an endpoint, in configuration order) until one
-    /// calls the token active. An endpoint that cannot answer makes it an error, never
-    /// `active: false`.
+    /// The issuers a token may be sent to: the one whose prefix it carries, or else
+    /// those without prefixes. A token never reaches any other issuer, who could replay
+    /// it.
+    fn route(&self, raw: &str) -> &[Arc<Issuer>] {
+        match self
+            .prefixed
+            .iter()
+            .find(|(prefix, _)| raw.starts_with(prefix.as_str()))
+        {
+            Some((_, issuer)) => std::slice::from_ref(issuer),
+            None => &self.unprefixed,
+        }
+    }
+
+    /// Asks the token's issuer (or, where configured, each unprefixed issuer in order
+    /// until one calls it active). An endpoint that cannot answer makes it an error,
+    /// never `active: false`.
     pub async fn introspect(
         &self,
-        issuers: &[Arc<Issuer>],
         raw: &str,
         hash: &TokenHash,
         now: i64,
     ) -> Result<Answer, OpaqueError> {
-        if raw.len() > self.max_token_bytes {
-            return Ok(Answer::Inactive(Rejection::new(
-                Reason::Malformed,
-                "token longer than the limit",
-            )));
-        }
+        let issuers = self.route(raw);
         if self.inactive.get(hash, now).is_some() {
             return Ok(Answer::Inactive(INACTIVE_AT_ISSUER));
         }
@@ -124,7 +157,8 @@ impl OpaqueIntrospector {
             // The answer is reused no longer than the endpoint allows (`exp`) and than
             // configured, so a revocation at the issuer shows within that time.
             let horizon = now.saturating_add(endpoint.cache_secs);
-            let token = match AccessToken::from_introspection(members, &issuer.policy, horizon) {
+            let token = match AccessToken::from_introspection(members, &issuer.policy, horizon, now)
+            {
                 Ok(token) => token,
                 Err(rejection) => return Ok(Answer::Inactive(rejection)),
             };

@@ -279,3 +279,46 @@ fn invalid_enrichers_are_named() {
         assert!(error.contains(key), "{enricher}: {error}");
     }
 }
+
+#[test]
+fn opaque_tokens_have_at_most_one_issuer_unless_chosen() {
+    let endpoint = |iss: &str, prefixes: &str| {
+        format!(
+            "[[issuers]]\nissuer = {iss:?}\naudiences = [\"a\"]\njwks_uri = \"https://x.test/jwks\"\nintrospection_endpoint = \"https://x.test/introspect\"\n{prefixes}\n"
+        )
+    };
+    let two_unprefixed = format!(
+        "{BASE}{}{}",
+        endpoint("https://a.test/", ""),
+        endpoint("https://b.test/", "")
+    );
+    assert!(error_text(&two_unprefixed, &[]).starts_with("issuers[1].opaque_token_prefixes"));
+    let opted_in = format!("[opaque]\ntry_unprefixed_in_order = true\n{two_unprefixed}");
+    assert_eq!(error_text(&opted_in, &[]), "<accepted>");
+    let prefixed = format!(
+        "{BASE}{}{}",
+        endpoint("https://a.test/", "opaque_token_prefixes = [\"a_\"]"),
+        endpoint("https://b.test/", "")
+    );
+    assert_eq!(error_text(&prefixed, &[]), "<accepted>");
+    let same_prefix = format!(
+        "{BASE}{}{}",
+        endpoint("https://a.test/", "opaque_token_prefixes = [\"p_\"]"),
+        endpoint("https://b.test/", "opaque_token_prefixes = [\"p_\"]")
+    );
+    assert!(error_text(&same_prefix, &[]).contains("belongs to two issuers"));
+}
+
+#[test]
+fn iat_is_required_by_default_for_strict_issuers_only() -> Result<(), ConfigError> {
+    let strict = load(&FULL, &[])?;
+    assert!(strict.issuers[0].keys.policy.require_iat);
+    let compat = load(&FULL.replace("jwks_uri", "typ = \"compat\"\njwks_uri"), &[])?;
+    assert!(!compat.issuers[0].keys.policy.require_iat);
+    let opted_out = load(
+        &FULL.replace("jwks_uri", "require_iat = false\njwks_uri"),
+        &[],
+    )?;
+    assert!(!opted_out.issuers[0].keys.policy.require_iat);
+    Ok(())
+}

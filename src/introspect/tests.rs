@@ -67,6 +67,7 @@ async fn fixture(load: bool, endpoint: Option<String>) -> Fixture {
             refresh: refresh(),
             opaque: Some(Endpoint {
                 url,
+                prefixes: Vec::new(),
                 credentials: None,
                 cache_secs: 60,
                 timeout: Duration::from_secs(2),

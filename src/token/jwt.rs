@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{AccessToken, Policy, Reason, Rejection, TypPolicy};
+use super::{AccessToken, Policy, Reason, Rejection, TypPolicy, rules};
 use crate::keys::KeySet;
 
 /// A token split and decoded, its signature not yet checked: nothing in it is trusted
@@ -154,6 +154,18 @@ impl ParsedJwt<'_> {
                 return Ok(());
             }
         }
+        // A kid the set does not name, tried against its kid-less keys in vain: most
+        // likely a rotation, so the caller's refetch must get its chance.
+        if header
+            .kid
+            .as_deref()
+            .is_some_and(|kid| !keys.contains_kid(kid))
+        {
+            return Err(Rejection::new(
+                Reason::UnknownKey,
+                "no key of the issuer has this kid",
+            ));
+        }
         Err(Rejection::new(
             Reason::BadSignature,
             "signature does not verify",
@@ -162,55 +174,8 @@ impl ParsedJwt<'_> {
 
     /// Claims rules, once the signature holds.
     pub fn into_access_token(self, policy: &Policy, now: i64) -> Result<AccessToken, Rejection> {
-        check_token_type(self.header.typ.as_deref(), &self.claims, policy.typ)?;
-        for name in &policy.required_claims {
-            if self.claims.get(name).is_none_or(Value::is_null) {
-                return Err(Rejection::new(
-                    Reason::Malformed,
-                    "a required claim is missing",
-                ));
-            }
-        }
-        let token = AccessToken::from_claims(self.claims, policy)?;
-        if token.iss != policy.issuer {
-            return Err(Rejection::new(
-                Reason::UnknownIssuer,
-                "iss does not match the issuer of the key",
-            ));
-        }
-        let leeway = policy.leeway_secs;
-        if now >= token.exp.saturating_add(leeway) {
-            return Err(Rejection::new(Reason::Expired, "exp has passed"));
-        }
-        if token
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
-        {
-            return Err(Rejection::new(Reason::NotYetValid, "nbf is in the future"));
-        }
-        if token
-            .iat
-            .is_some_and(|iat| iat > now.saturating_add(leeway))
-        {
-            return Err(Rejection::new(Reason::NotYetValid, "iat is in the future"));
-        }
-        // Revocation cut-offs are kept for the issuer's maximum lifetime; a token that
-        // claims to live longer could outlast them.
-        let lifetime = token.exp.saturating_sub(token.iat.unwrap_or(now).min(now));
-        let max_lifetime = i64::try_from(policy.max_token_lifetime_secs).unwrap_or(i64::MAX);
-        if lifetime > max_lifetime.saturating_add(leeway) {
-            return Err(Rejection::new(
-                Reason::Malformed,
-                "lifetime longer than the issuer's max_token_lifetime_secs",
-            ));
-        }
-        if !token.aud.iter().any(|aud| policy.audiences.contains(aud)) {
-            return Err(Rejection::new(
-                Reason::WrongAudience,
-                "aud names none of the issuer's audiences",
-            ));
-        }
-        Ok(token)
+        check_header_type(self.header.typ.as_deref(), &self.claims, policy.typ)?;
+        rules::accept(self.claims, policy, rules::Source::Jwt, now)
     }
 }
 
@@ -218,19 +183,10 @@ fn audience_contains(aud: Option<&Value>, wanted: &str) -> bool {
     super::claims::audiences(aud).is_ok_and(|list| list.contains(&wanted))
 }
 
-const WRONG_TYPE_ID: Rejection = Rejection::new(
-    Reason::WrongTokenType,
-    "an ID token presented as an access token",
-);
-const WRONG_TYPE_REFRESH: Rejection = Rejection::new(
-    Reason::WrongTokenType,
-    "a refresh token presented as an access token",
-);
-
-/// Refuses anything that is not an access token: explicitly typed JWTs of other kinds
-/// (RFC 8725 section 3.11), ID tokens (OIDC-only claims), and tokens whose own type claim
-/// says ID or refresh token (Keycloak `typ`, Cognito `token_use`, Cotter `type`).
-fn check_token_type(
+/// The header's `typ` (RFC 8725 section 3.11: explicitly typed JWTs of other kinds are
+/// refused) and the shape of an untyped OIDC ID token; the claims' own type is checked
+/// with every other rule in [`rules::accept`].
+fn check_header_type(
     header_typ: Option<&str>,
     claims: &Map<String, Value>,
     policy: TypPolicy,
@@ -244,8 +200,8 @@ fn check_token_type(
     });
     match typ.as_deref() {
         Some("at+jwt") => {}
-        Some("refresh+jwt" | "rt+jwt") => return Err(WRONG_TYPE_REFRESH),
-        Some("id_token+jwt" | "id+jwt") => return Err(WRONG_TYPE_ID),
+        Some("refresh+jwt" | "rt+jwt") => return Err(rules::WRONG_TYPE_REFRESH),
+        Some("id_token+jwt" | "id+jwt") => return Err(rules::WRONG_TYPE_ID),
         Some(other) if other.ends_with("+jwt") => {
             return Err(Rejection::new(
                 Reason::WrongTokenType,
@@ -270,26 +226,7 @@ fn check_token_type(
             .find_map(|name| claims.get(*name).and_then(Value::as_str))
         && audience_contains(claims.get("aud"), client)
     {
-        return Err(WRONG_TYPE_ID);
-    }
-    // Claims only OIDC puts in ID tokens.
-    if ["nonce", "at_hash", "c_hash", "s_hash"]
-        .iter()
-        .any(|name| claims.contains_key(*name))
-    {
-        return Err(WRONG_TYPE_ID);
-    }
-    for name in ["typ", "type", "token_use", "token_type"] {
-        let Some(kind) = claims.get(name).and_then(Value::as_str) else {
-            continue;
-        };
-        match kind.to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
-            "id" | "id_token" | "idtoken" => return Err(WRONG_TYPE_ID),
-            "refresh" | "refresh_token" | "refreshtoken" | "offline" => {
-                return Err(WRONG_TYPE_REFRESH);
-            }
-            _ => {}
-        }
+        return Err(rules::WRONG_TYPE_ID);
     }
     Ok(())
 }

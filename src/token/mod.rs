@@ -7,6 +7,7 @@
 mod claims;
 mod jwt;
 mod policy;
+mod rules;
 pub mod sign;
 
 use std::fmt;
@@ -19,6 +20,7 @@ pub use policy::{
     DEFAULT_CLIENT_CLAIMS, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS,
     DEFAULT_SCOPE_CLAIMS, DEFAULT_USERNAME_CLAIMS, MAX_LEEWAY_SECS, Policy, TypPolicy,
 };
+pub use rules::is_jws;
 
 /// SHA-256 of a token: its identity in the cache and the revocation set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

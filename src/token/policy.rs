@@ -43,6 +43,14 @@ pub struct Policy {
     pub username_claims: Vec<String>,
     /// Longest lifetime of the issuer's tokens.
     pub max_token_lifetime_secs: u64,
+    /// JWTs without `iat` are refused (RFC 9068 section 2.2): revocations are kept for
+    /// as long as a token issued before them can pass, which `iat` bounds.
+    pub require_iat: bool,
+    /// Opaque answers without `token_type` are refused (for issuers that omit it only
+    /// for refresh tokens, like oidc-provider).
+    pub require_token_type: bool,
+    /// Opaque answers without `aud` may pass (for issuers that never send it).
+    pub accept_opaque_without_aud: bool,
 }
 
 impl Policy {
@@ -61,6 +69,9 @@ impl Policy {
             client_claims: names(DEFAULT_CLIENT_CLAIMS),
             username_claims: names(DEFAULT_USERNAME_CLAIMS),
             max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+            require_iat: true,
+            require_token_type: false,
+            accept_opaque_without_aud: false,
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
 use proptest::prelude::*;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::sign::{SigningKey, jwks};
 use super::*;
@@ -698,4 +698,175 @@ fn identity_hash_ignores_the_signature_bytes() {
     assert_eq!(TokenHash::identity(&token), TokenHash::identity(&resigned));
     assert_ne!(TokenHash::of(&token), TokenHash::of(&resigned));
     assert_eq!(TokenHash::identity("opaque"), TokenHash::of("opaque"));
+}
+
+// === one set of access-token rules for opaque answers too ===
+
+/// An RFC 7662 answer as Hydra or oidc-provider sends it for an access token.
+fn answer(extra: Value) -> Map<String, Value> {
+    let mut base = json!({"sub": "user-1", "aud": [AUD], "exp": NOW + 600, "iat": NOW - 10,
+        "client_id": "client-1", "scope": "read", "token_type": "Bearer"});
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (name, value) in extra {
+            if value.is_null() {
+                base.remove(name);
+            } else {
+                base.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    base.as_object().cloned().unwrap_or_default()
+}
+
+fn opaque_with(extra: Value, policy: &Policy) -> Result<AccessToken, Reason> {
+    AccessToken::from_introspection(answer(extra), policy, NOW + 60, NOW).map_err(|r| r.reason)
+}
+
+fn opaque(extra: Value) -> Result<AccessToken, Reason> {
+    opaque_with(extra, &issuer())
+}
+
+#[test]
+fn an_access_token_answer_is_active() -> Result<(), Reason> {
+    let token = opaque(json!({}))?;
+    assert_eq!(
+        token.iss, ISS,
+        "the endpoint's issuer stands in for a missing iss"
+    );
+    assert!(!token.other_claims.contains_key("token_type"));
+    // Without exp, the answer lives as long as it may be reused.
+    assert_eq!(opaque(json!({"exp": null}))?.exp, NOW + 60);
+    Ok(())
+}
+
+#[test]
+fn refresh_and_id_token_answers_are_wrong_token_type() {
+    for extra in [
+        json!({"token_use": "refresh_token"}),  // Hydra
+        json!({"token_type": "refresh_token"}), // spelled out
+        json!({"token_type": "N_A"}),           // RFC 8693: not an access token
+        json!({"typ": "Refresh"}),              // Keycloak
+        json!({"token_type": "urn:ietf:params:oauth:token-type:id_token"}),
+        json!({"nonce": "n-1"}), // only ID tokens have it
+    ] {
+        assert_eq!(
+            opaque(extra.clone()).err(),
+            Some(Reason::WrongTokenType),
+            "{extra}"
+        );
+    }
+    // oidc-provider omits token_type for refresh tokens only: an issuer can require it.
+    let strict = Policy {
+        require_token_type: true,
+        ..issuer()
+    };
+    assert_eq!(
+        opaque_with(json!({"token_type": null}), &strict).err(),
+        Some(Reason::WrongTokenType)
+    );
+    assert!(opaque_with(json!({"token_type": "DPoP"}), &strict).is_ok());
+}
+
+#[test]
+fn answers_meet_the_issuer_audiences_unless_it_opts_out() {
+    assert_eq!(
+        opaque(json!({"aud": null})).err(),
+        Some(Reason::WrongAudience)
+    );
+    assert_eq!(
+        opaque(json!({"aud": "https://other-api.test"})).err(),
+        Some(Reason::WrongAudience)
+    );
+    let lenient = Policy {
+        accept_opaque_without_aud: true,
+        ..issuer()
+    };
+    assert!(opaque_with(json!({"aud": null}), &lenient).is_ok());
+    assert_eq!(
+        opaque_with(json!({"aud": "https://other-api.test"}), &lenient).err(),
+        Some(Reason::WrongAudience),
+        "an aud that is there must still match"
+    );
+}
+
+#[test]
+fn answers_meet_the_time_lifetime_and_claim_rules() {
+    let fourteen_days = 14 * 24 * 3600;
+    assert_eq!(
+        opaque(json!({"exp": NOW + fourteen_days, "iat": NOW})).err(),
+        Some(Reason::Malformed),
+        "a refresh token's lifetime is past the issuer's maximum"
+    );
+    assert_eq!(
+        opaque(json!({"nbf": NOW + 3600})).err(),
+        Some(Reason::NotYetValid)
+    );
+    assert_eq!(
+        opaque(json!({"exp": NOW - 3600})).err(),
+        Some(Reason::Expired)
+    );
+    let needs_org = Policy {
+        required_claims: vec!["org_id".into()],
+        ..issuer()
+    };
+    assert_eq!(
+        opaque_with(json!({}), &needs_org).err(),
+        Some(Reason::Malformed)
+    );
+    assert_eq!(
+        opaque(json!({"iss": "https://elsewhere.test/"})).err(),
+        Some(Reason::UnknownIssuer)
+    );
+}
+
+#[test]
+fn jwts_without_iat_are_refused_where_iat_is_required() {
+    let token = mint(&KEYS.rs, &without(claims(), "iat"));
+    assert_eq!(check(&token).err(), Some(Reason::Malformed));
+    let exp_only = Policy {
+        require_iat: false,
+        ..issuer()
+    };
+    assert!(check_with(&token, &exp_only).is_ok());
+}
+
+#[test]
+fn only_three_base64url_segments_with_an_alg_header_are_a_jws() {
+    assert!(is_jws(&mint(&KEYS.rs, &claims())));
+    let header = |json: &str| URL_SAFE_NO_PAD.encode(json);
+    for opaque in [
+        "ory_at_Kx7yW3pZ0aS6b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q.Fz9yX8wV7uT6sR5qP4oN3mL2kJ1iH0gF9eD8cB7aZ6y",
+        "a.b.c",
+        "plain-random-string",
+        &format!("{}.e30.sig", header(r#"{"typ":"JWT"}"#)),
+        &format!("{}.e30.s+g", header(r#"{"alg":"RS256"}"#)),
+        &format!("{}.e30.sig.extra", header(r#"{"alg":"RS256"}"#)),
+    ] {
+        assert!(!is_jws(opaque), "{opaque}");
+    }
+    assert!(is_jws(&format!("{}.e30.", header(r#"{"alg":"none"}"#))));
+}
+
+#[test]
+fn an_unknown_kid_beside_kidless_keys_asks_for_a_refetch() {
+    let mut kidless = KEYS.rs.public_jwk();
+    if let Some(jwk) = kidless.as_object_mut() {
+        jwk.remove("kid");
+    }
+    let doc = json!({ "keys": [kidless] }).to_string();
+    let keys = match KeySet::from_jwks(doc.as_bytes()) {
+        Ok((set, _)) => set,
+        Err(e) => unreachable!("{e}"),
+    };
+    let rotated = mint(&KEYS.other, &claims());
+    let checked = parse(&rotated, MAX).and_then(|jwt| jwt.check_signature(&issuer(), &keys));
+    assert_eq!(checked.err().map(|r| r.reason), Some(Reason::UnknownKey));
+    // A token without kid that no key verifies is a bad signature, as before.
+    let unsigned_kid = signed(
+        &KEYS.other,
+        json!({"alg": "RS256", "typ": "at+jwt"}),
+        &claims(),
+    );
+    let checked = parse(&unsigned_kid, MAX).and_then(|jwt| jwt.check_signature(&issuer(), &keys));
+    assert_eq!(checked.err().map(|r| r.reason), Some(Reason::BadSignature));
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use introspectd::grpc::pb::InactiveReason;
+use introspectd::{config::IssuerSection, grpc::pb::InactiveReason};
 use jsonwebtoken::Algorithm;
 
 use crate::support::*;
@@ -197,5 +197,29 @@ async fn key_replaced_under_the_same_kid_invalidates_cached_tokens() -> TestResu
             .await
             .active
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_refetched_even_beside_kidless_keys() -> TestResult {
+    let kidless = key(Algorithm::RS256, "kidless");
+    let mut kidless_jwk = kidless.public_jwk();
+    if let Some(jwk) = kidless_jwk.as_object_mut() {
+        jwk.remove("kid");
+    }
+    let jwks = JwksServer::start(&[]).await;
+    jwks.set_jwks(vec![kidless_jwk.clone()]);
+    // The periodic refresh is far away: only the unknown-kid refetch can help.
+    let section = IssuerSection {
+        refresh_secs: 3600,
+        refresh_min_secs: 3600,
+        refresh_max_secs: 3600,
+        ..issuer_section(ISS, &jwks.jwks_uri(), &["RS256"])
+    };
+    let server = Introspectd::start_ready(file_config(vec![section])).await;
+    let rotated = key(Algorithm::RS256, "rotated");
+    jwks.set_jwks(vec![kidless_jwk, rotated.public_jwk()]);
+    let answer = server.introspect(&mint(&rotated, &claims(ISS))).await;
+    assert!(answer.active, "{answer:?}");
     Ok(())
 }

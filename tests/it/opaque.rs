@@ -30,6 +30,17 @@ const CREDENTIALS: &str = "Basic aW50cm9zcGVjdGQ6czNjcmV0";
 struct Idp {
     calls: AtomicUsize,
     down: AtomicBool,
+    /// Every token this endpoint was asked about, in order.
+    received: std::sync::Mutex<Vec<String>>,
+}
+
+impl Idp {
+    fn received(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 async fn introspection(
@@ -44,20 +55,53 @@ async fn introspection(
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(CREDENTIALS) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let token = body
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .unwrap_or_default()
-        .to_owned();
-    let answer: Value = match token.as_str() {
-        t if t.starts_with("active-") => json!({
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap_or_default();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let token = field("token");
+    idp.received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(token.clone());
+    if field("token_type_hint") != "access_token" {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let access = |extra: Value| {
+        let mut answer = json!({
             "active": true, "sub": "alice", "scope": "read write", "client_id": "spa",
-            "exp": now() + 600, "iat": now(), "token_type": "Bearer", "org_id": "org-9",
-        }),
-        "no-exp" => json!({"active": true, "sub": "bob"}),
-        "other-issuer" => {
-            json!({"active": true, "sub": "eve", "iss": "https://elsewhere.test/", "exp": now() + 600})
+            "aud": [AUD], "exp": now() + 600, "iat": now(), "token_type": "Bearer", "org_id": "org-9",
+        });
+        if let (Some(answer), Some(extra)) = (answer.as_object_mut(), extra.as_object()) {
+            for (name, value) in extra {
+                if value.is_null() {
+                    answer.remove(name);
+                } else {
+                    answer.insert(name.clone(), value.clone());
+                }
+            }
         }
+        answer
+    };
+    // A refresh token is active at the issuer: only the answer's members tell.
+    let refresh_lifetime = 14 * 24 * 3600;
+    let answer: Value = match token.as_str() {
+        t if t.starts_with("active-") || t.starts_with("ory_at_") => access(json!({})),
+        "no-exp" => access(json!({"exp": null})),
+        "other-issuer" => access(json!({"iss": "https://elsewhere.test/"})),
+        // Hydra: refresh tokens say so in token_use.
+        t if t.starts_with("ory_rt_") => access(json!({
+            "token_use": "refresh_token", "token_type": null, "exp": now() + refresh_lifetime,
+        })),
+        // oidc-provider: no token_type for refresh tokens, a long lifetime.
+        "oidc-provider-refresh" => {
+            access(json!({"token_type": null, "exp": now() + refresh_lifetime}))
+        }
+        "no-aud" => access(json!({"aud": null})),
+        "foreign-aud" => access(json!({"aud": "https://another-api.test"})),
         _ => json!({"active": false}),
     };
     Json(answer).into_response()
@@ -83,9 +127,9 @@ async fn idp() -> (String, Arc<Idp>) {
     (url, state)
 }
 
-async fn server(endpoint: &str, cache_secs: u64) -> Introspectd {
+fn section(endpoint: &str, cache_secs: u64) -> IssuerSection {
     let signer = key(Algorithm::ES256, "es");
-    let section = IssuerSection {
+    IssuerSection {
         jwks_uri: None,
         jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
         introspection_endpoint: Some(endpoint.into()),
@@ -93,8 +137,11 @@ async fn server(endpoint: &str, cache_secs: u64) -> Introspectd {
         introspection_client_secret: Some("s3cret".into()),
         introspection_cache_secs: cache_secs,
         ..issuer_section(ISS, "http://unused", &["ES256"])
-    };
-    Introspectd::start_ready(file_config(vec![section])).await
+    }
+}
+
+async fn server(endpoint: &str, cache_secs: u64) -> Introspectd {
+    Introspectd::start_ready(file_config(vec![section(endpoint, cache_secs)])).await
 }
 
 #[tokio::test]
@@ -189,5 +236,96 @@ async fn opaque_answers_are_reused_no_longer_than_configured() -> TestResult {
         asked + 1,
         "asked again once the cache time passed"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_never_active_whatever_the_issuer_says() -> TestResult {
+    let (endpoint, _idp) = idp().await;
+    let server = server(&endpoint, 60).await;
+    let hydra = server.introspect("ory_rt_abc.def").await;
+    assert!(!hydra.active, "{hydra:?}");
+    assert_eq!(reason(&hydra), InactiveReason::WrongTokenType);
+    // No token_type and fourteen days to live: past the issuer's maximum lifetime.
+    let long = server.introspect("oidc-provider-refresh").await;
+    assert!(!long.active, "{long:?}");
+
+    let (endpoint, _idp) = idp().await;
+    let strict = IssuerSection {
+        require_token_type: true,
+        max_token_lifetime_secs: 30 * 24 * 3600,
+        ..section(&endpoint, 60)
+    };
+    let server = Introspectd::start_ready(file_config(vec![strict])).await;
+    let refused = server.introspect("oidc-provider-refresh").await;
+    assert_eq!(
+        reason(&refused),
+        InactiveReason::WrongTokenType,
+        "{refused:?}"
+    );
+    assert!(server.introspect("active-1").await.active);
+    Ok(())
+}
+
+#[tokio::test]
+async fn opaque_answers_meet_the_issuer_audiences() -> TestResult {
+    let (endpoint, _idp) = idp().await;
+    let server = server(&endpoint, 60).await;
+    assert_eq!(
+        reason(&server.introspect("no-aud").await),
+        InactiveReason::WrongAudience
+    );
+    assert_eq!(
+        reason(&server.introspect("foreign-aud").await),
+        InactiveReason::WrongAudience
+    );
+
+    let (endpoint, _idp) = idp().await;
+    let lenient = IssuerSection {
+        accept_opaque_without_aud: true,
+        ..section(&endpoint, 60)
+    };
+    let server = Introspectd::start_ready(file_config(vec![lenient])).await;
+    assert!(server.introspect("no-aud").await.active);
+    assert_eq!(
+        reason(&server.introspect("foreign-aud").await),
+        InactiveReason::WrongAudience
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn hydra_tokens_with_a_dot_are_opaque() -> TestResult {
+    let (endpoint, idp) = idp().await;
+    let server = server(&endpoint, 60).await;
+    let token = "ory_at_Kx7yW3pZ0aS6b1c2d3e4f5g6h7i8j9k0l1m2n3o4p5q.Fz9yX8wV7uT6sR5qP4oN3mL2kJ1iH0gF9eD8cB7aZ6y";
+    let answer = server.introspect(token).await;
+    assert!(answer.active, "{answer:?}");
+    assert_eq!(idp.received(), vec![token.to_owned()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_opaque_token_goes_only_to_its_own_issuer() -> TestResult {
+    let (hydra_endpoint, hydra) = idp().await;
+    let (other_endpoint, other) = idp().await;
+    let hydra_section = IssuerSection {
+        opaque_token_prefixes: vec!["ory_at_".into(), "ory_rt_".into()],
+        ..section(&hydra_endpoint, 60)
+    };
+    let other_section = IssuerSection {
+        issuer: "https://other.test/".into(),
+        opaque_token_prefixes: vec!["other_".into()],
+        ..section(&other_endpoint, 60)
+    };
+    let server = Introspectd::start_ready(file_config(vec![hydra_section, other_section])).await;
+    assert!(server.introspect("ory_at_one.two").await.active);
+    // The other issuer's endpoint answers with iss = the hydra issuer (its fixture),
+    // which is not its own: inactive, but it was asked and nobody else was.
+    server.introspect("other_token").await;
+    let unclaimed = server.introspect("nobody-claims-me").await;
+    assert_eq!(reason(&unclaimed), InactiveReason::UnknownIssuer);
+    assert_eq!(hydra.received(), vec!["ory_at_one.two".to_owned()]);
+    assert_eq!(other.received(), vec!["other_token".to_owned()]);
     Ok(())
 }

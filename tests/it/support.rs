@@ -123,6 +123,11 @@ impl JwksServer {
             keys.iter().map(|k| k.public_jwk()).collect();
     }
 
+    /// Publishes these JWKs as they are (a key without `kid`, say).
+    pub fn set_jwks(&self, jwks: Vec<Value>) {
+        *self.state.keys.lock().unwrap_or_else(|e| e.into_inner()) = jwks;
+    }
+
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
     }
