@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        // Undecodable requests are INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::grpc::codec::StrictCodec")
         .file_descriptor_set_path(out_dir.join("introspectd_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["proto"])?;
     for proto in PROTOS {

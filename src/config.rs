@@ -20,6 +20,7 @@ use crate::auth::{ApiKeyEntry, ApiKeys};
 use crate::enrich;
 use crate::keys::{self, IssuerSpec, RefreshPolicy};
 use crate::opaque;
+use crate::outbound;
 use crate::statelog::StoreSpec;
 use crate::telemetry;
 use crate::token::{self, Policy, TypPolicy};
@@ -305,6 +306,10 @@ pub struct IssuerSection {
     /// Opaque tokens starting with one of these (e.g. `["ory_at_"]` for Hydra) go to this
     /// issuer's endpoint and no other.
     pub opaque_token_prefixes: Vec<String>,
+    /// Allow `http://` URLs to non-loopback hosts for this issuer's keys, discovery,
+    /// introspection endpoint and remote enrichers. Tokens and secrets then cross the
+    /// network in clear: only inside a network that encrypts for you.
+    pub allow_insecure_http: bool,
     /// Refuse endpoint answers without `token_type` (oidc-provider omits it for refresh
     /// tokens, and only for them).
     pub require_token_type: bool,
@@ -344,6 +349,7 @@ impl Default for IssuerSection {
             introspection_cache_secs: DEFAULT_INTROSPECTION_CACHE_SECS,
             introspection_timeout_ms: DEFAULT_INTROSPECTION_TIMEOUT_MS,
             opaque_token_prefixes: Vec::new(),
+            allow_insecure_http: false,
             require_iat: None,
             require_token_type: false,
             accept_opaque_without_aud: false,
@@ -756,7 +762,9 @@ impl IssuerSection {
             .enrich
             .iter()
             .enumerate()
-            .map(|(i, section)| section.validate(&format!("{key}.enrich[{i}]")))
+            .map(|(i, section)| {
+                section.validate(&format!("{key}.enrich[{i}]"), self.allow_insecure_http)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let opaque = self.opaque_endpoint(key)?;
         let policy = Policy {
@@ -791,13 +799,16 @@ impl IssuerSection {
     /// Exactly one of the key sources.
     fn key_source(&self, key: &str) -> Result<keys::Source, ConfigError> {
         let mut sources = Vec::new();
+        let insecure = self.allow_insecure_http;
         if let Some(uri) = &self.jwks_uri {
-            check_url(&format!("{key}.jwks_uri"), uri)?;
+            check_outbound(&format!("{key}.jwks_uri"), uri, insecure)?;
             sources.push(keys::Source::JwksUri(uri.clone()));
         }
         if self.discovery {
-            check_url(&format!("{key}.issuer"), &self.issuer)?;
-            sources.push(keys::Source::Discovery);
+            check_outbound(&format!("{key}.issuer"), &self.issuer, insecure)?;
+            sources.push(keys::Source::Discovery {
+                allow_insecure_http: insecure,
+            });
         }
         if let Some(jwks) = &self.jwks {
             sources.push(keys::Source::Inline(jwks.clone()));
@@ -853,7 +864,11 @@ impl IssuerSection {
         let Some(url) = &self.introspection_endpoint else {
             return Ok(None);
         };
-        check_url(&format!("{key}.introspection_endpoint"), url)?;
+        check_outbound(
+            &format!("{key}.introspection_endpoint"),
+            url,
+            self.allow_insecure_http,
+        )?;
         let credentials = match (
             &self.introspection_client_id,
             &self.introspection_client_secret,
@@ -935,7 +950,7 @@ fn check_algorithms_fit(
 }
 
 impl EnricherSection {
-    fn validate(&self, key: &str) -> Result<enrich::Spec, ConfigError> {
+    fn validate(&self, key: &str, allow_insecure_http: bool) -> Result<enrich::Spec, ConfigError> {
         Ok(match self {
             EnricherSection::Static(s) => {
                 enrich::check_claims(&s.claims)
@@ -972,7 +987,9 @@ impl EnricherSection {
             EnricherSection::Subject(s) => enrich::Spec::Subject {
                 overwrite_registered: s.overwrite_registered,
             },
-            EnricherSection::Remote(r) => enrich::Spec::Remote(r.validate(key)?),
+            EnricherSection::Remote(r) => {
+                enrich::Spec::Remote(r.validate(key, allow_insecure_http)?)
+            }
         })
     }
 }
@@ -1006,8 +1023,12 @@ impl MappingRuleSection {
 }
 
 impl RemoteSection {
-    fn validate(&self, key: &str) -> Result<enrich::RemoteSpec, ConfigError> {
-        check_url(&format!("{key}.url"), &self.url)?;
+    fn validate(
+        &self,
+        key: &str,
+        allow_insecure_http: bool,
+    ) -> Result<enrich::RemoteSpec, ConfigError> {
+        check_outbound(&format!("{key}.url"), &self.url, allow_insecure_http)?;
         if self.timeout_ms == 0 {
             return Err(invalid(format!("{key}.timeout_ms"), "must be positive"));
         }
@@ -1045,6 +1066,13 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     } else {
         Err(invalid(key, format!("{value:?} is not an http(s) URL")))
     }
+}
+
+/// A URL introspectd sends tokens or credentials to: https, or http to loopback, or
+/// http anywhere where the issuer allows it.
+fn check_outbound(key: &str, value: &str, allow_insecure_http: bool) -> Result<(), ConfigError> {
+    outbound::check_url(value, allow_insecure_http)
+        .map_err(|why| invalid(key, format!("{value:?}: {why}")))
 }
 
 // === environment overlay ===

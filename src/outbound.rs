@@ -22,13 +22,50 @@ pub enum OutboundError {
     Timeout(Duration),
     #[error("the answer is not a JSON object")]
     NotAnObject,
+    #[error("{0}")]
+    Insecure(#[from] InsecureUrl),
+}
+
+/// Why a URL may not be called. It names the rule, not the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsecureUrl {
+    #[error("not an http(s) URL")]
+    NotHttp,
+    #[error("http:// is allowed only to a loopback address, or with allow_insecure_http = true")]
+    PlainHttp,
+}
+
+/// Which URLs outbound calls may go to: `https://` anywhere, `http://` only to a
+/// loopback address (a sidecar on the same host) unless the operator allows it for an
+/// issuer. Tokens and client secrets are sent to these URLs.
+pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), InsecureUrl> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| InsecureUrl::NotHttp)?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err(InsecureUrl::PlainHttp),
+        _ => Err(InsecureUrl::NotHttp),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// The one HTTP client every outbound call shares: rustls, bounded connect time, no
-/// cookies.
+/// cookies, and no redirects: a 307 would re-send a token (or credentials) to wherever
+/// it points, so a redirect is an answer like any other non-2xx.
 pub fn client() -> Result<reqwest::Client, OutboundError> {
     reqwest::Client::builder()
         .user_agent(concat!("introspectd/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(2))
         .build()
         .map_err(OutboundError::Client)
@@ -79,6 +116,29 @@ pub async fn json_object(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn plain_http_only_to_loopback_or_where_allowed() {
+        for allowed in [
+            "https://id.example.com/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.9.9.9/jwks",
+            "http://localhost:4444/introspect",
+            "http://[::1]:4444/introspect",
+        ] {
+            assert_eq!(check_url(allowed, false), Ok(()), "{allowed}");
+        }
+        for (refused, why) in [
+            ("http://id.example.com/jwks", InsecureUrl::PlainHttp),
+            ("http://127.0.0.1.example.com/jwks", InsecureUrl::PlainHttp),
+            ("http://10.0.0.1/jwks", InsecureUrl::PlainHttp),
+            ("ftp://id.example.com/jwks", InsecureUrl::NotHttp),
+            ("id.example.com/jwks", InsecureUrl::NotHttp),
+        ] {
+            assert_eq!(check_url(refused, false), Err(why), "{refused}");
+        }
+        assert_eq!(check_url("http://id.example.com/jwks", true), Ok(()));
+    }
 
     use axum::{Router, http::StatusCode, routing::get};
 

@@ -262,7 +262,7 @@ fn invalid_enrichers_are_named() {
         ),
         ("kind = \"remote\"\nurl = \"ftp://x\"", "enrich[0].url"),
         (
-            "kind = \"remote\"\nurl = \"http://x\"\ntimeout_ms = 0",
+            "kind = \"remote\"\nurl = \"https://x\"\ntimeout_ms = 0",
             "enrich[0].timeout_ms",
         ),
         (
@@ -321,4 +321,39 @@ fn iat_is_required_by_default_for_strict_issuers_only() -> Result<(), ConfigErro
     )?;
     assert!(!opted_out.issuers[0].keys.policy.require_iat);
     Ok(())
+}
+
+#[test]
+fn tokens_go_over_plain_http_only_to_loopback_or_where_allowed() {
+    let issuer = |url_key: &str, url: &str, extra: &str| {
+        format!(
+            "{BASE}[[issuers]]\nissuer = \"https://id.example.com/\"\naudiences = [\"a\"]\n{extra}\n{url_key} = {url:?}\n"
+        )
+    };
+    let jwks = |url: &str, extra: &str| issuer("jwks_uri", url, extra);
+    assert!(
+        error_text(&jwks("http://id.example.com/jwks", ""), &[]).starts_with("issuers[0].jwks_uri")
+    );
+    assert_eq!(
+        error_text(&jwks("http://127.0.0.1:9/jwks", ""), &[]),
+        "<accepted>"
+    );
+    assert_eq!(
+        error_text(
+            &jwks("http://id.example.com/jwks", "allow_insecure_http = true"),
+            &[]
+        ),
+        "<accepted>"
+    );
+    let endpoint = issuer(
+        "introspection_endpoint",
+        "http://id.example.com/introspect",
+        "jwks_uri = \"https://id.example.com/jwks\"",
+    );
+    assert!(error_text(&endpoint, &[]).starts_with("issuers[0].introspection_endpoint"));
+    let remote = format!(
+        "{}[[issuers.enrich]]\nkind = \"remote\"\nurl = \"http://claims.internal/\"\n",
+        jwks("https://id.example.com/jwks", "")
+    );
+    assert!(error_text(&remote, &[]).starts_with("issuers[0].enrich[0].url"));
 }

@@ -4,6 +4,7 @@
 //! [`layers`] around them, and domain errors become statuses in [`status`].
 
 mod claims;
+pub mod codec;
 mod convert;
 mod introspection;
 pub mod layers;

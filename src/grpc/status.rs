@@ -33,14 +33,23 @@ pub fn from_revoke(error: crate::revocation::RevokeError) -> Status {
     }
 }
 
+/// A store that did not confirm a change (down, slow, full, closed) is UNAVAILABLE: the
+/// change may or may not have been kept, and repeating it is safe (records are
+/// idempotent). Only a change that cannot even be encoded is a bug (INTERNAL).
 pub fn from_log(error: crate::statelog::LogError) -> Status {
+    use crate::statelog::LogError;
+    if let LogError::Encode(_) = error {
+        tracing::error!(%error, "a change does not encode");
+        return Status::internal("the change cannot be stored");
+    }
     if error.is_unavailable() {
         tracing::warn!(%error, "state store unavailable");
-        Status::unavailable("the revocation store did not confirm the change; retrying is safe")
     } else {
-        tracing::error!(%error, "state log failure");
-        Status::internal("the revocation store failed")
+        tracing::error!(%error, "state store failure");
     }
+    Status::unavailable(
+        "the store did not confirm the change; its outcome is unknown and repeating it is safe",
+    )
 }
 
 /// The canonical name of a status code, as metrics label it.
@@ -64,5 +73,22 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statelog::LogError;
+
+    #[test]
+    fn a_store_that_cannot_commit_is_unavailable() {
+        for error in [
+            LogError::Closed,
+            LogError::Timeout(std::time::Duration::from_secs(1)),
+            LogError::Io(std::io::Error::other("disk full")),
+        ] {
+            assert_eq!(from_log(error).code(), tonic::Code::Unavailable);
+        }
     }
 }

@@ -25,6 +25,8 @@ pub enum KeysError {
     NoUsableKeys,
     #[error("the discovery document does not parse: {0}")]
     DiscoveryParse(#[source] serde_json::Error),
+    #[error("the discovery document's jwks_uri: {0}")]
+    DiscoveredUrl(#[source] outbound::InsecureUrl),
     #[error("the discovery document names issuer {found:?}, not {expected:?}")]
     DiscoveryIssuer { found: String, expected: String },
     #[error("cannot read the JWKS file: {0}")]
@@ -49,8 +51,12 @@ pub(super) async fn fetch(
     let work = async {
         match source {
             Source::JwksUri(uri) => fetch_jwks(http, uri).await,
-            Source::Discovery => {
+            Source::Discovery {
+                allow_insecure_http,
+            } => {
                 let uri = discover(http, issuer).await?;
+                outbound::check_url(&uri, *allow_insecure_http)
+                    .map_err(KeysError::DiscoveredUrl)?;
                 fetch_jwks(http, &uri).await
             }
             Source::Inline(text) => from_bytes(text.as_bytes(), None),

@@ -40,8 +40,11 @@ const MIN_RSA_BITS: usize = 2048;
 #[derive(Clone)]
 pub enum Source {
     JwksUri(String),
-    /// OIDC discovery from `{issuer}/.well-known/openid-configuration`.
-    Discovery,
+    /// OIDC discovery from `{issuer}/.well-known/openid-configuration`; the `jwks_uri`
+    /// it names must pass the same URL rule as a configured one.
+    Discovery {
+        allow_insecure_http: bool,
+    },
     Inline(String),
     /// A JWKS file, re-read on every refresh.
     File(std::path::PathBuf),
@@ -53,7 +56,7 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::JwksUri(uri) => f.debug_tuple("JwksUri").field(uri).finish(),
-            Self::Discovery => f.write_str("Discovery"),
+            Self::Discovery { .. } => f.write_str("Discovery"),
             Self::Inline(_) => f.write_str("Inline(..)"),
             Self::File(path) => f.debug_tuple("File").field(path).finish(),
             Self::HmacSecret(_) => f.write_str("HmacSecret(..)"),

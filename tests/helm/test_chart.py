@@ -47,7 +47,7 @@ ENRICH = [
     {"kind": "mapping", "rules": [{"strip_prefix": "https://myapp.example.com/"},
                                   {"from": "scp", "to": "scopes", "split": " "}]},
     {"kind": "subject"},
-    {"kind": "remote", "url": "http://claims.internal:8080/claims", "timeout_ms": 150,
+    {"kind": "remote", "url": "https://claims.internal/claims", "timeout_ms": 150,
      "cache_ttl_secs": 300, "on_error": "closed"},
 ]
 

@@ -223,3 +223,47 @@ async fn an_unknown_kid_is_refetched_even_beside_kidless_keys() -> TestResult {
     assert!(answer.active, "{answer:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_discovered_jwks_uri_meets_the_url_rule_too() -> TestResult {
+    let signer = key(Algorithm::RS256, "rs");
+    let jwks = JwksServer::start(&[&signer]).await;
+    jwks.set_discovered_jwks_uri("http://keys.example.invalid/jwks.json");
+    let mut section = issuer_section(&jwks.issuer(), &jwks.jwks_uri(), &["RS256"]);
+    section.jwks_uri = None;
+    section.discovery = true;
+    let server = Introspectd::start(file_config(vec![section])).await;
+    server
+        .wait_for_metric_above("introspectd_keyset_refresh_failures_total", 0.0)
+        .await;
+    assert_eq!(
+        server.health("").await,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
+    assert_eq!(jwks.fetches(), 0, "no key set came from anywhere");
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_fetches_follow_no_redirect() -> TestResult {
+    let signer = key(Algorithm::RS256, "rs");
+    let target = JwksServer::start(&[&signer]).await;
+    let redirect_to = target.jwks_uri();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let location = redirect_to.clone();
+            async move { axum::response::Redirect::temporary(&location) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let section = issuer_section(ISS, &format!("http://{addr}/jwks.json"), &["RS256"]);
+    let server = Introspectd::start(file_config(vec![section])).await;
+    server
+        .wait_for_metric_above("introspectd_keyset_refresh_failures_total", 0.0)
+        .await;
+    assert_eq!(target.requests_started(), 0, "the redirect was followed");
+    Ok(())
+}

@@ -329,3 +329,34 @@ async fn each_opaque_token_goes_only_to_its_own_issuer() -> TestResult {
     assert_eq!(other.received(), vec!["other_token".to_owned()]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_redirect_never_carries_a_token_elsewhere() -> TestResult {
+    let (elsewhere, thief) = idp().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new().route(
+        "/oauth2/introspect",
+        post(move || {
+            let location = elsewhere.clone();
+            async move { axum::response::Redirect::temporary(&location) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = server(&format!("http://{addr}/oauth2/introspect"), 60).await;
+    let answer = server
+        .client()
+        .await
+        .introspect(pb::IntrospectRequest {
+            token: "active-secret".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(answer.err().map(|e| e.code()), Some(Code::Unavailable));
+    assert!(
+        thief.received().is_empty(),
+        "the token was re-sent: {:?}",
+        thief.received()
+    );
+    Ok(())
+}

@@ -77,6 +77,8 @@ pub struct JwksState {
     fetches: AtomicUsize,
     cache_control: Mutex<Option<String>>,
     issuer: Mutex<String>,
+    /// The `jwks_uri` discovery names, when not this server's own.
+    discovered_jwks_uri: Mutex<Option<String>>,
 }
 
 /// A JWKS (and OIDC discovery) server whose keys, availability and latency tests change.
@@ -139,6 +141,15 @@ impl JwksServer {
         );
     }
 
+    /// Makes discovery name `uri` as the key set's location.
+    pub fn set_discovered_jwks_uri(&self, uri: &str) {
+        *self
+            .state
+            .discovered_jwks_uri
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(uri.into());
+    }
+
     pub fn set_cache_control(&self, value: &str) {
         *self
             .state
@@ -197,7 +208,13 @@ async fn discovery(State(state): State<Arc<JwksState>>) -> Json<Value> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    Json(json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }))
+    let jwks_uri = state
+        .discovered_jwks_uri
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| format!("{issuer}/jwks.json"));
+    Json(json!({ "issuer": issuer, "jwks_uri": jwks_uri }))
 }
 
 // === introspectd ===

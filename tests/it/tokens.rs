@@ -305,3 +305,93 @@ async fn reasons_are_hidden_unless_configured() -> TestResult {
     assert_eq!(reason(&answer), InactiveReason::Unspecified);
     Ok(())
 }
+
+/// Sends `bytes` as the request message of a gRPC method, unchecked.
+async fn raw_call(server: &Introspectd, path: &'static str, bytes: Vec<u8>) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    if grpc.ready().await.is_err() {
+        unreachable!("the channel is not ready");
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let mut request = tonic::Request::new(bytes);
+    let Ok(key) = format!("Bearer {ADMIN_KEY}").parse() else {
+        unreachable!()
+    };
+    request.metadata_mut().insert("authorization", key);
+    match grpc.unary(request, path, RawCodec).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// A codec that sends bytes as they are and ignores the answer's.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        let remaining = prost::bytes::Buf::remaining(src);
+        prost::bytes::Buf::advance(src, remaining);
+        Ok(Some(()))
+    }
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_invalid_argument() -> TestResult {
+    let s = setup().await;
+    // Field 1 (token) as a length-delimited string of bytes that are not UTF-8.
+    let bad_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+    // A length prefix running past the end of the message.
+    let truncated = vec![0x0a, 0x20, b'a'];
+    // A wire type that does not exist.
+    let nonsense = vec![0x0f, 0x01, 0x02];
+    for path in [
+        "/introspectd.v1.TokenIntrospection/Introspect",
+        "/introspectd.v1.TokenRevocation/Revoke",
+        "/introspectd.v1.TokenRevocation/CheckRevocation",
+        "/introspectd.v1.SubjectClaimsAdmin/SetSubjectClaims",
+    ] {
+        for bytes in [&bad_utf8, &truncated, &nonsense] {
+            let code = raw_call(&s.server, path, bytes.clone()).await;
+            assert_eq!(code, Code::InvalidArgument, "{path} {bytes:?}");
+        }
+    }
+    // And the server keeps serving.
+    let token = mint(&s.rs, &claims(&s.iss_a));
+    assert!(s.server.introspect(&token).await.active);
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The protobuf codec of every introspectd service: prost's, except that a message that
+//! does not decode (not protobuf, or a string that is not UTF-8) is the caller's
+//! mistake, `INVALID_ARGUMENT`, as the proto promises, rather than prost's `INTERNAL`.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::{
+    Code, Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::ProstCodec;
+
+/// Named by `build.rs` as the codec of the generated services and clients.
+pub struct StrictCodec<T, U> {
+    inner: ProstCodec<T, U>,
+    _messages: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for StrictCodec<T, U> {
+    fn default() -> Self {
+        Self {
+            inner: ProstCodec::default(),
+            _messages: PhantomData,
+        }
+    }
+}
+
+impl<T, U> Codec for StrictCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Decoder = StrictDecoder<<ProstCodec<T, U> as Codec>::Decoder>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.inner.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(self.inner.decoder())
+    }
+}
+
+pub struct StrictDecoder<D>(D);
+
+impl<D: Decoder<Error = Status>> Decoder for StrictDecoder<D> {
+    type Item = D::Item;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        self.0.decode(src).map_err(|status| {
+            if status.code() == Code::Internal {
+                tracing::debug!(detail = status.message(), "a message that does not decode");
+                Status::invalid_argument("the message is not a valid protobuf encoding of its type")
+            } else {
+                status
+            }
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
