@@ -7,6 +7,7 @@
 //! records live in the state log. The hot path is a few map lookups with keys computed
 //! once per verified token.
 
+mod retention;
 mod service;
 
 use std::hash::{BuildHasherDefault, Hasher};

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     MAX_REASON_BYTES, Matched, Record, Revocation, RevocationSet, TokenIdentity, TokenKeys,
-    token_hex,
+    retention, token_hex,
 };
 use crate::keys::Issuers;
 use crate::statelog::{Applier, Change, LogEntry, LogError, Position, StateLog};
@@ -104,21 +104,13 @@ impl Revocations {
         &self.applier
     }
 
-    /// How long after `iat` (or a cut-off) a token of `iss` can still be accepted:
-    /// its maximum lifetime plus the leeway granted on `exp`.
-    fn max_lifetime(&self, iss: &str) -> Result<i64, RevokeError> {
-        let issuer = self
-            .issuers
+    /// The rules of the issuer a record names; an unknown issuer cannot have tokens to
+    /// revoke by identifier.
+    fn policy(&self, iss: &str) -> Result<&crate::token::Policy, RevokeError> {
+        self.issuers
             .get(iss)
-            .ok_or(RevokeError::Invalid("iss names no configured issuer"))?;
-        Ok(issuer.policy.acceptance_window_secs())
-    }
-
-    /// The leeway on `exp` for tokens of `iss`: a token stays acceptable that long past
-    /// its `exp`, so its revocation must be kept that long too.
-    fn leeway(&self, iss: Option<&str>) -> i64 {
-        iss.and_then(|iss| self.issuers.get(iss))
-            .map_or(token::MAX_LEEWAY_SECS, |issuer| issuer.policy.leeway_secs)
+            .map(|issuer| &issuer.policy)
+            .ok_or(RevokeError::Invalid("iss names no configured issuer"))
     }
 
     /// Builds the record for `target`. RFC 7009: a token is recorded whatever it is
@@ -151,28 +143,22 @@ impl Revocations {
                 if before > now.saturating_add(MAX_FUTURE_CUTOFF_SECS) {
                     return Err(RevokeError::Invalid("before is in the future"));
                 }
-                Ok((before, before.saturating_add(self.max_lifetime(iss)?)))
+                Ok((before, retention::cutoff(self.policy(iss)?, before)))
             };
         let (record, forget_after) = match target {
             Target::Token(token) => {
                 require(&token, "token is required")?;
                 let hash = TokenHash::identity(&token);
-                let claims = unverified_claims(&token);
-                let exp = claims
-                    .as_ref()
-                    .and_then(|c| c.get("exp"))
-                    .and_then(Value::as_i64);
-                let iss = claims
-                    .as_ref()
-                    .and_then(|c| c.get("iss"))
-                    .and_then(Value::as_str);
+                let claims = unverified_claims(&token).unwrap_or_default();
+                let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+                let policy = claims
+                    .get("iss")
+                    .and_then(Value::as_str)
+                    .and_then(|iss| self.issuers.get(iss))
+                    .map(|issuer| &issuer.policy);
                 let opaque_bound = now.saturating_add(self.opaque_token_ttl_secs);
-                let latest = iss
-                    .and_then(|iss| self.max_lifetime(iss).ok())
-                    .map_or(opaque_bound, |lifetime| now.saturating_add(lifetime));
-                let forget_after = exp.map_or(opaque_bound, |exp| {
-                    exp.saturating_add(self.leeway(iss)).min(latest)
-                });
+                let forget_after =
+                    retention::token(policy, number("iat"), number("exp"), opaque_bound);
                 (
                     Record::Token {
                         sha256: token_hex(&hash),
@@ -185,10 +171,7 @@ impl Revocations {
                 require(&jti, "jti is required")?;
                 // No token of the issuer lives longer than its maximum lifetime, so a
                 // larger `exp` (a typo in milliseconds, say) is bounded by it.
-                let latest = now.saturating_add(self.max_lifetime(&iss)?);
-                let forget_after = exp.map_or(latest, |exp| {
-                    exp.saturating_add(self.leeway(Some(&iss))).min(latest)
-                });
+                let forget_after = retention::jti(self.policy(&iss)?, exp, now);
                 (Record::Jti { iss, jti }, forget_after)
             }
             Target::Subject { iss, sub, before } => {

@@ -166,3 +166,130 @@ fn malformed_token_hex_is_ignored_not_panicking() {
     }
     assert_eq!(set.size().tokens, 0);
 }
+
+// === retention covers acceptance ===
+
+mod retention_property {
+    use std::sync::LazyLock;
+
+    use jsonwebtoken::Algorithm;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::retention;
+    use crate::keys::KeySet;
+    use crate::token::{self, Policy, sign::SigningKey};
+
+    const ISS: &str = "https://iss.test/";
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const T0: i64 = 1_700_000_000;
+
+    static SIGNER: LazyLock<Option<SigningKey>> =
+        LazyLock::new(|| SigningKey::from_private(Algorithm::HS256, "hs", SECRET.to_vec()).ok());
+
+    fn policy(leeway: i64, max: u64, require_iat: bool) -> Policy {
+        Policy {
+            algorithms: vec![Algorithm::HS256],
+            leeway_secs: leeway,
+            max_token_lifetime_secs: max,
+            require_iat,
+            ..Policy::new(ISS, vec!["api".into()])
+        }
+    }
+
+    /// Whether a token with these times passes every rule at `now`, by the real
+    /// validation.
+    fn passes(policy: &Policy, iat: Option<i64>, exp: i64, now: i64) -> bool {
+        let mut claims = json!({"iss": ISS, "aud": "api", "exp": exp, "scope": "read"});
+        if let Some(iat) = iat {
+            claims["iat"] = json!(iat);
+        }
+        let Some(signer) = SIGNER.as_ref() else {
+            return false;
+        };
+        let Ok(jwt) = signer.mint("at+jwt", &claims) else {
+            return false;
+        };
+        token::parse(&jwt, 16 * 1024)
+            .and_then(|parsed| token::verify(parsed, policy, &KeySet::hmac(SECRET), now))
+            .is_ok()
+    }
+
+    /// (leeway, max lifetime, iat, exp, check time): lifetimes and check times around
+    /// the bounds where a wrong retention would show.
+    fn times() -> impl Strategy<Value = (i64, u64, i64, i64, i64)> {
+        (0..=600i64, 60..=7200u64).prop_flat_map(|(leeway, max)| {
+            let max_i = i64::try_from(max).unwrap_or(i64::MAX);
+            (
+                Just(leeway),
+                Just(max),
+                -9000..9000i64,
+                0..=max_i + 2 * leeway + 10,
+                -leeway - 10..=max_i + 3 * leeway + 10,
+            )
+                .prop_map(|(leeway, max, iat, lifetime, offset)| {
+                    (
+                        leeway,
+                        max,
+                        T0 + iat,
+                        T0 + iat + lifetime,
+                        T0 + iat + offset,
+                    )
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A token revoked by its hash at `revoked`: whenever it would pass, the record
+        /// is there (it is purged once `forget_after <= now`).
+        #[test]
+        fn token_records_outlive_their_tokens(
+            (leeway, max, iat, exp, now) in times(),
+            require_iat in any::<bool>(),
+            with_iat in any::<bool>(),
+        ) {
+            let policy = policy(leeway, max, require_iat);
+            let iat = with_iat.then_some(iat);
+            let forget_after = retention::token(Some(&policy), iat, Some(exp), i64::MIN);
+            if passes(&policy, iat, exp, now) {
+                prop_assert!(forget_after > now, "purged at {forget_after}, passes at {now}");
+            }
+        }
+
+        /// A cut-off at `before`: every token with `iat < before` that would pass is
+        /// still covered.
+        #[test]
+        fn cutoffs_outlive_the_tokens_they_cover(
+            (leeway, max, iat, exp, now) in times(),
+            after_iat in 1..9000i64,
+        ) {
+            let policy = policy(leeway, max, true);
+            let before = iat + after_iat;
+            let forget_after = retention::cutoff(&policy, before);
+            if passes(&policy, Some(iat), exp, now) {
+                prop_assert!(forget_after > now, "purged at {forget_after}, passes at {now}");
+            }
+        }
+
+        /// A jti revoked at `revoked`, its token issued by then (clocks apart by at most
+        /// the leeway), with or without the caller knowing its `exp`.
+        #[test]
+        fn jti_records_outlive_their_tokens(
+            (leeway, max, iat, exp, now) in times(),
+            pick in 0..i64::from(u16::MAX),
+            exp_known in any::<bool>(),
+        ) {
+            let policy = policy(leeway, max, true);
+            // Revoked after its token was issued and before the check.
+            let earliest = iat - leeway;
+            prop_assume!(now >= earliest);
+            let revoked = earliest + pick % (now - earliest + 1);
+            let forget_after = retention::jti(&policy, exp_known.then_some(exp), revoked);
+            if passes(&policy, Some(iat), exp, now) {
+                prop_assert!(forget_after > now, "purged at {forget_after}, passes at {now}");
+            }
+        }
+    }
+}
