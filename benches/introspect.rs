@@ -112,6 +112,7 @@ fn introspector_paths(c: &mut Criterion) {
     });
     let token = signer.mint("at+jwt", &claims()).unwrap_or_default();
     let revocations = Arc::new(introspectd::revocation::RevocationSet::new());
+    revocations.mark_complete();
     let subjects = Arc::new(introspectd::enrich::SubjectClaims::new());
     let none = std::collections::HashMap::new();
     let cached = Introspector::new(
@@ -122,7 +123,7 @@ fn introspector_paths(c: &mut Criterion) {
         1_000,
         16 * 1024,
     );
-    let uncached = Introspector::new(issuers, revocations, subjects, none, 0, 16 * 1024);
+    let uncached = Introspector::new(issuers, revocations.clone(), subjects, none, 0, 16 * 1024);
     let scopes = vec!["read".to_owned()];
     let policy = CallPolicy {
         required_scopes: &scopes,
@@ -165,7 +166,7 @@ fn introspector_paths(c: &mut Criterion) {
     let pipelines = std::collections::HashMap::from([(ISS.to_owned(), Arc::new(pipeline))]);
     let enriched = Introspector::new(
         cached.issuers().clone(),
-        Arc::new(introspectd::revocation::RevocationSet::new()),
+        revocations.clone(),
         enriched_subjects,
         pipelines,
         1_000,

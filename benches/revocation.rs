@@ -62,6 +62,7 @@ fn keys_for(n: usize) -> TokenKeys {
 fn set_lookup(records: usize) {
     let before = rss_bytes();
     let set = RevocationSet::new();
+    set.mark_complete();
     for n in 0..records {
         set.apply(&jti_revocation(n, i64::MAX));
     }
@@ -79,7 +80,7 @@ fn set_lookup(records: usize) {
         let start = Instant::now();
         let mut found = 0usize;
         for keys in probes {
-            found += usize::from(set.check(black_box(keys)).is_some());
+            found += usize::from(matches!(set.check(black_box(keys)), Ok(Some(_))));
         }
         let ns = start.elapsed().as_nanos() as f64 / probes.len() as f64;
         println!("set lookup, {records} records, {name}: {ns:.0} ns/lookup ({found} matched)");
@@ -96,7 +97,7 @@ async fn embedded_throughput_and_restart(records: usize) {
         Arc::new(RevocationSet::new()),
         Arc::new(SubjectClaims::new()),
     );
-    let (log, _) = StateLog::open(&config, applier, &Tasks::new())
+    let log = StateLog::open(&config, applier, &Tasks::new())
         .await
         .unwrap_or_else(|e| unreachable!("{e}"));
     let log = Arc::new(log);
@@ -125,7 +126,7 @@ async fn embedded_throughput_and_restart(records: usize) {
 
     let set = Arc::new(RevocationSet::new());
     let start = Instant::now();
-    let (_log, _) = StateLog::open(
+    let _log = StateLog::open(
         &config,
         Applier::new(set.clone(), Arc::new(SubjectClaims::new())),
         &Tasks::new(),
@@ -169,22 +170,16 @@ async fn redis_propagation(samples: usize) {
     let stop = Tasks::new();
     let a_set = Arc::new(RevocationSet::new());
     let b_set = Arc::new(RevocationSet::new());
-    let (a, mut a_ready) = StateLog::open(
-        &config,
-        Applier::new(a_set, Arc::new(SubjectClaims::new())),
-        &stop,
-    )
-    .await
-    .unwrap_or_else(|e| unreachable!("{e}"));
-    let (_b, mut b_ready) = StateLog::open(
-        &config,
-        Applier::new(b_set.clone(), Arc::new(SubjectClaims::new())),
-        &stop,
-    )
-    .await
-    .unwrap_or_else(|e| unreachable!("{e}"));
-    let _ = a_ready.wait_for(|r| *r).await;
-    let _ = b_ready.wait_for(|r| *r).await;
+    let a_applier = Applier::new(a_set, Arc::new(SubjectClaims::new()));
+    let b_applier = Applier::new(b_set.clone(), Arc::new(SubjectClaims::new()));
+    let a = StateLog::open(&config, a_applier.clone(), &stop)
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let _b = StateLog::open(&config, b_applier.clone(), &stop)
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    a_applier.wait_caught_up().await;
+    b_applier.wait_caught_up().await;
     let mut after_ack = Vec::with_capacity(samples);
     let mut end_to_end = Vec::with_capacity(samples);
     for n in 0..samples {
@@ -194,7 +189,7 @@ async fn redis_propagation(samples: usize) {
             .unwrap_or_else(|e| unreachable!("{e}"));
         let acknowledged = Instant::now();
         let keys = keys_for(n);
-        while b_set.check(&keys).is_none() {
+        while !matches!(b_set.check(&keys), Ok(Some(_))) {
             tokio::task::yield_now().await;
         }
         after_ack.push(acknowledged.elapsed());

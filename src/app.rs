@@ -101,7 +101,8 @@ pub struct App {
     revocations: Arc<Revocations>,
     claims_admin: Arc<ClaimsAdmin>,
     state_log: Arc<StateLog>,
-    store_ready: watch::Receiver<bool>,
+    /// Applies the state log; caught up once the revocation set is complete.
+    applier: Arc<Applier>,
     api_keys: Arc<ApiKeys>,
     metrics: Arc<Metrics>,
     tasks: Tasks,
@@ -124,8 +125,7 @@ impl App {
         let revocation_set = Arc::new(RevocationSet::new());
         let subject_claims = Arc::new(SubjectClaims::new());
         let applier = Applier::new(revocation_set.clone(), subject_claims.clone());
-        let (state_log, store_ready) =
-            StateLog::open(&config.store, applier.clone(), &tasks).await?;
+        let state_log = StateLog::open(&config.store, applier.clone(), &tasks).await?;
         let state_log = Arc::new(state_log);
         tracing::info!(
             backend = ?config.store,
@@ -140,7 +140,7 @@ impl App {
         let revocations = Arc::new(Revocations::new(
             revocation_set.clone(),
             state_log.clone(),
-            applier,
+            applier.clone(),
             issuers.clone(),
             config.opaque_token_ttl_secs,
         ));
@@ -169,7 +169,7 @@ impl App {
             revocations,
             claims_admin,
             state_log,
-            store_ready,
+            applier,
             metrics: Metrics::new(),
             tasks,
         })
@@ -258,10 +258,10 @@ impl App {
     /// Serving once every issuer's keys have loaded and the store has caught up.
     fn report_readiness(&self, health: HealthReporter, ready: watch::Sender<bool>) {
         let issuers = self.issuers.clone();
-        let mut store_ready = self.store_ready.clone();
+        let applier = self.applier.clone();
         self.tasks.spawn("readiness", async move {
             issuers.wait_all_loaded().await;
-            let _ = store_ready.wait_for(|ready| *ready).await;
+            applier.wait_caught_up().await;
             set_serving(&health, true).await;
             ready.send_replace(true);
             tracing::info!("ready: every issuer's keys loaded and the store caught up");

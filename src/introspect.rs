@@ -15,7 +15,7 @@ use crate::cache::{Origin, Verified, VerifiedCache};
 use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
 use crate::opaque::{Answer, OpaqueError, OpaqueIntrospector};
-use crate::revocation::{RevocationSet, TokenKeys};
+use crate::revocation::{Incomplete, RevocationSet, TokenKeys};
 use crate::token::{self, AccessToken, CallPolicy, Fingerprint, Reason, Rejection, TokenHash};
 
 /// Answer to one introspection.
@@ -40,6 +40,9 @@ impl Introspection {
 pub enum IntrospectError {
     #[error("the keys of issuer {0:?} have not loaded yet")]
     KeysNotReady(String),
+    /// The revocation set is still loading: a revoked token could look active.
+    #[error(transparent)]
+    RevocationsIncomplete(#[from] Incomplete),
     /// An issuer's introspection endpoint could not answer for an opaque token.
     #[error(transparent)]
     Upstream(#[from] OpaqueError),
@@ -55,6 +58,16 @@ pub enum Verification {
     Active(Arc<Verified>),
     Inactive(Rejection),
     Undecided(IntrospectError),
+}
+
+impl Verification {
+    /// The next step, for an active token only.
+    fn and_then(self, next: impl FnOnce(Arc<Verified>) -> Verification) -> Verification {
+        match self {
+            Self::Active(verified) => next(verified),
+            other => other,
+        }
+    }
 }
 
 impl From<Rejection> for Verification {
@@ -128,8 +141,8 @@ impl Introspector {
             Some(hit) => Verification::Active(hit),
             None => self.verify(token, hash, now).await,
         };
-        let checked = match verification {
-            Verification::Active(verified) => self.check(verified, policy),
+        let checked = match verification.and_then(|verified| self.check(verified, policy)) {
+            Verification::Active(verified) => Ok(verified),
             Verification::Inactive(rejection) => Err(rejection),
             Verification::Undecided(error) => return Err(error),
         };
@@ -155,20 +168,18 @@ impl Introspector {
 
     /// What is checked on every answer, cache hits included: revocation, then what
     /// this call asks.
-    fn check(
-        &self,
-        verified: Arc<Verified>,
-        policy: CallPolicy<'_>,
-    ) -> Result<Arc<Verified>, Rejection> {
-        if let Some(matched) = self.revocations.check(&verified.revocation_keys) {
-            tracing::debug!(record = matched.kind.as_str(), "revoked");
-            return Err(Rejection::new(
-                Reason::Revoked,
-                "a revocation record matches",
-            ));
+    fn check(&self, verified: Arc<Verified>, policy: CallPolicy<'_>) -> Verification {
+        match self.revocations.check(&verified.revocation_keys) {
+            Err(incomplete) => Verification::Undecided(incomplete.into()),
+            Ok(Some(matched)) => {
+                tracing::debug!(record = matched.kind.as_str(), "revoked");
+                Rejection::new(Reason::Revoked, "a revocation record matches").into()
+            }
+            Ok(None) => match policy.check(&verified.token) {
+                Ok(()) => Verification::Active(verified),
+                Err(rejection) => rejection.into(),
+            },
         }
-        policy.check(&verified.token)?;
-        Ok(verified)
     }
 
     async fn enrich(&self, verified: &Verified, now: i64) -> Result<Enrichment, EnrichError> {

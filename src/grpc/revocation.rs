@@ -122,6 +122,7 @@ impl RevocationService {
                 })
             }
         };
+        let matched = matched.map_err(|_| status::incomplete())?;
         Ok(Response::new(match matched {
             Some(Matched { kind, before }) => pb::CheckRevocationResponse {
                 revoked: true,

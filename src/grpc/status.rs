@@ -11,6 +11,7 @@ pub fn from_introspect(error: IntrospectError) -> Status {
             tracing::warn!(%iss, "introspection before the issuer's keys loaded");
             Status::unavailable("the issuer's keys have not loaded yet; retry shortly")
         }
+        IntrospectError::RevocationsIncomplete(_) => incomplete(),
         IntrospectError::Upstream(error) => {
             tracing::warn!(%error, "an issuer's introspection endpoint failed");
             Status::unavailable("the issuer's introspection endpoint did not answer; retry shortly")
@@ -20,6 +21,12 @@ pub fn from_introspect(error: IntrospectError) -> Status {
             Status::unavailable("enrichment is unavailable; retry shortly")
         }
     }
+}
+
+/// The revocation set is still loading (a replica catching up with its store).
+pub fn incomplete() -> Status {
+    tracing::debug!("a question before the revocation set caught up");
+    Status::unavailable("the revocation set is still loading; retry shortly")
 }
 
 pub fn missing(field: &'static str) -> Status {

@@ -81,6 +81,7 @@ async fn fixture(load: bool, endpoint: Option<String>) -> Fixture {
         }
     }
     let revocations = Arc::new(RevocationSet::new());
+    revocations.mark_complete();
     let introspector = Introspector::new(
         issuers,
         revocations.clone(),
@@ -247,6 +248,25 @@ async fn an_endpoint_that_cannot_answer_is_undecided_not_inactive() {
         .await;
     assert!(
         matches!(answer, Err(IntrospectError::Upstream(_))),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_answer_while_the_revocation_set_is_loading() {
+    let f = fixture(true, None).await;
+    let loading = Introspector::new(
+        f.introspector.issuers().clone(),
+        Arc::new(RevocationSet::new()),
+        Arc::new(SubjectClaims::new()),
+        HashMap::new(),
+        100,
+        16 * 1024,
+    );
+    let token = jwt(&f.signer, NOW + 600);
+    let answer = loading.introspect(&token, CallPolicy::default(), NOW).await;
+    assert!(
+        matches!(answer, Err(IntrospectError::RevocationsIncomplete(_))),
         "{answer:?}"
     );
 }

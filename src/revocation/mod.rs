@@ -11,6 +11,7 @@ mod retention;
 mod service;
 
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::digest::{digest128, truncate128};
 use dashmap::DashMap;
@@ -180,9 +181,17 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = DashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
+/// The set is still loading: it cannot say a token is not revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the revocation set has not caught up with the state log yet")]
+pub struct Incomplete;
+
 /// Every live revocation, by key; one map per kind, so sizes by kind cost nothing.
 #[derive(Default)]
 pub struct RevocationSet {
+    /// Whether every record up to the log's head at start has been applied. Until then
+    /// no check can answer "not revoked".
+    complete: AtomicBool,
     /// key → forget_after.
     tokens: KeyMap<i64>,
     jtis: KeyMap<i64>,
@@ -261,10 +270,29 @@ impl RevocationSet {
             });
     }
 
-    /// Whether any record revokes the token: its hash, its `jti`, or a cut-off for its
+    /// The log has been applied up to the head it had at start: from now on a check
+    /// may answer "not revoked". It stays so (a replica that later loses its store
+    /// answers from memory, its lag in a metric).
+    pub fn mark_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    /// Which record revokes the token, if any: its hash, its `jti`, or a cut-off for its
     /// subject, client or session later than its `iat` (a token without `iat` cannot be
-    /// shown to be newer, so a cut-off revokes it).
-    pub fn check(&self, keys: &TokenKeys) -> Option<Matched> {
+    /// shown to be newer, so a cut-off revokes it). Never "not revoked" from a set that
+    /// is still loading.
+    pub fn check(&self, keys: &TokenKeys) -> Result<Option<Matched>, Incomplete> {
+        if !self.is_complete() {
+            return Err(Incomplete);
+        }
+        Ok(self.lookup(keys))
+    }
+
+    fn lookup(&self, keys: &TokenKeys) -> Option<Matched> {
         for (map, key, kind) in [
             (&self.tokens, keys.token, RecordKind::Token),
             (&self.jtis, keys.jti, RecordKind::Jti),

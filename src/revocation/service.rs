@@ -7,8 +7,8 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    MAX_REASON_BYTES, Matched, Record, Revocation, RevocationSet, TokenIdentity, TokenKeys,
-    retention, token_hex,
+    Incomplete, MAX_REASON_BYTES, Matched, Record, Revocation, RevocationSet, TokenIdentity,
+    TokenKeys, retention, token_hex,
 };
 use crate::keys::Issuers;
 use crate::statelog::{Applier, Change, LogEntry, LogError, Position, StateLog};
@@ -217,13 +217,13 @@ impl Revocations {
         Ok(self.log.append(Change::Revoke(revocation)).await?)
     }
 
-    pub fn check(&self, identity: &TokenIdentity<'_>) -> Option<Matched> {
+    pub fn check(&self, identity: &TokenIdentity<'_>) -> Result<Option<Matched>, Incomplete> {
         self.set.check(&TokenKeys::of(identity))
     }
 
     /// Checks a token by its hash and the identifiers its claims carry, read without
     /// verifying it (the caller did).
-    pub fn check_token(&self, token: &str) -> Option<Matched> {
+    pub fn check_token(&self, token: &str) -> Result<Option<Matched>, Incomplete> {
         let hash = TokenHash::identity(token);
         let claims = unverified_claims(token).unwrap_or_default();
         let text = |name: &str| claims.get(name).and_then(Value::as_str);

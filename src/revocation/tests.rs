@@ -24,7 +24,8 @@ fn keys(sub: &str, iat: Option<i64>) -> TokenKeys {
 #[test]
 fn token_and_jti_records_match_exactly() {
     let set = RevocationSet::new();
-    assert_eq!(set.check(&keys("alice", Some(100))), None);
+    set.mark_complete();
+    assert_eq!(set.check(&keys("alice", Some(100))).ok().flatten(), None);
     set.apply(&revocation(
         Record::Token {
             sha256: token_hex(&TokenHash::of("the-token")),
@@ -32,11 +33,15 @@ fn token_and_jti_records_match_exactly() {
         1000,
     ));
     assert_eq!(
-        set.check(&keys("alice", Some(100))).map(|m| m.kind),
+        set.check(&keys("alice", Some(100)))
+            .ok()
+            .flatten()
+            .map(|m| m.kind),
         Some(RecordKind::Token)
     );
 
     let set = RevocationSet::new();
+    set.mark_complete();
     set.apply(&revocation(
         Record::Jti {
             iss: "https://iss.test/".into(),
@@ -45,7 +50,10 @@ fn token_and_jti_records_match_exactly() {
         1000,
     ));
     assert_eq!(
-        set.check(&keys("alice", Some(100))).map(|m| m.kind),
+        set.check(&keys("alice", Some(100)))
+            .ok()
+            .flatten()
+            .map(|m| m.kind),
         Some(RecordKind::Jti)
     );
     // Same jti, other issuer: no match.
@@ -54,12 +62,13 @@ fn token_and_jti_records_match_exactly() {
         jti: Some("jti-1"),
         ..TokenIdentity::default()
     });
-    assert_eq!(set.check(&other), None);
+    assert_eq!(set.check(&other), Ok(None));
 }
 
 #[test]
 fn cutoffs_revoke_tokens_issued_before() {
     let set = RevocationSet::new();
+    set.mark_complete();
     set.apply(&revocation(
         Record::Subject {
             iss: "https://iss.test/".into(),
@@ -68,7 +77,7 @@ fn cutoffs_revoke_tokens_issued_before() {
         },
         10_000,
     ));
-    let matched = set.check(&keys("alice", Some(499)));
+    let matched = set.check(&keys("alice", Some(499))).ok().flatten();
     assert_eq!(
         matched,
         Some(Matched {
@@ -77,12 +86,15 @@ fn cutoffs_revoke_tokens_issued_before() {
         })
     );
     assert_eq!(
-        set.check(&keys("alice", Some(500))),
+        set.check(&keys("alice", Some(500))).ok().flatten(),
         None,
         "issued at T: not before T"
     );
-    assert_eq!(set.check(&keys("bob", Some(1))), None);
-    assert!(set.check(&keys("alice", None)).is_some(), "no iat: revoked");
+    assert_eq!(set.check(&keys("bob", Some(1))).ok().flatten(), None);
+    assert!(
+        set.check(&keys("alice", None)).ok().flatten().is_some(),
+        "no iat: revoked"
+    );
 
     // A later cut-off for the same subject moves it forward, an earlier one does not back.
     set.apply(&revocation(
@@ -101,13 +113,19 @@ fn cutoffs_revoke_tokens_issued_before() {
         },
         10_000,
     ));
-    assert!(set.check(&keys("alice", Some(899))).is_some());
+    assert!(
+        set.check(&keys("alice", Some(899)))
+            .ok()
+            .flatten()
+            .is_some()
+    );
     assert_eq!(set.size().subjects, 1);
 }
 
 #[test]
 fn client_and_session_cutoffs() {
     let set = RevocationSet::new();
+    set.mark_complete();
     set.apply(&revocation(
         Record::Client {
             iss: "https://iss.test/".into(),
@@ -117,10 +135,14 @@ fn client_and_session_cutoffs() {
         1000,
     ));
     assert_eq!(
-        set.check(&keys("x", Some(10))).map(|m| m.kind),
+        set.check(&keys("x", Some(10)))
+            .ok()
+            .flatten()
+            .map(|m| m.kind),
         Some(RecordKind::Client)
     );
     let set = RevocationSet::new();
+    set.mark_complete();
     set.apply(&revocation(
         Record::Session {
             iss: "https://iss.test/".into(),
@@ -130,7 +152,10 @@ fn client_and_session_cutoffs() {
         1000,
     ));
     assert_eq!(
-        set.check(&keys("x", Some(10))).map(|m| m.kind),
+        set.check(&keys("x", Some(10)))
+            .ok()
+            .flatten()
+            .map(|m| m.kind),
         Some(RecordKind::Session)
     );
 }
@@ -138,6 +163,7 @@ fn client_and_session_cutoffs() {
 #[test]
 fn purge_forgets_records_past_forget_after() {
     let set = RevocationSet::new();
+    set.mark_complete();
     for i in 0..100 {
         set.apply(&revocation(
             Record::Jti {
@@ -156,6 +182,7 @@ fn purge_forgets_records_past_forget_after() {
 #[test]
 fn malformed_token_hex_is_ignored_not_panicking() {
     let set = RevocationSet::new();
+    set.mark_complete();
     for sha256 in ["", "zz", &"é".repeat(32), &"0".repeat(63)] {
         set.apply(&revocation(
             Record::Token {
@@ -292,4 +319,12 @@ mod retention_property {
             }
         }
     }
+}
+
+#[test]
+fn a_set_still_loading_never_says_not_revoked() {
+    let set = RevocationSet::new();
+    assert_eq!(set.check(&keys("alice", Some(1))), Err(Incomplete));
+    set.mark_complete();
+    assert_eq!(set.check(&keys("alice", Some(1))), Ok(None));
 }

@@ -162,6 +162,8 @@ pub struct Applier {
     pub revocations: Arc<RevocationSet>,
     pub subjects: Arc<SubjectClaims>,
     applied: watch::Sender<Position>,
+    /// Whether the log has been applied up to the head it had at start.
+    caught_up: watch::Sender<bool>,
     feed: broadcast::Sender<Arc<LogEntry>>,
     /// Store errors since start.
     errors: AtomicU64,
@@ -178,10 +180,25 @@ impl Applier {
             revocations,
             subjects,
             applied: watch::Sender::new(0),
+            caught_up: watch::Sender::new(false),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             errors: AtomicU64::new(0),
             last_contact: AtomicI64::new(crate::unix_now()),
         })
+    }
+
+    /// Everything up to the head at start is applied: the revocation set may now answer
+    /// "not revoked", and the replica may become ready.
+    pub fn mark_caught_up(&self) {
+        self.revocations.mark_complete();
+        self.caught_up.send_replace(true);
+    }
+
+    /// Resolves once [`Self::mark_caught_up`] has been called.
+    pub async fn wait_caught_up(&self) {
+        let mut caught_up = self.caught_up.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = caught_up.wait_for(|caught_up| *caught_up).await;
     }
 
     /// The store answered.
@@ -257,21 +274,22 @@ const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 impl StateLog {
     /// Opens the log and brings `applier` up to date: the embedded store replays its
-    /// file here; Redis starts its tailer in `tasks`, whose first catch-up `ready`
-    /// reports.
+    /// file here; Redis starts its tailer in `tasks`, which marks the applier caught up
+    /// once it has read the stream to the head (see [`Applier::wait_caught_up`]).
     pub async fn open(
         config: &StoreSpec,
         applier: Arc<Applier>,
         tasks: &Tasks,
-    ) -> Result<(Self, watch::Receiver<bool>), LogError> {
+    ) -> Result<Self, LogError> {
         match config {
-            StoreSpec::Memory => Ok((
-                Self::Memory(memory::MemoryLog::new(applier)),
-                watch::channel(true).1,
-            )),
+            StoreSpec::Memory => {
+                applier.mark_caught_up();
+                Ok(Self::Memory(memory::MemoryLog::new(applier)))
+            }
             StoreSpec::Embedded { path } => {
-                let log = embedded::EmbeddedLog::open(path.clone(), applier).await?;
-                Ok((Self::Embedded(log), watch::channel(true).1))
+                let log = embedded::EmbeddedLog::open(path.clone(), applier.clone()).await?;
+                applier.mark_caught_up();
+                Ok(Self::Embedded(log))
             }
             StoreSpec::Redis {
                 url,
@@ -279,9 +297,8 @@ impl StateLog {
                 timeout,
                 retention,
             } => {
-                let (log, ready) =
-                    redis::RedisLog::open(url, stream, *timeout, *retention, applier, tasks)?;
-                Ok((Self::Redis(log), ready))
+                let log = redis::RedisLog::open(url, stream, *timeout, *retention, applier, tasks)?;
+                Ok(Self::Redis(log))
             }
         }
     }

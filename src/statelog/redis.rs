@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::{Applier, Change, LogEntry, LogError, Position, decode, encode};
 use crate::tasks::Tasks;
@@ -45,7 +45,7 @@ impl RedisLog {
         retention: Duration,
         applier: Arc<Applier>,
         tasks: &Tasks,
-    ) -> Result<(Self, watch::Receiver<bool>), LogError> {
+    ) -> Result<Self, LogError> {
         let client = redis::Client::open(url)?;
         let inner = Arc::new(Inner {
             client,
@@ -55,9 +55,8 @@ impl RedisLog {
             applier,
             connection: Mutex::new(None),
         });
-        let (ready_tx, ready_rx) = watch::channel(false);
-        tasks.spawn("redis tailer", tail(inner.clone(), ready_tx));
-        Ok((Self { inner }, ready_rx))
+        tasks.spawn("redis tailer", tail(inner.clone()));
+        Ok(Self { inner })
     }
 
     pub fn applier(&self) -> &Arc<Applier> {
@@ -247,10 +246,10 @@ impl Inner {
 /// Follows the stream forever: catch up with XRANGE, then block on XREAD; on any error
 /// back off, reconnect and resume from the last applied position.
 /// Follows the stream until the task is stopped, reconnecting with backoff.
-async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>) {
+async fn tail(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        if let Err(error) = follow(&inner, &ready).await {
+        if let Err(error) = follow(&inner).await {
             inner.applier.note_error();
             tracing::warn!(%error, applied = inner.applier.applied(), retry_in = ?backoff, "state log tail interrupted");
         }
@@ -259,7 +258,7 @@ async fn tail(inner: Arc<Inner>, ready: watch::Sender<bool>) {
     }
 }
 
-async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogError> {
+async fn follow(inner: &Inner) -> Result<(), LogError> {
     // A connection of its own: a blocking XREAD would stall appends sharing it.
     let mut connection = tokio::time::timeout(inner.timeout, inner.connect())
         .await
@@ -280,12 +279,12 @@ async fn follow(inner: &Inner, ready: &watch::Sender<bool>) -> Result<(), LogErr
             break;
         }
     }
-    if !*ready.borrow() {
+    if !inner.applier.revocations.is_complete() {
         tracing::info!(
             applied = inner.applier.applied(),
             "state log caught up with Redis"
         );
-        ready.send_replace(true);
+        inner.applier.mark_caught_up();
     }
     loop {
         let mut cmd = redis::cmd("XREAD");

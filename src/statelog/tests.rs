@@ -62,7 +62,7 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
         path: dir.path().join("state.redb"),
     };
     {
-        let (log, _) = StateLog::open(&config, applier(), &Tasks::new()).await?;
+        let log = StateLog::open(&config, applier(), &Tasks::new()).await?;
         assert_eq!(log.append(revoke("kept", i64::MAX)).await?, 1);
         assert_eq!(log.append(revoke("old", 10)).await?, 2);
         assert_eq!(log.append(revoke("old2", 10)).await?, 3);
@@ -73,7 +73,7 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
         );
     }
     let replayed = applier();
-    let (log, _) = StateLog::open(&config, replayed.clone(), &Tasks::new()).await?;
+    let log = StateLog::open(&config, replayed.clone(), &Tasks::new()).await?;
     assert_eq!(
         replayed.revocations.size().total(),
         1,
@@ -151,7 +151,7 @@ async fn superseded_subject_claims_leave_the_embedded_log() -> Result<(), Box<dy
         claims: serde_json::from_value(serde_json::json!({ "plan": plan })).unwrap_or_default(),
     };
     {
-        let (log, _) = StateLog::open(&config, applier(), &Tasks::new()).await?;
+        let log = StateLog::open(&config, applier(), &Tasks::new()).await?;
         for plan in ["free", "pro", "enterprise"] {
             log.append(set(plan)).await?;
         }

@@ -298,3 +298,116 @@ async fn kill_9_loses_no_acknowledged_revocation_redis() -> TestResult {
     let redis = RedisServer::start();
     no_acknowledged_revocation_lost(redis_store(&redis, "kill9")).await
 }
+
+/// Introspect's gRPC code and whether the answer was active.
+async fn introspect_code(server: &Introspectd, token: &str) -> (Code, bool) {
+    let answer = server
+        .client()
+        .await
+        .introspect(pb::IntrospectRequest {
+            token: token.into(),
+            ..Default::default()
+        })
+        .await;
+    match answer {
+        Ok(response) => (Code::Ok, response.into_inner().active),
+        Err(status) => (status.code(), false),
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_replica_answers_nothing_while_redis_is_down() -> TestResult {
+    if !redis_available("a_fresh_replica_answers_nothing_while_redis_is_down") {
+        return Ok(());
+    }
+    let mut redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, redis_store(&redis, "fresh")).await;
+    let mut revoked = claims(ISS);
+    revoked["jti"] = serde_json::json!("jti-0");
+    let token = mint(&signer, &revoked);
+    a.revoke(jti(0)).await;
+    redis.kill();
+
+    // B starts while Redis is down: it must not call the revoked token active.
+    let mut file = file_config(vec![issuer(&signer)]);
+    file.store = redis_store(&redis, "fresh");
+    let b = Introspectd::start(file).await;
+    let mut check = b.revocation().await;
+    for _ in 0..10 {
+        assert_eq!(
+            introspect_code(&b, &token).await,
+            (Code::Unavailable, false)
+        );
+        let asked = check
+            .check_revocation(with_key(
+                READER_KEY,
+                pb::CheckRevocationRequest {
+                    subject: Some(Subject::Token(token.clone())),
+                },
+            ))
+            .await;
+        assert_eq!(asked.err().map(|s| s.code()), Some(Code::Unavailable));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.restart();
+    b.wait_for_health(
+        "",
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
+    let answer = b.introspect(&token).await;
+    assert_eq!(reason(&answer), InactiveReason::Revoked, "{answer:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replica_replaying_a_long_stream_never_calls_a_revoked_token_active() -> TestResult {
+    if !redis_available("a_replica_replaying_a_long_stream_never_calls_a_revoked_token_active") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    // 300,000 older revocations, then the one that matters, at the end of the stream.
+    let client = redis::Client::open(redis.url())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let forget_after = now() + 3600;
+    for batch in 0..300 {
+        let mut pipe = redis::pipe();
+        for n in 0..1000 {
+            let change = serde_json::json!({"change": "revoke", "record": {"kind": "jti",
+                "iss": ISS, "jti": format!("old-{batch}-{n}")}, "forget_after": forget_after,
+                "revoked_at": now()});
+            pipe.cmd("XADD")
+                .arg("long")
+                .arg("*")
+                .arg("c")
+                .arg(change.to_string())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut connection).await?;
+    }
+    let a = replica(&signer, redis_store(&redis, "long")).await;
+    let mut revoked = claims(ISS);
+    revoked["jti"] = serde_json::json!("jti-1");
+    let token = mint(&signer, &revoked);
+    a.revoke(jti(1)).await;
+
+    let mut file = file_config(vec![issuer(&signer)]);
+    file.store = redis_store(&redis, "long");
+    let b = Introspectd::start(file).await;
+    let mut unavailable = 0;
+    loop {
+        match introspect_code(&b, &token).await {
+            (Code::Unavailable, _) => unavailable += 1,
+            (Code::Ok, active) => {
+                assert!(!active, "a revoked token was active during replay");
+                break;
+            }
+            (other, _) => unreachable!("unexpected {other:?}"),
+        }
+    }
+    assert!(unavailable > 0, "the replay was over before the first call");
+    assert_eq!(reason(&b.introspect(&token).await), InactiveReason::Revoked);
+    Ok(())
+}

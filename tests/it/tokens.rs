@@ -162,10 +162,11 @@ async fn refused_tokens_are_inactive_with_their_reason() -> TestResult {
             sign(hdr(json!({"crit": ["urn:x"], "urn:x": 1})), &c),
             InactiveReason::Malformed,
         ),
+        // Not a JWS by shape, so an opaque token, and no issuer takes opaque tokens.
         (
             "not base64",
             "@@@.###.$$$".into(),
-            InactiveReason::Malformed,
+            InactiveReason::UnknownIssuer,
         ),
         (
             "not JSON",
