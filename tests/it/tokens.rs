@@ -169,8 +169,17 @@ async fn refused_tokens_are_inactive_with_their_reason() -> TestResult {
             InactiveReason::UnknownIssuer,
         ),
         (
-            "not JSON",
+            "a header that is not JSON: opaque by shape",
             format!("{0}.{0}.AA", URL_SAFE_NO_PAD.encode("hello")),
+            InactiveReason::UnknownIssuer,
+        ),
+        (
+            "a JWS whose payload is not JSON",
+            format!(
+                "{}.{}.AA",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
+                URL_SAFE_NO_PAD.encode("hello")
+            ),
             InactiveReason::Malformed,
         ),
         (
