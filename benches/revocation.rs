@@ -17,7 +17,7 @@ use introspectd::tasks::Tasks;
 use introspectd::{
     enrich::SubjectClaims,
     revocation::{Record, Revocation, RevocationSet, TokenIdentity, TokenKeys},
-    statelog::{Applier, Change, StateLog, StoreSpec},
+    statelog::{Applier, Change, RedisSpec, StateLog, StoreSpec},
 };
 
 const ISS: &str = "https://bench.test/";
@@ -161,12 +161,13 @@ async fn redis_propagation(samples: usize) {
         return;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let config = StoreSpec::Redis {
+    let config = StoreSpec::Redis(RedisSpec {
         url: format!("redis://127.0.0.1:{port}"),
         stream: "bench".into(),
         timeout: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
-    };
+        wait_replicas: 0,
+    });
     let stop = Tasks::new();
     let a_set = Arc::new(RevocationSet::new());
     let b_set = Arc::new(RevocationSet::new());

@@ -21,7 +21,7 @@ use crate::enrich;
 use crate::keys::{self, IssuerSpec, RefreshPolicy};
 use crate::opaque;
 use crate::outbound;
-use crate::statelog::StoreSpec;
+use crate::statelog::{RedisSpec, StoreSpec};
 use crate::telemetry;
 use crate::token::{self, Policy, TypPolicy};
 
@@ -223,6 +223,10 @@ pub struct StoreSection {
     pub redis_stream: String,
     /// Timeout of every Redis command.
     pub redis_timeout_ms: u64,
+    /// Redis replicas that must confirm a write (`WAIT`) before it is acknowledged; 0
+    /// acknowledges once the master has it. With Sentinel, 1 or more keeps every
+    /// acknowledged revocation through a failover.
+    pub redis_wait_replicas: u32,
     /// How long a revoked opaque token (no readable `exp`) is remembered.
     pub opaque_token_ttl_secs: u64,
     /// How often forgotten records are purged from memory and the log.
@@ -237,6 +241,7 @@ impl Default for StoreSection {
             redis_url: None,
             redis_stream: DEFAULT_REDIS_STREAM.into(),
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            redis_wait_replicas: 0,
             opaque_token_ttl_secs: DEFAULT_OPAQUE_TOKEN_TTL_SECS,
             purge_interval_secs: DEFAULT_PURGE_INTERVAL_SECS,
         }
@@ -680,24 +685,25 @@ impl StoreSection {
                     .ok_or_else(|| {
                         invalid("store.redis_url", "is required with backend = \"redis\"")
                     })?;
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://"))
+                if !["redis://", "rediss://", "unix://", "redis+sentinel://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
                 {
                     return Err(invalid(
                         "store.redis_url",
-                        "must start with redis://, rediss:// or unix://",
+                        "must start with redis://, rediss://, unix:// or redis+sentinel://",
                     ));
                 }
                 if self.redis_timeout_ms == 0 {
                     return Err(invalid("store.redis_timeout_ms", "must be positive"));
                 }
-                StoreSpec::Redis {
+                StoreSpec::Redis(RedisSpec {
                     url,
                     stream: self.redis_stream.clone(),
                     timeout: Duration::from_millis(self.redis_timeout_ms),
                     retention: Duration::from_secs(longest_lifetime.saturating_add(3600)),
-                }
+                    wait_replicas: self.redis_wait_replicas,
+                })
             }
         })
     }

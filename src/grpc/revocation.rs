@@ -58,7 +58,7 @@ impl TokenRevocation for RevocationService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        self.watch_inner(request)
+        self.watch_inner(request).await
     }
 }
 
@@ -133,7 +133,7 @@ impl RevocationService {
         }))
     }
 
-    fn watch_inner(
+    async fn watch_inner(
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<EventStream>, Status> {
@@ -144,9 +144,11 @@ impl RevocationService {
                 Status::invalid_argument("after is not a position received from this stream")
             })?),
         };
-        let events =
-            self.revocations
-                .watch(after, crate::unix_now(), &self.tasks, self.drain.clone());
+        let events = self
+            .revocations
+            .watch(after, crate::unix_now(), &self.tasks, self.drain.clone())
+            .await
+            .map_err(status::from_watch)?;
         let stream = ReceiverStream::new(events).map(|event| match event {
             Ok(WatchEvent::Revoked {
                 position,

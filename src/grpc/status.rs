@@ -59,6 +59,17 @@ pub fn from_log(error: crate::statelog::LogError) -> Status {
     )
 }
 
+/// A position the log cannot resume from is OUT_OF_RANGE: the client starts over
+/// without `after` (from the live set).
+pub fn from_watch(error: crate::revocation::WatchError) -> Status {
+    match error {
+        crate::revocation::WatchError::OutOfRange(why) => Status::out_of_range(format!(
+            "{why}: watch again without `after` to start from the live set"
+        )),
+        crate::revocation::WatchError::Log(error) => from_log(error),
+    }
+}
+
 /// The canonical name of a status code, as metrics label it.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::{AccessToken, TokenHash};
 
-pub use service::{Revocations, RevokeError, Target, WatchEvent};
+pub use service::{Revocations, RevokeError, Target, WatchError, WatchEvent};
 
 /// Longest free-text reason kept with a record.
 pub const MAX_REASON_BYTES: usize = 256;

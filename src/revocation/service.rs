@@ -11,9 +11,18 @@ use super::{
     TokenKeys, retention, token_hex,
 };
 use crate::keys::Issuers;
-use crate::statelog::{Applier, Change, LogEntry, LogError, Position, StateLog};
+use crate::statelog::{Applier, Change, LogEntry, LogError, Position, PositionError, StateLog};
 use crate::tasks::Tasks;
 use crate::token::{self, TokenHash, unverified_claims};
+
+/// Why a watch cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot resume there: {0}")]
+    OutOfRange(#[from] PositionError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
 
 /// What to revoke.
 #[derive(Debug, Clone)]
@@ -251,14 +260,19 @@ impl Revocations {
 
     /// A feed of revocations: the live set (or every change after `after`), a
     /// `CaughtUp` marker, then each change as it is applied. Fed by a task in `tasks`;
-    /// ends when `stop` fires, `tasks` shut down, or the receiver is dropped.
-    pub fn watch(
+    /// ends when `stop` fires, `tasks` shut down, or the receiver is dropped. A position
+    /// this log cannot resume from (trimmed past, or from another log) is refused, so
+    /// the watcher starts over from the live set instead of missing changes.
+    pub async fn watch(
         self: &Arc<Self>,
         after: Option<Position>,
         now: i64,
         tasks: &Tasks,
         stop: CancellationToken,
-    ) -> mpsc::Receiver<Result<WatchEvent, LogError>> {
+    ) -> Result<mpsc::Receiver<Result<WatchEvent, LogError>>, WatchError> {
+        if let Some(after) = after {
+            self.log.check_position(after).await??;
+        }
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let this = self.clone();
         tasks.spawn("watch stream", async move {
@@ -300,7 +314,7 @@ impl Revocations {
                 }
             }
         });
-        rx
+        Ok(rx)
     }
 
     /// Sends log entries after `last`; with `live_at`, only records still live then.

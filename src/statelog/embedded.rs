@@ -37,6 +37,8 @@ pub struct EmbeddedLog {
     /// `None` once closed: closing the channel ends the writer.
     writer: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The highest position ever assigned, when the file was opened.
+    last_at_open: Position,
 }
 
 impl Drop for EmbeddedLog {
@@ -102,7 +104,14 @@ impl EmbeddedLog {
             applier,
             writer: std::sync::Mutex::new(Some(writer)),
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+            last_at_open: last,
         })
+    }
+
+    /// The last position handed out: every append since the start is applied here, and
+    /// positions from before it reach up to the file's high-water mark.
+    pub fn last_position(&self) -> Position {
+        self.applier.applied().max(self.last_at_open)
     }
 
     /// Ends the writer (after the appends it has) and lets go of the file, so it can

@@ -36,6 +36,11 @@ impl MemoryLog {
         *last
     }
 
+    /// The last position handed out.
+    pub fn last_position(&self) -> Position {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     pub fn read_after(&self, after: Position, limit: usize) -> Vec<LogEntry> {
         let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entries = &guard.1;

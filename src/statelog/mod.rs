@@ -114,12 +114,27 @@ pub enum LogError {
     Encode(#[from] serde_json::Error),
     #[error("a store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Redis has the write, but fewer of its replicas than asked for confirmed it.
+    #[error("{got} of {wanted} Redis replicas confirmed the write in time")]
+    NotReplicated { wanted: u32, got: u32 },
+}
+
+/// Why a watcher cannot resume after a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PositionError {
+    #[error("the position is not one this log handed out")]
+    Unknown,
+    #[error("entries after the position have been trimmed from the log")]
+    Trimmed,
 }
 
 impl LogError {
     /// Whether the store did not answer (retrying may help), rather than failed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Redis(_) | Self::Timeout(_) | Self::Parse(_))
+        matches!(
+            self,
+            Self::Redis(_) | Self::Timeout(_) | Self::Parse(_) | Self::NotReplicated { .. }
+        )
     }
 }
 
@@ -127,16 +142,21 @@ impl LogError {
 #[derive(Clone)]
 pub enum StoreSpec {
     Memory,
-    Embedded {
-        path: std::path::PathBuf,
-    },
-    Redis {
-        url: String,
-        stream: String,
-        timeout: Duration,
-        /// Entries older than this are trimmed from the stream.
-        retention: Duration,
-    },
+    Embedded { path: std::path::PathBuf },
+    Redis(RedisSpec),
+}
+
+/// The Redis backend's settings.
+#[derive(Clone)]
+pub struct RedisSpec {
+    /// `redis://`, `rediss://`, `unix://` or `redis+sentinel://`.
+    pub url: String,
+    pub stream: String,
+    pub timeout: Duration,
+    /// Entries older than this are trimmed from the stream.
+    pub retention: Duration,
+    /// Redis replicas that must confirm a write before it is acknowledged.
+    pub wait_replicas: u32,
 }
 
 impl std::fmt::Debug for StoreSpec {
@@ -145,9 +165,10 @@ impl std::fmt::Debug for StoreSpec {
         match self {
             Self::Memory => f.write_str("memory"),
             Self::Embedded { path } => write!(f, "embedded({})", path.display()),
-            Self::Redis { url, stream, .. } => {
+            Self::Redis(RedisSpec { url, stream, .. }) => {
                 let host = url.rsplit_once('@').map_or(url.as_str(), |(_, host)| host);
                 let host = host
+                    .trim_start_matches("redis+sentinel://")
                     .trim_start_matches("redis://")
                     .trim_start_matches("rediss://");
                 write!(f, "redis({host}, stream {stream})")
@@ -167,6 +188,8 @@ pub struct Applier {
     feed: broadcast::Sender<Arc<LogEntry>>,
     /// Store errors since start.
     errors: AtomicU64,
+    /// Entries that could not be read, skipped.
+    skipped: AtomicU64,
     /// Unix seconds of the last successful exchange with the store.
     last_contact: AtomicI64,
 }
@@ -183,6 +206,7 @@ impl Applier {
             caught_up: watch::Sender::new(false),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             last_contact: AtomicI64::new(crate::unix_now()),
         })
     }
@@ -227,37 +251,49 @@ impl Applier {
         if entry.position <= *self.applied.borrow() {
             return;
         }
-        match &entry.change {
+        if let Change::Unknown = entry.change {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                position = entry.position,
+                "skipped a state log entry this version cannot read"
+            );
+        }
+        self.apply_change(&entry.change);
+        self.applied.send_replace(entry.position);
+        // No watcher is fine: the entry is in the log for anyone who asks later.
+        let _ = self.feed.send(Arc::new(entry));
+    }
+
+    /// Applies a change the store has confirmed, ahead of its turn in the log: the
+    /// writer's own replica answers with it at once, and applying it again in order
+    /// changes nothing (records are idempotent). Watchers get it in log order.
+    pub fn apply_confirmed(&self, change: &Change) {
+        self.apply_change(change);
+    }
+
+    fn apply_change(&self, change: &Change) {
+        match change {
             Change::Revoke(revocation) => self.revocations.apply(revocation),
             Change::SetSubjectClaims { iss, sub, claims } => {
                 self.subjects.set(iss, sub, claims.clone())
             }
             Change::DeleteSubjectClaims { iss, sub } => self.subjects.delete(iss, sub),
-            Change::Unknown => tracing::warn!(
-                position = entry.position,
-                "skipped a state log entry this version cannot read"
-            ),
+            Change::Unknown => {}
         }
-        self.applied.send_replace(entry.position);
-        // No watcher is fine: the entry is in the log for anyone who asks later.
-        let _ = self.feed.send(Arc::new(entry));
     }
 
     pub fn applied(&self) -> Position {
         *self.applied.borrow()
     }
 
+    /// Log entries skipped because they could not be read.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
     /// Applied entries from now on, for watchers.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
         self.feed.subscribe()
-    }
-
-    /// Waits until `position` has been applied here, for at most `timeout`.
-    pub async fn wait_applied(&self, position: Position, timeout: Duration) -> bool {
-        let mut applied = self.applied.subscribe();
-        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position))
-            .await
-            .is_ok_and(|result| result.is_ok())
     }
 }
 
@@ -267,10 +303,6 @@ pub enum StateLog {
     Embedded(embedded::EmbeddedLog),
     Redis(redis::RedisLog),
 }
-
-/// How long an append waits for its own entry to be applied on this replica (Redis:
-/// the tailer applies it) before answering anyway: it is durable either way.
-const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 impl StateLog {
     /// Opens the log and brings `applier` up to date: the embedded store replays its
@@ -291,19 +323,12 @@ impl StateLog {
                 applier.mark_caught_up();
                 Ok(Self::Embedded(log))
             }
-            StoreSpec::Redis {
-                url,
-                stream,
-                timeout,
-                retention,
-            } => {
-                let log = redis::RedisLog::open(url, stream, *timeout, *retention, applier, tasks)?;
-                Ok(Self::Redis(log))
-            }
+            StoreSpec::Redis(spec) => Ok(Self::Redis(redis::RedisLog::open(spec, applier, tasks)?)),
         }
     }
 
-    /// Appends a change. Returns once it is durable and (normally) applied here.
+    /// Appends a change. Returns once it is durable and applied here. An error means
+    /// the outcome is unknown (the store may have kept it): appending again is safe.
     pub async fn append(&self, change: Change) -> Result<Position, LogError> {
         match self {
             Self::Memory(log) => Ok(log.append(change)),
@@ -315,17 +340,8 @@ impl StateLog {
                 }
                 appended
             }
-            Self::Redis(log) => {
-                let position = log.append(change).await?;
-                if !log
-                    .applier()
-                    .wait_applied(position, READ_YOUR_WRITE_WAIT)
-                    .await
-                {
-                    tracing::warn!(position, "change stored in Redis but not applied here yet");
-                }
-                Ok(position)
-            }
+            // Applied here as soon as Redis confirmed it (see `RedisLog::append`).
+            Self::Redis(log) => log.append(change).await,
         }
     }
 
@@ -344,6 +360,25 @@ impl StateLog {
             Self::Redis(log) => log.applier().lag_secs(now),
             Self::Memory(_) | Self::Embedded(_) => 0,
         }
+    }
+
+    /// Whether a watcher may resume after `after`. Local stores remove only entries that
+    /// no longer matter (forgotten revocations, replaced subject claims), so only a
+    /// position beyond their last is refused.
+    pub async fn check_position(
+        &self,
+        after: Position,
+    ) -> Result<Result<(), PositionError>, LogError> {
+        let last = match self {
+            Self::Redis(log) => return log.check_position(after).await,
+            Self::Memory(log) => log.last_position(),
+            Self::Embedded(log) => log.last_position(),
+        };
+        Ok(if after > last {
+            Err(PositionError::Unknown)
+        } else {
+            Ok(())
+        })
     }
 
     /// Entries after `after`, oldest first, at most `limit`.

@@ -4,14 +4,24 @@
 //! (`<ms>-<seq>`) are the positions, packed into a u64 as `ms << 20 | seq`. Every replica
 //! runs a tailer that catches up with `XRANGE` and then follows with blocking `XREAD`,
 //! resuming from its last applied position after a lost connection. Every command has a
-//! timeout; a write Redis does not confirm is an error and nothing is applied.
+//! timeout. A write Redis confirmed is applied here at once (and again, harmlessly, when
+//! the tailer reaches it); a write Redis did not confirm is an error whose outcome is
+//! unknown. With `wait_replicas`, a write is confirmed only once that many Redis
+//! replicas have it (`WAIT`). The master is found directly (`redis://`) or through
+//! Sentinel (`redis+sentinel://`), again after every lost connection.
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, Value,
+    aio::MultiplexedConnection,
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
+};
 use tokio::sync::Mutex;
 
-use super::{Applier, Change, LogEntry, LogError, Position, decode, encode};
+use super::{
+    Applier, Change, LogEntry, LogError, Position, PositionError, RedisSpec, decode, encode,
+};
 use crate::tasks::Tasks;
 
 /// Field of each stream entry that holds the encoded change.
@@ -27,8 +37,81 @@ pub struct RedisLog {
     inner: Arc<Inner>,
 }
 
+/// Where the master is.
+enum Endpoint {
+    Direct(redis::Client),
+    /// Asked of the sentinels at every (re)connect, so a failover is followed.
+    Sentinel(Mutex<SentinelClient>),
+}
+
+/// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+impl Endpoint {
+    fn open(url: &str) -> Result<Self, LogError> {
+        let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) else {
+            return Ok(Self::Direct(redis::Client::open(url)?));
+        };
+        let invalid =
+            || LogError::Reply("a redis+sentinel URL is host:port[,host:port]/service[/db]");
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (Some(credentials), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or_else(invalid)?;
+        let (service, db) = match path.split_once('/') {
+            Some((service, db)) => (service, Some(db.parse::<i64>().map_err(|_| invalid())?)),
+            None => (path, None),
+        };
+        let sentinels = hosts
+            .split(',')
+            .map(|host| {
+                let (name, port) = host.rsplit_once(':')?;
+                Some(ConnectionAddr::Tcp(name.to_owned(), port.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|sentinels| !sentinels.is_empty() && !service.is_empty())
+            .ok_or_else(invalid)?;
+        let mut builder =
+            SentinelClientBuilder::new(sentinels, service, SentinelServerType::Master)?;
+        if let Some(credentials) = credentials {
+            let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
+            if !user.is_empty() {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(db) = db {
+            builder = builder.set_client_to_redis_db(db);
+        }
+        Ok(Self::Sentinel(Mutex::new(builder.build()?)))
+    }
+
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, LogError> {
+        Ok(match self {
+            Self::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?
+            }
+            Self::Sentinel(sentinel) => {
+                sentinel
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(config)
+                    .await?
+            }
+        })
+    }
+}
+
 struct Inner {
-    client: redis::Client,
+    endpoint: Endpoint,
+    /// Redis replicas that must have a write before it is acknowledged (0: the master).
+    wait_replicas: u32,
     stream: String,
     timeout: Duration,
     retention: Duration,
@@ -38,17 +121,18 @@ struct Inner {
 }
 
 impl RedisLog {
-    pub fn open(
-        url: &str,
-        stream: &str,
-        timeout: Duration,
-        retention: Duration,
-        applier: Arc<Applier>,
-        tasks: &Tasks,
-    ) -> Result<Self, LogError> {
-        let client = redis::Client::open(url)?;
+    pub fn open(spec: &RedisSpec, applier: Arc<Applier>, tasks: &Tasks) -> Result<Self, LogError> {
+        let RedisSpec {
+            url,
+            stream,
+            timeout,
+            retention,
+            wait_replicas,
+        } = spec;
+        let (timeout, retention, wait_replicas) = (*timeout, *retention, *wait_replicas);
         let inner = Arc::new(Inner {
-            client,
+            endpoint: Endpoint::open(url)?,
+            wait_replicas,
             stream: stream.to_owned(),
             timeout,
             retention,
@@ -91,19 +175,54 @@ impl RedisLog {
             }
             Change::Revoke(_) | Change::Unknown => None,
         };
-        let reply = match snapshot {
-            None => self.inner.query(Request::Cmd(&xadd)).await?,
-            Some(snapshot) => {
-                let mut pipe = redis::pipe();
-                pipe.atomic().add_command(xadd).add_command(snapshot);
-                match self.inner.query(Request::Pipe(&pipe)).await? {
-                    Value::Array(mut replies) if !replies.is_empty() => replies.swap_remove(0),
-                    other => other,
-                }
-            }
+        // One round trip: [MULTI] XADD [snapshot EXEC] [WAIT]. WAIT must follow the
+        // write on the same connection, which a pipeline guarantees.
+        let mut pipe = redis::pipe();
+        let transaction = snapshot.is_some();
+        if transaction {
+            pipe.cmd("MULTI");
+        }
+        pipe.add_command(xadd);
+        if let Some(snapshot) = snapshot {
+            pipe.add_command(snapshot).cmd("EXEC");
+        }
+        let wait = self.inner.wait_replicas;
+        if wait > 0 {
+            let wait_ms = u64::try_from(self.inner.timeout.as_millis() / 2).unwrap_or(1000);
+            pipe.cmd("WAIT").arg(wait).arg(wait_ms.max(1));
+        }
+        let Value::Array(mut replies) = self.inner.query(Request::Pipe(&pipe)).await? else {
+            return Err(LogError::Reply("a pipeline answer that is not an array"));
         };
-        let id: String = redis::from_redis_value(reply).map_err(LogError::from)?;
-        parse_id(&id).ok_or(LogError::Reply("a stream id that is not <ms>-<seq>"))
+        let replicated = match wait {
+            0 => None,
+            _ => Some(redis::from_redis_value::<u32>(
+                replies.pop().unwrap_or(Value::Nil),
+            )?),
+        };
+        let written = match (transaction, replies.pop()) {
+            (true, Some(Value::Array(mut exec))) if !exec.is_empty() => exec.swap_remove(0),
+            (false, Some(reply)) => reply,
+            _ => return Err(LogError::Reply("a transaction answer without the entry id")),
+        };
+        let id: String = redis::from_redis_value(written)?;
+        let position =
+            parse_id(&id).ok_or(LogError::Reply("a stream id that is not <ms>-<seq>"))?;
+        // Confirmed by the master: answered with from now on, here.
+        self.inner.applier.apply_confirmed(&change);
+        match replicated {
+            Some(got) if got < wait => Err(LogError::NotReplicated { wanted: wait, got }),
+            _ => Ok(position),
+        }
+    }
+
+    /// Whether a watcher may resume after `after`: a position this log handed out, with
+    /// nothing after it trimmed away.
+    pub async fn check_position(
+        &self,
+        after: Position,
+    ) -> Result<Result<(), PositionError>, LogError> {
+        self.inner.check_position(after).await
     }
 
     pub async fn read_after(
@@ -132,10 +251,58 @@ impl Inner {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(LogError::from)
+        self.endpoint.connect(&config).await
+    }
+
+    /// Whether the log can be followed on from `after`. Trimming removes the oldest
+    /// entries, so if `after` itself is still there nothing after it is gone; if it is
+    /// not, it was trimmed (and perhaps entries after it) or never was in this log.
+    async fn check_position(&self, after: Position) -> Result<Result<(), PositionError>, LogError> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("STREAM").arg(&self.stream);
+        let fields: std::collections::HashMap<String, Value> =
+            match self.query(Request::Cmd(&cmd)).await {
+                Ok(reply) => redis::from_redis_value(reply)?,
+                Err(LogError::Redis(error)) if error.to_string().contains("no such key") => {
+                    std::collections::HashMap::new()
+                }
+                Err(error) => return Err(error),
+            };
+        let number = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|value| redis::from_redis_value::<u64>(value.clone()).ok())
+                .unwrap_or(0)
+        };
+        let last = fields
+            .get("last-generated-id")
+            .and_then(|value| redis::from_redis_value::<String>(value.clone()).ok())
+            .and_then(|id| parse_id(&id))
+            .unwrap_or(0);
+        if after > last {
+            return Ok(Err(PositionError::Unknown));
+        }
+        if after == 0 {
+            let trimmed = number("entries-added") > number("length");
+            return Ok(if trimmed {
+                Err(PositionError::Trimmed)
+            } else {
+                Ok(())
+            });
+        }
+        let mut cmd = redis::cmd("XRANGE");
+        let id = format_id(after);
+        cmd.arg(&self.stream).arg(&id).arg(&id);
+        if !parse_entries(self.query(Request::Cmd(&cmd)).await?)?.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.stream).arg("-").arg("+").arg("COUNT").arg(1);
+        let first = parse_entries(self.query(Request::Cmd(&cmd)).await?)?;
+        Ok(match first.first() {
+            Some(first) if first.position < after => Err(PositionError::Unknown),
+            _ => Err(PositionError::Trimmed),
+        })
     }
 
     /// Runs one request on the shared connection, with the configured timeout. A failed
@@ -224,15 +391,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether entries after `applied` may have been trimmed away: the oldest entry left
-    /// is newer than the one after it.
+    /// Whether entries after `applied` may have been trimmed away.
     async fn trimmed_past(&self, applied: Position) -> Result<bool, LogError> {
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(&self.stream).arg("-").arg("+").arg("COUNT").arg(1);
-        let oldest = parse_entries(self.query(Request::Cmd(&cmd)).await?)?;
-        Ok(oldest
-            .first()
-            .is_some_and(|entry| entry.position > applied.saturating_add(1)))
+        Ok(self.check_position(applied).await?.is_err())
     }
 
     /// The oldest ID kept: entries older than the retention may be trimmed.
@@ -243,9 +404,8 @@ impl Inner {
     }
 }
 
-/// Follows the stream forever: catch up with XRANGE, then block on XREAD; on any error
-/// back off, reconnect and resume from the last applied position.
-/// Follows the stream until the task is stopped, reconnecting with backoff.
+/// Follows the stream until the task is stopped: catch up with XRANGE, then block on
+/// XREAD; on any error back off, reconnect and resume from the last applied position.
 async fn tail(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -378,11 +538,10 @@ fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
                 );
             }
         }
-        let payload = payload.ok_or_else(|| corrupt("entry without a change"))?;
-        entries.push(LogEntry {
-            position,
-            change: decode(&payload),
-        });
+        // An entry without a change (written by something else) is skipped, and counted,
+        // rather than stopping every entry after it.
+        let change = payload.map_or(Change::Unknown, |payload| decode(&payload));
+        entries.push(LogEntry { position, change });
     }
     Ok(entries)
 }

@@ -94,15 +94,21 @@ async fn embedded_positions_are_never_reused() -> Result<(), Box<dyn std::error:
 
 #[test]
 fn redis_url_password_is_never_shown() {
-    let config = StoreSpec::Redis {
-        url: "redis://user:s3cret@redis.internal:6379/0".into(),
-        stream: "s".into(),
-        timeout: Duration::from_secs(1),
-        retention: Duration::from_secs(1),
-    };
-    let shown = format!("{config:?}");
-    assert!(!shown.contains("s3cret"), "{shown}");
-    assert!(shown.contains("redis.internal:6379"), "{shown}");
+    for url in [
+        "redis://user:s3cret@redis.internal:6379/0",
+        "redis+sentinel://user:s3cret@redis.internal:6379,other:26379/mymaster",
+    ] {
+        let config = StoreSpec::Redis(RedisSpec {
+            url: url.into(),
+            stream: "s".into(),
+            timeout: Duration::from_secs(1),
+            retention: Duration::from_secs(1),
+            wait_replicas: 0,
+        });
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis.internal:6379"), "{shown}");
+    }
 }
 
 #[test]

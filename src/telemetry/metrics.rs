@@ -212,6 +212,10 @@ fn describe(recorder: &PrometheusRecorder) {
             "Key sets loaded and published per issuer",
         ),
         (
+            "introspectd_statelog_skipped_total",
+            "State log entries that could not be read and were skipped",
+        ),
+        (
             "introspectd_statelog_errors_total",
             "State log errors (Redis unreachable, commit failures)",
         ),
@@ -345,6 +349,11 @@ impl Observed {
             "introspectd_statelog_errors_total",
             &[],
             self.applier.errors(),
+        );
+        m.counter_total(
+            "introspectd_statelog_skipped_total",
+            &[],
+            self.applier.skipped(),
         );
         m.gauge(
             "introspectd_ready",

@@ -411,3 +411,127 @@ async fn a_replica_replaying_a_long_stream_never_calls_a_revoked_token_active() 
     assert_eq!(reason(&b.introspect(&token).await), InactiveReason::Revoked);
     Ok(())
 }
+
+async fn redis_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).unwrap_or_else(|e| unreachable!("{e}"));
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+#[tokio::test]
+async fn an_unreadable_entry_is_skipped_and_a_write_is_applied_before_its_answer() -> TestResult {
+    if !redis_available("an_unreadable_entry_is_skipped_and_a_write_is_applied_before_its_answer") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, redis_store(&redis, "junk")).await;
+    let b = replica(&signer, redis_store(&redis, "junk")).await;
+    // Something else writes an entry without our field into the stream.
+    let mut connection = redis_connection(&redis).await;
+    redis::cmd("XADD")
+        .arg("junk")
+        .arg("*")
+        .arg("other")
+        .arg("field")
+        .query_async::<String>(&mut connection)
+        .await?;
+    let mut revoked = claims(ISS);
+    revoked["jti"] = serde_json::json!("jti-7");
+    let token = mint(&signer, &revoked);
+    a.revoke(jti(7)).await;
+    // The writer answers with it at once...
+    assert_eq!(reason(&a.introspect(&token).await), InactiveReason::Revoked);
+    // ...and the other replica's tailer gets past the junk to it.
+    eventually("B to apply the revocation", || async {
+        is_revoked(&mut b.revocation().await, 7).await
+    })
+    .await;
+    b.wait_for_metric_above("introspectd_statelog_skipped_total", 0.0)
+        .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_no_redis_replica_confirms_is_unavailable_and_safe_to_retry() -> TestResult {
+    if !redis_available("a_write_no_redis_replica_confirms_is_unavailable_and_safe_to_retry") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let store = StoreSection {
+        redis_wait_replicas: 1,
+        ..redis_store(&redis, "wait")
+    };
+    let server = replica(&signer, store).await;
+    let mut client = server.revocation().await;
+    for _ in 0..2 {
+        let request = with_key(
+            ADMIN_KEY,
+            pb::RevokeRequest {
+                target: Some(jti(3)),
+                reason: String::new(),
+            },
+        );
+        let answer = client.revoke(request).await;
+        assert_eq!(answer.err().map(|s| s.code()), Some(Code::Unavailable));
+    }
+    // The outcome was unknown, not nothing: the master kept it, once per try, and the
+    // record is the same record.
+    assert!(is_revoked(&mut client, 3).await);
+    let mut connection = redis_connection(&redis).await;
+    let length: u64 = redis::cmd("XLEN")
+        .arg("wait")
+        .query_async(&mut connection)
+        .await?;
+    assert_eq!(length, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn watching_from_a_trimmed_or_foreign_position_is_out_of_range() -> TestResult {
+    if !redis_available("watching_from_a_trimmed_or_foreign_position_is_out_of_range") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let server = replica(&signer, redis_store(&redis, "trimmed")).await;
+    server.revoke(jti(1)).await;
+    let mut client = server.revocation().await;
+    let watch = |after: Option<String>| with_key(ADMIN_KEY, pb::WatchRevocationsRequest { after });
+    let mut stream = client.watch_revocations(watch(None)).await?.into_inner();
+    let mut position = String::new();
+    while let Some(event) = stream.message().await? {
+        position = event.position;
+        if event.caught_up {
+            break;
+        }
+    }
+    drop(stream);
+    assert!(
+        client
+            .watch_revocations(watch(Some(position.clone())))
+            .await
+            .is_ok()
+    );
+
+    let foreign = (u64::MAX >> 1).to_string();
+    let refused = client.watch_revocations(watch(Some(foreign))).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::OutOfRange));
+
+    server.revoke(jti(2)).await;
+    let mut connection = redis_connection(&redis).await;
+    redis::cmd("XTRIM")
+        .arg("trimmed")
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async::<u64>(&mut connection)
+        .await?;
+    let refused = client.watch_revocations(watch(Some(position))).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::OutOfRange));
+    // Starting over from the live set still works.
+    assert!(client.watch_revocations(watch(None)).await.is_ok());
+    Ok(())
+}

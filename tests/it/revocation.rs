@@ -657,3 +657,19 @@ async fn revoke_with_an_unknown_target_is_invalid_argument() -> TestResult {
     assert_eq!(answer.err().map(|e| e.code()), Some(Code::InvalidArgument));
     Ok(())
 }
+
+#[tokio::test]
+async fn watching_from_a_position_this_log_never_had_is_out_of_range() -> TestResult {
+    let s = setup().await;
+    let mut client = s.server.revocation().await;
+    let answer = client
+        .watch_revocations(with_key(
+            READER_KEY,
+            pb::WatchRevocationsRequest {
+                after: Some("123456".into()),
+            },
+        ))
+        .await;
+    assert_eq!(answer.err().map(|e| e.code()), Some(Code::OutOfRange));
+    Ok(())
+}
