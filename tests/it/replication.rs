@@ -18,7 +18,7 @@ use introspectd::{
 use jsonwebtoken::Algorithm;
 use tonic::Code;
 
-use crate::redis_server::{RedisServer, redis_available};
+use crate::redis_server::{RedisServer, Sentinel, redis_available};
 use crate::support::*;
 
 const ISS: &str = "https://replicated.test/";
@@ -533,5 +533,93 @@ async fn watching_from_a_trimmed_or_foreign_position_is_out_of_range() -> TestRe
     assert_eq!(refused.err().map(|s| s.code()), Some(Code::OutOfRange));
     // Starting over from the live set still works.
     assert!(client.watch_revocations(watch(None)).await.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> TestResult {
+    if !redis_available("a_sentinel_failover_loses_no_revocation_acknowledged_with_wait") {
+        return Ok(());
+    }
+    let mut master = RedisServer::start();
+    let redis_replica = RedisServer::start_replica_of(&master);
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&master)).collect();
+    eventually(
+        "the sentinels to see the replica and each other",
+        || async { sentinels.iter().all(|sentinel| sentinel.knows_replicas(1)) },
+    )
+    .await;
+    let url = format!(
+        "redis+sentinel://{}/mymaster",
+        sentinels
+            .iter()
+            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let store = StoreSection {
+        backend: StoreBackend::Redis,
+        redis_url: Some(url),
+        redis_stream: "failover".into(),
+        redis_timeout_ms: 500,
+        redis_wait_replicas: 1,
+        ..StoreSection::default()
+    };
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, store.clone()).await;
+
+    // A writer that records what was acknowledged; the master dies under it.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let mut client = a.revocation().await;
+    let written = acknowledged.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let writer = tokio::spawn(async move {
+        for n in 0..2000 {
+            if stopped.is_cancelled() {
+                break;
+            }
+            let request = with_key(
+                ADMIN_KEY,
+                pb::RevokeRequest {
+                    target: Some(jti(n)),
+                    reason: String::new(),
+                },
+            );
+            if client.revoke(request).await.is_ok() {
+                written.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    eventually("some acknowledged writes", || async {
+        acknowledged.lock().unwrap_or_else(|e| e.into_inner()).len() >= 20
+    })
+    .await;
+    master.kill();
+    let promoted = redis_replica.port;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sentinels[0].master_port() != Some(promoted) {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    writer.await?;
+
+    // A replica that starts now reads everything from the promoted master.
+    let b = replica(&signer, store).await;
+    let mut b_client = b.revocation().await;
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert!(acknowledged.len() >= 20);
+    for n in acknowledged {
+        assert!(
+            is_revoked(&mut b_client, n).await,
+            "acknowledged jti-{n} was lost"
+        );
+    }
     Ok(())
 }
