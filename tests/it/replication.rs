@@ -569,33 +569,8 @@ async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> Tes
     let a = replica(&signer, store.clone()).await;
 
     // A writer that records what was acknowledged; the master dies under it.
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let mut client = a.revocation().await;
-    let written = acknowledged.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopped = stop.clone();
-    let writer = tokio::spawn(async move {
-        for n in 0..2000 {
-            if stopped.is_cancelled() {
-                break;
-            }
-            let request = with_key(
-                ADMIN_KEY,
-                pb::RevokeRequest {
-                    target: Some(jti(n)),
-                    reason: String::new(),
-                },
-            );
-            if client.revoke(request).await.is_ok() {
-                written.lock().unwrap_or_else(|e| e.into_inner()).push(n);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    eventually("some acknowledged writes", || async {
-        acknowledged.lock().unwrap_or_else(|e| e.into_inner()).len() >= 20
-    })
-    .await;
+    let writer = Writer::start(&a).await;
+    writer.wait_for(20).await;
     master.kill();
     let promoted = redis_replica.port;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -604,17 +579,103 @@ async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> Tes
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    writer.await?;
+    let acknowledged = writer.stop().await?;
 
     // A replica that starts now reads everything from the promoted master.
     let b = replica(&signer, store).await;
     let mut b_client = b.revocation().await;
-    let acknowledged = acknowledged
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     assert!(acknowledged.len() >= 20);
+    for n in acknowledged {
+        assert!(
+            is_revoked(&mut b_client, n).await,
+            "acknowledged jti-{n} was lost"
+        );
+    }
+    Ok(())
+}
+
+/// Revokes jti-0, jti-1, ... one after another until stopped, remembering which
+/// revocations were acknowledged.
+struct Writer {
+    acknowledged: Arc<Mutex<Vec<usize>>>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(server: &Introspectd) -> Self {
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut client = server.revocation().await;
+        let (written, stopped) = (acknowledged.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            for n in 0..10_000 {
+                if stopped.is_cancelled() {
+                    break;
+                }
+                let request = with_key(
+                    ADMIN_KEY,
+                    pb::RevokeRequest {
+                        target: Some(jti(n)),
+                        reason: String::new(),
+                    },
+                );
+                if client.revoke(request).await.is_ok() {
+                    written.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Self {
+            acknowledged,
+            stop,
+            task,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    async fn wait_for(&self, count: usize) {
+        eventually(&format!("{count} acknowledged writes"), || async {
+            self.count() >= count
+        })
+        .await;
+    }
+
+    /// Stops writing; what was acknowledged.
+    async fn stop(self) -> Result<Vec<usize>, tokio::task::JoinError> {
+        self.stop.cancel();
+        self.task.await?;
+        Ok(self
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+}
+
+#[tokio::test]
+async fn redis_killed_under_writes_keeps_every_acknowledged_revocation() -> TestResult {
+    if !redis_available("redis_killed_under_writes_keeps_every_acknowledged_revocation") {
+        return Ok(());
+    }
+    let mut redis = RedisServer::start();
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, redis_store(&redis, "killed")).await;
+    let writer = Writer::start(&a).await;
+    writer.wait_for(30).await;
+    redis.kill();
+    let before_restart = writer.count();
+    redis.restart();
+    writer.wait_for(before_restart + 10).await;
+    let acknowledged = writer.stop().await?;
+    let b = replica(&signer, redis_store(&redis, "killed")).await;
+    let mut b_client = b.revocation().await;
     for n in acknowledged {
         assert!(
             is_revoked(&mut b_client, n).await,
