@@ -198,9 +198,10 @@ impl App {
             .set_service_status(grpc::LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
         let (ready_tx, ready_rx) = watch::channel(false);
-        self.report_readiness(health.clone(), ready_tx.clone());
-
         let drain = CancellationToken::new();
+        let stop_readiness = CancellationToken::new();
+        self.report_readiness(health.clone(), ready_tx.clone(), stop_readiness.clone());
+
         let grpc_server = self.grpc_server(health_service, listeners.grpc, drain.clone())?;
         let http_server = self.http_server(listeners.http, ready_rx, drain.clone());
         let mut grpc_server = std::pin::pin!(grpc_server);
@@ -218,6 +219,7 @@ impl App {
             None => {
                 let grace = self.config.shutdown_grace;
                 tracing::info!(?grace, "shutting down: draining in-flight calls");
+                stop_readiness.cancel();
                 ready_tx.send_replace(false);
                 set_serving(&health, false).await;
                 drain.cancel();
@@ -255,16 +257,37 @@ impl App {
             });
     }
 
-    /// Serving once every issuer's keys have loaded and the store has caught up.
-    fn report_readiness(&self, health: HealthReporter, ready: watch::Sender<bool>) {
+    /// Serving once every issuer's keys have loaded and the store has caught up, and
+    /// for as long as the store can commit; never again once draining starts.
+    fn report_readiness(
+        &self,
+        health: HealthReporter,
+        ready: watch::Sender<bool>,
+        stop: CancellationToken,
+    ) {
         let issuers = self.issuers.clone();
         let applier = self.applier.clone();
         self.tasks.spawn("readiness", async move {
             issuers.wait_all_loaded().await;
             applier.wait_caught_up().await;
-            set_serving(&health, true).await;
-            ready.send_replace(true);
-            tracing::info!("ready: every issuer's keys loaded and the store caught up");
+            let mut store = applier.store_health();
+            loop {
+                let healthy = *store.borrow_and_update();
+                if stop.is_cancelled() {
+                    return;
+                }
+                set_serving(&health, healthy).await;
+                ready.send_replace(healthy);
+                if healthy {
+                    tracing::info!("ready: every issuer's keys loaded and the store caught up");
+                } else {
+                    tracing::warn!("not ready: the state store cannot commit");
+                }
+                tokio::select! {
+                    changed = store.changed() => if changed.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+            }
         });
     }
 

@@ -29,10 +29,20 @@ const MAX_BATCH: usize = 1024;
 
 type Pending = (Change, oneshot::Sender<Result<Position, LogError>>);
 
-pub struct EmbeddedLog {
-    /// `None` once closed. Readers clone the handle for one read at a time, so the file
-    /// is released as soon as those in flight finish.
+/// The open database, shared by the writer and readers. `None` once closed, and while
+/// the writer reopens it after a failed commit. Readers clone the handle for one read at
+/// a time, so the file is released as soon as those in flight finish.
+#[derive(Default)]
+struct Handle {
     db: std::sync::RwLock<Option<Arc<Database>>>,
+    /// Set by `close`: the writer never reopens a closed log.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+type Shared = Arc<Handle>;
+
+pub struct EmbeddedLog {
+    db: Shared,
     applier: Arc<Applier>,
     /// `None` once closed: closing the channel ends the writer.
     writer: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
@@ -55,22 +65,12 @@ impl EmbeddedLog {
     /// Opens (or creates) the file, replays it into `applier`, and starts the writer.
     pub async fn open(path: PathBuf, applier: Arc<Applier>) -> Result<Self, LogError> {
         let replay_applier = applier.clone();
+        let path_for_writer = path.clone();
         let (db, last) = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
-            let db = Database::create(&path).map_err(|e| LogError::Open {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            {
-                let txn = db.begin_write().map_err(embedded)?;
-                txn.open_table(LOG).map_err(embedded)?;
-                txn.open_table(EXPIRY).map_err(embedded)?;
-                txn.open_table(META).map_err(embedded)?;
-                txn.open_table(SUBJECTS).map_err(embedded)?;
-                txn.commit().map_err(embedded)?;
-            }
+            let db = open_database(&path)?;
             let txn = db.begin_read().map_err(embedded)?;
             let log = txn.open_table(LOG).map_err(embedded)?;
             let mut last = 0;
@@ -92,17 +92,25 @@ impl EmbeddedLog {
         })
         .await??;
 
-        let (writer, requests) = mpsc::channel(MAX_BATCH * 4);
-        let writer_db = db.clone();
-        let writer_applier = applier.clone();
+        let (sender, requests) = mpsc::channel(MAX_BATCH * 4);
+        let shared: Shared = Arc::new(Handle {
+            db: std::sync::RwLock::new(Some(db)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let writer = Writer {
+            db: shared.clone(),
+            path: path_for_writer,
+            applier: applier.clone(),
+            last,
+        };
         let writer_thread = std::thread::Builder::new()
             .name("statelog-writer".into())
-            .spawn(move || write_loop(&writer_db, &writer_applier, requests, last))
+            .spawn(move || writer.run(requests))
             .map_err(embedded)?;
         Ok(Self {
-            db: std::sync::RwLock::new(Some(db)),
+            db: shared,
             applier,
-            writer: std::sync::Mutex::new(Some(writer)),
+            writer: std::sync::Mutex::new(Some(sender)),
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             last_at_open: last,
         })
@@ -131,8 +139,11 @@ impl EmbeddedLog {
 
     /// Drops this log's handles; the writer thread, still finishing, is returned to join.
     fn detach(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.db
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.writer.lock().map(|mut writer| writer.take()).ok();
-        self.db.write().map(|mut db| db.take()).ok();
+        self.db.db.write().map(|mut db| db.take()).ok();
         self.writer_thread
             .lock()
             .ok()
@@ -141,6 +152,7 @@ impl EmbeddedLog {
 
     fn db(&self) -> Result<Arc<Database>, LogError> {
         self.db
+            .db
             .read()
             .ok()
             .and_then(|db| db.clone())
@@ -219,39 +231,90 @@ impl EmbeddedLog {
     }
 }
 
-fn write_loop(
-    db: &Database,
-    applier: &Applier,
-    mut requests: mpsc::Receiver<Pending>,
-    mut last: Position,
-) {
-    while let Some(first) = requests.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        match commit(db, &batch, last) {
-            Ok(entries) => {
-                for ((_, done), entry) in batch.into_iter().zip(entries) {
-                    let position = entry.position;
-                    last = position;
-                    applier.apply(entry);
-                    let _ = done.send(Ok(position));
+/// Opens (or creates) the file with every table in it.
+fn open_database(path: &std::path::Path) -> Result<Database, LogError> {
+    let db = Database::create(path).map_err(|e| LogError::Open {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    let txn = db.begin_write().map_err(embedded)?;
+    txn.open_table(LOG).map_err(embedded)?;
+    txn.open_table(EXPIRY).map_err(embedded)?;
+    txn.open_table(META).map_err(embedded)?;
+    txn.open_table(SUBJECTS).map_err(embedded)?;
+    txn.commit().map_err(embedded)?;
+    Ok(db)
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Shared,
+    path: PathBuf,
+    applier: Arc<Applier>,
+    last: Position,
+}
+
+impl Writer {
+    fn run(mut self, mut requests: mpsc::Receiver<Pending>) {
+        while let Some(first) = requests.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "state log commit failed; the appends are refused");
-                let error = Arc::new(error);
-                for (_, done) in batch {
-                    let _ = done.send(Err(LogError::Commit(error.clone())));
+            match self.commit(&batch) {
+                Ok(entries) => {
+                    self.applier.note_store_healthy(true);
+                    for ((_, done), entry) in batch.into_iter().zip(entries) {
+                        let position = entry.position;
+                        self.last = position;
+                        self.applier.apply(entry);
+                        let _ = done.send(Ok(position));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "state log commit failed; the appends are refused");
+                    self.applier.note_store_healthy(false);
+                    let error = Arc::new(error);
+                    for (_, done) in batch {
+                        let _ = done.send(Err(LogError::Commit(error.clone())));
+                    }
                 }
             }
         }
+        tracing::debug!("state log writer stopped");
     }
-    tracing::debug!("state log writer stopped");
+
+    /// Commits a batch. After a failed commit redb refuses every later one ("previous
+    /// I/O error"), so the handle is dropped and the next batch reopens the file: a full
+    /// disk that is freed, or a volume that comes back, needs no restart.
+    fn commit(&mut self, batch: &[Pending]) -> Result<Vec<LogEntry>, LogError> {
+        let current = self.db.db.read().ok().and_then(|db| db.clone());
+        let db = match current {
+            Some(db) => db,
+            None if self.db.closed.load(std::sync::atomic::Ordering::Acquire) => {
+                return Err(LogError::Closed);
+            }
+            None => {
+                let reopened = Arc::new(open_database(&self.path)?);
+                if let Ok(mut slot) = self.db.db.write() {
+                    *slot = Some(reopened.clone());
+                }
+                tracing::info!("state log reopened after a failed commit");
+                reopened
+            }
+        };
+        let committed = commit(&db, batch, self.last);
+        if committed.is_err() {
+            drop(db);
+            if let Ok(mut slot) = self.db.db.write() {
+                slot.take();
+            }
+        }
+        committed
+    }
 }
 
 fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEntry>, LogError> {

@@ -185,6 +185,9 @@ pub struct Applier {
     applied: watch::Sender<Position>,
     /// Whether the log has been applied up to the head it had at start.
     caught_up: watch::Sender<bool>,
+    /// Whether the local store can commit (an embedded store after a failed commit
+    /// cannot until it reopens); a replica is not ready while it cannot.
+    store_healthy: watch::Sender<bool>,
     feed: broadcast::Sender<Arc<LogEntry>>,
     /// Store errors since start.
     errors: AtomicU64,
@@ -204,6 +207,7 @@ impl Applier {
             subjects,
             applied: watch::Sender::new(0),
             caught_up: watch::Sender::new(false),
+            store_healthy: watch::Sender::new(true),
             feed: broadcast::Sender::new(FEED_CAPACITY),
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -223,6 +227,20 @@ impl Applier {
         let mut caught_up = self.caught_up.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = caught_up.wait_for(|caught_up| *caught_up).await;
+    }
+
+    /// Whether the store can commit changed.
+    pub fn note_store_healthy(&self, healthy: bool) {
+        self.store_healthy.send_if_modified(|current| {
+            let changed = *current != healthy;
+            *current = healthy;
+            changed
+        });
+    }
+
+    /// Follows whether the store can commit.
+    pub fn store_health(&self) -> watch::Receiver<bool> {
+        self.store_healthy.subscribe()
     }
 
     /// The store answered.

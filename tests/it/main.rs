@@ -2,6 +2,7 @@
 //! HTTP JWKS server on port 0, generated keys, the generated gRPC client.
 
 mod cli;
+mod disk;
 mod enrichment;
 mod helm;
 mod http;
