@@ -157,7 +157,8 @@ fn introspector_paths(c: &mut Criterion) {
             overwrite_registered: false,
         },
     ];
-    let pipeline = Pipeline::new(&enrich, &http);
+    let budget = Arc::new(introspectd::outbound::Budget::new(16, 1000));
+    let pipeline = Pipeline::new(&enrich, &http, &budget);
     let enriched_subjects = Arc::new(introspectd::enrich::SubjectClaims::new());
     let subject_claims = json!({"role": "admin", "manager": "bob"});
     if let serde_json::Value::Object(claims) = subject_claims {

@@ -9,7 +9,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{
     ServingStatus,
@@ -22,7 +21,7 @@ use crate::config::Config;
 use crate::enrich::{ClaimsAdmin, Pipeline, SubjectClaims};
 use crate::grpc::{
     self,
-    layers::{AuthLayer, MetricsLayer},
+    layers::{AuthLayer, MetricsLayer, ShedLayer},
     pb::{
         subject_claims_admin_server::SubjectClaimsAdminServer,
         token_introspection_server::TokenIntrospectionServer,
@@ -32,6 +31,7 @@ use crate::grpc::{
 use crate::http;
 use crate::introspect::Introspector;
 use crate::keys::{self, Issuers};
+use crate::listener::{self, Incoming};
 use crate::outbound::{self, OutboundError};
 use crate::revocation::{RevocationSet, Revocations};
 use crate::statelog::{Applier, LogError, StateLog};
@@ -147,9 +147,11 @@ impl App {
         let pipelines = config
             .issuers
             .iter()
-            .map(|issuer| {
-                let iss = issuer.keys.policy.issuer.clone();
-                (iss, Arc::new(Pipeline::new(&issuer.enrich, &http_client)))
+            .filter_map(|settings| {
+                let iss = &settings.keys.policy.issuer;
+                let budget = issuers.get(iss)?.budget();
+                let pipeline = Pipeline::new(&settings.enrich, &http_client, budget);
+                Some((iss.clone(), Arc::new(pipeline)))
             })
             .collect();
         let introspector = Arc::new(Introspector::new(
@@ -317,10 +319,17 @@ impl App {
         let claims =
             SubjectClaimsAdminServer::new(grpc::ClaimsService::new(self.claims_admin.clone()))
                 .max_decoding_message_size(max);
+        let limits = self.config.limits;
         let layers = tower::ServiceBuilder::new()
             .layer(MetricsLayer::new(self.metrics.clone()))
+            .layer(ShedLayer::new(limits.max_concurrent_requests))
             .layer(AuthLayer::new(self.api_keys.clone()));
+        let incoming = Incoming::new(listener, self.listener_limits());
         Ok(tonic::transport::Server::builder()
+            // Callers' own grpc-timeout is honoured when shorter.
+            .timeout(limits.request_timeout)
+            .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout))
             .trace_fn(|request| {
                 let span = tracing::info_span!("grpc", grpc.path = %request.uri().path());
                 crate::telemetry::parent_from_headers(&span, request.headers());
@@ -332,7 +341,7 @@ impl App {
             .add_service(introspection)
             .add_service(revocation)
             .add_service(claims)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 drain.cancelled().await;
             }))
     }
@@ -358,11 +367,26 @@ impl App {
             ready,
             dev_jwks: self.dev_jwks.clone(),
         };
-        let router = http::router(state, self.api_keys.clone());
-        std::future::IntoFuture::into_future(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { drain.cancelled().await }),
-        )
+        let limits = self.config.limits;
+        let call_limits = http::CallLimits {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+            timeout: limits.request_timeout,
+        };
+        let router = http::router(state, self.api_keys.clone(), call_limits);
+        let serve_limits = http::ServeLimits {
+            listener: self.listener_limits(),
+            header_read_timeout: limits.http_header_read_timeout,
+        };
+        http::serve(listener, router, serve_limits, drain)
+    }
+
+    /// Each listener gets at most 40% of the descriptors the process may open.
+    fn listener_limits(&self) -> listener::Limits {
+        let limits = self.config.limits;
+        listener::Limits {
+            max_connections: listener::cap_connections(limits.max_connections, 0.4),
+            first_byte_timeout: limits.first_byte_timeout,
+        }
     }
 }
 

@@ -121,6 +121,24 @@ pub struct ServerSection {
     pub shutdown_grace_secs: u64,
     /// Whether gRPC answers carry the machine-readable reason for an inactive token.
     pub expose_inactive_reason: bool,
+    /// Longest a call may take (gRPC callers' own `grpc-timeout` is honoured when
+    /// shorter); past it the call is DEADLINE_EXCEEDED (HTTP 504).
+    pub request_timeout_ms: u64,
+    /// Calls in progress at once, per listener; more are refused at once with
+    /// RESOURCE_EXHAUSTED (HTTP 503) rather than queued. Health checks are never refused.
+    pub max_concurrent_requests: usize,
+    /// Open connections per listener; further clients wait in the kernel's backlog.
+    /// Lowered at start to 40% of the process's open-file limit.
+    pub max_connections: usize,
+    /// A connection that sends nothing this long after it opens is closed.
+    pub first_byte_timeout_ms: u64,
+    /// HTTP: the request headers must arrive within this (also the keep-alive idle
+    /// timeout).
+    pub http_header_read_timeout_ms: u64,
+    /// gRPC: an HTTP/2 ping on connections quiet this long, and the connection closed
+    /// when the ping is not answered within `grpc_keepalive_timeout_secs`.
+    pub grpc_keepalive_interval_secs: u64,
+    pub grpc_keepalive_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -132,6 +150,13 @@ impl Default for ServerSection {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             expose_inactive_reason: false,
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 4_096,
+            max_connections: 4_096,
+            first_byte_timeout_ms: 10_000,
+            http_header_read_timeout_ms: 10_000,
+            grpc_keepalive_interval_secs: 30,
+            grpc_keepalive_timeout_secs: 10,
         }
     }
 }
@@ -311,6 +336,11 @@ pub struct IssuerSection {
     /// Opaque tokens starting with one of these (e.g. `["ory_at_"]` for Hydra) go to this
     /// issuer's endpoint and no other.
     pub opaque_token_prefixes: Vec<String>,
+    /// Calls in flight at once to this issuer's introspection endpoint and remote
+    /// enrichers; more are refused (UNAVAILABLE) rather than queued.
+    pub max_outbound_concurrency: usize,
+    /// Calls per second to them, at most (a burst of as many is allowed).
+    pub max_outbound_per_second: u32,
     /// Allow `http://` URLs to non-loopback hosts for this issuer's keys, discovery,
     /// introspection endpoint and remote enrichers. Tokens and secrets then cross the
     /// network in clear: only inside a network that encrypts for you.
@@ -355,6 +385,8 @@ impl Default for IssuerSection {
             introspection_timeout_ms: DEFAULT_INTROSPECTION_TIMEOUT_MS,
             opaque_token_prefixes: Vec::new(),
             allow_insecure_http: false,
+            max_outbound_concurrency: 32,
+            max_outbound_per_second: 200,
             require_iat: None,
             require_token_type: false,
             accept_opaque_without_aud: false,
@@ -471,6 +503,7 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub shutdown_grace: Duration,
     pub expose_inactive_reason: bool,
+    pub limits: Limits,
     pub telemetry: telemetry::Settings,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
@@ -478,6 +511,18 @@ pub struct Config {
     pub opaque_token_ttl_secs: i64,
     pub purge_interval: Duration,
     pub issuers: Vec<IssuerSettings>,
+}
+
+/// What bounds the listeners and calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    pub max_connections: usize,
+    pub first_byte_timeout: Duration,
+    pub http_header_read_timeout: Duration,
+    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_timeout: Duration,
 }
 
 /// One issuer, validated: what the key registry needs, and its enrichers.
@@ -546,6 +591,7 @@ impl FileConfig {
                 "must be at least server.max_token_bytes",
             ));
         }
+        let limits = server.limits()?;
         let issuers = validate_issuers(self.issuers, &self.opaque)?;
         let api_keys = self.auth.validate()?;
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
@@ -569,6 +615,7 @@ impl FileConfig {
             max_request_bytes: server.max_request_bytes,
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
             expose_inactive_reason: server.expose_inactive_reason,
+            limits,
             telemetry,
             cache_max_entries: self.cache.max_entries,
             api_keys,
@@ -667,6 +714,45 @@ fn validate_telemetry(
         service_name: section.service_name,
         sample_ratio: section.sample_ratio,
     })
+}
+
+impl ServerSection {
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        for (key, value) in [
+            ("server.request_timeout_ms", self.request_timeout_ms),
+            ("server.first_byte_timeout_ms", self.first_byte_timeout_ms),
+            (
+                "server.http_header_read_timeout_ms",
+                self.http_header_read_timeout_ms,
+            ),
+            (
+                "server.grpc_keepalive_interval_secs",
+                self.grpc_keepalive_interval_secs,
+            ),
+            (
+                "server.grpc_keepalive_timeout_secs",
+                self.grpc_keepalive_timeout_secs,
+            ),
+            (
+                "server.max_concurrent_requests",
+                self.max_concurrent_requests as u64,
+            ),
+            ("server.max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        Ok(Limits {
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_connections: self.max_connections,
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            http_header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
+            grpc_keepalive_interval: Duration::from_secs(self.grpc_keepalive_interval_secs),
+            grpc_keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_secs),
+        })
+    }
 }
 
 impl StoreSection {
@@ -797,6 +883,7 @@ impl IssuerSection {
                 source,
                 refresh,
                 opaque,
+                outbound: (self.max_outbound_concurrency, self.max_outbound_per_second),
             },
             enrich,
         })

@@ -41,20 +41,86 @@ pub struct HttpState {
     pub dev_jwks: Option<Arc<Value>>,
 }
 
+/// What bounds the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    pub listener: crate::listener::Limits,
+    /// A request's headers must arrive within this; between requests on a kept-alive
+    /// connection it is the idle timeout.
+    pub header_read_timeout: std::time::Duration,
+}
+
+/// Serves `router` on `listener` until `drain` fires, then lets the connections finish
+/// their requests. Unlike a bare `axum::serve`, a client that opens connections and
+/// sends nothing, or half a request, cannot hold them: the header timeout closes them,
+/// and at most `max_connections` are open at once.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    drain: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let connections = tokio_util::task::TaskTracker::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.listener.max_connections));
+    loop {
+        let connection = tokio::select! {
+            connection = crate::listener::accept(&listener, &permits, limits.listener) => connection,
+            () = drain.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let drain = drain.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let served =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(connection), service);
+            let mut served = std::pin::pin!(served);
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(%error, "HTTP connection ended");
+                    }
+                }
+                () = drain.cancelled() => {
+                    served.as_mut().graceful_shutdown();
+                    let _ = served.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// How many calls run at once and how long one may take.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub timeout: std::time::Duration,
+}
+
 /// The routes; `api_keys` decide who may call the ones that need a key, before their
-/// handler (and before the body is parsed).
-pub fn router(state: HttpState, api_keys: Arc<ApiKeys>) -> Router {
+/// handler (and before the body is parsed); `limits` bound the calls that do work.
+pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> Router {
     let guarded = |access: Access| {
         axum::middleware::from_fn_with_state((api_keys.clone(), access), authenticate)
     };
+    let bounded = axum::middleware::from_fn_with_state(limits, bound);
     let mut router = Router::new()
         .route(
             "/oauth2/introspect",
-            post(introspect).route_layer(guarded(Access::Introspection)),
+            post(introspect)
+                .route_layer(guarded(Access::Introspection))
+                .route_layer(bounded.clone()),
         )
         .route(
             "/oauth2/revoke",
-            post(revoke).route_layer(guarded(Access::Role(Role::Revoke))),
+            post(revoke)
+                .route_layer(guarded(Access::Role(Role::Revoke)))
+                .route_layer(bounded),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -84,6 +150,26 @@ async fn authenticate(
             next.run(request).await
         }
         Err(denied) => refused(denied),
+    }
+}
+
+/// 503 at once when too many calls are in progress; 504 when one runs too long.
+async fn bound(State(limits): State<CallLimits>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(json!({ "error": "temporarily_unavailable" })),
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({ "error": "temporarily_unavailable" })),
+        )
+            .into_response(),
     }
 }
 

@@ -23,6 +23,7 @@
 //! | [`auth`] | API keys, roles, and who may make which call |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
+//! | [`listener`] | accepting connections: a cap per listener, back-off on `EMFILE`, a first-byte timeout |
 //! | [`outbound`] | the one HTTP client and its error handling, for every outbound call |
 //! | [`ttl_map`] | the bounded expiring map behind every cache |
 //! | [`digest`] | fixed-size keys from strings |
@@ -45,6 +46,7 @@ pub mod grpc;
 pub mod http;
 pub mod introspect;
 pub mod keys;
+pub mod listener;
 pub mod opaque;
 pub mod outbound;
 pub mod revocation;

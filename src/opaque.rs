@@ -197,6 +197,10 @@ async fn ask(
     token: &str,
 ) -> Result<Option<Map<String, Value>>, OpaqueError> {
     let iss = || issuer.policy.issuer.clone();
+    let _slot = issuer
+        .budget()
+        .spend()
+        .map_err(|source| OpaqueError::Outbound { iss: iss(), source })?;
     let mut request = issuer
         .http()
         .post(&endpoint.url)

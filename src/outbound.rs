@@ -24,6 +24,58 @@ pub enum OutboundError {
     NotAnObject,
     #[error("{0}")]
     Insecure(#[from] InsecureUrl),
+    /// This issuer's outbound budget (calls in flight, calls per second) is spent.
+    #[error("too many calls to this issuer's services right now")]
+    OverBudget,
+}
+
+/// What calls to one issuer's services (its introspection endpoint, its remote
+/// enrichers) may use: a number in flight, and a rate. Requests that would go past
+/// either are refused at once, so a flood of unknown tokens cannot turn introspectd into
+/// a reflector onto the issuer, nor pile up waiting.
+#[derive(Debug)]
+pub struct Budget {
+    in_flight: tokio::sync::Semaphore,
+    bucket: std::sync::Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    per_second: f64,
+    refilled_at: tokio::time::Instant,
+}
+
+impl Budget {
+    pub fn new(max_in_flight: usize, per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self {
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens: per_second,
+                per_second,
+                refilled_at: tokio::time::Instant::now(),
+            }),
+        }
+    }
+
+    /// A slot for one call, held until dropped.
+    pub fn spend(&self) -> Result<tokio::sync::SemaphorePermit<'_>, OutboundError> {
+        let permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| OutboundError::OverBudget)?;
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * bucket.per_second).min(bucket.per_second);
+        bucket.refilled_at = now;
+        if bucket.tokens < 1.0 {
+            return Err(OutboundError::OverBudget);
+        }
+        bucket.tokens -= 1.0;
+        Ok(permit)
+    }
 }
 
 /// Why a URL may not be called. It names the rule, not the URL.

@@ -35,6 +35,7 @@ async fn issuer_from_file(path: &Path) -> Arc<Issuer> {
         source: Source::File(path.to_owned()),
         refresh,
         opaque: None,
+        outbound: (16, 1000),
     };
     let issuer = Arc::new(Issuer::new(spec, reqwest::Client::new()));
     issuer.load().await.unwrap_or_else(|e| unreachable!("{e}"));

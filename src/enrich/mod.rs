@@ -25,6 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Map, Value};
 
+use crate::outbound::Budget;
 use crate::token::AccessToken;
 
 pub use admin::{ClaimsAdmin, ClaimsError};
@@ -210,8 +211,9 @@ impl Enrichment {
 pub type Precomputed = Vec<Option<Arc<Map<String, Value>>>>;
 
 impl Pipeline {
-    /// The enrichers of `specs`, in order; remote ones share `http`.
-    pub fn new(specs: &[Spec], http: &reqwest::Client) -> Self {
+    /// The enrichers of `specs`, in order; remote ones share `http` and the issuer's
+    /// outbound `budget`.
+    pub fn new(specs: &[Spec], http: &reqwest::Client, budget: &Arc<Budget>) -> Self {
         let enrichers = specs
             .iter()
             .enumerate()
@@ -236,7 +238,12 @@ impl Pipeline {
                         overwrite_registered,
                     } => (Stage::Subject, *overwrite_registered),
                     Spec::Remote(remote) => (
-                        Stage::Remote(RemoteEnricher::new(index, remote, http.clone())),
+                        Stage::Remote(RemoteEnricher::new(
+                            index,
+                            remote,
+                            http.clone(),
+                            budget.clone(),
+                        )),
                         remote.overwrite_registered,
                     ),
                 };

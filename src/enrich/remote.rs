@@ -13,7 +13,7 @@ use std::{
 use serde_json::{Map, Value};
 
 use super::{OnError, OutOfBounds, RemoteSpec, SubjectKey, check_claims};
-use crate::outbound::{self, OutboundError};
+use crate::outbound::{self, Budget, OutboundError};
 use crate::token::AccessToken;
 use crate::ttl_map::TtlMap;
 
@@ -43,6 +43,8 @@ pub struct RemoteEnricher {
     max_response_bytes: usize,
     fail_closed: bool,
     http: reqwest::Client,
+    /// The issuer's outbound budget, shared with its introspection endpoint.
+    budget: Arc<Budget>,
     /// Claims by subject, as they are served.
     cache: TtlMap<SubjectKey, Arc<Map<String, Value>>>,
     failures: AtomicU64,
@@ -51,7 +53,12 @@ pub struct RemoteEnricher {
 }
 
 impl RemoteEnricher {
-    pub fn new(index: usize, spec: &RemoteSpec, http: reqwest::Client) -> Self {
+    pub fn new(
+        index: usize,
+        spec: &RemoteSpec,
+        http: reqwest::Client,
+        budget: Arc<Budget>,
+    ) -> Self {
         Self {
             name: format!("remote[{index}]"),
             url: spec.url.clone(),
@@ -60,6 +67,7 @@ impl RemoteEnricher {
             max_response_bytes: spec.max_response_bytes,
             fail_closed: spec.on_error == OnError::Closed,
             http,
+            budget,
             cache: TtlMap::new(MAX_CACHED_SUBJECTS),
             failures: AtomicU64::new(0),
             open_until: AtomicI64::new(0),
@@ -114,6 +122,7 @@ impl RemoteEnricher {
     }
 
     async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, RemoteError> {
+        let _slot = self.budget.spend()?;
         let request = self.http.post(&self.url).json(&token.to_json());
         let claims = outbound::json_object(request, self.timeout, self.max_response_bytes).await?;
         check_claims(&claims)?;

@@ -52,7 +52,8 @@ fn strings(values: &[&str]) -> Vec<String> {
 }
 
 fn pipeline(specs: &[Spec]) -> Pipeline {
-    Pipeline::new(specs, &reqwest::Client::new())
+    let budget = Arc::new(crate::outbound::Budget::new(16, 1000));
+    Pipeline::new(specs, &reqwest::Client::new(), &budget)
 }
 
 async fn enrich(

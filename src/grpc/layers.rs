@@ -212,6 +212,94 @@ where
     }
 }
 
+// === impl ShedLayer ===
+
+/// Refuses a call at once with RESOURCE_EXHAUSTED when `limit` calls are in progress,
+/// instead of queueing it behind them: a client that retries elsewhere does better
+/// than one that waits. Health checks and reflection are never refused.
+#[derive(Clone)]
+pub struct ShedLayer {
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl ShedLayer {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limit)),
+        }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed {
+            inner,
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Shed<S> {
+    inner: S,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Shed<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Admitted<Holding<S::Future>, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let permit = if route_of(request.uri().path()).access == Access::Open {
+            None
+        } else {
+            match self.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let refused = Status::resource_exhausted("too many calls in progress; retry");
+                    return Admitted::Refused {
+                        response: Some(refused.into_http()),
+                    };
+                }
+            }
+        };
+        Admitted::Called {
+            call: Holding {
+                call: self.inner.call(request),
+                _permit: permit,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call holding its in-flight slot until it completes.
+    pub struct Holding<F> {
+        #[pin]
+        call: F,
+        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().call.poll(cx)
+    }
+}
+
 // === impl MetricsLayer ===
 
 /// Counts every listed call by method and status code, with its latency (until the

@@ -59,6 +59,7 @@ async fn fixture(load: bool, endpoint: Option<String>) -> Fixture {
         source: Source::Inline(crate::token::sign::jwks(&[&signer]).to_string()),
         refresh: refresh(),
         opaque: None,
+        outbound: (16, 1000),
     }];
     if let Some(url) = endpoint {
         specs.push(IssuerSpec {
@@ -72,6 +73,7 @@ async fn fixture(load: bool, endpoint: Option<String>) -> Fixture {
                 cache_secs: 60,
                 timeout: Duration::from_secs(2),
             }),
+            outbound: (16, 1000),
         });
     }
     let issuers = Arc::new(Issuers::new(specs, reqwest::Client::new()));

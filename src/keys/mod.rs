@@ -91,6 +91,8 @@ pub struct IssuerSpec {
     pub refresh: RefreshPolicy,
     /// Where its opaque tokens are introspected, if anywhere.
     pub opaque: Option<opaque::Endpoint>,
+    /// Calls in flight and per second to its introspection endpoint and enrichers.
+    pub outbound: (usize, u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +328,8 @@ pub struct Issuer {
     refresh: RefreshPolicy,
     /// Its RFC 7662 endpoint for opaque tokens, if any.
     pub opaque: Option<opaque::Endpoint>,
+    /// What calls to its endpoint and enrichers may use.
+    budget: Arc<crate::outbound::Budget>,
     current: ArcSwapOption<KeySet>,
     /// Bumped whenever a new key set lacks a key the previous one had (dropped, or
     /// replaced under the same kid), so cached verifications made with it are not
@@ -350,12 +354,14 @@ impl Issuer {
             source,
             refresh,
             opaque,
+            outbound: (max_in_flight, per_second),
         } = spec;
         Self {
             policy,
             source,
             refresh,
             opaque,
+            budget: Arc::new(crate::outbound::Budget::new(max_in_flight, per_second)),
             current: ArcSwapOption::empty(),
             epoch: AtomicU64::new(0),
             loaded_at: AtomicI64::new(0),
@@ -370,6 +376,11 @@ impl Issuer {
     /// The HTTP client for this issuer's endpoints.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// What calls to this issuer's endpoint and enrichers may use.
+    pub fn budget(&self) -> &Arc<crate::outbound::Budget> {
+        &self.budget
     }
 
     /// The current key set; `None` until the first load.
