@@ -8,6 +8,7 @@ mod helm;
 mod http;
 mod keys;
 mod lifecycle;
+mod limits;
 mod logs;
 mod observability;
 mod opaque;

@@ -545,9 +545,32 @@ pub fn write_config(
 
 /// Runs `introspectd serve` as its own process and waits for /readyz.
 pub async fn spawn_serve(config: &std::path::Path, stderr: std::process::Stdio) -> Process {
+    spawn_with(
+        std::process::Command::new(env!("CARGO_BIN_EXE_introspectd")),
+        config,
+        stderr,
+    )
+    .await
+}
+
+/// [`spawn_serve`] with the process's open-file limit set to `limit` (`ulimit -n`).
+pub async fn spawn_serve_with_open_files(config: &std::path::Path, limit: u32) -> Process {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_introspectd"));
+    spawn_with(command, config, std::process::Stdio::null()).await
+}
+
+async fn spawn_with(
+    mut command: std::process::Command,
+    config: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> Process {
     let grpc = free_addr();
     let http = free_addr();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_introspectd"))
+    let child = command
         .arg("serve")
         .arg("--config")
         .arg(config)

@@ -1,0 +1,226 @@
+//! Bounded resources: half-open connections against a process with a normal descriptor
+//! limit, a flood of random opaque tokens, server-side deadlines and load shedding.
+
+use std::{
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, routing::post};
+use introspectd::{config::IssuerSection, grpc::pb};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::*;
+
+const ISS: &str = "https://limits.test/";
+
+/// An introspection endpoint that answers "inactive" after `delay_ms`, counting calls.
+#[derive(Default)]
+struct SlowIdp {
+    calls: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+async fn slow_idp(delay: Duration) -> (String, Arc<SlowIdp>) {
+    async fn answer(State(idp): State<Arc<SlowIdp>>) -> Json<Value> {
+        idp.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = idp.delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        Json(json!({"active": false}))
+    }
+    let idp = Arc::new(SlowIdp::default());
+    idp.delay_ms.store(
+        u64::try_from(delay.as_millis()).unwrap_or(0),
+        Ordering::SeqCst,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let app = Router::new()
+        .route("/introspect", post(answer))
+        .with_state(idp.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/introspect"), idp)
+}
+
+fn opaque_issuer(endpoint: &str) -> IssuerSection {
+    let signer = key(Algorithm::ES256, "es");
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        introspection_endpoint: Some(endpoint.into()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+async fn introspect_code(
+    client: &mut pb::token_introspection_client::TokenIntrospectionClient<
+        tonic::transport::Channel,
+    >,
+    token: String,
+) -> Code {
+    match client
+        .introspect(pb::IntrospectRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test]
+async fn half_open_http_connections_do_not_starve_new_calls() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let signer = key(Algorithm::ES256, "es");
+    let issuer = IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    };
+    let config = write_config(dir.path(), vec![issuer], |file| {
+        file.server.http_header_read_timeout_ms = 1_000;
+        file.server.first_byte_timeout_ms = 1_000;
+    });
+    // A normal descriptor limit: 1,100 connections are more than it allows.
+    let process = spawn_serve_with_open_files(&config, 1024).await;
+
+    let mut held = Vec::with_capacity(1100);
+    for _ in 0..1100 {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&process.http),
+        )
+        .await
+        else {
+            continue; // the kernel's backlog is full: that is the point.
+        };
+        let _ = tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        )
+        .await;
+        held.push(stream);
+    }
+    assert!(held.len() > 1024, "only {} connections opened", held.len());
+
+    // gRPC is served at once; HTTP once the header timeout has cleared the half-open.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", process.grpc))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let health = tokio::time::timeout(
+        Duration::from_secs(2),
+        HealthClient::new(channel).check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await??;
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+    let healthz = format!("http://{}/healthz", process.http);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let answer = http.get(&healthz).send().await?;
+    assert_eq!(answer.status(), 200);
+    drop(held);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_of_random_opaque_tokens_reaches_the_issuer_at_a_bounded_rate() -> TestResult {
+    let (endpoint, idp) = slow_idp(Duration::ZERO).await;
+    let issuer = IssuerSection {
+        max_outbound_per_second: 50,
+        ..opaque_issuer(&endpoint)
+    };
+    let server = Introspectd::start_ready(file_config(vec![issuer])).await;
+    let started = tokio::time::Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..16 {
+        let mut client = server.client().await;
+        callers.spawn(async move {
+            let mut unavailable = 0;
+            for n in 0..100 {
+                let token = format!("random-{caller}-{n}");
+                if introspect_code(&mut client, token).await == Code::Unavailable {
+                    unavailable += 1;
+                }
+            }
+            unavailable
+        });
+    }
+    let mut unavailable = 0;
+    while let Some(count) = callers.join_next().await {
+        unavailable += count?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let reached = idp.calls.load(Ordering::SeqCst) as f64;
+    // A burst of 50, then 50 per second.
+    assert!(
+        reached <= 50.0 + 50.0 * seconds + 5.0,
+        "{reached} calls reached the issuer in {seconds:.1} s"
+    );
+    assert!(unavailable > 0, "none of 1,600 random tokens was refused");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_is_cut_at_the_server_deadline() -> TestResult {
+    let (endpoint, _idp) = slow_idp(Duration::from_secs(5)).await;
+    let mut file = file_config(vec![opaque_issuer(&endpoint)]);
+    file.server.request_timeout_ms = 300;
+    let server = Introspectd::start_ready(file).await;
+    let mut client = server.client().await;
+    let started = tokio::time::Instant::now();
+    let code = introspect_code(&mut client, "slow-token".into()).await;
+    assert!(
+        matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+        "{code:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_past_the_concurrency_limit_are_shed_and_health_is_not() -> TestResult {
+    let (endpoint, _idp) = slow_idp(Duration::from_millis(800)).await;
+    let mut file = file_config(vec![opaque_issuer(&endpoint)]);
+    file.server.max_concurrent_requests = 2;
+    let server = Introspectd::start_ready(file).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let mut client = server.client().await;
+        calls.spawn(async move { introspect_code(&mut client, format!("busy-{n}")).await });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.health("").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let mut exhausted = 0;
+    while let Some(code) = calls.join_next().await {
+        if code? == Code::ResourceExhausted {
+            exhausted += 1;
+        }
+    }
+    assert!(exhausted >= 5, "only {exhausted} of 10 calls were shed");
+    let _ = std::io::stderr().flush();
+    Ok(())
+}
