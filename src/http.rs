@@ -199,10 +199,11 @@ async fn jwks(State(state): State<HttpState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct IntrospectForm {
+/// The RFC 7662 / RFC 7009 request form.
+#[derive(Debug, Deserialize)]
+pub struct IntrospectForm {
     #[serde(default)]
-    token: String,
+    pub token: String,
     #[serde(default)]
     #[allow(dead_code)] // RFC 7662: a hint the server may ignore.
     token_type_hint: Option<String>,
@@ -210,7 +211,7 @@ struct IntrospectForm {
 
 /// The form of a request, parsed only once the caller is authorized (RFC 6749 section
 /// 5.2: a body that is not the expected form is `invalid_request`).
-fn parse_form(body: &[u8]) -> Option<IntrospectForm> {
+pub fn parse_form(body: &[u8]) -> Option<IntrospectForm> {
     serde_urlencoded::from_bytes(body).ok()
 }
 

@@ -209,12 +209,18 @@ async fn ask(
     if let Some((id, secret)) = &endpoint.credentials {
         request = request.basic_auth(id, Some(secret));
     }
-    let mut answer = outbound::json_object(request, endpoint.timeout, MAX_ANSWER_BYTES)
+    let answer = outbound::json_object(request, endpoint.timeout, MAX_ANSWER_BYTES)
         .await
         .map_err(|source| OpaqueError::Outbound { iss: iss(), source })?;
+    members_if_active(answer).ok_or_else(|| OpaqueError::NoActiveMember { iss: iss() })
+}
+
+/// An RFC 7662 answer: `Some(Some(members))` for an active token, `Some(None)` for an
+/// inactive one, `None` for an answer without a boolean `active`.
+pub fn members_if_active(mut answer: Map<String, Value>) -> Option<Option<Map<String, Value>>> {
     match answer.remove("active") {
-        Some(Value::Bool(true)) => Ok(Some(answer)),
-        Some(Value::Bool(false)) => Ok(None),
-        _ => Err(OpaqueError::NoActiveMember { iss: iss() }),
+        Some(Value::Bool(true)) => Some(Some(answer)),
+        Some(Value::Bool(false)) => Some(None),
+        _ => None,
     }
 }

@@ -94,17 +94,23 @@ async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<Fetched, KeysEr
 /// OIDC Discovery 1.0 section 4: the document's `issuer` must equal the configured one
 /// exactly, or the keys would belong to someone else.
 async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, KeysError> {
-    #[derive(serde::Deserialize)]
-    struct Metadata {
-        issuer: String,
-        jwks_uri: String,
-    }
     let uri = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
     let (_, body) = get(http, &uri).await.map_err(KeysError::DiscoveryFetch)?;
-    let metadata: Metadata = serde_json::from_slice(&body).map_err(KeysError::DiscoveryParse)?;
+    jwks_uri_from_discovery(&body, issuer)
+}
+
+/// The `jwks_uri` of an OIDC discovery document, which must name `issuer` exactly.
+pub fn jwks_uri_from_discovery(document: &[u8], issuer: &str) -> Result<String, KeysError> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let metadata: Metadata =
+        serde_json::from_slice(document).map_err(KeysError::DiscoveryParse)?;
     if metadata.issuer != issuer {
         return Err(KeysError::DiscoveryIssuer {
             found: metadata.issuer,

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::opaque;
 use crate::token::{Policy, Reason, Rejection};
 
-pub use fetch::KeysError;
+pub use fetch::{KeysError, jwks_uri_from_discovery};
 
 /// Smallest RSA modulus accepted (RFC 7518 section 3.3).
 const MIN_RSA_BITS: usize = 2048;

@@ -429,7 +429,7 @@ fn encode(change: &Change) -> Result<Vec<u8>, LogError> {
 
 /// Decodes an entry; one that does not decode becomes `Unknown` (and is skipped) rather
 /// than an error that would stop every later entry from being applied.
-fn decode(bytes: &[u8]) -> Change {
+pub fn decode(bytes: &[u8]) -> Change {
     serde_json::from_slice(bytes).unwrap_or_else(|error| {
         tracing::error!(%error, "a state log entry does not decode; skipping it");
         Change::Unknown
