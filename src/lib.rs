@@ -53,6 +53,8 @@ pub mod revocation;
 pub mod statelog;
 pub mod tasks;
 pub mod telemetry;
+#[cfg(test)]
+mod test_util;
 pub mod token;
 pub mod ttl_map;
 

@@ -210,13 +210,7 @@ mod tests {
                     "{}"
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::test_util::serve_on_loopback(app).await;
         // Credentials and a query in the URL: no error may show them.
         format!("http://user:s3cret@{addr}")
     }
@@ -261,10 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_keeps_its_cause_but_not_the_url() {
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .and_then(|listener| listener.local_addr())
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let closed = crate::test_util::closed_port().await;
         let url = format!("http://user:s3cret@{closed}/jwks");
         let error = object(&url, Duration::from_secs(2)).await;
         let Err(error) = error else {

@@ -196,16 +196,10 @@ async fn endpoint(calls: Arc<AtomicUsize>) -> String {
             _ => json!({"active": false}),
         })
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| unreachable!("{e}"));
     let app = Router::new()
         .route("/introspect", post(answer))
         .with_state(calls);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = crate::test_util::serve_on_loopback(app).await;
     format!("http://{addr}/introspect")
 }
 
@@ -239,10 +233,7 @@ async fn an_inactive_opaque_answer_is_remembered_briefly() {
 #[tokio::test]
 async fn an_endpoint_that_cannot_answer_is_undecided_not_inactive() {
     // A port nothing listens on.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|e| unreachable!("{e}"));
+    let closed = crate::test_util::closed_port().await;
     let f = fixture(true, Some(format!("http://{closed}/introspect"))).await;
     let answer = f
         .introspector

@@ -109,8 +109,7 @@ pub fn jwks_uri_from_discovery(document: &[u8], issuer: &str) -> Result<String, 
         issuer: String,
         jwks_uri: String,
     }
-    let metadata: Metadata =
-        serde_json::from_slice(document).map_err(KeysError::DiscoveryParse)?;
+    let metadata: Metadata = serde_json::from_slice(document).map_err(KeysError::DiscoveryParse)?;
     if metadata.issuer != issuer {
         return Err(KeysError::DiscoveryIssuer {
             found: metadata.issuer,

@@ -249,8 +249,6 @@ async fn key_fetches_follow_no_redirect() -> TestResult {
     let signer = key(Algorithm::RS256, "rs");
     let target = JwksServer::start(&[&signer]).await;
     let redirect_to = target.jwks_uri();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/jwks.json",
         axum::routing::get(move || {
@@ -258,7 +256,7 @@ async fn key_fetches_follow_no_redirect() -> TestResult {
             async move { axum::response::Redirect::temporary(&location) }
         }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_on_loopback(app).await;
     let section = issuer_section(ISS, &format!("http://{addr}/jwks.json"), &["RS256"]);
     let server = Introspectd::start(file_config(vec![section])).await;
     server

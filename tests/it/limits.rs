@@ -40,16 +40,10 @@ async fn slow_idp(delay: Duration) -> (String, Arc<SlowIdp>) {
         u64::try_from(delay.as_millis()).unwrap_or(0),
         Ordering::SeqCst,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| unreachable!("{e}"));
     let app = Router::new()
         .route("/introspect", post(answer))
         .with_state(idp.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_on_loopback(app).await;
     (format!("http://{addr}/introspect"), idp)
 }
 

@@ -109,21 +109,10 @@ async fn introspection(
 
 async fn idp() -> (String, Arc<Idp>) {
     let state = Arc::new(Idp::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let url = format!(
-        "http://{}/oauth2/introspect",
-        listener
-            .local_addr()
-            .unwrap_or_else(|e| unreachable!("{e}"))
-    );
     let app = Router::new()
         .route("/oauth2/introspect", post(introspection))
         .with_state(state.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = format!("http://{}/oauth2/introspect", serve_on_loopback(app).await);
     (url, state)
 }
 
@@ -333,8 +322,6 @@ async fn each_opaque_token_goes_only_to_its_own_issuer() -> TestResult {
 #[tokio::test]
 async fn a_redirect_never_carries_a_token_elsewhere() -> TestResult {
     let (elsewhere, thief) = idp().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let app = Router::new().route(
         "/oauth2/introspect",
         post(move || {
@@ -342,7 +329,7 @@ async fn a_redirect_never_carries_a_token_elsewhere() -> TestResult {
             async move { axum::response::Redirect::temporary(&location) }
         }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_on_loopback(app).await;
     let server = server(&format!("http://{addr}/oauth2/introspect"), 60).await;
     let answer = server
         .client()

@@ -479,6 +479,19 @@ pub fn reason(response: &pb::IntrospectResponse) -> pb::InactiveReason {
         .unwrap_or(pb::InactiveReason::Unspecified)
 }
 
+/// Serves `app` on a fresh loopback port for the rest of the test.
+pub async fn serve_on_loopback(app: axum::Router) -> SocketAddr {
+    let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Ok(listener) => listener,
+        Err(e) => unreachable!("bind: {e}"),
+    };
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// Polls `check` every 50 ms until it holds (10 s at most): for background refreshes,
 /// whose timing the test does not control.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
