@@ -38,6 +38,7 @@ use crate::statelog::{Applier, LogError, StateLog};
 use crate::tasks::Tasks;
 use crate::telemetry::metrics::{Metrics, Observed};
 use crate::unix_now;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// How often expired entries leave the verified-token cache.
 const CACHE_PURGE_INTERVAL: Duration = Duration::from_secs(30);
@@ -324,6 +325,12 @@ impl App {
         let claims =
             SubjectClaimsAdminServer::new(grpc::ClaimsService::new(self.claims_admin.clone()))
                 .max_decoding_message_size(max);
+        let ext_authz = AuthorizationServer::new(grpc::ExtAuthzService::new(
+            self.introspector.clone(),
+            self.metrics.clone(),
+            Arc::new(self.config.gateway.clone()),
+        ))
+        .max_decoding_message_size(max);
         let limits = self.config.limits;
         let layers = tower::ServiceBuilder::new()
             .layer(MetricsLayer::new(self.metrics.clone()))
@@ -347,6 +354,7 @@ impl App {
             .add_service(introspection)
             .add_service(revocation)
             .add_service(claims)
+            .add_service(ext_authz)
             .serve_with_incoming_shutdown(incoming, async move {
                 drain.cancelled().await;
             }))
@@ -369,6 +377,7 @@ impl App {
             }),
             metrics: self.metrics.clone(),
             introspector: self.introspector.clone(),
+            gateway: Arc::new(self.config.gateway.clone()),
             revocations: self.revocations.clone(),
             ready,
             dev_jwks: self.dev_jwks.clone(),
@@ -414,6 +423,7 @@ const SERVED: &[&str] = &[
     <TokenIntrospectionServer<grpc::IntrospectionService> as tonic::server::NamedService>::NAME,
     <TokenRevocationServer<grpc::RevocationService> as tonic::server::NamedService>::NAME,
     <SubjectClaimsAdminServer<grpc::ClaimsService> as tonic::server::NamedService>::NAME,
+    <AuthorizationServer<grpc::ExtAuthzService> as tonic::server::NamedService>::NAME,
 ];
 
 /// Waits up to `grace` for both servers to finish their in-flight calls.

@@ -93,8 +93,70 @@ pub struct FileConfig {
     pub telemetry: TelemetrySection,
     /// How opaque tokens find their issuer's endpoint.
     pub opaque: OpaqueSection,
+    /// How gateways (Envoy ext_authz, forward-auth) are answered.
+    pub gateway: GatewaySection,
     /// The issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// `realm` of the `WWW-Authenticate` answers.
+    pub realm: String,
+    /// The request header that carries the bearer token.
+    pub token_header: String,
+    /// Headers added to the upstream request: any of `sub`, `client_id`, `scope`,
+    /// `claims` (the answer as base64url JSON), as `x-introspectd-<name>`.
+    pub upstream_headers: Vec<String>,
+    /// Envoy: remove the token header from the upstream request.
+    pub remove_token_header: bool,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        let defaults = crate::gateway::Settings::default();
+        Self {
+            realm: defaults.realm,
+            token_header: defaults.token_header,
+            upstream_headers: ["sub", "client_id", "scope", "claims"]
+                .map(String::from)
+                .to_vec(),
+            remove_token_header: defaults.remove_token_header,
+        }
+    }
+}
+
+impl GatewaySection {
+    fn validate(&self) -> Result<crate::gateway::Settings, ConfigError> {
+        use crate::gateway::UpstreamHeader;
+        let upstream_headers = self
+            .upstream_headers
+            .iter()
+            .map(|name| match name.as_str() {
+                "sub" => Ok(UpstreamHeader::Sub),
+                "client_id" => Ok(UpstreamHeader::ClientId),
+                "scope" => Ok(UpstreamHeader::Scope),
+                "claims" => Ok(UpstreamHeader::Claims),
+                other => Err(invalid(
+                    "gateway.upstream_headers",
+                    format!("{other:?} is not one of sub, client_id, scope, claims"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.token_header.is_empty() || self.realm.contains('"') {
+            return Err(invalid(
+                "gateway",
+                "token_header must be set and realm must not contain a quote",
+            ));
+        }
+        Ok(crate::gateway::Settings {
+            realm: self.realm.clone(),
+            token_header: self.token_header.to_ascii_lowercase(),
+            upstream_headers,
+            remove_token_header: self.remove_token_header,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -504,6 +566,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub expose_inactive_reason: bool,
     pub limits: Limits,
+    pub gateway: crate::gateway::Settings,
     pub telemetry: telemetry::Settings,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
@@ -592,6 +655,7 @@ impl FileConfig {
             ));
         }
         let limits = server.limits()?;
+        let gateway = self.gateway.validate()?;
         let issuers = validate_issuers(self.issuers, &self.opaque)?;
         let api_keys = self.auth.validate()?;
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
@@ -616,6 +680,7 @@ impl FileConfig {
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
             expose_inactive_reason: server.expose_inactive_reason,
             limits,
+            gateway,
             telemetry,
             cache_max_entries: self.cache.max_entries,
             api_keys,

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `POST /oauth2/introspect` | RFC 7662: form `token` (+ `token_type_hint`), JSON answer |
 //! | `POST /oauth2/revoke` | RFC 7009: form `token` (+ `token_type_hint`); API key with `revoke` |
+//! | `ANY /authz` | forward-auth for nginx, Traefik, Caddy (see [`crate::gateway`]) |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once every issuer's keys loaded, 503 before and while draining |
 //! | `GET /metrics` | Prometheus text format |
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::{Access, ApiKeys, Caller, Denied, Role, bearer_key};
-use crate::introspect::{Introspection, Introspector};
+use crate::introspect::Introspector;
 use crate::revocation::{Revocations, RevokeError, Target};
 use crate::telemetry::metrics::{Metrics, Observed, Surface};
 use crate::token::CallPolicy;
@@ -34,6 +35,7 @@ use crate::token::CallPolicy;
 #[derive(Clone)]
 pub struct HttpState {
     pub introspector: Arc<Introspector>,
+    pub gateway: Arc<crate::gateway::Settings>,
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
     pub observed: Arc<Observed>,
@@ -105,22 +107,31 @@ pub struct CallLimits {
 /// The routes; `api_keys` decide who may call the ones that need a key, before their
 /// handler (and before the body is parsed); `limits` bound the calls that do work.
 pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> Router {
-    let guarded = |access: Access| {
-        axum::middleware::from_fn_with_state((api_keys.clone(), access), authenticate)
+    let guarded = |access: Access, key: KeyFrom| {
+        axum::middleware::from_fn_with_state((api_keys.clone(), access, key), authenticate)
     };
     let bounded = axum::middleware::from_fn_with_state(limits, bound);
     let mut router = Router::new()
         .route(
             "/oauth2/introspect",
             post(introspect)
-                .route_layer(guarded(Access::Introspection))
+                .route_layer(guarded(Access::Introspection, KeyFrom::Authorization))
                 .route_layer(bounded.clone()),
         )
         .route(
             "/oauth2/revoke",
             post(revoke)
-                .route_layer(guarded(Access::Role(Role::Revoke)))
-                .route_layer(bounded),
+                .route_layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization))
+                .route_layer(bounded.clone()),
+        )
+        // Forward-auth: `Authorization` carries the token being checked, so the
+        // gateway's own key (when one is needed) comes in `x-introspectd-api-key`.
+        .route(
+            "/authz",
+            // `any` routes every method through its fallback, which only `layer` wraps.
+            axum::routing::any(authz)
+                .layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))
+                .layer(bounded),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -131,17 +142,33 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
     router.with_state(state)
 }
 
+/// Where a caller's API key is.
+#[derive(Debug, Clone, Copy)]
+enum KeyFrom {
+    /// `Authorization: Bearer <key>`.
+    Authorization,
+    /// `x-introspectd-api-key: <key>`.
+    ApiKeyHeader,
+}
+
+const API_KEY_HEADER: &str = "x-introspectd-api-key";
+
 /// Admits a caller (RFC 6750 answers for a refusal), and hands the [`Caller`] to the
 /// handler as an extension.
 async fn authenticate(
-    State((keys, access)): State<(Arc<ApiKeys>, Access)>,
+    State((keys, access, from)): State<(Arc<ApiKeys>, Access, KeyFrom)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|value| bearer_key(value.as_bytes()));
+    let headers = request.headers();
+    let presented = match from {
+        KeyFrom::Authorization => headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|value| bearer_key(value.as_bytes())),
+        KeyFrom::ApiKeyHeader => headers
+            .get(API_KEY_HEADER)
+            .map(|value| value.to_str().unwrap_or("\u{0}").trim()),
+    };
     match keys.admit(access, presented) {
         Ok(caller) => {
             if let Some(caller) = caller {
@@ -244,7 +271,7 @@ async fn introspect(
                 answer.outcome.as_ref().err().map(|r| r.reason),
                 answer.cache_hit,
             );
-            Json(rfc7662(&answer)).into_response()
+            Json(answer.rfc7662()).into_response()
         }
         Err(error) => {
             tracing::warn!(%error, "introspection could not be decided");
@@ -253,6 +280,90 @@ async fn introspect(
                 Json(json!({ "error": "temporarily_unavailable" })),
             )
                 .into_response()
+        }
+    }
+}
+
+/// Forward-auth for nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`:
+/// any method; the token in the configured header; the route's policy from the query
+/// (`?scope=a&scope=b&audience=x`). 200 with `x-introspectd-*` headers, or 401/403 with
+/// `WWW-Authenticate`; 503 when introspectd cannot decide (nginx makes that a 500).
+async fn authz(
+    State(state): State<HttpState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let mut route = crate::gateway::RoutePolicy::default();
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "scope" => route
+                .required_scopes
+                .extend(value.split_whitespace().map(str::to_owned)),
+            "audience" if !value.is_empty() => route.audience = Some(value),
+            _ => {}
+        }
+    }
+    let settings = &state.gateway;
+    let token = headers
+        .get(settings.token_header.as_str())
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::gateway::bearer_token);
+    tracing::debug!(
+        http.method = ?headers.get("x-forwarded-method"),
+        http.uri = ?headers.get("x-forwarded-uri").or(headers.get("x-original-uri")),
+        "forward-auth"
+    );
+    let decision = match token {
+        None => settings.missing_token(),
+        Some(token) => {
+            let policy = CallPolicy {
+                required_scopes: &route.required_scopes,
+                audience: route.audience.as_deref(),
+            };
+            match state
+                .introspector
+                .introspect(token, policy, crate::unix_now())
+                .await
+            {
+                Ok(answer) => {
+                    state.metrics.record_introspection(
+                        Surface::Http,
+                        answer.outcome.as_ref().err().map(|r| r.reason),
+                        answer.cache_hit,
+                    );
+                    settings.decide(&answer, &route)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "forward-auth could not be decided");
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+            }
+        }
+    };
+    match decision {
+        crate::gateway::Decision::Allow { headers, .. } => {
+            let mut response = StatusCode::OK.into_response();
+            for (name, value) in headers {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        crate::gateway::Decision::Deny {
+            status,
+            www_authenticate,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut response = status.into_response();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&www_authenticate) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, value);
+            }
+            response
         }
     }
 }
@@ -317,18 +428,4 @@ async fn revoke(
                 .into_response()
         }
     }
-}
-
-/// RFC 7662 section 2.2: members at the top level, the token's other claims beside them
-/// (never replacing a member), then enrichment claims (which replace a member only where
-/// their enricher is configured to); an inactive token is `{"active": false}` and
-/// nothing else.
-pub fn rfc7662(answer: &Introspection) -> Value {
-    let Ok(token) = &answer.outcome else {
-        return json!({ "active": false });
-    };
-    let mut out = token.to_json();
-    out.extend(answer.enrichment.merged());
-    out.insert("active".into(), json!(true));
-    Value::Object(out)
 }

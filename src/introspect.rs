@@ -33,6 +33,20 @@ impl Introspection {
     pub fn is_active(&self) -> bool {
         self.outcome.is_ok()
     }
+
+    /// RFC 7662 section 2.2: members at the top level, the token's other claims beside
+    /// them (never replacing a member), then enrichment claims (which replace a member
+    /// only where their enricher is configured to); an inactive token is
+    /// `{"active": false}` and nothing else.
+    pub fn rfc7662(&self) -> serde_json::Value {
+        let Ok(token) = &self.outcome else {
+            return serde_json::json!({ "active": false });
+        };
+        let mut out = token.to_json();
+        out.extend(self.enrichment.merged());
+        out.insert("active".into(), serde_json::Value::Bool(true));
+        serde_json::Value::Object(out)
+    }
 }
 
 /// Cases where the service cannot decide; an invalid token is never one of them.

@@ -20,6 +20,7 @@
 //! | [`revocation`] | the revocation set; revoke, check and watch |
 //! | [`statelog`] | the ordered log of changes: memory, embedded (redb), Redis Streams |
 //! | [`enrich`] | enrichers ([`enrich::Spec`]) and per-subject claims |
+//! | [`gateway`] | the decision gateways ask for (ext_authz, forward-auth), as headers or an RFC 6750 denial |
 //! | [`auth`] | API keys, roles, and who may make which call |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
@@ -42,6 +43,7 @@ pub mod config;
 pub mod dev;
 pub mod digest;
 pub mod enrich;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod introspect;

@@ -6,6 +6,7 @@
 mod claims;
 pub mod codec;
 mod convert;
+mod ext_authz;
 mod introspection;
 pub mod layers;
 mod revocation;
@@ -13,6 +14,7 @@ pub mod status;
 
 pub use claims::ClaimsService;
 pub use convert::{json_to_struct, struct_to_json};
+pub use ext_authz::ExtAuthzService;
 pub use introspection::IntrospectionService;
 pub use revocation::RevocationService;
 

@@ -4,6 +4,7 @@
 mod cli;
 mod disk;
 mod enrichment;
+mod gateways;
 mod helm;
 mod http;
 mod keys;

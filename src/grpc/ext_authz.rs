@@ -1,0 +1,180 @@
+//! Envoy's external authorization, `envoy.service.auth.v3.Authorization/Check`: the
+//! gateway decision ([`crate::gateway`]) for the request Envoy describes. The token comes
+//! from the configured header, the route's policy from `context_extensions`
+//! (`required_scopes`, space-separated, and `audience`). When introspectd cannot decide
+//! the call fails with `UNAVAILABLE`, so Envoy's `failure_mode_allow` decides.
+
+use std::{collections::HashMap, sync::Arc};
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::{protobuf::Struct as EnvoyStruct, rpc};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::{convert::json_to_struct, status};
+use crate::gateway::{self, Decision, RoutePolicy};
+use crate::introspect::Introspector;
+use crate::telemetry::metrics::{Metrics, Surface};
+use crate::token::CallPolicy;
+
+pub struct ExtAuthzService {
+    introspector: Arc<Introspector>,
+    metrics: Arc<Metrics>,
+    settings: Arc<gateway::Settings>,
+}
+
+impl ExtAuthzService {
+    pub fn new(
+        introspector: Arc<Introspector>,
+        metrics: Arc<Metrics>,
+        settings: Arc<gateway::Settings>,
+    ) -> Self {
+        Self {
+            introspector,
+            metrics,
+            settings,
+        }
+    }
+}
+
+/// The route's requirements, as set in Envoy's per-route `context_extensions`.
+fn route_policy(extensions: &HashMap<String, String>) -> RoutePolicy {
+    RoutePolicy {
+        required_scopes: extensions
+            .get("required_scopes")
+            .map(|scopes| scopes.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        audience: extensions
+            .get("audience")
+            .filter(|audience| !audience.is_empty())
+            .cloned(),
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let attributes = request.into_inner().attributes.unwrap_or_default();
+        let route = route_policy(&attributes.context_extensions);
+        let headers = attributes
+            .request
+            .and_then(|request| request.http)
+            .map(|http| http.headers)
+            .unwrap_or_default();
+        let token = headers
+            .get(&self.settings.token_header)
+            .and_then(|value| gateway::bearer_token(value));
+        let decision = match token {
+            None => self.settings.missing_token(),
+            Some(token) => {
+                let policy = CallPolicy {
+                    required_scopes: &route.required_scopes,
+                    audience: route.audience.as_deref(),
+                };
+                let answer = self
+                    .introspector
+                    .introspect(token, policy, crate::unix_now())
+                    .await
+                    .map_err(status::from_introspect)?;
+                self.metrics.record_introspection(
+                    Surface::Grpc,
+                    answer.outcome.as_ref().err().map(|r| r.reason),
+                    answer.cache_hit,
+                );
+                self.settings.decide(&answer, &route)
+            }
+        };
+        Ok(Response::new(self.to_response(decision)))
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+        // What the gateway sets replaces anything the client sent under that name.
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        ..Default::default()
+    }
+}
+
+impl ExtAuthzService {
+    fn to_response(&self, decision: Decision) -> CheckResponse {
+        match decision {
+            Decision::Allow { headers, claims } => CheckResponse {
+                status: Some(rpc::Status::default()),
+                // The same wire format as prost's Struct: one conversion, in one place.
+                dynamic_metadata: EnvoyStruct::decode(
+                    json_to_struct(&claims).encode_to_vec().as_slice(),
+                )
+                .ok(),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: headers
+                        .into_iter()
+                        .map(|(name, value)| header(name, value))
+                        .collect(),
+                    headers_to_remove: if self.settings.remove_token_header {
+                        vec![self.settings.token_header.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                })),
+            },
+            Decision::Deny {
+                status,
+                www_authenticate,
+            } => CheckResponse {
+                status: Some(rpc::Status {
+                    code: if status == 403 {
+                        tonic::Code::PermissionDenied
+                    } else {
+                        tonic::Code::Unauthenticated
+                    } as i32,
+                    ..Default::default()
+                }),
+                dynamic_metadata: None,
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(status),
+                    }),
+                    headers: vec![header("www-authenticate", www_authenticate)],
+                    body: String::new(),
+                })),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_policy_comes_from_context_extensions() {
+        let extensions = HashMap::from([
+            (
+                "required_scopes".to_owned(),
+                "orders:read  orders:write".to_owned(),
+            ),
+            ("audience".to_owned(), "orders-api".to_owned()),
+        ]);
+        assert_eq!(
+            route_policy(&extensions),
+            RoutePolicy {
+                required_scopes: vec!["orders:read".into(), "orders:write".into()],
+                audience: Some("orders-api".into()),
+            }
+        );
+        assert_eq!(route_policy(&HashMap::new()), RoutePolicy::default());
+    }
+}

@@ -1,0 +1,345 @@
+//! Gateways as they ask: Envoy's ext_authz through the `envoy-types` client over a real
+//! socket, and forward-auth behind a real nginx (`auth_request`).
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::HeaderMap, routing::any};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, attribute_context, authorization_client::AuthorizationClient,
+};
+use introspectd::{
+    config::IssuerSection,
+    grpc::pb::{self, revoke_request::Target},
+};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::support::*;
+
+const ISS: &str = "https://gateway.test/";
+
+fn check(token: Option<&str>, extensions: &[(&str, &str)]) -> CheckRequest {
+    let mut headers = HashMap::from([(":path".to_owned(), "/orders/7".to_owned())]);
+    if let Some(token) = token {
+        headers.insert("authorization".into(), format!("Bearer {token}"));
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path: "/orders/7".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: extensions
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// (HTTP status Envoy would answer, headers for the upstream or the client, metadata).
+fn outcome(response: &CheckResponse) -> (i32, HashMap<String, String>, Vec<String>) {
+    let headers = |options: &[envoy_types::ext_authz::v3::pb::HeaderValueOption]| {
+        options
+            .iter()
+            .filter_map(|option| option.header.as_ref())
+            .map(|header| (header.key.clone(), header.value.clone()))
+            .collect::<HashMap<_, _>>()
+    };
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            (200, headers(&ok.headers), ok.headers_to_remove.clone())
+        }
+        Some(HttpResponse::DeniedResponse(denied)) => (
+            denied.status.as_ref().map_or(403, |s| s.code),
+            headers(&denied.headers),
+            Vec::new(),
+        ),
+        _ => (0, HashMap::new(), Vec::new()),
+    }
+}
+
+fn issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![issuer(&signer)]);
+    file.gateway.remove_token_header = true;
+    let server = Introspectd::start_ready(file).await;
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let mut claims = claims(ISS);
+    claims["jti"] = json!("gw-1");
+    let token = mint(&signer, &claims);
+
+    let allowed = client.check(check(Some(&token), &[])).await?.into_inner();
+    assert_eq!(allowed.status.as_ref().map(|s| s.code), Some(0));
+    let (status, headers, removed) = outcome(&allowed);
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("x-introspectd-sub").map(String::as_str),
+        Some("user-1")
+    );
+    assert_eq!(
+        headers.get("x-introspectd-scope").map(String::as_str),
+        Some("read write")
+    );
+    let encoded = headers
+        .get("x-introspectd-claims")
+        .cloned()
+        .unwrap_or_default();
+    let decoded: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded)?)?;
+    assert_eq!(decoded["org_id"], "org-9");
+    assert_eq!(removed, vec!["authorization".to_owned()]);
+    let metadata = allowed
+        .dynamic_metadata
+        .map(|m| m.fields)
+        .unwrap_or_default();
+    assert!(metadata.contains_key("sub"), "{metadata:?}");
+
+    let (status, headers, _) = outcome(&client.check(check(None, &[])).await?.into_inner());
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers.get("www-authenticate").map(String::as_str),
+        Some("Bearer realm=\"introspectd\"")
+    );
+    let garbage = client
+        .check(check(Some("not-a-token"), &[]))
+        .await?
+        .into_inner();
+    let (status, headers, _) = outcome(&garbage);
+    assert_eq!(status, 401);
+    assert!(headers["www-authenticate"].contains("error=\"invalid_token\""));
+
+    // Per-route policy from context_extensions.
+    let scoped = check(Some(&token), &[("required_scopes", "read admin")]);
+    let (status, headers, _) = outcome(&client.check(scoped).await?.into_inner());
+    assert_eq!(status, 403);
+    assert!(
+        headers["www-authenticate"].contains("error=\"insufficient_scope\", scope=\"read admin\""),
+        "{headers:?}"
+    );
+    let other_api = check(Some(&token), &[("audience", "https://other.test")]);
+    assert_eq!(outcome(&client.check(other_api).await?.into_inner()).0, 401);
+
+    server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "gw-1".into(),
+            exp: None,
+        }))
+        .await;
+    let revoked = client.check(check(Some(&token), &[])).await?.into_inner();
+    assert_eq!(outcome(&revoked).0, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_is_unavailable_when_the_issuer_cannot_answer() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let closed = free_addr();
+    let file = file_config(vec![IssuerSection {
+        introspection_endpoint: Some(format!("http://{closed}/introspect")),
+        ..issuer(&signer)
+    }]);
+    let server = Introspectd::start_ready(file).await;
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let failed = client.check(check(Some("opaque-token"), &[])).await;
+    assert_eq!(failed.err().map(|s| s.code()), Some(Code::Unavailable));
+    Ok(())
+}
+
+// === nginx ===
+
+/// What the upstream behind nginx received.
+#[derive(Default)]
+struct Upstream {
+    requests: Mutex<Vec<HashMap<String, String>>>,
+}
+
+async fn upstream() -> (std::net::SocketAddr, Arc<Upstream>) {
+    async fn record(State(upstream): State<Arc<Upstream>>, headers: HeaderMap) -> &'static str {
+        let seen = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        upstream
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seen);
+        "upstream"
+    }
+    let state = Arc::new(Upstream::default());
+    let app = Router::new()
+        .route("/{*path}", any(record))
+        .with_state(state.clone());
+    (serve_on_loopback(app).await, state)
+}
+
+fn nginx_available(test: &str) -> bool {
+    let found = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            unreachable!("{test}: nginx is not installed and INTROSPECTD_REQUIRE_ALL=1");
+        }
+        eprintln!("SKIPPED {test}: nginx is not on PATH (apt-get install nginx)");
+    }
+    found
+}
+
+/// nginx in the foreground with its own prefix, killed on drop.
+struct Nginx {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx running `examples/gateways/nginx.conf` as written, its addresses replaced by
+/// the test's.
+fn nginx(listen: &str, authz: &str, upstream: std::net::SocketAddr) -> Nginx {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let example = include_str!("../../examples/gateways/nginx.conf")
+        .replace("listen 8000;", &format!("listen {listen};"))
+        .replace("introspectd:8080", authz)
+        .replace("orders-api:8080", &upstream.to_string());
+    let conf = format!(
+        r#"
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+{example}
+}}
+"#,
+        dir = dir.path().display()
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap_or_else(|e| unreachable!("{e}"));
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("cannot start nginx: {e}"));
+    Nginx { child, _dir: dir }
+}
+
+#[tokio::test]
+async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResult {
+    if !nginx_available("nginx_auth_request_passes_good_tokens_and_stops_the_rest") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![issuer(&signer)])).await;
+    let (upstream_addr, upstream) = upstream().await;
+    let listen = free_addr();
+    let _nginx = nginx(&listen, &server.http_addr.to_string(), upstream_addr);
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/orders/7");
+    eventually("nginx to listen", || async {
+        http.get(&url).send().await.is_ok()
+    })
+    .await;
+    let get = |token: Option<String>| {
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let mut good = claims(ISS);
+    good["scope"] = json!("orders:read");
+    good["jti"] = json!("ng-1");
+    let token = mint(&signer, &good);
+    let answer = get(Some(token.clone())).await?;
+    assert_eq!(answer.status(), 200);
+    let seen = upstream
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].get("x-introspectd-sub").map(String::as_str),
+        Some("user-1")
+    );
+
+    let missing = get(None).await?;
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"introspectd\"")
+    );
+    let mut old = good.clone();
+    old["exp"] = json!(now() - 3600);
+    assert_eq!(get(Some(mint(&signer, &old))).await?.status(), 401);
+    let mut narrow = good.clone();
+    narrow["scope"] = json!("orders:write");
+    let forbidden = get(Some(mint(&signer, &narrow))).await?;
+    assert_eq!(forbidden.status(), 403);
+    server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "ng-1".into(),
+            exp: None,
+        }))
+        .await;
+    assert_eq!(get(Some(token)).await?.status(), 401);
+    assert_eq!(
+        upstream
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len(),
+        1,
+        "a refused request reached the upstream"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
