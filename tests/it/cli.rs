@@ -122,24 +122,34 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         assert_eq!(answer["active"], false);
         assert_eq!(answer["inactive_reason"], "WRONG_TOKEN_TYPE");
 
-        let load = run(&[
-            "loadtest",
-            "--grpc-addr",
-            &grpc_url,
-            "--data-dir",
-            &data,
-            "--seconds",
-            "1",
-            "--concurrency",
-            "4",
-        ])?;
-        let report = String::from_utf8_lossy(&load.stdout);
-        assert!(
-            load.status.success(),
-            "{report}\n{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
-        assert!(report.contains("of health Check throughput"), "{report}");
+        for (mode, baseline) in [
+            ("grpc", "of grpc.health.v1.Health/Check throughput"),
+            ("ext-authz", "of grpc.health.v1.Health/Check throughput"),
+            ("http", "of GET /healthz throughput"),
+        ] {
+            let load = run(&[
+                "loadtest",
+                "--mode",
+                mode,
+                "--grpc-addr",
+                &grpc_url,
+                "--http-addr",
+                &http,
+                "--data-dir",
+                &data,
+                "--seconds",
+                "1",
+                "--concurrency",
+                "4",
+            ])?;
+            let report = String::from_utf8_lossy(&load.stdout);
+            assert!(
+                load.status.success(),
+                "{mode}: {report}\n{}",
+                String::from_utf8_lossy(&load.stderr)
+            );
+            assert!(report.contains(baseline), "{mode}: {report}");
+        }
 
         let jwks = http_get(&http, "/.well-known/jwks.json").ok_or("no JWKS response")?;
         assert!(jwks.starts_with("HTTP/1.1 200"), "{jwks}");
