@@ -106,6 +106,8 @@ pub struct App {
     applier: Arc<Applier>,
     api_keys: Arc<ApiKeys>,
     metrics: Arc<Metrics>,
+    /// How gateways are answered (ext_authz and /authz share it).
+    gateway: Arc<crate::gateway::Settings>,
     tasks: Tasks,
 }
 
@@ -165,6 +167,7 @@ impl App {
         ));
         Ok(Self {
             api_keys: Arc::new(config.api_keys.clone()),
+            gateway: Arc::new(config.gateway.clone()),
             dev_jwks: options.dev_jwks.map(Arc::new),
             config,
             issuers,
@@ -192,6 +195,7 @@ impl App {
         tracing::info!(
             grpc.addr = %shown(listeners.grpc.local_addr()),
             http.addr = %shown(listeners.http.local_addr()),
+            max_connections = self.listener_limits().max_connections,
             "listening"
         );
         self.start_background_tasks();
@@ -328,7 +332,7 @@ impl App {
         let ext_authz = AuthorizationServer::new(grpc::ExtAuthzService::new(
             self.introspector.clone(),
             self.metrics.clone(),
-            Arc::new(self.config.gateway.clone()),
+            self.gateway.clone(),
         ))
         .max_decoding_message_size(max);
         let limits = self.config.limits;
@@ -377,7 +381,7 @@ impl App {
             }),
             metrics: self.metrics.clone(),
             introspector: self.introspector.clone(),
-            gateway: Arc::new(self.config.gateway.clone()),
+            gateway: self.gateway.clone(),
             revocations: self.revocations.clone(),
             ready,
             dev_jwks: self.dev_jwks.clone(),

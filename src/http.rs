@@ -266,11 +266,7 @@ async fn introspect(
         .await
     {
         Ok(answer) => {
-            state.metrics.record_introspection(
-                Surface::Http,
-                answer.outcome.as_ref().err().map(|r| r.reason),
-                answer.cache_hit,
-            );
+            state.metrics.record_answer(Surface::Http, &answer);
             Json(answer.rfc7662()).into_response()
         }
         Err(error) => {
@@ -328,11 +324,7 @@ async fn authz(
                 .await
             {
                 Ok(answer) => {
-                    state.metrics.record_introspection(
-                        Surface::Http,
-                        answer.outcome.as_ref().err().map(|r| r.reason),
-                        answer.cache_hit,
-                    );
+                    state.metrics.record_answer(Surface::Http, &answer);
                     settings.decide(&answer, &route)
                 }
                 Err(error) => {

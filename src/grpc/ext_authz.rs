@@ -82,11 +82,7 @@ impl Authorization for ExtAuthzService {
                     .introspect(token, policy, crate::unix_now())
                     .await
                     .map_err(status::from_introspect)?;
-                self.metrics.record_introspection(
-                    Surface::Grpc,
-                    answer.outcome.as_ref().err().map(|r| r.reason),
-                    answer.cache_hit,
-                );
+                self.metrics.record_answer(Surface::Grpc, &answer);
                 self.settings.decide(&answer, &route)
             }
         };

@@ -69,11 +69,7 @@ impl TokenIntrospection for IntrospectionService {
             .instrument(span.clone())
             .await
             .map_err(status::from_introspect)?;
-        self.metrics.record_introspection(
-            Surface::Grpc,
-            answer.outcome.as_ref().err().map(|r| r.reason),
-            answer.cache_hit,
-        );
+        self.metrics.record_answer(Surface::Grpc, &answer);
         span.record("token.fingerprint", answer.fingerprint.as_str());
         match &answer.outcome {
             Ok(active) => {

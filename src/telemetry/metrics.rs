@@ -110,7 +110,17 @@ impl Metrics {
     }
 
     /// Counts one answer: active or inactive (and why), cache hit or miss.
-    pub fn record_introspection(&self, surface: Surface, reason: Option<Reason>, cache_hit: bool) {
+    /// Counts one answer: active or inactive (by reason), cache hit or miss.
+    pub fn record_answer(&self, surface: Surface, answer: &crate::introspect::Introspection) {
+        let reason = answer
+            .outcome
+            .as_ref()
+            .err()
+            .map(|rejection| rejection.reason);
+        self.record_introspection(surface, reason, answer.cache_hit);
+    }
+
+    fn record_introspection(&self, surface: Surface, reason: Option<Reason>, cache_hit: bool) {
         let index = usize::from(surface == Surface::Http);
         match reason {
             None => self.active[index].increment(1),
