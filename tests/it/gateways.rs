@@ -211,13 +211,13 @@ fn nginx_available(test: &str) -> bool {
     found
 }
 
-/// nginx in the foreground with its own prefix, killed on drop.
-struct Nginx {
+/// A gateway process in the foreground with its own directory, killed on drop.
+struct Gateway {
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Nginx {
+impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -226,7 +226,7 @@ impl Drop for Nginx {
 
 /// nginx running `examples/gateways/nginx.conf` as written, its addresses replaced by
 /// the test's.
-fn nginx(listen: &str, authz: &str, upstream: std::net::SocketAddr) -> Nginx {
+fn nginx(listen: &str, authz: &str, upstream: std::net::SocketAddr) -> Gateway {
     let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
     let example = include_str!("../../examples/gateways/nginx.conf")
         .replace("listen 8000;", &format!("listen {listen};"))
@@ -263,7 +263,7 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| unreachable!("cannot start nginx: {e}"));
-    Nginx { child, _dir: dir }
+    Gateway { child, _dir: dir }
 }
 
 #[tokio::test]
@@ -341,5 +341,104 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         "a refused request reached the upstream"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+// === Caddy ===
+
+fn caddy_available(test: &str) -> bool {
+    let found = Command::new("caddy")
+        .arg("version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            unreachable!("{test}: caddy is not installed and INTROSPECTD_REQUIRE_ALL=1");
+        }
+        eprintln!("SKIPPED {test}: caddy is not on PATH (apt-get install caddy)");
+    }
+    found
+}
+
+/// Caddy running `examples/gateways/Caddyfile` as written, its addresses replaced by the
+/// test's, with its admin endpoint off.
+fn caddy(listen: &str, authz: &str, upstream: std::net::SocketAddr) -> Gateway {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+    let example = include_str!("../../examples/gateways/Caddyfile")
+        .replace(":8000", &format!("http://{listen}"))
+        .replace("introspectd:8080", authz)
+        .replace("orders-api:8080", &upstream.to_string());
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, format!("{{\n\tadmin off\n}}\n{example}"))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| unreachable!("cannot start caddy: {e}"));
+    Gateway { child, _dir: dir }
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_passes_good_tokens_and_stops_the_rest() -> TestResult {
+    if !caddy_available("caddy_forward_auth_passes_good_tokens_and_stops_the_rest") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![issuer(&signer)])).await;
+    let (upstream_addr, upstream) = upstream().await;
+    let listen = free_addr();
+    let _caddy = caddy(&listen, &server.http_addr.to_string(), upstream_addr);
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/orders/7");
+    eventually("caddy to listen", || async {
+        http.get(&url).send().await.is_ok()
+    })
+    .await;
+    let mut good = claims(ISS);
+    good["scope"] = json!("orders:read");
+    let answer = http
+        .get(&url)
+        .bearer_auth(mint(&signer, &good))
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 200);
+    let seen = upstream
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].get("x-introspectd-sub").map(String::as_str),
+        Some("user-1")
+    );
+
+    // Caddy hands introspectd's denial to the client as it is.
+    let missing = http.get(&url).send().await?;
+    assert_eq!(missing.status(), 401);
+    assert!(missing.headers().contains_key("www-authenticate"));
+    let mut narrow = good.clone();
+    narrow["scope"] = json!("orders:write");
+    let forbidden = http
+        .get(&url)
+        .bearer_auth(mint(&signer, &narrow))
+        .send()
+        .await?;
+    assert_eq!(forbidden.status(), 403);
+    assert_eq!(
+        upstream
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len(),
+        1,
+        "a refused request reached the upstream"
+    );
     Ok(())
 }
