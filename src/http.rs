@@ -306,9 +306,15 @@ async fn authz(
         .get(settings.token_header.as_str())
         .and_then(|value| value.to_str().ok())
         .and_then(crate::gateway::bearer_token);
+    // The path only: a query may carry an `access_token` (RFC 6750 section 2.3).
+    let path = headers
+        .get("x-forwarded-uri")
+        .or(headers.get("x-original-uri"))
+        .and_then(|uri| uri.to_str().ok())
+        .map(|uri| uri.split('?').next().unwrap_or_default());
     tracing::debug!(
         http.method = ?headers.get("x-forwarded-method"),
-        http.uri = ?headers.get("x-forwarded-uri").or(headers.get("x-original-uri")),
+        http.path = ?path,
         "forward-auth"
     );
     let decision = match token {
