@@ -214,14 +214,9 @@ impl Introspector {
 
     /// Verifies a token the cache did not have, and caches what is active.
     async fn verify(&self, raw: &str, hash: TokenHash, now: i64) -> Verification {
-        if raw.len() > self.max_token_bytes {
-            return Rejection::new(Reason::Malformed, "token longer than the limit").into();
-        }
-        if !token::is_jws(raw) {
-            return self.verify_opaque(raw, hash, now).await;
-        }
-        let jwt = match token::parse(raw, self.max_token_bytes) {
-            Ok(jwt) => jwt,
+        let jwt = match token::classify(raw, self.max_token_bytes) {
+            Ok(token::Classified::Jws(jwt)) => jwt,
+            Ok(token::Classified::Opaque) => return self.verify_opaque(raw, hash, now).await,
             Err(rejection) => return rejection.into(),
         };
         let Some(issuer) = jwt.issuer().and_then(|iss| self.issuers.get(iss)) else {

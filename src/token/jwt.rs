@@ -50,6 +50,28 @@ const MALFORMED: Rejection = Rejection::new(Reason::Malformed, "not a JWS compac
 
 /// Splits and decodes a token. Size is checked before any decoding.
 pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedJwt<'_>, Rejection> {
+    match classify(token, max_bytes)? {
+        Classified::Jws(jwt) => Ok(jwt),
+        Classified::Opaque => Err(MALFORMED),
+    }
+}
+
+/// What a token is, decided in the one pass that also parses a JWS.
+#[derive(Debug)]
+// The large variant is the common one and lives on the stack for one verification;
+// boxing it would add an allocation to every cold token.
+#[allow(clippy::large_enum_variant)]
+pub enum Classified<'a> {
+    Jws(ParsedJwt<'a>),
+    /// Not a JWS by shape (see [`super::is_jws`]): for the issuers' endpoints.
+    Opaque,
+}
+
+/// Splits and decodes a JWS, or says the token is opaque: exactly three base64url
+/// segments whose header decodes to a JSON object with an `alg` is a JWS, anything else
+/// opaque. Size is checked before any decoding; a JWS whose payload or signature does
+/// not decode is `MALFORMED`.
+pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejection> {
     if token.len() > max_bytes {
         return Err(Rejection::new(
             Reason::Malformed,
@@ -60,14 +82,16 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedJwt<'_>, Rejection> 
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(MALFORMED);
+        return Ok(Classified::Opaque);
     };
     // An empty signature is well-formed (that is what `alg: none` looks like); the
     // algorithm check refuses it.
-    if header.is_empty() || payload.is_empty() {
-        return Err(MALFORMED);
+    if header.is_empty() || payload.is_empty() || !is_base64url(token) {
+        return Ok(Classified::Opaque);
     }
-    let header: Header = decode_json(header)?;
+    let Ok(header) = decode_json::<Header>(header) else {
+        return Ok(Classified::Opaque);
+    };
     let claims: Map<String, Value> = decode_json(payload)?;
     if URL_SAFE_NO_PAD.decode(signature).is_err() {
         return Err(Rejection::new(
@@ -76,12 +100,19 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<ParsedJwt<'_>, Rejection> 
         ));
     }
     let signing_input = &token[..token.len() - signature.len() - 1];
-    Ok(ParsedJwt {
+    Ok(Classified::Jws(ParsedJwt {
         header,
         claims,
         signing_input,
         signature,
-    })
+    }))
+}
+
+/// Only base64url characters and the segment dots.
+fn is_base64url(token: &str) -> bool {
+    token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The claims of a JWS, not verified: for callers that verified it themselves

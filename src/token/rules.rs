@@ -165,29 +165,8 @@ fn check_token_type_member(claims: &Map<String, Value>, policy: &Policy) -> Resu
 /// decodes to a JSON object naming an `alg`. Anything else (Hydra's `ory_at_….…`,
 /// random strings) is an opaque token.
 pub fn is_jws(token: &str) -> bool {
-    let mut segments = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return false;
-    };
-    let base64url = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if header.is_empty()
-        || payload.is_empty()
-        || ![header, payload, signature].iter().all(|s| base64url(s))
-    {
-        return false;
-    }
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
-        .is_some_and(|header| header.get("alg").is_some_and(Value::is_string))
+    matches!(
+        super::jwt::classify(token, usize::MAX),
+        Ok(super::jwt::Classified::Jws(_)) | Err(_)
+    )
 }
