@@ -53,11 +53,7 @@ pub async fn introspect(args: IntrospectArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(status) => {
-            eprintln!(
-                "introspectd introspect: {}: {}",
-                status.code(),
-                status.message()
-            );
+            eprintln!("introspectd introspect: {}", super::refusal(&status));
             ExitCode::FAILURE
         }
     }

@@ -162,6 +162,19 @@ pub struct DataDirArg {
     pub data_dir: PathBuf,
 }
 
+/// A refused call, for people: the status, and for a missing or wrong key, where a key
+/// comes from.
+pub fn refusal(status: &tonic::Status) -> String {
+    let hint = match status.code() {
+        tonic::Code::Unauthenticated => {
+            "\n  hint: pass --api-key (or INTROSPECTD_API_KEY), or run where `introspectd dev` runs: it saves its admin key in ./data/admin-api-key"
+        }
+        tonic::Code::PermissionDenied => "\n  hint: this API key lacks the role for the call",
+        _ => "",
+    };
+    format!("{}: {}{hint}", status.code(), status.message())
+}
+
 /// The token argument, or stdin when it is absent or `-`.
 pub fn token_arg(token: Option<String>) -> Result<String, String> {
     match token.filter(|t| t != "-") {

@@ -98,7 +98,7 @@ pub async fn revoke(args: RevokeArgs) -> ExitCode {
         TokenRevocationClient::new(channel)
             .revoke(request)
             .await
-            .map_err(|status| format!("{}: {}", status.code(), status.message()))
+            .map_err(|status| super::refusal(&status))
     };
     match outcome.await {
         Ok(_) => {

@@ -151,6 +151,21 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
             assert!(report.contains(baseline), "{mode}: {report}");
         }
 
+        // A wrong key is refused with a hint at where keys come from.
+        let refused = run(&[
+            "revoke",
+            "--grpc-addr",
+            &grpc_url,
+            "--api-key",
+            "not-the-key",
+            "--jti",
+            "j-1",
+        ])?;
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("valid API key is required"), "{stderr}");
+        assert!(stderr.contains("./data/admin-api-key"), "{stderr}");
+
         let jwks = http_get(&http, "/.well-known/jwks.json").ok_or("no JWKS response")?;
         assert!(jwks.starts_with("HTTP/1.1 200"), "{jwks}");
         assert!(jwks.contains(r#""kty":"EC""#), "{jwks}");
