@@ -210,3 +210,31 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     Some(response)
 }
+
+#[test]
+fn usage_errors_exit_2_and_a_port_in_use_is_named() -> TestResult {
+    let unknown = run(&["no-such-command"])?;
+    assert_eq!(unknown.status.code(), Some(2));
+
+    let taken = TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_str().unwrap_or_default().to_owned();
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let out = run(&[
+        "dev",
+        "--data-dir",
+        &data,
+        "--grpc-addr",
+        &addr,
+        "--http-addr",
+        &http,
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    Ok(())
+}
