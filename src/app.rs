@@ -54,9 +54,13 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Self::bind_to(config.grpc_addr, config.http_addr).await
+    }
+
+    pub async fn bind_to(grpc: SocketAddr, http: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
-            grpc: bind(config.grpc_addr).await?,
-            http: bind(config.http_addr).await?,
+            grpc: bind(grpc).await?,
+            http: bind(http).await?,
         })
     }
 }

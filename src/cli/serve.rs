@@ -70,6 +70,10 @@ async fn serve(config: Config, options: RunOptions) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    serve_on(config, listeners, options).await
+}
+
+async fn serve_on(config: Config, listeners: Listeners, options: RunOptions) -> ExitCode {
     match crate::run(config, listeners, options, crate::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -80,6 +84,11 @@ async fn serve(config: Config, options: RunOptions) -> ExitCode {
 }
 
 pub async fn dev(data_dir: &Path, addrs: &AddrArgs) -> ExitCode {
+    // Bind first: a second `dev` in the same place fails here, having created nothing.
+    let listeners = match dev_listeners(addrs).await {
+        Ok(listeners) => listeners,
+        Err(code) => return code,
+    };
     let issuer = match DevIssuer::load_or_create(data_dir) {
         Ok(issuer) => issuer,
         Err(error) => {
@@ -117,7 +126,38 @@ pub async fn dev(data_dir: &Path, addrs: &AddrArgs) -> ExitCode {
     let options = RunOptions {
         dev_jwks: Some(issuer.jwks()),
     };
-    serve(config, options).await
+    let _telemetry = match telemetry::init(&config.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("introspectd: cannot set up logging and tracing: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    serve_on(config, listeners, options).await
+}
+
+/// The dev listeners, at the dev addresses unless the environment or the command line
+/// says otherwise.
+async fn dev_listeners(addrs: &AddrArgs) -> Result<Listeners, ExitCode> {
+    let mut file = FileConfig::default();
+    file.server.grpc_addr = dev::DEV_GRPC_ADDR.into();
+    file.server.http_addr = dev::DEV_HTTP_ADDR.into();
+    overlay_env(&mut file).map_err(|error| config_failure(&error))?;
+    apply_addrs(&mut file, addrs);
+    let parse = |key: &str, value: &str| {
+        value.parse().map_err(|_| {
+            config_failure(&ConfigError::Invalid {
+                key: key.into(),
+                reason: format!("{value:?} is not an address like 127.0.0.1:50051"),
+            })
+        })
+    };
+    let grpc = parse("server.grpc_addr", &file.server.grpc_addr)?;
+    let http = parse("server.http_addr", &file.server.http_addr)?;
+    Listeners::bind_to(grpc, http).await.map_err(|error| {
+        eprintln!("introspectd: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Dev mode has no file, but `INTROSPECTD_*` overrides still apply to its settings.
