@@ -76,7 +76,8 @@ pub struct RoutePolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Allow {
-        /// Headers for the upstream request.
+        /// Headers for the upstream request: every configured one, empty where the
+        /// token has no such value, so a client can never pass its own under that name.
         headers: Vec<(&'static str, String)>,
         /// The answer's claims, for the gateway's later filters (Envoy's RBAC, logs).
         claims: Map<String, Value>,
@@ -143,9 +144,7 @@ impl Settings {
                     .ok()
                     .map(|json| URL_SAFE_NO_PAD.encode(json)),
             };
-            if let Some(value) = value {
-                headers.push((header.name(), value));
-            }
+            headers.push((header.name(), value.unwrap_or_default()));
         }
         Decision::Allow { headers, claims }
     }

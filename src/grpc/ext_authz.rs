@@ -106,26 +106,35 @@ fn header(key: &str, value: String) -> HeaderValueOption {
 impl ExtAuthzService {
     fn to_response(&self, decision: Decision) -> CheckResponse {
         match decision {
-            Decision::Allow { headers, claims } => CheckResponse {
-                status: Some(rpc::Status::default()),
-                // The same wire format as prost's Struct: one conversion, in one place.
-                dynamic_metadata: EnvoyStruct::decode(
-                    json_to_struct(&claims).encode_to_vec().as_slice(),
-                )
-                .ok(),
-                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers: headers
-                        .into_iter()
-                        .map(|(name, value)| header(name, value))
-                        .collect(),
-                    headers_to_remove: if self.settings.remove_token_header {
-                        vec![self.settings.token_header.clone()]
+            Decision::Allow { headers, claims } => {
+                // A header without a value is removed rather than set empty: a client
+                // must not pass its own under that name, and Envoy keeps an empty value.
+                let mut headers_to_remove = Vec::new();
+                if self.settings.remove_token_header {
+                    headers_to_remove.push(self.settings.token_header.clone());
+                }
+                let mut set = Vec::with_capacity(headers.len());
+                for (name, value) in headers {
+                    if value.is_empty() {
+                        headers_to_remove.push(name.to_owned());
                     } else {
-                        Vec::new()
-                    },
-                    ..Default::default()
-                })),
-            },
+                        set.push(header(name, value));
+                    }
+                }
+                CheckResponse {
+                    status: Some(rpc::Status::default()),
+                    // The same wire format as prost's Struct: one conversion, one place.
+                    dynamic_metadata: EnvoyStruct::decode(
+                        json_to_struct(&claims).encode_to_vec().as_slice(),
+                    )
+                    .ok(),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers: set,
+                        headers_to_remove,
+                        ..Default::default()
+                    })),
+                }
+            }
             Decision::Deny {
                 status,
                 www_authenticate,

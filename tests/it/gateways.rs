@@ -117,6 +117,28 @@ async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
         .unwrap_or_default();
     assert!(metadata.contains_key("sub"), "{metadata:?}");
 
+    // A token without scope (or sub): the client's own header of that name is removed.
+    let mut scopeless = claims.clone();
+    scopeless.as_object_mut().map(|c| c.remove("scope"));
+    scopeless["jti"] = json!("gw-2");
+    let mut forged = check(Some(&mint(&signer, &scopeless)), &[]);
+    if let Some(http) = forged
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers
+            .insert("x-introspectd-scope".into(), "admin".into());
+    }
+    let (status, headers, removed) = outcome(&client.check(forged).await?.into_inner());
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("x-introspectd-scope"));
+    assert!(
+        removed.contains(&"x-introspectd-scope".to_owned()),
+        "{removed:?}"
+    );
+
     let (status, headers, _) = outcome(&client.check(check(None, &[])).await?.into_inner());
     assert_eq!(status, 401);
     assert_eq!(
@@ -307,6 +329,28 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         Some("user-1")
     );
 
+    // A client's own x-introspectd-sub never reaches the upstream.
+    let mut subless = good.clone();
+    subless.as_object_mut().map(|c| c.remove("sub"));
+    let forged = http
+        .get(&url)
+        .bearer_auth(mint(&signer, &subless))
+        .header("x-introspectd-sub", "victim")
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 200);
+    let last = upstream
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert_ne!(
+        last.get("x-introspectd-sub").map(String::as_str),
+        Some("victim")
+    );
+
     let missing = get(None).await?;
     assert_eq!(missing.status(), 401);
     assert_eq!(
@@ -337,7 +381,7 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len(),
-        1,
+        2,
         "a refused request reached the upstream"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
