@@ -448,7 +448,12 @@ async fn drained(
     match tokio::time::timeout(grace, both).await {
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!(?grace, "grace period ran out; in-flight calls were cut");
+            // Connections still busy are left to end on their own; the store is closed
+            // under them, so their calls answer UNAVAILABLE.
+            tracing::warn!(
+                ?grace,
+                "grace period ran out; calls still in flight are abandoned"
+            );
             Ok(())
         }
     }

@@ -665,10 +665,19 @@ impl FileConfig {
         if store.purge_interval_secs == 0 {
             return Err(invalid("store.purge_interval_secs", "must be positive"));
         }
-        // The log must keep every record until it can be forgotten.
+        // The log must keep every record until it can be forgotten: the longest a record
+        // lives is a jti revoked now (window + 2 leeways, see `revocation::retention`), a
+        // cut-off up to a minute ahead, or a revoked opaque token.
         let longest_lifetime = issuers
             .iter()
-            .map(|issuer| issuer.keys.policy.max_token_lifetime_secs)
+            .map(|issuer| {
+                let policy = &issuer.keys.policy;
+                let window = policy
+                    .acceptance_window_secs()
+                    .saturating_add(policy.leeway_secs.saturating_mul(2))
+                    .saturating_add(60);
+                u64::try_from(window).unwrap_or(u64::MAX)
+            })
             .chain([store.opaque_token_ttl_secs])
             .max()
             .unwrap_or(token::DEFAULT_MAX_TOKEN_LIFETIME_SECS);

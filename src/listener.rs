@@ -27,7 +27,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// A connection that has sent no byte this long after being accepted is closed.
+    /// A connection that has not sent its opening bytes this long after being accepted
+    /// is closed.
     pub first_byte_timeout: Duration,
 }
 
@@ -127,12 +128,18 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
+/// Bytes a client must send before the first-byte timeout stops applying: the length
+/// of the HTTP/2 connection preface, so that one byte cannot hold a gRPC slot forever
+/// (HTTP/1 requests are longer, and the header timeout covers them from then on).
+const OPENING_BYTES: usize = 24;
+
 /// An accepted connection holding its slot until it closes.
 pub struct Connection {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    /// Until the first byte arrives.
+    /// Until the opening bytes have arrived.
     first_byte: Option<Pin<Box<Sleep>>>,
+    received: usize,
 }
 
 impl Connection {
@@ -141,6 +148,7 @@ impl Connection {
             stream,
             _permit: permit,
             first_byte: Some(Box::pin(tokio::time::sleep(first_byte_timeout))),
+            received: 0,
         }
     }
 }
@@ -155,7 +163,12 @@ impl AsyncRead for Connection {
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
         if self.first_byte.is_some() {
             match &read {
-                Poll::Ready(Ok(())) if buf.filled().len() > filled => self.first_byte = None,
+                Poll::Ready(Ok(())) if buf.filled().len() > filled => {
+                    self.received += buf.filled().len() - filled;
+                    if self.received >= OPENING_BYTES {
+                        self.first_byte = None;
+                    }
+                }
                 Poll::Pending => {
                     if let Some(deadline) = self.first_byte.as_mut()
                         && deadline.as_mut().poll(cx).is_ready()

@@ -159,7 +159,8 @@ impl Revocations {
                 require(&token, "token is required")?;
                 let hash = TokenHash::identity(&token);
                 let claims = unverified_claims(&token).unwrap_or_default();
-                let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+                // Read as validation reads them (a fractional date is floored).
+                let number = |name: &str| token::numeric_date(claims.get(name)).ok().flatten();
                 let policy = claims
                     .get("iss")
                     .and_then(Value::as_str)

@@ -246,6 +246,16 @@ fn open_database(path: &std::path::Path) -> Result<Database, LogError> {
     Ok(db)
 }
 
+/// The highest position ever assigned, as the file records it.
+fn high_water(db: &Database) -> Result<Position, LogError> {
+    let txn = db.begin_read().map_err(embedded)?;
+    let meta = txn.open_table(META).map_err(embedded)?;
+    Ok(meta
+        .get(LAST_POSITION)
+        .map_err(embedded)?
+        .map_or(0, |v| v.value()))
+}
+
 /// The writer thread's state.
 struct Writer {
     db: Shared,
@@ -299,9 +309,17 @@ impl Writer {
             }
             None => {
                 let reopened = Arc::new(open_database(&self.path)?);
-                if let Ok(mut slot) = self.db.db.write() {
+                {
+                    let mut slot = self.db.db.write().map_err(|_| LogError::Closed)?;
+                    // `close` may have run meanwhile: then the file must stay closed.
+                    if self.db.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        return Err(LogError::Closed);
+                    }
                     *slot = Some(reopened.clone());
                 }
+                // A commit reported as failed may still have reached the disk: never
+                // hand out its positions again.
+                self.last = self.last.max(high_water(&reopened)?);
                 tracing::info!("state log reopened after a failed commit");
                 reopened
             }

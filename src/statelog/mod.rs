@@ -166,11 +166,11 @@ impl std::fmt::Debug for StoreSpec {
             Self::Memory => f.write_str("memory"),
             Self::Embedded { path } => write!(f, "embedded({})", path.display()),
             Self::Redis(RedisSpec { url, stream, .. }) => {
-                let host = url.rsplit_once('@').map_or(url.as_str(), |(_, host)| host);
-                let host = host
-                    .trim_start_matches("redis+sentinel://")
-                    .trim_start_matches("redis://")
-                    .trim_start_matches("rediss://");
+                // Only where it is: no userinfo, and no query (unix:// URLs carry the
+                // password there).
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let rest = rest.split('?').next().unwrap_or_default();
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
                 write!(f, "redis({host}, stream {stream})")
             }
         }
@@ -282,11 +282,27 @@ impl Applier {
         let _ = self.feed.send(Arc::new(entry));
     }
 
-    /// Applies a change the store has confirmed, ahead of its turn in the log: the
+    /// Applies a revocation the store has confirmed, ahead of its turn in the log: the
     /// writer's own replica answers with it at once, and applying it again in order
-    /// changes nothing (records are idempotent). Watchers get it in log order.
-    pub fn apply_confirmed(&self, change: &Change) {
-        self.apply_change(change);
+    /// changes nothing (revocations only add). Subject claims are last-writer-wins, so
+    /// they are never applied out of order: `false` for them. Watchers get every change
+    /// in log order.
+    pub fn apply_confirmed(&self, change: &Change) -> bool {
+        match change {
+            Change::Revoke(revocation) => {
+                self.revocations.apply(revocation);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until `position` has been applied here, for at most `timeout`.
+    pub async fn wait_applied(&self, position: Position, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position))
+            .await
+            .is_ok_and(|result| result.is_ok())
     }
 
     fn apply_change(&self, change: &Change) {

@@ -208,8 +208,17 @@ impl RedisLog {
         let id: String = redis::from_redis_value(written)?;
         let position =
             parse_id(&id).ok_or(LogError::Reply("a stream id that is not <ms>-<seq>"))?;
-        // Confirmed by the master: answered with from now on, here.
-        self.inner.applier.apply_confirmed(&change);
+        // Confirmed by the master: a revocation is answered with from now on, here; a
+        // subject-claims change once the tailer has applied it in order.
+        if !self.inner.applier.apply_confirmed(&change)
+            && !self
+                .inner
+                .applier
+                .wait_applied(position, self.inner.timeout)
+                .await
+        {
+            return Err(LogError::Timeout(self.inner.timeout));
+        }
         match replicated {
             Some(got) if got < wait => Err(LogError::NotReplicated { wanted: wait, got }),
             _ => Ok(position),

@@ -97,6 +97,7 @@ fn redis_url_password_is_never_shown() {
     for url in [
         "redis://user:s3cret@redis.internal:6379/0",
         "redis+sentinel://user:s3cret@redis.internal:6379,other:26379/mymaster",
+        "unix:///run/redis.internal:6379.sock?user=u&pass=s3cret",
     ] {
         let config = StoreSpec::Redis(RedisSpec {
             url: url.into(),

@@ -173,7 +173,7 @@ pub(super) fn audiences(value: Option<&Value>) -> Result<Vec<&str>, Rejection> {
 }
 
 /// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional.
-fn numeric_date(value: Option<&Value>) -> Result<Option<i64>, Rejection> {
+pub fn numeric_date(value: Option<&Value>) -> Result<Option<i64>, Rejection> {
     match value {
         None => Ok(None),
         Some(Value::Number(n)) => {

@@ -14,7 +14,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub use claims::AccessToken;
+pub use claims::{AccessToken, numeric_date};
 pub use jwt::{Classified, ParsedJwt, classify, parse, unverified_claims, verify};
 pub use policy::{
     DEFAULT_CLIENT_CLAIMS, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS,
