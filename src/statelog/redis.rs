@@ -118,6 +118,9 @@ struct Inner {
     applier: Arc<Applier>,
     /// The connection appends and reads share; replaced after a failure.
     connection: Mutex<Option<MultiplexedConnection>>,
+    /// Appends that `WAIT` for Redis replicas get a connection of their own: Redis
+    /// blocks the whole connection during `WAIT`, which would stall reads behind it.
+    waiting: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl RedisLog {
@@ -138,6 +141,7 @@ impl RedisLog {
             retention,
             applier,
             connection: Mutex::new(None),
+            waiting: Mutex::new(None),
         });
         tasks.spawn("redis tailer", tail(inner.clone()));
         Ok(Self { inner })
@@ -191,7 +195,13 @@ impl RedisLog {
             let wait_ms = u64::try_from(self.inner.timeout.as_millis() / 2).unwrap_or(1000);
             pipe.cmd("WAIT").arg(wait).arg(wait_ms.max(1));
         }
-        let Value::Array(mut replies) = self.inner.query(Request::Pipe(&pipe)).await? else {
+        let slot = if wait > 0 {
+            &self.inner.waiting
+        } else {
+            &self.inner.connection
+        };
+        let Value::Array(mut replies) = self.inner.query_on(slot, Request::Pipe(&pipe)).await?
+        else {
             return Err(LogError::Reply("a pipeline answer that is not an array"));
         };
         let replicated = match wait {
@@ -314,14 +324,23 @@ impl Inner {
         })
     }
 
-    /// Runs one request on the shared connection, with the configured timeout. A failed
-    /// request drops the connection so the next one reconnects.
+    /// Runs one request on the shared connection, with the configured timeout.
     async fn query(&self, request: Request<'_>) -> Result<Value, LogError> {
+        self.query_on(&self.connection, request).await
+    }
+
+    /// Runs one request on the connection in `slot`, with the configured timeout. A
+    /// failed request drops the connection so the next one reconnects.
+    async fn query_on(
+        &self,
+        slot: &Mutex<Option<MultiplexedConnection>>,
+        request: Request<'_>,
+    ) -> Result<Value, LogError> {
         let result = tokio::time::timeout(self.timeout, async {
             // The multiplexed connection pipelines concurrent requests: hold the lock only
             // to get (or make) it, never for a round trip.
             let mut connection = {
-                let mut slot = self.connection.lock().await;
+                let mut slot = slot.lock().await;
                 match slot.as_ref() {
                     Some(connection) => connection.clone(),
                     None => {
@@ -341,7 +360,7 @@ impl Inner {
         .unwrap_or(Err(LogError::Timeout(self.timeout)));
         if result.is_err() {
             self.applier.note_error();
-            *self.connection.lock().await = None;
+            *slot.lock().await = None;
         } else {
             self.applier.note_contact();
         }
