@@ -14,6 +14,18 @@ pub struct ApiKeyArgs {
     /// Roles: introspect, revoke, admin; repeatable.
     #[arg(long = "role", required = true, value_parser = parse_role)]
     roles: Vec<Role>,
+    /// Where the entry goes: `config` (an `[[auth.api_keys]]` table for the
+    /// configuration file) or `keys-file` (an `[[api_keys]]` table for the file named by
+    /// `auth.api_keys_file`, a mounted Secret, say).
+    #[arg(long, value_enum, default_value_t = EntryFormat::Config)]
+    format: EntryFormat,
+}
+
+/// Where an API key's entry is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EntryFormat {
+    Config,
+    KeysFile,
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -36,9 +48,13 @@ pub fn api_key(args: &ApiKeyArgs) -> ExitCode {
         roles: args.roles.clone(),
     };
     let entry = toml::to_string(&entry).unwrap_or_default();
+    let (table, place) = match args.format {
+        EntryFormat::Config => ("[[auth.api_keys]]", "the configuration file"),
+        EntryFormat::KeysFile => ("[[api_keys]]", "the file auth.api_keys_file names"),
+    };
     println!("{key}");
     eprintln!(
-        "Give the key (printed on stdout) to {}; add this to the configuration:\n\n[[auth.api_keys]]\n{entry}",
+        "Give the key (printed on stdout) to {}; add this to {place}:\n\n{table}\n{entry}",
         args.name
     );
     ExitCode::SUCCESS

@@ -238,3 +238,48 @@ fn usage_errors_exit_2_and_a_port_in_use_is_named() -> TestResult {
     );
     Ok(())
 }
+
+/// `api-key --format keys-file` prints an entry the keys file accepts as it is, and the
+/// default an entry the configuration accepts.
+#[test]
+fn api_key_entries_fit_where_they_go() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = run(&[
+        "api-key",
+        "--name",
+        "gw",
+        "--role",
+        "introspect",
+        "--format",
+        "keys-file",
+    ])?;
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout)?.trim().to_owned();
+    let stderr = String::from_utf8(out.stderr)?;
+    let entry = stderr
+        .split_once("\n\n")
+        .map(|(_, entry)| entry)
+        .unwrap_or_default();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, entry)?;
+    let entries = introspectd::auth::ApiKeys::read_file(&path)?;
+    let keys = introspectd::auth::ApiKeys::new(entries, false)?;
+    assert_eq!(
+        keys.authenticate(&key).map(|caller| caller.name.clone()),
+        Some("gw".into())
+    );
+
+    let out = run(&["api-key", "--name", "gw", "--role", "admin"])?;
+    let stderr = String::from_utf8(out.stderr)?;
+    let entry = stderr
+        .split_once("\n\n")
+        .map(|(_, entry)| entry)
+        .unwrap_or_default();
+    let config = format!(
+        "{entry}\n[[issuers]]\nissuer = \"https://i.test/\"\naudiences = [\"a\"]\njwks_uri = \"https://i.test/jwks\"\n"
+    );
+    let parsed =
+        introspectd::config::FileConfig::parse(&config, &std::collections::BTreeMap::new())?;
+    assert!(parsed.validate().is_ok());
+    Ok(())
+}
