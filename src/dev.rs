@@ -42,6 +42,11 @@ pub enum DevError {
     BadKeyFile(PathBuf),
     #[error(transparent)]
     Sign(#[from] SignError),
+    /// `mint` (or `loadtest`) where no `introspectd dev` ever ran.
+    #[error(
+        "no dev issuer key in {0}: run this where `introspectd dev` runs, or pass --data-dir with its directory"
+    )]
+    NoIssuer(PathBuf),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,6 +105,19 @@ impl DevIssuer {
             })
         })?;
         Self::from_file(&path, &bytes)
+    }
+
+    /// Loads the key `introspectd dev` saved in `data_dir`; never creates one, since a
+    /// token signed by a key no server trusts is only confusing.
+    pub fn load(data_dir: &Path) -> Result<Self, DevError> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Self::from_file(&path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(DevError::NoIssuer(data_dir.to_owned()))
+            }
+            Err(source) => Err(DevError::Io { path, source }),
+        }
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<Self, DevError> {

@@ -76,7 +76,7 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
     let token = match args.token.clone() {
         Some(token) => token,
         None => {
-            let minted = DevIssuer::load_or_create(&args.client.data.data_dir)
+            let minted = DevIssuer::load(&args.client.data.data_dir)
                 .and_then(|issuer| issuer.mint(&MintRequest::default(), crate::unix_now()));
             match minted {
                 Ok(token) => token,

@@ -45,7 +45,7 @@ fn parse_claim(text: &str) -> Result<(String, Value), String> {
 }
 
 pub fn mint(args: MintArgs) -> ExitCode {
-    let issuer = match DevIssuer::load_or_create(&args.data.data_dir) {
+    let issuer = match DevIssuer::load(&args.data.data_dir) {
         Ok(issuer) => issuer,
         Err(error) => {
             eprintln!("introspectd mint: {error}");

@@ -49,6 +49,17 @@ fn check_config_accepts_the_example_and_names_the_bad_key() -> TestResult {
 fn mint_prints_the_token_alone() -> TestResult {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_str().unwrap_or_default();
+    // Where no dev issuer ever ran, mint refuses (its token would be UNKNOWN_KEY).
+    let refused = run(&["mint", "--data-dir", data])?;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("where `introspectd dev` runs"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(dir.path())?.count(),
+        0,
+        "mint created a key"
+    );
+    introspectd::dev::DevIssuer::load_or_create(dir.path())?;
     let out = run(&[
         "mint",
         "--data-dir",
