@@ -62,9 +62,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "example-embedded": example("embedded"),
     "example-redis": example("redis"),
-    "memory": {"store": {"backend": "memory"}, "replicaCount": 3, "issuers": [ISSUER]},
+    "memory": {
+        "store": {"backend": "memory"},
+        "replicaCount": 3,
+        "issuers": [ISSUER],
+        "auth": {"anonymous_introspect": True},
+    },
     "embedded-emptydir": {
         "persistence": {"enabled": False},
+        "auth": {"apiKeysSecret": {"name": "keys"}},
         "replicaCount": 0,
         "issuers": [ISSUER],
     },
@@ -216,7 +222,7 @@ def test_probes_are_grpc_health_checks(scenario):
         assert c[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}, probe
         assert "httpGet" not in c[probe] and "exec" not in c[probe]
     assert c["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": "liveness"}
-    assert "lifecycle" not in c, "distroless has no shell: no exec preStop hook"
+    assert "exec" not in c.get("lifecycle", {}).get("preStop", {}), "distroless has no shell: no exec preStop hook"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc": GRPC_PORT, "http": HTTP_PORT}
 
@@ -254,7 +260,22 @@ def test_command_mounts_and_shutdown(scenario):
     assert vols["config"]["configMap"]["name"] == FULLNAME
     assert "emptyDir" in vols["tmp"]
     grace = config_toml(rendered)["server"]["shutdown_grace_secs"]
-    assert pod["terminationGracePeriodSeconds"] > grace, name
+    sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    assert pod["terminationGracePeriodSeconds"] > sleep + grace, name
+
+
+def test_pre_stop_sleeps_so_endpoints_go_before_sigterm(chart):
+    # Kubernetes' own sleep action: the distroless image has no shell to run `sleep` in.
+    assert container(render(chart))["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert "lifecycle" not in container(render(chart, {"preStopSleepSeconds": 0}))
+    hook = {"preStop": {"httpGet": {"path": "/readyz", "port": "http"}}}
+    assert container(render(chart, {"lifecycle": hook}))["lifecycle"] == hook
+
+
+def test_anonymous_introspect_is_off_as_in_the_binary_and_notes_say_how(chart):
+    rendered = render(chart, {"issuers": [ISSUER]})
+    assert config_toml(rendered)["auth"]["anonymous_introspect"] is False
+    assert "--set auth.anonymous_introspect=true" in rendered["notes"]
 
 
 def test_config_checksum_annotation_tracks_the_config(chart):
@@ -420,7 +441,7 @@ def test_default_config_toml(chart):
         },
         "log": {"format": "json", "filter": "info"},
         "cache": {"max_entries": 100000},
-        "auth": {"anonymous_introspect": True},
+        "auth": {"anonymous_introspect": False},
         "store": {"backend": "embedded", "path": "/var/lib/introspectd/state.redb"},
         # service_name and sample_ratio are left out, so OTEL_SERVICE_NAME and
         # OTEL_TRACES_SAMPLER apply: only the [telemetry] header remains.
@@ -501,6 +522,10 @@ def test_bind_address_and_ports_follow_values(chart):
 # === refusals ===
 
 REFUSALS = {
+    "grace-shorter-than-pre-stop-and-shutdown": (
+        {"terminationGracePeriodSeconds": 14},
+        "terminationGracePeriodSeconds (14) must be greater than preStopSleepSeconds (5) plus server.shutdown_grace_secs (10)",
+    ),
     "embedded-two-replicas": (
         {"replicaCount": 2},
         "store.backend=embedded supports exactly one replica",
@@ -514,8 +539,8 @@ REFUSALS = {
         "store.backend=redis needs the Redis URL from an existing Secret: set store.redisUrlSecret.name",
     ),
     "grace-period-too-short": (
-        {"terminationGracePeriodSeconds": 10},
-        "terminationGracePeriodSeconds (10) must be greater than server.shutdown_grace_secs (10)",
+        {"terminationGracePeriodSeconds": 10, "preStopSleepSeconds": 0},
+        "terminationGracePeriodSeconds (10) must be greater than preStopSleepSeconds (0) plus server.shutdown_grace_secs (10)",
     ),
 }
 

@@ -107,8 +107,9 @@ that depends on them, so `helm template` and `helm install` both stop with the m
 {{- if and .Values.auth.apiKeysSecret.name (not .Values.auth.apiKeysSecret.key) }}
 {{- fail "auth.apiKeysSecret.key must name the key of the Secret that holds the API keys file" }}
 {{- end }}
-{{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.server.shutdown_grace_secs) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than server.shutdown_grace_secs (%d), or Kubernetes kills the pod before in-flight calls finish" (int .Values.terminationGracePeriodSeconds) (int .Values.server.shutdown_grace_secs)) }}
+{{- $preStopSleep := ternary 0 (int .Values.preStopSleepSeconds) (not (empty .Values.lifecycle)) }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add $preStopSleep (int .Values.server.shutdown_grace_secs)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than preStopSleepSeconds (%d) plus server.shutdown_grace_secs (%d), or Kubernetes kills the pod before in-flight calls finish" (int .Values.terminationGracePeriodSeconds) $preStopSleep (int .Values.server.shutdown_grace_secs)) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas" }}
