@@ -404,6 +404,37 @@ def test_api_keys_secret_is_mounted_and_configured(chart):
     assert "api_keys_file" not in config_toml(rendered)["auth"]
 
 
+def test_service_and_service_monitor_overrides(chart):
+    rendered = render(chart, {
+        "service": {"type": "LoadBalancer", "labels": {"expose": "internal"}, "clusterIP": "10.0.0.9",
+                    "externalTrafficPolicy": "Local"},
+        "serviceMonitor": {"enabled": True, "namespace": "monitoring", "interval": "15s"},
+        "revisionHistoryLimit": 2,
+    })
+    svc = one(rendered, "Service")
+    assert svc["metadata"]["labels"]["expose"] == "internal"
+    assert svc["spec"]["clusterIP"] == "10.0.0.9"
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    sm = one(rendered, "ServiceMonitor")
+    assert sm["metadata"]["namespace"] == "monitoring"
+    # Still scrapes the release's namespace wherever the ServiceMonitor lives.
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"][0]["interval"] == "15s"
+    assert one(rendered, "Deployment")["spec"]["revisionHistoryLimit"] == 2
+    defaults = render(chart)
+    assert "externalTrafficPolicy" not in one(defaults, "Service")["spec"]
+    assert "clusterIP" not in one(defaults, "Service")["spec"]
+    assert one(defaults, "Deployment")["spec"]["revisionHistoryLimit"] == 5
+
+
+def test_refusals_name_their_own_template(chart):
+    # Not whichever template happened to include the check first (hpa.yaml, once).
+    message = render_error(chart, {"replicaCount": 2})
+    assert "templates/validate.yaml" in message, message
+    for other in ("hpa.yaml", "deployment.yaml", "configmap.yaml"):
+        assert other not in message, message
+
+
 def test_optional_objects(chart):
     rendered = render(chart, SCENARIOS["redis-everything"])
     sm = one(rendered, "ServiceMonitor")

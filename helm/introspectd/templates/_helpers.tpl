@@ -85,8 +85,8 @@ True ("true") when more than one pod may run at a time.
 {{- end }}
 
 {{/*
-Refuse combinations that would deploy something broken. Included by every template
-that depends on them, so `helm template` and `helm install` both stop with the message.
+Refuse combinations that would deploy something broken. Included by validate.yaml
+alone, so `helm template` and `helm install` stop with the message and point there.
 */}}
 {{- define "introspectd.validate" -}}
 {{- $backend := .Values.store.backend }}
