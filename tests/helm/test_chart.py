@@ -427,6 +427,45 @@ def test_service_and_service_monitor_overrides(chart):
     assert one(defaults, "Deployment")["spec"]["revisionHistoryLimit"] == 5
 
 
+def test_common_labels_and_annotations_reach_every_object(chart):
+    values = dict(SCENARIOS["redis-everything"])
+    values["commonLabels"] = {"team": "identity"}
+    values["commonAnnotations"] = {"owner": "iam@example.com"}
+    values["service"] = {"annotations": {"own": "kept"}}
+    rendered = render(chart, values)
+    for obj in rendered["objects"]:
+        meta = obj["metadata"]
+        assert meta["labels"]["team"] == "identity", obj["kind"]
+        assert meta["annotations"]["owner"] == "iam@example.com", obj["kind"]
+    assert one(rendered, "Service")["metadata"]["annotations"]["own"] == "kept"
+    assert "annotations" not in one(render(chart), "Service")["metadata"]
+
+
+def test_image_registry_and_global_values(chart):
+    image = {"registry": "ghcr.io", "repository": "acme/introspectd", "tag": "1.2.3"}
+    assert container(render(chart, {"image": image}))["image"] == "ghcr.io/acme/introspectd:1.2.3"
+    rendered = render(chart, {
+        "image": image,
+        "global": {"imageRegistry": "mirror.internal", "imagePullSecrets": [{"name": "mirror"}]},
+        "imagePullSecrets": [{"name": "own"}],
+    })
+    assert container(rendered)["image"] == "mirror.internal/acme/introspectd:1.2.3"
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "mirror"}, {"name": "own"}]
+
+
+def test_extra_args_init_containers_and_sidecars(chart):
+    rendered = render(chart, {
+        "extraArgs": ["--http-addr", "0.0.0.0:8080"],
+        "initContainers": [{"name": "wait", "image": "busybox"}],
+        "sidecars": [{"name": "proxy", "image": "envoy"}],
+    })
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["introspectd", "proxy"]
+    assert pod["containers"][0]["args"][-2:] == ["--http-addr", "0.0.0.0:8080"]
+    assert pod["initContainers"] == [{"name": "wait", "image": "busybox"}]
+
+
 def test_refusals_name_their_own_template(chart):
     # Not whichever template happened to include the check first (hpa.yaml, once).
     message = render_error(chart, {"replicaCount": 2})

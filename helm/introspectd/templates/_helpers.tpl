@@ -37,6 +37,22 @@ helm.sh/chart: {{ include "introspectd.chart" . }}
 app.kubernetes.io/version: {{ include "introspectd.imageTag" . | quote }}
 app.kubernetes.io/component: token-introspection
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+An object's metadata `annotations:` block, indented for metadata and starting with its
+own newline: its own (dict "root" $ "own" ...) over commonAnnotations; nothing when
+both are empty.
+*/}}
+{{- define "introspectd.annotations" -}}
+{{- $all := merge (deepCopy (.own | default dict)) (deepCopy (.root.Values.commonAnnotations | default dict)) }}
+{{- with $all }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end }}
 
 {{- define "introspectd.serviceAccountName" -}}
@@ -52,10 +68,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "introspectd.image" -}}
+{{- $registry := default .Values.image.registry ((.Values.global | default dict).imageRegistry) }}
+{{- $name := ternary (printf "%s/%s" $registry .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $name .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (include "introspectd.imageTag" .) }}
+{{- printf "%s:%s" $name (include "introspectd.imageTag" .) }}
 {{- end }}
 {{- end }}
 
