@@ -227,6 +227,13 @@ def test_probes_are_grpc_health_checks(scenario):
     assert ports == {"grpc": GRPC_PORT, "http": HTTP_PORT}
 
 
+def test_a_custom_probe_replaces_the_default(chart):
+    custom = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 3}
+    c = container(render(chart, {"probes": {"readiness": {"custom": custom}}}))
+    assert c["readinessProbe"] == custom
+    assert c["livenessProbe"]["grpc"]["service"] == "liveness"
+
+
 def test_security_context_is_restrictive(scenario):
     _, rendered = scenario
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
