@@ -126,9 +126,16 @@ def chart():
         yield loaded
 
 
+def with_issuer(values: dict[str, Any] | None) -> dict[str, Any]:
+    """The chart refuses to render without an issuer: values that give none get ISSUER."""
+    values = dict(values or {})
+    values.setdefault("issuers", [ISSUER])
+    return values
+
+
 def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Render like `helm template`; returns {"objects": [...], "notes": str}."""
-    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    """Render like `helm template` (with_issuer); returns {"objects": [...], "notes": str}."""
+    manifests = chart.render(with_issuer(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
     objects: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(manifests.items()):
@@ -180,7 +187,7 @@ def scenario(request, chart):
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_lint_is_clean(name):
-    report = helm.lint(CHART, SCENARIOS[name], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(CHART, with_issuer(SCENARIOS[name]), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["total_charts_linted"] == 1
     assert not problems, problems
@@ -507,6 +514,7 @@ def test_optional_objects(chart):
 
 def test_default_config_toml(chart):
     config = config_toml(render(chart))
+    assert config.pop("issuers") == [ISSUER]
     assert config == {
         "server": {
             "grpc_addr": "0.0.0.0:50051",
@@ -599,6 +607,10 @@ def test_bind_address_and_ports_follow_values(chart):
 # === refusals ===
 
 REFUSALS = {
+    "no-issuer": (
+        {},
+        "issuers is empty: introspectd refuses to start without a trusted issuer",
+    ),
     "grace-shorter-than-pre-stop-and-shutdown": (
         {"terminationGracePeriodSeconds": 14},
         "terminationGracePeriodSeconds (14) must be greater than preStopSleepSeconds (5) plus server.shutdown_grace_secs (10)",

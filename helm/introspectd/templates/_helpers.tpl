@@ -132,6 +132,10 @@ alone, so `helm template` and `helm install` stop with the message and point the
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas" }}
 {{- end }}
+{{- /* Last, so a values file that is wrong in several ways hears of the rest first. */}}
+{{- if not .Values.issuers }}
+{{- fail "issuers is empty: introspectd refuses to start without a trusted issuer. Add one under issuers (issuer, audiences, and discovery: true or jwks_uri); see examples/embedded.yaml" }}
+{{- end }}
 {{- end }}
 
 {{/*
