@@ -282,6 +282,9 @@ def test_pre_stop_sleeps_so_endpoints_go_before_sigterm(chart):
     # Kubernetes' own sleep action: the distroless image has no shell to run `sleep` in.
     assert container(render(chart))["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     assert "lifecycle" not in container(render(chart, {"preStopSleepSeconds": 0}))
+    # API servers before 1.30 know no sleep action: the chart says so up front.
+    chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart_yaml["kubeVersion"] == ">=1.30.0-0"
     hook = {"preStop": {"httpGet": {"path": "/readyz", "port": "http"}}}
     assert container(render(chart, {"lifecycle": hook}))["lifecycle"] == hook
 

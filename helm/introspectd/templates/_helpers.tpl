@@ -43,6 +43,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Seconds of the preStop sleep the pod gets: 0 when lifecycle replaces it.
+*/}}
+{{- define "introspectd.preStopSleepSeconds" -}}
+{{- if .Values.lifecycle }}0{{ else }}{{ int .Values.preStopSleepSeconds }}{{ end }}
+{{- end }}
+
+{{/*
 An object's metadata `annotations:` block, indented for metadata and starting with its
 own newline: its own (dict "root" $ "own" ...) over commonAnnotations; nothing when
 both are empty.
@@ -125,7 +132,7 @@ alone, so `helm template` and `helm install` stop with the message and point the
 {{- if and .Values.auth.apiKeysSecret.name (not .Values.auth.apiKeysSecret.key) }}
 {{- fail "auth.apiKeysSecret.key must name the key of the Secret that holds the API keys file" }}
 {{- end }}
-{{- $preStopSleep := ternary 0 (int .Values.preStopSleepSeconds) (not (empty .Values.lifecycle)) }}
+{{- $preStopSleep := int (include "introspectd.preStopSleepSeconds" .) }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (add $preStopSleep (int .Values.server.shutdown_grace_secs)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than preStopSleepSeconds (%d) plus server.shutdown_grace_secs (%d), or Kubernetes kills the pod before in-flight calls finish" (int .Values.terminationGracePeriodSeconds) $preStopSleep (int .Values.server.shutdown_grace_secs)) }}
 {{- end }}
