@@ -1,5 +1,7 @@
 //! `introspectd api-key`: a new API key and its configuration entry.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -19,6 +21,10 @@ pub struct ApiKeyArgs {
     /// `auth.api_keys_file`, a mounted Secret, say).
     #[arg(long, value_enum, default_value_t = EntryFormat::Config)]
     format: EntryFormat,
+    /// Append the entry to this file (created if missing) instead of printing it, to
+    /// build a keys file one key at a time.
+    #[arg(long, value_name = "PATH")]
+    append_to: Option<PathBuf>,
 }
 
 /// Where an API key's entry is written.
@@ -52,10 +58,38 @@ pub fn api_key(args: &ApiKeyArgs) -> ExitCode {
         EntryFormat::Config => ("[[auth.api_keys]]", "the configuration file"),
         EntryFormat::KeysFile => ("[[api_keys]]", "the file auth.api_keys_file names"),
     };
+    let entry = format!("{table}\n{entry}");
+    if let Some(path) = &args.append_to {
+        if let Err(error) = append_entry(path, &entry) {
+            eprintln!(
+                "introspectd api-key: cannot append to {}: {error}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        println!("{key}");
+        eprintln!(
+            "Give the key (printed on stdout) to {}; its entry is in {}.",
+            args.name,
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
     println!("{key}");
     eprintln!(
-        "Give the key (printed on stdout) to {}; add this to {place}:\n\n{table}\n{entry}",
+        "Give the key (printed on stdout) to {}; add this to {place}:\n\n{entry}",
         args.name
     );
     ExitCode::SUCCESS
+}
+
+/// Appends after a blank line, so entries stay apart whatever the file ended with.
+fn append_entry(path: &Path, entry: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let separator = if file.metadata()?.len() > 0 { "\n" } else { "" };
+    file.write_all(format!("{separator}{entry}").as_bytes())?;
+    file.sync_all()
 }

@@ -294,3 +294,37 @@ fn api_key_entries_fit_where_they_go() -> TestResult {
     assert!(parsed.validate().is_ok());
     Ok(())
 }
+
+/// `--append-to` builds a keys file (the Secret's content) one key at a time, creating it
+/// on first use; every key in it authenticates.
+#[test]
+fn api_key_appends_entries_to_a_keys_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api-keys.toml");
+    let path_arg = path.to_str().unwrap_or_default();
+    let mut issued = Vec::new();
+    for (name, role) in [("gateway", "introspect"), ("ops", "revoke")] {
+        let out = run(&[
+            "api-key",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--format",
+            "keys-file",
+            "--append-to",
+            path_arg,
+        ])?;
+        assert!(out.status.success(), "{out:?}");
+        issued.push((name, String::from_utf8(out.stdout)?.trim().to_owned()));
+    }
+    let entries = introspectd::auth::ApiKeys::read_file(&path)?;
+    let keys = introspectd::auth::ApiKeys::new(entries, false)?;
+    for (name, key) in issued {
+        assert_eq!(
+            keys.authenticate(&key).map(|caller| caller.name.clone()),
+            Some(name.into())
+        );
+    }
+    Ok(())
+}
