@@ -13,7 +13,8 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::{ApiKeyEntry, Role, hash_key};
 use crate::config::{
-    AuthSection, FileConfig, IssuerSection, ServerSection, StoreBackend, StoreSection,
+    AuthSection, EnricherSection, FileConfig, IssuerSection, ServerSection, StoreBackend,
+    StoreSection, SubjectSection,
 };
 use crate::token::sign::{self, SignError, SigningKey};
 
@@ -132,8 +133,8 @@ impl DevIssuer {
         sign::jwks(&[&self.key])
     }
 
-    /// A configuration trusting only this issuer, with reasons shown to callers,
-    /// anonymous introspection, the admin key for everything else, and the embedded
+    /// A configuration trusting only this issuer (with per-subject claims), with reasons
+    /// shown to callers, anonymous introspection, the admin key for everything else, and the embedded
     /// store in the data directory.
     pub fn file_config(
         &self,
@@ -168,6 +169,8 @@ impl DevIssuer {
                 audiences: vec![DEV_AUDIENCE.into()],
                 algorithms: vec![format!("{DEV_ALG:?}")],
                 jwks: Some(self.jwks().to_string()),
+                // So the walkthrough's SetSubjectClaims shows in the next answer.
+                enrich: vec![EnricherSection::Subject(SubjectSection::default())],
                 ..IssuerSection::default()
             }],
             ..FileConfig::default()

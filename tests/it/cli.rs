@@ -126,6 +126,23 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         assert_eq!(answer["active"], true, "{answer}");
         assert_eq!(answer["sub"], "dev-user");
 
+        // The README's SetSubjectClaims, as written: the claim shows in the next answer.
+        if crate::tools::grpcurl_available("dev_mint_introspect_walkthrough (SetSubjectClaims)") {
+            let admin_key = std::fs::read_to_string(dir.path().join("admin-api-key"))?;
+            crate::tools::grpcurl(&[
+                "-plaintext",
+                "-H",
+                &format!("authorization: Bearer {}", admin_key.trim()),
+                "-d",
+                r#"{"iss": "https://dev.introspectd.invalid", "sub": "dev-user", "claims": {"role": "admin"}}"#,
+                &grpc,
+                "introspectd.v1.SubjectClaimsAdmin/SetSubjectClaims",
+            ])?;
+            let answer = run(&["introspect", "--grpc-addr", &grpc_url, token.trim()])?;
+            let answer: serde_json::Value = serde_json::from_slice(&answer.stdout)?;
+            assert_eq!(answer["enrichment"]["role"], "admin", "{answer}");
+        }
+
         let id_token =
             String::from_utf8(run(&["mint", "--data-dir", &data, "--id-token"])?.stdout)?;
         let answer = run(&["introspect", "--grpc-addr", &grpc_url, id_token.trim()])?;

@@ -11,7 +11,7 @@ const ISS: &str = "https://tools.test/";
 
 /// `grpcurl` on PATH; when missing, CI (`INTROSPECTD_REQUIRE_ALL=1`) fails and other runs
 /// skip the test with a loud message.
-fn grpcurl_available(test: &str) -> bool {
+pub(crate) fn grpcurl_available(test: &str) -> bool {
     let found = Command::new("grpcurl")
         .arg("--version")
         .output()
@@ -25,7 +25,7 @@ fn grpcurl_available(test: &str) -> bool {
     found
 }
 
-fn grpcurl(args: &[&str]) -> Result<String, String> {
+pub(crate) fn grpcurl(args: &[&str]) -> Result<String, String> {
     let output = Command::new("grpcurl")
         .args(args)
         .output()
