@@ -274,6 +274,11 @@ fn describe(recorder: &PrometheusRecorder) {
             None,
             "Subjects with custom claims",
         ),
+        (
+            "introspectd_build_info",
+            None,
+            "Always 1; the version label says which introspectd answers",
+        ),
     ];
     for (name, unit, help) in gauges {
         recorder.describe_gauge(name.into(), unit, help.into());
@@ -370,6 +375,15 @@ impl Observed {
             &[],
             if *self.ready.borrow() { 1.0 } else { 0.0 },
         );
-        m.render()
+        m.gauge(
+            "introspectd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION").to_owned())],
+            1.0,
+        );
+        let mut text = m.render();
+        if let Some(process) = super::process::ProcessStats::read() {
+            process.render(&mut text);
+        }
+        text
     }
 }

@@ -10,6 +10,7 @@
 //! - Metrics: [`metrics`].
 
 pub mod metrics;
+mod process;
 
 use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
 

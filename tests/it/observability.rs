@@ -143,6 +143,23 @@ async fn metrics_count_a_known_sequence_of_calls() -> TestResult {
         0.0,
     );
     expect("introspectd_ready", &[], 1.0);
+    expect(
+        "introspectd_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    // The process_* family Prometheus client libraries export, from /proc.
+    let process = |name: &str| sample(&text, name, &[]).ok_or(format!("{name} in\n{text}"));
+    assert!(process("process_resident_memory_bytes")? > 1e6);
+    assert!(process("process_virtual_memory_bytes")? > 1e6);
+    assert!(process("process_cpu_seconds_total")? > 0.0);
+    let open_fds = process("process_open_fds")?;
+    assert!(open_fds >= 3.0 && open_fds <= process("process_max_fds")?);
+    let started = process("process_start_time_seconds")?;
+    assert!(
+        started <= now() as f64 + 1.0 && started > (now() - 3600) as f64,
+        "{started}"
+    );
     assert!(sample(&text, "introspectd_keyset_age_seconds", &[("issuer", ISS)]).is_some());
     assert!(sample(&text, "introspectd_statelog_lag_seconds", &[]).is_some());
     Ok(())
