@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -31,7 +32,7 @@ FULLNAME = "idp-introspectd"
 GRPC_PORT = 50051
 HTTP_PORT = 8080
 # Custom resources: kubernetes-validate only ships the built-in API schemas.
-KINDS_WITHOUT_SCHEMA = {"ServiceMonitor"}
+KINDS_WITHOUT_SCHEMA = {"ServiceMonitor", "PrometheusRule"}
 
 ISSUER = {
     "issuer": "https://id.example.com/",
@@ -82,6 +83,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceAccount": {"create": False, "name": "shared"},
         "podDisruptionBudget": {"maxUnavailable": "25%"},
         "serviceMonitor": {"enabled": True, "relabelings": [{"action": "labeldrop", "regex": "pod"}]},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "networkPolicy": {
             "enabled": True,
             "ingressFrom": [{"podSelector": {"matchLabels": {"role": "gateway"}}}],
@@ -481,6 +483,27 @@ def test_extra_args_init_containers_and_sidecars(chart):
     assert [c["name"] for c in pod["containers"]] == ["introspectd", "proxy"]
     assert pod["containers"][0]["args"][-2:] == ["--http-addr", "0.0.0.0:8080"]
     assert pod["initContainers"] == [{"name": "wait", "image": "busybox"}]
+
+
+def test_prometheus_rule_is_the_shipped_rules_file_for_this_release(chart, tmp_path):
+    assert not objects_of(render(chart), "PrometheusRule")
+    rendered = render(chart, SCENARIOS["redis-everything"])
+    rule = one(rendered, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load((CHART / "files" / "introspectd-rules.yml").read_text())
+    names = lambda groups: [r["alert"] for g in groups for r in g["rules"]]
+    assert names(rule["spec"]["groups"]) == names(shipped["groups"])
+    down = next(r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "IntrospectdDown")
+    # The ServiceMonitor's job is the Service's name.
+    assert f'job="{FULLNAME}"' in down["expr"], down["expr"]
+    if not shutil.which("promtool"):
+        if os.environ.get("INTROSPECTD_REQUIRE_ALL") == "1":
+            pytest.fail("promtool is not installed and INTROSPECTD_REQUIRE_ALL=1")
+        pytest.skip("promtool is not on PATH (apt-get install prometheus)")
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_refusals_name_their_own_template(chart):
