@@ -139,7 +139,27 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
     if state.dev_jwks.is_some() {
         router = router.route("/.well-known/jwks.json", get(jwks));
     }
-    router.with_state(state)
+    let counted = axum::middleware::from_fn_with_state(state.metrics.clone(), count);
+    router.layer(counted).with_state(state)
+}
+
+/// Counts and times every routed request by its route pattern (requests no route
+/// matches are not counted: their paths are the caller's to choose).
+async fn count(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        metrics.record_http(&route, response.status().as_u16(), started.elapsed());
+    }
+    response
 }
 
 /// Where a caller's API key is.

@@ -164,6 +164,30 @@ impl Metrics {
             .record(elapsed.as_secs_f64());
     }
 
+    /// Counts one HTTP request to `route` (the route's pattern, never the raw path) that
+    /// ended with `status` after `elapsed`.
+    pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
+        let route = route.to_owned();
+        self.recorder
+            .register_counter(
+                &key(
+                    "introspectd_http_requests_total",
+                    &[("route", route.clone()), ("status", status.to_string())],
+                ),
+                &METADATA,
+            )
+            .increment(1);
+        self.recorder
+            .register_histogram(
+                &key(
+                    "introspectd_http_request_duration_seconds",
+                    &[("route", route)],
+                ),
+                &METADATA,
+            )
+            .record(elapsed.as_secs_f64());
+    }
+
     /// Sets a gauge (registered on first use).
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)], value: f64) {
         self.recorder
@@ -287,6 +311,16 @@ fn describe(recorder: &PrometheusRecorder) {
         "introspectd_request_duration_seconds".into(),
         Some(Unit::Seconds),
         "gRPC call latency by method".into(),
+    );
+    recorder.describe_counter(
+        "introspectd_http_requests_total".into(),
+        None,
+        "HTTP requests by route and status".into(),
+    );
+    recorder.describe_histogram(
+        "introspectd_http_request_duration_seconds".into(),
+        Some(Unit::Seconds),
+        "HTTP request latency by route".into(),
     );
 }
 

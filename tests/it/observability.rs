@@ -144,6 +144,16 @@ async fn metrics_count_a_known_sequence_of_calls() -> TestResult {
     );
     expect("introspectd_ready", &[], 1.0);
     expect(
+        "introspectd_http_requests_total",
+        &[("route", "/oauth2/introspect"), ("status", "200")],
+        1.0,
+    );
+    expect(
+        "introspectd_http_request_duration_seconds_count",
+        &[("route", "/oauth2/introspect")],
+        1.0,
+    );
+    expect(
         "introspectd_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
