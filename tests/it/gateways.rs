@@ -220,17 +220,7 @@ async fn upstream() -> (std::net::SocketAddr, Arc<Upstream>) {
 }
 
 fn nginx_available(test: &str) -> bool {
-    let found = Command::new("nginx")
-        .arg("-v")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            unreachable!("{test}: nginx is not installed and INTROSPECTD_REQUIRE_ALL=1");
-        }
-        eprintln!("SKIPPED {test}: nginx is not on PATH (apt-get install nginx)");
-    }
-    found
+    tool_available("nginx", "-v", test, "apt-get install nginx")
 }
 
 /// A gateway process in the foreground with its own directory, killed on drop.
@@ -391,17 +381,7 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
 // === Caddy ===
 
 fn caddy_available(test: &str) -> bool {
-    let found = Command::new("caddy")
-        .arg("version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            unreachable!("{test}: caddy is not installed and INTROSPECTD_REQUIRE_ALL=1");
-        }
-        eprintln!("SKIPPED {test}: caddy is not on PATH (apt-get install caddy)");
-    }
-    found
+    tool_available("caddy", "version", test, "apt-get install caddy")
 }
 
 /// Caddy running `examples/gateways/Caddyfile` as written, its addresses replaced by the

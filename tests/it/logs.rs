@@ -32,7 +32,7 @@ async fn logs_hold_no_token(format: LogFormat) -> TestResult {
         file.log.filter = "trace".into();
     });
     let log_path = dir.path().join("stderr.log");
-    let mut process = spawn_serve(&config, Stdio::from(std::fs::File::create(&log_path)?)).await;
+    let mut process = spawn_serve(&config, || log_file(&log_path)).await;
 
     let mut expired = claims(ISS);
     expired["exp"] = json!(now() - 3600);
@@ -118,4 +118,11 @@ async fn no_text_log_line_contains_a_token() -> TestResult {
 #[tokio::test]
 async fn no_json_log_line_contains_a_token() -> TestResult {
     logs_hold_no_token(LogFormat::Json).await
+}
+
+/// The log file, truncated: a retried start (fresh ports) begins it again.
+fn log_file(path: &std::path::Path) -> Stdio {
+    std::fs::File::create(path)
+        .map(Stdio::from)
+        .unwrap_or_else(|e| unreachable!("cannot create {}: {e}", path.display()))
 }

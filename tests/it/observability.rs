@@ -215,7 +215,7 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
         file.telemetry.otlp_endpoint = Some(otlp.clone());
         file.telemetry.service_name = Some("introspectd-under-test".into());
     });
-    let mut process = spawn_serve(&config, Stdio::null()).await;
+    let mut process = spawn_serve(&config, Stdio::null).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";

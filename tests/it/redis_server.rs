@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::tool_available;
+
 pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -26,19 +28,12 @@ fn free_port() -> u16 {
 /// `redis-server` on PATH; when missing, CI (`INTROSPECTD_REQUIRE_ALL=1`) fails and other
 /// runs skip the test with a loud message.
 pub fn redis_available(test: &str) -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            unreachable!("{test}: redis-server is not installed and INTROSPECTD_REQUIRE_ALL=1");
-        }
-        eprintln!("SKIPPED {test}: redis-server is not on PATH (install redis-server to run it)");
-    }
-    found
+    tool_available(
+        "redis-server",
+        "--version",
+        test,
+        "apt-get install redis-server",
+    )
 }
 
 impl RedisServer {

