@@ -153,11 +153,15 @@ async fn count(
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+        .cloned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     if let Some(route) = route {
-        metrics.record_http(&route, response.status().as_u16(), started.elapsed());
+        metrics.record_http(
+            route.as_str(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
     }
     response
 }

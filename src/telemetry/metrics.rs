@@ -49,6 +49,13 @@ pub struct Metrics {
     /// (method, code) → calls; method → latency.
     calls: DashMap<(&'static str, &'static str), Counter>,
     latency: DashMap<&'static str, Histogram>,
+    /// HTTP route pattern → its handles, so a request costs lookups, not registrations.
+    http: DashMap<String, RouteMetrics>,
+}
+
+struct RouteMetrics {
+    latency: Histogram,
+    by_status: DashMap<u16, Counter>,
 }
 
 impl Metrics {
@@ -106,6 +113,7 @@ impl Metrics {
             cache_misses,
             calls: DashMap::new(),
             latency: DashMap::new(),
+            http: DashMap::new(),
         })
     }
 
@@ -167,25 +175,37 @@ impl Metrics {
     /// Counts one HTTP request to `route` (the route's pattern, never the raw path) that
     /// ended with `status` after `elapsed`.
     pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = route.to_owned();
-        self.recorder
-            .register_counter(
-                &key(
-                    "introspectd_http_requests_total",
-                    &[("route", route.clone()), ("status", status.to_string())],
-                ),
-                &METADATA,
-            )
+        let metrics = match self.http.get(route) {
+            Some(metrics) => metrics,
+            None => self
+                .http
+                .entry(route.to_owned())
+                .or_insert_with(|| RouteMetrics {
+                    latency: self.recorder.register_histogram(
+                        &key(
+                            "introspectd_http_request_duration_seconds",
+                            &[("route", route.to_owned())],
+                        ),
+                        &METADATA,
+                    ),
+                    by_status: DashMap::new(),
+                })
+                .downgrade(),
+        };
+        metrics.latency.record(elapsed.as_secs_f64());
+        metrics
+            .by_status
+            .entry(status)
+            .or_insert_with(|| {
+                self.recorder.register_counter(
+                    &key(
+                        "introspectd_http_requests_total",
+                        &[("route", route.to_owned()), ("status", status.to_string())],
+                    ),
+                    &METADATA,
+                )
+            })
             .increment(1);
-        self.recorder
-            .register_histogram(
-                &key(
-                    "introspectd_http_request_duration_seconds",
-                    &[("route", route)],
-                ),
-                &METADATA,
-            )
-            .record(elapsed.as_secs_f64());
     }
 
     /// Sets a gauge (registered on first use).
