@@ -37,6 +37,7 @@ use crate::revocation::{RevocationSet, Revocations};
 use crate::statelog::{Applier, LogError, StateLog};
 use crate::tasks::Tasks;
 use crate::telemetry::metrics::{Metrics, Observed};
+use crate::tls::{Protocol, Tls};
 use crate::unix_now;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
@@ -85,6 +86,8 @@ pub enum BuildError {
     HttpClient(#[from] OutboundError),
     #[error("cannot open the state store: {0}")]
     Store(#[from] LogError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// How gateways are answered (ext_authz and /authz share it).
     gateway: Arc<crate::gateway::Settings>,
+    /// TLS for both listeners, when configured.
+    tls: Option<Arc<Tls>>,
     tasks: Tasks,
 }
 
@@ -119,6 +124,8 @@ impl App {
     /// Assembles every component. The state store is opened (and replayed, or its
     /// tailer started); nothing is fetched and nothing listens yet.
     pub async fn build(config: Config, options: RunOptions) -> Result<Self, BuildError> {
+        // First: a wrong certificate path should not wait for the store to open.
+        let tls = config.tls.clone().map(Tls::load).transpose()?;
         let http_client = outbound::client()?;
         let issuers = Arc::new(Issuers::new(
             config
@@ -170,6 +177,7 @@ impl App {
             config.max_token_bytes,
         ));
         Ok(Self {
+            tls,
             api_keys: Arc::new(config.api_keys.clone()),
             gateway: Arc::new(config.gateway.clone()),
             dev_jwks: options.dev_jwks.map(Arc::new),
@@ -197,6 +205,7 @@ impl App {
             addr.map_or_else(|e| e.to_string(), |a| a.to_string())
         };
         tracing::info!(
+            tls = self.tls.is_some(),
             grpc.addr = %shown(listeners.grpc.local_addr()),
             http.addr = %shown(listeners.http.local_addr()),
             max_connections = self.listener_limits().max_connections,
@@ -244,6 +253,9 @@ impl App {
     }
 
     fn start_background_tasks(&self) {
+        if let Some(tls) = &self.tls {
+            self.tasks.spawn("TLS reload", tls.clone().keep_fresh());
+        }
         for issuer in self.issuers.iter() {
             let name = format!("key refresh {}", issuer.policy.issuer);
             self.tasks.spawn(name, keys::keep_fresh(issuer.clone()));
@@ -344,7 +356,11 @@ impl App {
             .layer(MetricsLayer::new(self.metrics.clone()))
             .layer(ShedLayer::new(limits.max_concurrent_requests))
             .layer(AuthLayer::new(self.api_keys.clone()));
-        let incoming = Incoming::new(listener, self.listener_limits());
+        let incoming = Incoming::new(
+            listener,
+            self.listener_limits(),
+            self.tls.clone().map(|tls| (tls, Protocol::Grpc)),
+        );
         Ok(tonic::transport::Server::builder()
             // Callers' own grpc-timeout is honoured when shorter.
             .timeout(limits.request_timeout)
@@ -382,6 +398,7 @@ impl App {
                 applier: self.revocations.applier().clone(),
                 state_log: self.state_log.clone(),
                 ready: ready.clone(),
+                tls: self.tls.clone(),
             }),
             metrics: self.metrics.clone(),
             introspector: self.introspector.clone(),
@@ -397,10 +414,14 @@ impl App {
         };
         let router = http::router(state, self.api_keys.clone(), call_limits);
         let serve_limits = http::ServeLimits {
-            listener: self.listener_limits(),
             header_read_timeout: limits.http_header_read_timeout,
         };
-        http::serve(listener, router, serve_limits, drain)
+        let incoming = Incoming::new(
+            listener,
+            self.listener_limits(),
+            self.tls.clone().map(|tls| (tls, Protocol::Http)),
+        );
+        http::serve(incoming, router, serve_limits, drain)
     }
 
     /// Each listener gets at most 40% of the descriptors the process may open.

@@ -1,10 +1,14 @@
-//! Caller authentication: API keys with roles. Keys are configured as SHA-256 hashes and
-//! compared in constant time; the transport only extracts the presented key.
+//! Caller authentication: API keys with roles, and client certificates (mTLS) whose
+//! identity stands for a caller the same way. Keys are configured as SHA-256 hashes and
+//! compared in constant time; the transport only extracts the presented key and the
+//! verified certificate.
 
 use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::tls::ClientCertificate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +32,18 @@ pub struct ApiKeyEntry {
     pub roles: Vec<Role>,
 }
 
+/// One configured mTLS client: a certificate with this identity (a URI SAN such as a
+/// SPIFFE ID, or a DNS SAN), verified against the client CA, is this caller.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Who the client is; logged with each call.
+    pub name: String,
+    /// The certificate's URI or DNS subject alternative name, exactly.
+    pub identity: String,
+    pub roles: Vec<Role>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApiKeysFile {
@@ -43,8 +59,10 @@ pub enum AuthError {
     Parse(String, String),
     #[error("api key {0:?}: sha256 must be 64 hex digits")]
     BadHash(String),
-    #[error("api key {0:?}: no roles")]
+    #[error("{0:?}: no roles")]
     NoRoles(String),
+    #[error("client {0:?}: identity must not be empty")]
+    NoIdentity(String),
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +122,8 @@ pub enum Denied {
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     keys: Vec<ApiKey>,
+    /// mTLS identities and the callers they stand for.
+    clients: Vec<(String, Arc<Caller>)>,
     anonymous_introspect: bool,
 }
 
@@ -128,7 +148,43 @@ impl ApiKeys {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             keys,
+            clients: Vec::new(),
             anonymous_introspect,
+        })
+    }
+
+    /// Adds the mTLS clients: a verified certificate with one of these identities
+    /// authenticates its connection's calls as that caller.
+    pub fn with_clients(mut self, entries: Vec<ClientEntry>) -> Result<Self, AuthError> {
+        for entry in entries {
+            if entry.identity.is_empty() {
+                return Err(AuthError::NoIdentity(entry.name));
+            }
+            if entry.roles.is_empty() {
+                return Err(AuthError::NoRoles(entry.name));
+            }
+            let caller = Arc::new(Caller {
+                name: entry.name,
+                roles: entry.roles,
+            });
+            self.clients.push((entry.identity, caller));
+        }
+        Ok(self)
+    }
+
+    pub fn has_clients(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// The caller a verified client certificate stands for: the first configured client
+    /// whose identity the certificate names.
+    pub fn client(&self, certificate: &ClientCertificate) -> Option<Arc<Caller>> {
+        self.clients.iter().find_map(|(identity, caller)| {
+            certificate
+                .identities
+                .iter()
+                .any(|named| named == identity)
+                .then(|| caller.clone())
         })
     }
 
@@ -160,9 +216,15 @@ impl ApiKeys {
 
     /// Decides a call needing `role`: a known key with that role (or admin).
     pub fn authorize(&self, presented: Option<&str>, role: Role) -> Result<Arc<Caller>, Denied> {
-        let caller = self
-            .authenticate(presented.ok_or(Denied::Unauthenticated)?)
-            .ok_or(Denied::Unauthenticated)?;
+        self.authorize_credentials(Credentials::key(presented), role)
+    }
+
+    fn authorize_credentials(
+        &self,
+        credentials: Credentials<'_>,
+        role: Role,
+    ) -> Result<Arc<Caller>, Denied> {
+        let caller = self.identify(credentials).ok_or(Denied::Unauthenticated)?;
         if caller.may(role) {
             Ok(caller)
         } else {
@@ -170,16 +232,26 @@ impl ApiKeys {
         }
     }
 
-    /// Decides a call: the caller, if a key was needed, or why it is refused.
+    /// The caller behind a call's credentials: a presented key decides (a wrong key is
+    /// refused even on an mTLS connection); without one, the client certificate.
+    fn identify(&self, credentials: Credentials<'_>) -> Option<Arc<Caller>> {
+        match (credentials.key, credentials.certificate) {
+            (Some(key), _) => self.authenticate(key),
+            (None, Some(certificate)) => self.client(certificate),
+            (None, None) => None,
+        }
+    }
+
+    /// Decides a call: the caller, if credentials were needed, or why it is refused.
     pub fn admit(
         &self,
         access: Access,
-        presented: Option<&str>,
+        credentials: Credentials<'_>,
     ) -> Result<Option<Arc<Caller>>, Denied> {
         match access {
             Access::Open => Ok(None),
-            Access::Introspection => self.authorize_introspection(presented),
-            Access::Role(role) => self.authorize(presented, role).map(Some),
+            Access::Introspection => self.authorize_introspection_with(credentials),
+            Access::Role(role) => self.authorize_credentials(credentials, role).map(Some),
         }
     }
 
@@ -190,9 +262,35 @@ impl ApiKeys {
         &self,
         presented: Option<&str>,
     ) -> Result<Option<Arc<Caller>>, Denied> {
-        match presented {
-            None if self.anonymous_introspect => Ok(None),
-            _ => self.authorize(presented, Role::Introspect).map(Some),
+        self.authorize_introspection_with(Credentials::key(presented))
+    }
+
+    fn authorize_introspection_with(
+        &self,
+        credentials: Credentials<'_>,
+    ) -> Result<Option<Arc<Caller>>, Denied> {
+        if credentials.key.is_none() && self.anonymous_introspect {
+            // A known client certificate still names the caller in the logs.
+            return Ok(credentials.certificate.and_then(|c| self.client(c)));
+        }
+        self.authorize_credentials(credentials, Role::Introspect)
+            .map(Some)
+    }
+}
+
+/// What a call presents: an API key, and the verified client certificate of its
+/// connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub key: Option<&'a str>,
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn key(key: Option<&'a str>) -> Self {
+        Self {
+            key,
+            certificate: None,
         }
     }
 }

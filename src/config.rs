@@ -16,13 +16,14 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::auth::{ApiKeyEntry, ApiKeys};
+use crate::auth::{ApiKeyEntry, ApiKeys, ClientEntry};
 use crate::enrich;
 use crate::keys::{self, IssuerSpec, RefreshPolicy};
 use crate::opaque;
 use crate::outbound;
 use crate::statelog::{RedisSpec, StoreSpec};
 use crate::telemetry;
+use crate::tls;
 use crate::token::{self, Policy, TypPolicy};
 
 /// Prefix of environment variables that override configuration keys.
@@ -85,8 +86,10 @@ pub struct FileConfig {
     pub log: LogSection,
     /// The verified-token cache.
     pub cache: CacheSection,
-    /// Who may call: API keys and their roles.
+    /// Who may call: API keys, mTLS clients, and their roles.
     pub auth: AuthSection,
+    /// TLS (and mTLS) on both listeners; plaintext when absent.
+    pub tls: Option<TlsSection>,
     /// Where revocations are kept and how replicas share them.
     pub store: StoreSection,
     /// Trace export (OpenTelemetry).
@@ -286,6 +289,45 @@ pub struct AuthSection {
     pub api_keys_file: Option<PathBuf>,
     /// API keys inline: `[[auth.api_keys]]` with name, sha256 (hex SHA-256 of the key), roles.
     pub api_keys: Vec<ApiKeyEntry>,
+    /// mTLS clients: `[[auth.clients]]` with name, identity (a URI or DNS SAN of the
+    /// client certificate, e.g. a SPIFFE ID), roles. Needs `tls.client_ca_file`.
+    pub clients: Vec<ClientEntry>,
+}
+
+/// `[tls]`: both listeners serve TLS with this certificate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first (`tls.crt` of a Kubernetes TLS Secret).
+    pub cert_file: PathBuf,
+    /// PEM private key (`tls.key`).
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates (`ca.crt`). When set, clients may present
+    /// a certificate (mTLS); one that does not chain to this CA is refused in the
+    /// handshake. Clients without one still authenticate with an API key.
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for changes (a renewed certificate is served to
+    /// new connections; open ones keep theirs).
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_interval_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    10
+}
+
+impl TlsSection {
+    fn validate(&self) -> Result<tls::Settings, ConfigError> {
+        if self.reload_interval_secs == 0 {
+            return Err(invalid("tls.reload_interval_secs", "must be positive"));
+        }
+        Ok(tls::Settings {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: self.client_ca_file.clone(),
+            reload_interval: Duration::from_secs(self.reload_interval_secs),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -570,6 +612,7 @@ pub struct Config {
     pub telemetry: telemetry::Settings,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
+    pub tls: Option<tls::Settings>,
     pub store: StoreSpec,
     pub opaque_token_ttl_secs: i64,
     pub purge_interval: Duration,
@@ -657,7 +700,8 @@ impl FileConfig {
         let limits = server.limits()?;
         let gateway = self.gateway.validate()?;
         let issuers = validate_issuers(self.issuers, &self.opaque)?;
-        let api_keys = self.auth.validate()?;
+        let tls = self.tls.as_ref().map(TlsSection::validate).transpose()?;
+        let api_keys = self.auth.validate(tls.as_ref())?;
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
         let store = &self.store;
         let opaque_token_ttl_secs = i64::try_from(store.opaque_token_ttl_secs)
@@ -693,6 +737,7 @@ impl FileConfig {
             telemetry,
             cache_max_entries: self.cache.max_entries,
             api_keys,
+            tls,
             store: store.validate(longest_lifetime)?,
             opaque_token_ttl_secs,
             purge_interval: Duration::from_secs(store.purge_interval_secs),
@@ -870,7 +915,7 @@ impl StoreSection {
 }
 
 impl AuthSection {
-    fn validate(&self) -> Result<ApiKeys, ConfigError> {
+    fn validate(&self, tls: Option<&tls::Settings>) -> Result<ApiKeys, ConfigError> {
         let mut entries = self.api_keys.clone();
         if let Some(path) = &self.api_keys_file {
             let from_file = ApiKeys::read_file(path)
@@ -878,11 +923,19 @@ impl AuthSection {
             entries.extend(from_file);
         }
         let keys = ApiKeys::new(entries, self.anonymous_introspect)
-            .map_err(|e| invalid("auth.api_keys", e.to_string()))?;
-        if keys.is_empty() && !self.anonymous_introspect {
+            .map_err(|e| invalid("auth.api_keys", e.to_string()))?
+            .with_clients(self.clients.clone())
+            .map_err(|e| invalid("auth.clients", e.to_string()))?;
+        if keys.has_clients() && tls.and_then(|t| t.client_ca_file.as_ref()).is_none() {
+            return Err(invalid(
+                "auth.clients",
+                "mTLS clients need tls.client_ca_file (and tls.cert_file, tls.key_file)",
+            ));
+        }
+        if keys.is_empty() && !keys.has_clients() && !self.anonymous_introspect {
             return Err(invalid(
                 "auth",
-                "no API keys and anonymous_introspect = false: nobody could call introspectd",
+                "no API keys, no mTLS clients and anonymous_introspect = false: nobody could call introspectd",
             ));
         }
         Ok(keys)

@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::auth::{Access, ApiKeys, Caller, Denied, Role, bearer_key};
+use crate::auth::{Access, ApiKeys, Caller, Credentials, Denied, Role, bearer_key};
 use crate::introspect::Introspector;
+use crate::listener::Peer;
 use crate::revocation::{Revocations, RevokeError, Target};
 use crate::telemetry::metrics::{Metrics, Observed, Surface};
 use crate::token::CallPolicy;
@@ -43,41 +44,48 @@ pub struct HttpState {
     pub dev_jwks: Option<Arc<Value>>,
 }
 
-/// What bounds the HTTP listener.
+/// What bounds the HTTP listener's connections beyond [`crate::listener::Limits`].
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
-    pub listener: crate::listener::Limits,
     /// A request's headers must arrive within this; between requests on a kept-alive
     /// connection it is the idle timeout.
     pub header_read_timeout: std::time::Duration,
 }
 
-/// Serves `router` on `listener` until `drain` fires, then lets the connections finish
+/// Serves `router` on `incoming` until `drain` fires, then lets the connections finish
 /// their requests. Unlike a bare `axum::serve`, a client that opens connections and
 /// sends nothing, or half a request, cannot hold them: the header timeout closes them,
-/// and at most `max_connections` are open at once.
+/// and `incoming` caps how many are open. Each request carries the connection's
+/// [`Peer`] as an extension.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    incoming: crate::listener::Incoming,
     router: Router,
     limits: ServeLimits,
     drain: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    use tokio_stream::StreamExt;
     let connections = tokio_util::task::TaskTracker::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.listener.max_connections));
+    let mut incoming = std::pin::pin!(incoming);
     loop {
-        let connection = tokio::select! {
-            connection = crate::listener::accept(&listener, &permits, limits.listener) => connection,
+        let stream = tokio::select! {
+            Some(Ok(stream)) = incoming.next() => stream,
             () = drain.cancelled() => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let peer = stream.peer();
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                tower::ServiceExt::oneshot(router.clone(), request)
+            },
+        );
         let drain = drain.clone();
         connections.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let served =
-                builder.serve_connection(hyper_util::rt::TokioIo::new(connection), service);
+            let served = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut served = std::pin::pin!(served);
             tokio::select! {
                 result = served.as_mut() => {
@@ -193,7 +201,12 @@ async fn authenticate(
             .get(API_KEY_HEADER)
             .map(|value| value.to_str().unwrap_or("\u{0}").trim()),
     };
-    match keys.admit(access, presented) {
+    let peer = request.extensions().get::<Peer>();
+    let credentials = Credentials {
+        key: presented,
+        certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
+    };
+    match keys.admit(access, credentials) {
         Ok(caller) => {
             if let Some(caller) = caller {
                 request.extensions_mut().insert(caller);

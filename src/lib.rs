@@ -24,7 +24,8 @@
 //! | [`auth`] | API keys, roles, and who may make which call |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
-//! | [`listener`] | accepting connections: a cap per listener, back-off on `EMFILE`, a first-byte timeout |
+//! | [`listener`] | accepting connections: a cap per listener, back-off on `EMFILE`, a first-byte timeout, TLS handshakes |
+//! | [`tls`] | TLS and mTLS material, reloaded when its files change; client certificate identities |
 //! | [`outbound`] | the one HTTP client and its error handling, for every outbound call |
 //! | [`ttl_map`] | the bounded expiring map behind every cache |
 //! | [`digest`] | fixed-size keys from strings |
@@ -57,6 +58,7 @@ pub mod tasks;
 pub mod telemetry;
 #[cfg(test)]
 mod test_util;
+pub mod tls;
 pub mod token;
 pub mod ttl_map;
 

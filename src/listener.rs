@@ -12,13 +12,15 @@ use std::{
     time::Duration,
 };
 
+use tokio::task::JoinSet;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Sleep,
 };
-use tokio_stream::Stream;
+
+use crate::tls::{ClientCertificate, Protocol, Tls};
 
 /// Longest pause after a failed accept.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -50,43 +52,187 @@ pub fn cap_connections(configured: usize, share: f64) -> usize {
     }
 }
 
-/// Accepted connections, as a stream for tonic.
+/// Accepted connections, TLS already negotiated where configured, as a stream (tonic
+/// takes it as is; the HTTP server pulls from it). Handshakes run concurrently, each in
+/// its own task, so a slow client delays only its own connection; they end with the
+/// stream.
 pub struct Incoming {
     listener: Arc<TcpListener>,
     permits: Arc<Semaphore>,
     limits: Limits,
+    tls: Option<(Arc<Tls>, Protocol)>,
     next: Option<Pin<Box<dyn Future<Output = Connection> + Send>>>,
+    handshakes: JoinSet<Option<Stream>>,
 }
 
 impl Incoming {
-    pub fn new(listener: TcpListener, limits: Limits) -> Self {
+    pub fn new(listener: TcpListener, limits: Limits, tls: Option<(Arc<Tls>, Protocol)>) -> Self {
         Self {
             listener: Arc::new(listener),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
+            tls,
             next: None,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Connection> {
+        if self.next.is_none() {
+            let (listener, permits, limits) =
+                (self.listener.clone(), self.permits.clone(), self.limits);
+            self.next = Some(Box::pin(async move {
+                accept(&listener, &permits, limits).await
+            }));
+        }
+        let Some(next) = self.next.as_mut() else {
+            return Poll::Pending;
+        };
+        let connection = std::task::ready!(next.as_mut().poll(cx));
+        self.next = None;
+        Poll::Ready(connection)
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = io::Result<Stream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            while let Poll::Ready(Some(done)) = this.handshakes.poll_join_next(cx) {
+                if let Ok(Some(stream)) = done {
+                    return Poll::Ready(Some(Ok(stream)));
+                }
+            }
+            let connection = std::task::ready!(this.poll_accept(cx));
+            let Some((tls, protocol)) = &this.tls else {
+                return Poll::Ready(Some(Ok(Stream::Plain(connection))));
+            };
+            let acceptor = tls.acceptor(*protocol);
+            let tls = tls.clone();
+            let deadline = this.limits.first_byte_timeout;
+            this.handshakes.spawn(async move {
+                let error = match tokio::time::timeout(deadline, acceptor.accept(connection)).await
+                {
+                    Ok(Ok(stream)) => return Some(Stream::tls(stream)),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "timed out".to_owned(),
+                };
+                tls.counts()
+                    .handshake_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            });
         }
     }
 }
 
-impl Stream for Incoming {
-    type Item = io::Result<Connection>;
+/// A connection as the servers see it: plaintext, or TLS with what the client's
+/// certificate (if any) says.
+pub enum Stream {
+    Plain(Connection),
+    Tls {
+        stream: Box<tokio_rustls::server::TlsStream<Connection>>,
+        client: Option<Arc<ClientCertificate>>,
+    },
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.next.is_none() {
-            let (listener, permits, limits) =
-                (this.listener.clone(), this.permits.clone(), this.limits);
-            this.next = Some(Box::pin(async move {
-                accept(&listener, &permits, limits).await
-            }));
+impl Stream {
+    fn tls(stream: tokio_rustls::server::TlsStream<Connection>) -> Self {
+        let client = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| Arc::new(ClientCertificate::from_der(leaf)));
+        Self::Tls {
+            stream: Box::new(stream),
+            client,
         }
-        let Some(next) = this.next.as_mut() else {
-            return Poll::Pending;
-        };
-        let connection = std::task::ready!(next.as_mut().poll(cx));
-        this.next = None;
-        Poll::Ready(Some(Ok(connection)))
+    }
+
+    /// Who is at the other end, for the request's extensions.
+    pub fn peer(&self) -> Peer {
+        match self {
+            Self::Plain(connection) => Peer {
+                remote: connection.stream.peer_addr().ok(),
+                client_certificate: None,
+            },
+            Self::Tls { stream, client } => Peer {
+                remote: stream.get_ref().0.stream.peer_addr().ok(),
+                client_certificate: client.clone(),
+            },
+        }
+    }
+}
+
+/// The connection a request came on: put in every request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub remote: Option<std::net::SocketAddr>,
+    /// The verified client certificate, on an mTLS connection.
+    pub client_certificate: Option<Arc<ClientCertificate>>,
+}
+
+macro_rules! both {
+    ($self:ident, $io:ident => $call:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($io) => $call,
+            Stream::Tls { stream: $io, .. } => $call,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        both!(self, io => Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        both!(self, io => Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self, io => Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self, io => Pin::new(io).poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        both!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls { stream, .. } => stream.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer()
     }
 }
 
@@ -213,13 +359,5 @@ impl AsyncWrite for Connection {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
     }
 }

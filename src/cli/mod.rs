@@ -95,9 +95,22 @@ pub fn run(cli: Cli) -> ExitCode {
 
 #[derive(Args)]
 pub struct ClientArgs {
-    /// Server address (`http://` is assumed without a scheme).
+    /// Server address (`http://` is assumed without a scheme, `https://` with --tls-ca).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub grpc_addr: String,
+    /// PEM CA bundle to verify a TLS server with (the server's `[tls]`).
+    #[arg(long, env = "INTROSPECTD_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for mTLS (with --tls-key).
+    #[arg(long, env = "INTROSPECTD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INTROSPECTD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The name to verify the server certificate for, when it differs from the
+    /// address's host (a certificate for `introspectd.svc` reached at 127.0.0.1).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
     /// API key; defaults to the dev admin key saved in --data-dir.
     #[arg(long, env = "INTROSPECTD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -113,17 +126,51 @@ impl ClientArgs {
     }
 
     pub async fn channel(&self) -> Result<tonic::transport::Channel, String> {
+        let tls = self.tls_config()?;
         // The server's own addresses are written without a scheme; accept them here too.
         let url = if self.grpc_addr.contains("://") {
             self.grpc_addr.clone()
+        } else if tls.is_some() {
+            format!("https://{}", self.grpc_addr)
         } else {
             format!("http://{}", self.grpc_addr)
         };
-        tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| format!("{}: {e}", self.grpc_addr))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| format!("{}: {e}", self.grpc_addr))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS settings: {e}"))?;
+        }
+        endpoint
             .connect()
             .await
             .map_err(|e| format!("cannot reach {}: {e}", self.grpc_addr))
+    }
+
+    /// TLS settings from the `--tls-*` flags; `None` for plaintext.
+    fn tls_config(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let secure = self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.grpc_addr.starts_with("https://");
+        if !secure {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &self.tls_ca {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(Some(config))
     }
 
     pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {

@@ -101,6 +101,37 @@ fn nobody_able_to_call_is_refused() {
 }
 
 #[test]
+fn mtls_clients_need_a_client_ca_and_count_as_callers() {
+    let client = r#"
+[[auth.clients]]
+name = "edge"
+identity = "spiffe://cluster.local/ns/edge/sa/gateway"
+roles = ["introspect"]
+"#;
+    let closed = FULL.replace(
+        "anonymous_introspect = true",
+        "anonymous_introspect = false",
+    );
+    let without_ca = format!("{closed}{client}");
+    assert!(
+        error_text(&without_ca, &[]).starts_with("auth.clients:"),
+        "{}",
+        error_text(&without_ca, &[])
+    );
+    let tls = "\n[tls]\ncert_file = \"/tls/tls.crt\"\nkey_file = \"/tls/tls.key\"\nclient_ca_file = \"/tls/ca.crt\"\n";
+    let with_ca = format!("{closed}{client}{tls}");
+    match load(&with_ca, &[]) {
+        Ok(config) => {
+            let tls = config.tls.unwrap_or_else(|| unreachable!("no tls"));
+            assert_eq!(tls.reload_interval, Duration::from_secs(10));
+        }
+        Err(e) => unreachable!("mTLS clients alone should be enough: {e}"),
+    }
+    let no_identity = with_ca.replace("spiffe://cluster.local/ns/edge/sa/gateway", "");
+    assert!(error_text(&no_identity, &[]).starts_with("auth.clients:"));
+}
+
+#[test]
 fn api_keys_inline_and_from_file() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("keys.toml");

@@ -17,7 +17,8 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::status::code_name;
-use crate::auth::{Access, ApiKeys, Denied, Role, bearer_key};
+use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, bearer_key};
+use crate::listener::Peer;
 use crate::telemetry::metrics::Metrics;
 
 /// One served method.
@@ -172,7 +173,12 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| bearer_key(value.as_bytes()));
-        match self.keys.admit(access, presented) {
+        let peer = request.extensions().get::<Peer>();
+        let credentials = Credentials {
+            key: presented,
+            certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
+        };
+        match self.keys.admit(access, credentials) {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);

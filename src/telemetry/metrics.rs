@@ -277,6 +277,14 @@ fn describe(recorder: &PrometheusRecorder) {
             "introspectd_enrichment_failures_total",
             "Enrichment lookups that failed, per enricher",
         ),
+        (
+            "introspectd_tls_reloads_total",
+            "Checks that found changed TLS files, by whether they could be used",
+        ),
+        (
+            "introspectd_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out (plaintext, unknown client CA, ...)",
+        ),
     ];
     for (name, help) in counters {
         recorder.describe_counter(name.into(), None, help.into());
@@ -352,6 +360,7 @@ pub struct Observed {
     pub applier: Arc<crate::statelog::Applier>,
     pub state_log: Arc<crate::statelog::StateLog>,
     pub ready: tokio::sync::watch::Receiver<bool>,
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Observed {
@@ -390,6 +399,27 @@ impl Observed {
             &[],
             self.introspector.cache().len() as f64,
         );
+        if let Some(tls) = &self.tls {
+            let counts = tls.counts();
+            let read = |count: &std::sync::atomic::AtomicU64| {
+                count.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            for (result, count) in [
+                ("reloaded", read(&counts.reloads)),
+                ("failed", read(&counts.reload_failures)),
+            ] {
+                m.counter_total(
+                    "introspectd_tls_reloads_total",
+                    &[("result", result.to_owned())],
+                    count,
+                );
+            }
+            m.counter_total(
+                "introspectd_tls_handshake_failures_total",
+                &[],
+                read(&counts.handshake_failures),
+            );
+        }
         for (iss, pipeline) in self.introspector.pipelines() {
             for (enricher, failures) in pipeline.failures() {
                 let labels = [

@@ -32,7 +32,7 @@ FULLNAME = "idp-introspectd"
 GRPC_PORT = 50051
 HTTP_PORT = 8080
 # Custom resources: kubernetes-validate only ships the built-in API schemas.
-KINDS_WITHOUT_SCHEMA = {"ServiceMonitor", "PrometheusRule"}
+KINDS_WITHOUT_SCHEMA = {"ServiceMonitor", "PrometheusRule", "Certificate"}
 
 ISSUER = {
     "issuer": "https://id.example.com/",
@@ -104,6 +104,21 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             ISSUER,
             {"issuer": "https://b.example/", "audiences": ["b-api"], "discovery": True, "enrich": ENRICH},
         ],
+    },
+    "tls-cert-manager-mtls": {
+        "store": {"backend": "memory"},
+        "tls": {
+            "enabled": True,
+            "clientAuth": True,
+            "certManager": {"enabled": True, "issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}},
+        },
+        "auth": {"clients": [{"name": "edge", "identity": "spiffe://cluster.local/ns/edge/sa/envoy", "roles": ["introspect"]}]},
+        "serviceMonitor": {"enabled": True},
+    },
+    "tls-secret": {
+        "store": {"backend": "memory"},
+        "auth": {"anonymous_introspect": True},
+        "tls": {"enabled": True, "secretName": "introspectd-cert", "clientAuth": True, "clientCa": {"secretName": "mesh-ca", "key": "root.pem"}},
     },
     "memory-hpa-default-metrics": {
         "store": {"backend": "memory"},
@@ -225,8 +240,10 @@ def test_every_config_parses_as_toml(scenario):
 
 
 def test_probes_are_grpc_health_checks(scenario):
-    _, rendered = scenario
+    name, rendered = scenario
     c = container(rendered)
+    if SCENARIOS[name].get("tls", {}).get("enabled"):
+        pytest.skip("TLS: the probes are HTTPS (test_tls_probes_are_https_gets)")
     for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}, probe
         assert "httpGet" not in c[probe] and "exec" not in c[probe]
@@ -790,3 +807,49 @@ def test_the_service_accepts_the_rendered_config(chart, name, tmp_path):
         [binary, "check-config", "--config", str(path)], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+# === TLS ===
+
+
+def test_tls_probes_are_https_gets_and_mounts_match_the_config(chart):
+    rendered = render(chart, SCENARIOS["tls-cert-manager-mtls"])
+    c = container(rendered)
+    for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "http", "scheme": "HTTPS"}, probe
+        assert "grpc" not in c[probe], "the kubelet's gRPC probes cannot speak TLS"
+    config = config_toml(rendered)
+    tls = config["tls"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        assert tls[key].startswith(mounts["tls"] + "/"), (key, tls[key], mounts)
+    assert volumes(rendered)["tls"]["secret"]["secretName"] == f"{RELEASE}-introspectd-tls" or volumes(rendered)["tls"]["secret"]["secretName"].endswith("-tls")
+    assert config["auth"]["clients"] == [{"name": "edge", "identity": "spiffe://cluster.local/ns/edge/sa/envoy", "roles": ["introspect"]}]
+    cert = one(rendered, "Certificate")
+    assert cert["spec"]["secretName"] == volumes(rendered)["tls"]["secret"]["secretName"]
+    assert cert["spec"]["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    svc = one(rendered, "Service")["metadata"]["name"]
+    assert f"{svc}.{NAMESPACE}.svc" in cert["spec"]["dnsNames"]
+    endpoint = one(rendered, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == cert["spec"]["secretName"]
+
+
+def test_tls_with_a_separate_client_ca_secret(chart):
+    rendered = render(chart, SCENARIOS["tls-secret"])
+    tls = config_toml(rendered)["tls"]
+    v = volumes(rendered)
+    assert v["tls"]["secret"]["secretName"] == "introspectd-cert"
+    assert v["client-ca"]["secret"]["secretName"] == "mesh-ca"
+    assert v["client-ca"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
+    mounts = {m["name"]: m["mountPath"] for m in container(rendered)["volumeMounts"]}
+    assert tls["client_ca_file"] == mounts["client-ca"] + "/ca.crt"
+    assert not objects_of(rendered, "Certificate")
+
+
+def test_tls_refusals_name_the_value(chart):
+    assert "tls.secretName" in render_error(chart, with_issuer({"tls": {"enabled": True}}))
+    assert "issuerRef.name" in render_error(chart, with_issuer({"tls": {"enabled": True, "certManager": {"enabled": True}}}))
+    assert "tls.enabled" in render_error(chart, with_issuer({"tls": {"clientAuth": True}}))
+    clients = {"auth": {"clients": [{"name": "x", "identity": "y", "roles": ["introspect"]}]}}
+    assert "tls.clientAuth" in render_error(chart, with_issuer(clients))

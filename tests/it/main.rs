@@ -17,5 +17,6 @@ mod redis_server;
 mod replication;
 mod revocation;
 mod support;
+mod tls;
 mod tokens;
 mod tools;

@@ -413,11 +413,7 @@ impl Introspectd {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(e) => unreachable!("metrics: {e}"),
         };
-        text.lines()
-            .filter(|line| line.starts_with(series))
-            .filter_map(|line| line.rsplit_once(' '))
-            .filter_map(|(_, value)| value.parse::<f64>().ok())
-            .sum()
+        metric_in(&text, series)
     }
 
     /// Waits until the metric `series` exceeds `floor`.
@@ -490,6 +486,15 @@ pub async fn serve_on_loopback(app: axum::Router) -> SocketAddr {
         .unwrap_or_else(|e| unreachable!("{e}"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// The sum of the samples in a `/metrics` text whose line starts with `series`.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }
 
 /// Polls `check` every 50 ms until it holds (10 s at most): for background refreshes,

@@ -22,7 +22,11 @@ http_addr = {{ printf "%s:%d" $v.bindAddress (int $v.containerPorts.http) | toJs
 {{- if $v.auth.apiKeysSecret.name }}
 api_keys_file = {{ printf "%s/api-keys.toml" (include "introspectd.secretsDir" .) | toJson }}
 {{- end }}
-{{- include "introspectd.tomlTable" (dict "table" (omit $v.auth "apiKeysSecret")) }}
+{{- $auth := omit $v.auth "apiKeysSecret" }}
+{{- if not $v.auth.clients }}
+{{- $auth = omit $auth "clients" }}
+{{- end }}
+{{- include "introspectd.tomlTable" (dict "table" $auth) }}
 
 [store]
 {{- if eq $v.store.backend "embedded" }}
@@ -31,6 +35,17 @@ path = {{ printf "%s/state.redb" (include "introspectd.dataDir" .) | toJson }}
 {{- include "introspectd.tomlTable" (dict "table" (omit $v.store "redisUrlSecret")) }}
 {{- if eq $v.store.backend "redis" }}
 # redis_url comes from the INTROSPECTD_STORE__REDIS_URL environment variable (a Secret).
+{{- end }}
+
+{{- if $v.tls.enabled }}
+
+[tls]
+cert_file = {{ printf "%s/tls.crt" (include "introspectd.tlsDir" .) | toJson }}
+key_file = {{ printf "%s/tls.key" (include "introspectd.tlsDir" .) | toJson }}
+{{- if $v.tls.clientAuth }}
+client_ca_file = {{ printf "%s/ca.crt" (ternary (include "introspectd.clientCaDir" .) (include "introspectd.tlsDir" .) (not (empty $v.tls.clientCa.secretName))) | toJson }}
+{{- end }}
+reload_interval_secs = {{ int $v.tls.reloadIntervalSeconds }}
 {{- end }}
 
 [telemetry]

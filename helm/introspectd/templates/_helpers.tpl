@@ -139,6 +139,20 @@ alone, so `helm template` and `helm install` stop with the message and point the
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas" }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+{{- if not (or .Values.tls.secretName .Values.tls.certManager.enabled) }}
+{{- fail "tls.enabled needs a certificate: set tls.secretName to an existing kubernetes.io/tls Secret (tls.crt, tls.key), or tls.certManager.enabled=true with tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) }}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name: the cert-manager Issuer or ClusterIssuer that signs the certificate" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.clientAuth (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth (mTLS) needs tls.enabled=true" }}
+{{- end }}
+{{- if and .Values.auth.clients (not .Values.tls.clientAuth) }}
+{{- fail "auth.clients map client certificates to roles, so they need tls.enabled=true and tls.clientAuth=true" }}
+{{- end }}
 {{- /* Last, so a values file that is wrong in several ways hears of the rest first. */}}
 {{- if not .Values.issuers }}
 {{- fail "issuers is empty: introspectd refuses to start without a trusted issuer. Add one under issuers (issuer, audiences, and discovery: true or jwks_uri); see examples/embedded.yaml" }}
@@ -208,5 +222,40 @@ Usage: include "introspectd.tomlTable" (dict "table" $map "floatKeys" (list "sam
 {{- if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v ""))) }}
 {{ include "introspectd.tomlKey" $k }} = {{ include "introspectd.tomlValue" (dict "value" $v "key" $k "float" (has $k $floatKeys)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+TLS: where the certificate Secret is mounted, and its name (the cert-manager
+Certificate's Secret when the chart creates one).
+*/}}
+{{- define "introspectd.tlsDir" -}}
+/etc/introspectd/tls
+{{- end }}
+
+{{- define "introspectd.clientCaDir" -}}
+/etc/introspectd/client-ca
+{{- end }}
+
+{{- define "introspectd.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "introspectd.fullname" .)) }}
+{{- end }}
+
+{{/*
+A probe's target: the gRPC health service on plaintext, or an HTTPS GET when TLS is on
+(the kubelet's gRPC probes do not speak TLS; its HTTPS probes skip verification and
+present no client certificate, which introspectd's optional mTLS lets through to the
+unauthenticated /readyz and /healthz).
+*/}}
+{{- define "introspectd.probeTarget" -}}
+{{- if .root.Values.tls.enabled -}}
+httpGet:
+  path: {{ .path }}
+  port: http
+  scheme: HTTPS
+{{- else -}}
+grpc:
+  port: {{ int .root.Values.containerPorts.grpc }}
+  service: {{ .grpcService | toJson }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,400 @@
+//! TLS and mTLS for both listeners: the certificate, key and client CA come from files
+//! and are reloaded when those files change (cert-manager renewing, a rotated Secret),
+//! without touching open connections: each handshake takes the configuration current at
+//! that moment. A client certificate is optional; when presented it must chain to the
+//! client CA, and its identities (URI and DNS SANs) can stand for a caller in
+//! [`crate::auth`].
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        self, RootCertStore, ServerConfig,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    },
+};
+
+/// Where the TLS material is, validated from `[tls]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates client certificates must chain to; without it no client
+    /// certificate is asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for a change.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Material { path: String, what: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The application protocol a listener speaks, offered by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+impl Protocol {
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Grpc => vec![b"h2".to_vec()],
+            Self::Http => vec![b"http/1.1".to_vec()],
+        }
+    }
+}
+
+/// What a verified client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// URI SANs (a SPIFFE ID, say) then DNS SANs, as written in the certificate.
+    pub identities: Vec<String>,
+    /// SHA-256 of the certificate's DER: RFC 8705's `x5t#S256`.
+    pub sha256: [u8; 32],
+}
+
+impl ClientCertificate {
+    pub fn from_der(der: &[u8]) -> Self {
+        Self {
+            identities: subject_alt_names(der),
+            sha256: Sha256::digest(der).into(),
+        }
+    }
+}
+
+/// The current server configurations, one per protocol, swapped whole on reload.
+pub struct Tls {
+    settings: Settings,
+    grpc: ArcSwap<ServerConfig>,
+    http: ArcSwap<ServerConfig>,
+    /// SHA-256 of the files' contents the configurations were built from.
+    loaded_from: Mutex<[u8; 32]>,
+    counts: Counts,
+}
+
+/// What `/metrics` reports about TLS.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub handshake_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The files' contents, read together so that a reload sees one version of each.
+struct Material {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Material {
+    fn read(settings: &Settings) -> Result<Self, TlsError> {
+        Ok(Self {
+            cert: read(&settings.cert_file)?,
+            key: read(&settings.key_file)?,
+            client_ca: settings.client_ca_file.as_deref().map(read).transpose()?,
+        })
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for part in [&self.cert, &self.key] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        if let Some(ca) = &self.client_ca {
+            hasher.update(ca);
+        }
+        hasher.finalize().into()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn material_error(path: &Path, what: impl std::fmt::Display) -> TlsError {
+    TlsError::Material {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    }
+}
+
+impl Tls {
+    /// Reads and checks the files; an error names the file and what is wrong with it.
+    pub fn load(settings: Settings) -> Result<Arc<Self>, TlsError> {
+        let material = Material::read(&settings)?;
+        let (grpc, http) = build(&settings, &material)?;
+        Ok(Arc::new(Self {
+            grpc: ArcSwap::from_pointee(grpc),
+            http: ArcSwap::from_pointee(http),
+            loaded_from: Mutex::new(material.digest()),
+            counts: Counts::default(),
+            settings,
+        }))
+    }
+
+    /// An acceptor with the configuration current now.
+    pub fn acceptor(&self, protocol: Protocol) -> TlsAcceptor {
+        let config = match protocol {
+            Protocol::Grpc => self.grpc.load_full(),
+            Protocol::Http => self.http.load_full(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// Rebuilds the configurations when the files changed. A half-written or mismatched
+    /// set (new certificate, old key) is refused and the current one kept: the next
+    /// check tries again.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let material = Material::read(&self.settings)?;
+        let digest = material.digest();
+        let Ok(mut loaded_from) = self.loaded_from.lock() else {
+            return Ok(false);
+        };
+        if *loaded_from == digest {
+            return Ok(false);
+        }
+        let (grpc, http) = build(&self.settings, &material)?;
+        self.grpc.store(Arc::new(grpc));
+        self.http.store(Arc::new(http));
+        *loaded_from = digest;
+        Ok(true)
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Checks the files every `reload_interval` until cancelled.
+    pub async fn keep_fresh(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.settings.reload_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match self.reload_if_changed() {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.counts.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        cert_file = %self.settings.cert_file.display(),
+                        "TLS certificate reloaded"
+                    );
+                }
+                Err(error) => {
+                    self.counts.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %error,
+                        "TLS files cannot be used; still serving the previous certificate"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn build(
+    settings: &Settings,
+    material: &Material,
+) -> Result<(ServerConfig, ServerConfig), TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&material.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| material_error(&settings.cert_file, e))?;
+    if chain.is_empty() {
+        return Err(material_error(&settings.cert_file, "no PEM certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&material.key)
+        .map_err(|e| material_error(&settings.key_file, e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = match (&material.client_ca, &settings.client_ca_file) {
+        (Some(ca), Some(path)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                roots
+                    .add(cert.map_err(|e| material_error(path, e))?)
+                    .map_err(|e| material_error(path, e))?;
+            }
+            if roots.is_empty() {
+                return Err(material_error(path, "no PEM certificate"));
+            }
+            // Optional: callers without a certificate still reach the API-key check
+            // (and the kubelet's HTTPS probes, which present none, still work).
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()?
+        }
+        _ => WebPkiClientVerifier::no_client_auth(),
+    };
+    let config = |protocol: Protocol| -> Result<ServerConfig, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier.clone())
+            .with_single_cert(chain.clone(), key.clone_key())?;
+        config.alpn_protocols = protocol.alpn();
+        Ok(config)
+    };
+    Ok((config(Protocol::Grpc)?, config(Protocol::Http)?))
+}
+
+// === subjectAltName, read from the DER a verifier already accepted ===
+
+const SEQUENCE: u8 = 0x30;
+const OCTET_STRING: u8 = 0x04;
+const OID: u8 = 0x06;
+const EXTENSIONS: u8 = 0xa3;
+const SAN_DNS: u8 = 0x82;
+const SAN_URI: u8 = 0x86;
+/// 2.5.29.17
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+
+/// One DER element: its tag, its contents, and what follows it.
+fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let width = usize::from(first & 0x7f);
+        if width == 0 || width > 4 || rest.len() < width {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(width);
+        let length = bytes
+            .iter()
+            .fold(0usize, |length, &byte| (length << 8) | usize::from(byte));
+        (length, rest)
+    };
+    if rest.len() < length {
+        return None;
+    }
+    let (contents, after) = rest.split_at(length);
+    Some((tag, contents, after))
+}
+
+/// The elements inside a constructed element's contents.
+fn elements(mut contents: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (tag, inner, rest) = element(contents)?;
+        contents = rest;
+        Some((tag, inner))
+    })
+}
+
+/// URI SANs then DNS SANs of a certificate; empty when it has none or cannot be read.
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    let Some(names) = san_extension(der) else {
+        return Vec::new();
+    };
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    for (tag, value) in elements(names) {
+        let Ok(text) = std::str::from_utf8(value) else {
+            continue;
+        };
+        match tag {
+            SAN_URI => uris.push(text.to_owned()),
+            SAN_DNS => dns.push(text.to_owned()),
+            _ => {}
+        }
+    }
+    uris.extend(dns);
+    uris
+}
+
+/// The GeneralNames inside the subjectAltName extension.
+fn san_extension(der: &[u8]) -> Option<&[u8]> {
+    let (SEQUENCE, certificate, _) = element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = element(certificate)? else {
+        return None;
+    };
+    let (_, extensions) = elements(tbs).find(|(tag, _)| *tag == EXTENSIONS)?;
+    let (SEQUENCE, list, _) = element(extensions)? else {
+        return None;
+    };
+    elements(list).find_map(|(tag, extension)| {
+        if tag != SEQUENCE {
+            return None;
+        }
+        let mut parts = elements(extension);
+        let (OID, SUBJECT_ALT_NAME) = parts.next()? else {
+            return None;
+        };
+        // `critical` may come before the value.
+        let value = parts.find(|(tag, _)| *tag == OCTET_STRING)?.1;
+        match element(value)? {
+            (SEQUENCE, names, _) => Some(names),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_alt_names_are_read_uri_first() {
+        let mut params = rcgen::CertificateParams::new(vec!["gateway.example".to_owned()])
+            .unwrap_or_else(|_| rcgen::CertificateParams::default());
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://cluster.local/ns/edge/sa/envoy"
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
+        ));
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|_| unreachable!());
+        let cert = params.self_signed(&key).unwrap_or_else(|_| unreachable!());
+        let found = ClientCertificate::from_der(cert.der());
+        assert_eq!(
+            found.identities,
+            ["spiffe://cluster.local/ns/edge/sa/envoy", "gateway.example"]
+        );
+        assert_eq!(found.sha256, <[u8; 32]>::from(Sha256::digest(cert.der())));
+    }
+
+    #[test]
+    fn unreadable_der_has_no_names() {
+        assert!(subject_alt_names(&[]).is_empty());
+        assert!(subject_alt_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_empty());
+        assert!(subject_alt_names(&[0x30, 0x03, 0x30, 0x01]).is_empty());
+    }
+}
