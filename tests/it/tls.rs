@@ -381,6 +381,38 @@ async fn tls_and_mtls_decide_who_may_call() {
         String::from_utf8_lossy(&output.stderr)
     );
 
+    // grpcurl 1.8, as the README shows it, over mTLS with reflection.
+    if crate::tools::grpcurl_available("tls_and_mtls_decide_who_may_call (grpcurl)") {
+        let addr = server.grpc_addr.to_string();
+        let (ca, cert, key) = (
+            dir.path().join("ca.crt"),
+            dir.path().join("gateway.crt"),
+            dir.path().join("gateway.key"),
+        );
+        let listed = ok(tokio::task::spawn_blocking(move || {
+            let path = |p: &Path| p.display().to_string();
+            crate::tools::grpcurl(&[
+                "-cacert",
+                &path(&ca),
+                "-cert",
+                &path(&cert),
+                "-key",
+                &path(&key),
+                "-servername",
+                "localhost",
+                &addr,
+                "list",
+            ])
+        })
+        .await);
+        assert!(
+            listed
+                .as_ref()
+                .is_ok_and(|l| l.contains("introspectd.v1.TokenIntrospection")),
+            "grpcurl over mTLS: {listed:?}"
+        );
+    }
+
     // A certificate from a CA the server does not trust is refused in the handshake.
     let impostor = stranger.leaf(&[], &[GATEWAY_SPIFFE_ID]);
     let refused = match tls_channel(server.grpc_addr, &server_pki.ca_pem(), Some(&impostor)).await {
