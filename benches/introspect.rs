@@ -128,6 +128,7 @@ fn introspector_paths(c: &mut Criterion) {
     let policy = CallPolicy {
         required_scopes: &scopes,
         audience: Some(AUD),
+        ..CallPolicy::default()
     };
 
     // The same cache-hit path with a static + mapping + subject pipeline.

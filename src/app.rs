@@ -34,6 +34,7 @@ use crate::keys::{self, Issuers};
 use crate::listener::{self, Incoming};
 use crate::outbound::{self, OutboundError};
 use crate::revocation::{RevocationSet, Revocations};
+use crate::signing::AnswerSigner;
 use crate::statelog::{Applier, LogError, StateLog};
 use crate::tasks::Tasks;
 use crate::telemetry::metrics::{Metrics, Observed};
@@ -78,6 +79,8 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct RunOptions {
     /// Dev mode: the local issuer's JWKS, served at `/.well-known/jwks.json`.
     pub dev_jwks: Option<serde_json::Value>,
+    /// Dev mode: a signer for answers, instead of `[answer_signing]`.
+    pub answer_signer: Option<AnswerSigner>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,8 @@ pub enum BuildError {
     Store(#[from] LogError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("answer signing: {0}")]
+    Signing(#[from] crate::signing::SigningError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +122,8 @@ pub struct App {
     gateway: Arc<crate::gateway::Settings>,
     /// TLS for both listeners, when configured.
     tls: Option<Arc<Tls>>,
+    /// Signs answers for callers that ask (RFC 9701), when configured.
+    signer: Option<Arc<AnswerSigner>>,
     tasks: Tasks,
 }
 
@@ -126,6 +133,15 @@ impl App {
     pub async fn build(config: Config, options: RunOptions) -> Result<Self, BuildError> {
         // First: a wrong certificate path should not wait for the store to open.
         let tls = config.tls.clone().map(Tls::load).transpose()?;
+        let signer = match options.answer_signer {
+            Some(signer) => Some(Arc::new(signer)),
+            None => config
+                .answer_signing
+                .as_ref()
+                .map(AnswerSigner::load)
+                .transpose()?
+                .map(Arc::new),
+        };
         let http_client = outbound::client()?;
         let issuers = Arc::new(Issuers::new(
             config
@@ -168,18 +184,31 @@ impl App {
                 Some((iss.clone(), Arc::new(pipeline)))
             })
             .collect();
-        let introspector = Arc::new(Introspector::new(
-            issuers.clone(),
-            revocation_set,
-            subject_claims,
-            pipelines,
-            config.cache_max_entries,
-            config.max_token_bytes,
-        ));
+        let introspector = Arc::new(
+            Introspector::new(
+                issuers.clone(),
+                revocation_set,
+                subject_claims,
+                pipelines,
+                config.cache_max_entries,
+                config.max_token_bytes,
+            )
+            .with_dpop(config.dpop.clone()),
+        );
         Ok(Self {
             tls,
+            signer,
             api_keys: Arc::new(config.api_keys.clone()),
-            gateway: Arc::new(config.gateway.clone()),
+            gateway: Arc::new(crate::gateway::Settings {
+                dpop_algorithms: config
+                    .dpop
+                    .algorithms
+                    .iter()
+                    .map(|alg| format!("{alg:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                ..config.gateway.clone()
+            }),
             dev_jwks: options.dev_jwks.map(Arc::new),
             config,
             issuers,
@@ -330,11 +359,14 @@ impl App {
         let reflection = described().build_v1()?;
         let reflection_v1alpha = described().build_v1alpha()?;
         let max = self.config.max_request_bytes;
-        let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
-            self.introspector.clone(),
-            self.metrics.clone(),
-            self.config.expose_inactive_reason,
-        ))
+        let introspection = TokenIntrospectionServer::new(
+            grpc::IntrospectionService::new(
+                self.introspector.clone(),
+                self.metrics.clone(),
+                self.config.expose_inactive_reason,
+            )
+            .with_signer(self.signer.clone()),
+        )
         .max_decoding_message_size(max);
         let revocation = TokenRevocationServer::new(grpc::RevocationService::new(
             self.revocations.clone(),
@@ -405,7 +437,8 @@ impl App {
             gateway: self.gateway.clone(),
             revocations: self.revocations.clone(),
             ready,
-            dev_jwks: self.dev_jwks.clone(),
+            published_jwks: self.published_jwks(),
+            signer: self.signer.clone(),
         };
         let limits = self.config.limits;
         let call_limits = http::CallLimits {
@@ -422,6 +455,23 @@ impl App {
             self.tls.clone().map(|tls| (tls, Protocol::Http)),
         );
         http::serve(incoming, router, serve_limits, drain)
+    }
+
+    /// What `/.well-known/jwks.json` serves: the dev issuer's keys and the answer
+    /// signer's, where there are any.
+    fn published_jwks(&self) -> Option<Arc<serde_json::Value>> {
+        let mut keys: Vec<serde_json::Value> = self
+            .dev_jwks
+            .as_ref()
+            .and_then(|jwks| jwks.get("keys"))
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(signer) = &self.signer {
+            keys.extend(signer.public_jwks().iter().cloned());
+        }
+        (self.dev_jwks.is_some() || self.signer.is_some())
+            .then(|| Arc::new(serde_json::json!({ "keys": keys })))
     }
 
     /// Each listener gets at most 40% of the descriptors the process may open.

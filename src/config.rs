@@ -98,6 +98,10 @@ pub struct FileConfig {
     pub opaque: OpaqueSection,
     /// How gateways (Envoy ext_authz, forward-auth) are answered.
     pub gateway: GatewaySection,
+    /// How DPoP proofs of sender-constrained tokens are checked.
+    pub dpop: DpopSection,
+    /// Signed introspection answers (RFC 9701); off when absent.
+    pub answer_signing: Option<AnswerSigningSection>,
     /// The issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerSection>,
 }
@@ -114,6 +118,11 @@ pub struct GatewaySection {
     pub upstream_headers: Vec<String>,
     /// Envoy: remove the token header from the upstream request.
     pub remove_token_header: bool,
+    /// A request header holding the client certificate the gateway terminated TLS for
+    /// (`x-forwarded-client-cert`, `x-ssl-client-cert`, ...), for certificate-bound
+    /// tokens. Trusted as the gateway states it: set it only where clients cannot reach
+    /// introspectd except through that gateway, which overwrites the header.
+    pub client_certificate_header: Option<String>,
 }
 
 impl Default for GatewaySection {
@@ -126,6 +135,7 @@ impl Default for GatewaySection {
                 .map(String::from)
                 .to_vec(),
             remove_token_header: defaults.remove_token_header,
+            client_certificate_header: None,
         }
     }
 }
@@ -158,6 +168,13 @@ impl GatewaySection {
             token_header: self.token_header.to_ascii_lowercase(),
             upstream_headers,
             remove_token_header: self.remove_token_header,
+            client_certificate_header: self
+                .client_certificate_header
+                .as_ref()
+                .filter(|header| !header.is_empty())
+                .map(|header| header.to_ascii_lowercase()),
+            // Filled in from `[dpop]` where both are known.
+            dpop_algorithms: String::new(),
         })
     }
 }
@@ -292,6 +309,144 @@ pub struct AuthSection {
     /// mTLS clients: `[[auth.clients]]` with name, identity (a URI or DNS SAN of the
     /// client certificate, e.g. a SPIFFE ID), roles. Needs `tls.client_ca_file`.
     pub clients: Vec<ClientEntry>,
+}
+
+/// `[dpop]`: DPoP proofs (RFC 9449).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopSection {
+    /// Algorithms a proof may be signed with (asymmetric only).
+    pub algorithms: Vec<String>,
+    /// A proof's `iat` may be this old at most.
+    pub max_age_secs: u64,
+    /// ...and this far in the future at most.
+    pub clock_skew_secs: u64,
+    /// Require server nonces: a proof must carry a `nonce` from a recent `DPoP-Nonce`.
+    pub require_nonce: bool,
+    /// Secret (at least 32 bytes) the nonces derive from, the same on every replica so
+    /// that each accepts the others' nonces; prefer INTROSPECTD_DPOP__NONCE_SECRET.
+    /// Unset: a random secret per process.
+    pub nonce_secret: Option<String>,
+    /// A nonce is accepted during its period and the next.
+    pub nonce_period_secs: u64,
+    /// Proofs remembered per replica against replay.
+    pub replay_cache_entries: usize,
+}
+
+impl Default for DpopSection {
+    fn default() -> Self {
+        let defaults = crate::binding::dpop::Settings::default();
+        Self {
+            algorithms: defaults
+                .algorithms
+                .iter()
+                .map(|alg| format!("{alg:?}"))
+                .collect(),
+            max_age_secs: defaults.max_age_secs.unsigned_abs(),
+            clock_skew_secs: defaults.clock_skew_secs.unsigned_abs(),
+            require_nonce: defaults.require_nonce,
+            nonce_secret: None,
+            nonce_period_secs: defaults.nonce_period_secs.unsigned_abs(),
+            replay_cache_entries: defaults.replay_cache_entries,
+        }
+    }
+}
+
+impl DpopSection {
+    fn validate(&self) -> Result<crate::binding::dpop::Settings, ConfigError> {
+        let algorithms = self
+            .algorithms
+            .iter()
+            .map(|name| {
+                name.parse::<Algorithm>()
+                    .ok()
+                    .filter(|alg| ASYMMETRIC.contains(alg))
+                    .ok_or_else(|| {
+                        invalid(
+                            "dpop.algorithms",
+                            format!("{name:?} is not an asymmetric JWS algorithm"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if algorithms.is_empty() {
+            return Err(invalid("dpop.algorithms", "list at least one algorithm"));
+        }
+        let secs = |key: &str, value: u64| {
+            i64::try_from(value)
+                .ok()
+                .filter(|v| *v > 0 && *v <= 86_400)
+                .ok_or_else(|| invalid(key, "must be between 1 and 86400"))
+        };
+        let nonce_secret = match &self.nonce_secret {
+            Some(secret) if secret.len() < 32 => {
+                return Err(invalid("dpop.nonce_secret", "must be at least 32 bytes"));
+            }
+            other => other.as_ref().map(|s| s.as_bytes().to_vec()),
+        };
+        if self.replay_cache_entries == 0 {
+            return Err(invalid("dpop.replay_cache_entries", "must be positive"));
+        }
+        Ok(crate::binding::dpop::Settings {
+            algorithms,
+            max_age_secs: secs("dpop.max_age_secs", self.max_age_secs)?,
+            clock_skew_secs: i64::try_from(self.clock_skew_secs)
+                .ok()
+                .filter(|v| *v <= 3600)
+                .ok_or_else(|| invalid("dpop.clock_skew_secs", "must be at most 3600"))?,
+            require_nonce: self.require_nonce,
+            nonce_secret,
+            nonce_period_secs: secs("dpop.nonce_period_secs", self.nonce_period_secs)?,
+            replay_cache_entries: self.replay_cache_entries,
+        })
+    }
+}
+
+/// `[answer_signing]`: signed introspection answers (RFC 9701).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerSigningSection {
+    /// `iss` of the signed answers: introspectd's own identifier, e.g. its URL.
+    pub issuer: String,
+    /// PEM PKCS#8 private key (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
+    pub key_file: PathBuf,
+    /// The key's algorithm: ES256 (default), ES384, EdDSA, RS256, PS256, ...
+    #[serde(default = "default_answer_algorithm")]
+    pub algorithm: String,
+    /// `kid`; default: the key's RFC 7638 thumbprint.
+    pub kid: Option<String>,
+    /// A JWKS file of further public keys to publish (the next key during a rotation).
+    pub publish_jwks_file: Option<PathBuf>,
+}
+
+fn default_answer_algorithm() -> String {
+    "ES256".into()
+}
+
+impl AnswerSigningSection {
+    fn validate(&self) -> Result<crate::signing::Settings, ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(invalid("answer_signing.issuer", "is required"));
+        }
+        let algorithm = self
+            .algorithm
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| ASYMMETRIC.contains(alg))
+            .ok_or_else(|| {
+                invalid(
+                    "answer_signing.algorithm",
+                    format!("{:?} is not an asymmetric JWS algorithm", self.algorithm),
+                )
+            })?;
+        Ok(crate::signing::Settings {
+            issuer: self.issuer.clone(),
+            key_file: self.key_file.clone(),
+            algorithm,
+            kid: self.kid.clone(),
+            publish_jwks_file: self.publish_jwks_file.clone(),
+        })
+    }
 }
 
 /// `[tls]`: both listeners serve TLS with this certificate.
@@ -613,6 +768,8 @@ pub struct Config {
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
     pub tls: Option<tls::Settings>,
+    pub dpop: crate::binding::dpop::Settings,
+    pub answer_signing: Option<crate::signing::Settings>,
     pub store: StoreSpec,
     pub opaque_token_ttl_secs: i64,
     pub purge_interval: Duration,
@@ -701,6 +858,12 @@ impl FileConfig {
         let gateway = self.gateway.validate()?;
         let issuers = validate_issuers(self.issuers, &self.opaque)?;
         let tls = self.tls.as_ref().map(TlsSection::validate).transpose()?;
+        let dpop = self.dpop.validate()?;
+        let answer_signing = self
+            .answer_signing
+            .as_ref()
+            .map(AnswerSigningSection::validate)
+            .transpose()?;
         let api_keys = self.auth.validate(tls.as_ref())?;
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
         let store = &self.store;
@@ -738,6 +901,8 @@ impl FileConfig {
             cache_max_entries: self.cache.max_entries,
             api_keys,
             tls,
+            dpop,
+            answer_signing,
             store: store.validate(longest_lifetime)?,
             opaque_token_ttl_secs,
             purge_interval: Duration::from_secs(store.purge_interval_secs),

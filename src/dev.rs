@@ -16,6 +16,7 @@ use crate::config::{
     AuthSection, EnricherSection, FileConfig, IssuerSection, ServerSection, StoreBackend,
     StoreSection, SubjectSection,
 };
+use crate::signing::AnswerSigner;
 use crate::token::sign::{self, SignError, SigningKey};
 
 pub const DEV_ISSUER: &str = "https://dev.introspectd.invalid";
@@ -27,6 +28,10 @@ pub const DEV_GRPC_ADDR: &str = "127.0.0.1:50051";
 pub const DEV_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 const KEY_FILE: &str = "dev-issuer-key.json";
+const ANSWER_KEY_FILE: &str = "dev-answer-signing-key.json";
+const DPOP_KEY_FILE: &str = "dev-dpop-client-key.json";
+/// `iss` of dev mode's signed answers.
+pub const DEV_ANSWER_ISSUER: &str = "https://introspectd.dev.invalid";
 /// The admin API key of dev mode, which `introspectd revoke` run beside it picks up.
 pub const ADMIN_KEY_FILE: &str = "admin-api-key";
 const STORE_FILE: &str = "state.redb";
@@ -93,19 +98,9 @@ impl Default for MintRequest {
 impl DevIssuer {
     /// Loads the key from `data_dir`, generating and saving one (mode 0600) on first use.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, DevError> {
-        let path = data_dir.join(KEY_FILE);
-        let bytes = read_or_create(&path, || {
-            let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
-            let file = KeyFile {
-                kid: key.kid().to_owned(),
-                pkcs8: STANDARD.encode(key.private_bytes()),
-            };
-            serde_json::to_vec_pretty(&file).map_err(|e| DevError::Io {
-                path: path.clone(),
-                source: e.into(),
-            })
-        })?;
-        Self::from_file(&path, &bytes)
+        Ok(Self {
+            key: load_or_create_key(&data_dir.join(KEY_FILE))?,
+        })
     }
 
     /// Loads the key `introspectd dev` saved in `data_dir`; never creates one, since a
@@ -122,11 +117,9 @@ impl DevIssuer {
     }
 
     fn from_file(path: &Path, bytes: &[u8]) -> Result<Self, DevError> {
-        let bad = || DevError::BadKeyFile(path.to_owned());
-        let file: KeyFile = serde_json::from_slice(bytes).map_err(|_| bad())?;
-        let pkcs8 = STANDARD.decode(file.pkcs8).map_err(|_| bad())?;
-        let key = SigningKey::from_private(DEV_ALG, file.kid, pkcs8).map_err(|_| bad())?;
-        Ok(Self { key })
+        Ok(Self {
+            key: key_from_file(path, bytes)?,
+        })
     }
 
     pub fn jwks(&self) -> Value {
@@ -213,6 +206,41 @@ impl DevIssuer {
         let typ = if request.id_token { "JWT" } else { "at+jwt" };
         Ok(self.key.mint(typ, &Value::Object(claims))?)
     }
+}
+
+/// An ES256 key saved in `path`, generated (mode 0600) on first use.
+fn load_or_create_key(path: &Path) -> Result<SigningKey, DevError> {
+    let bytes = read_or_create(path, || {
+        let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
+        let file = KeyFile {
+            kid: key.kid().to_owned(),
+            pkcs8: STANDARD.encode(key.private_bytes()),
+        };
+        serde_json::to_vec_pretty(&file).map_err(|e| DevError::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        })
+    })?;
+    key_from_file(path, &bytes)
+}
+
+fn key_from_file(path: &Path, bytes: &[u8]) -> Result<SigningKey, DevError> {
+    let bad = || DevError::BadKeyFile(path.to_owned());
+    let file: KeyFile = serde_json::from_slice(bytes).map_err(|_| bad())?;
+    let pkcs8 = STANDARD.decode(file.pkcs8).map_err(|_| bad())?;
+    SigningKey::from_private(DEV_ALG, file.kid, pkcs8).map_err(|_| bad())
+}
+
+/// The dev DPoP client key: what `introspectd dpop-proof` signs proofs with.
+pub fn dpop_client_key(data_dir: &Path) -> Result<SigningKey, DevError> {
+    load_or_create_key(&data_dir.join(DPOP_KEY_FILE))
+}
+
+/// Dev mode's signer of answers (RFC 9701): its own key beside the issuer's, published
+/// at the same `/.well-known/jwks.json`.
+pub fn answer_signer(data_dir: &Path) -> Result<AnswerSigner, DevError> {
+    let key = load_or_create_key(&data_dir.join(ANSWER_KEY_FILE))?;
+    Ok(AnswerSigner::new(DEV_ANSWER_ISSUER, key))
 }
 
 /// The dev admin API key from `data_dir`, generated on first use.

@@ -6,6 +6,9 @@
 //! Denials follow RFC 6750 section 3: no token is 401 with `WWW-Authenticate: Bearer
 //! realm=".."` and no error; an inactive token is 401 with `error="invalid_token"`;
 //! missing scopes are 403 with `error="insufficient_scope"` and the scopes needed.
+//! Sender-constrained tokens follow RFC 9449 section 7.1: a DPoP-bound token without a
+//! good proof is 401 with a `DPoP` challenge (`error="invalid_dpop_proof"`, or
+//! `error="use_dpop_nonce"` and a `DPoP-Nonce` header), listing the accepted `algs`.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Map, Value};
@@ -51,6 +54,10 @@ pub struct Settings {
     pub upstream_headers: Vec<UpstreamHeader>,
     /// Drop the token header from the upstream request (ext_authz).
     pub remove_token_header: bool,
+    /// The header a gateway puts the client certificate in (lower case), if trusted.
+    pub client_certificate_header: Option<String>,
+    /// The DPoP proof algorithms accepted, space-separated, for `algs` in challenges.
+    pub dpop_algorithms: String,
 }
 
 impl Default for Settings {
@@ -60,6 +67,8 @@ impl Default for Settings {
             token_header: "authorization".into(),
             upstream_headers: UpstreamHeader::ALL.to_vec(),
             remove_token_header: false,
+            client_certificate_header: None,
+            dpop_algorithms: String::new(),
         }
     }
 }
@@ -86,15 +95,69 @@ pub enum Decision {
         /// 401 or 403.
         status: u16,
         www_authenticate: String,
+        /// A `DPoP-Nonce` for the client's next proof.
+        dpop_nonce: Option<String>,
     },
 }
 
-/// The token of an `Authorization: Bearer <token>` value (the scheme in any case), or
-/// `None` for anything else.
-pub fn bearer_token(value: &str) -> Option<&str> {
+/// The request a gateway describes, as far as the decision needs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayRequest<'a> {
+    /// The value of the token header (`Bearer <token>` or `DPoP <token>`).
+    pub authorization: Option<&'a str>,
+    /// The `DPoP` header.
+    pub dpop: Option<&'a str>,
+    pub method: Option<&'a str>,
+    /// The absolute URI the client asked for.
+    pub uri: Option<&'a str>,
+    /// SHA-256 of the client's TLS certificate, where the gateway passed it on.
+    pub client_certificate: Option<[u8; 32]>,
+}
+
+impl<'a> GatewayRequest<'a> {
+    /// The token and what proves possession of it; `None` without a token.
+    pub fn presented(&self) -> Option<(&'a str, crate::binding::Presentation<'a>)> {
+        let (token, dpop_scheme) = credentials(self.authorization?)?;
+        Some((
+            token,
+            crate::binding::Presentation {
+                dpop_proof: self.dpop.filter(|proof| !proof.is_empty()),
+                dpop_scheme,
+                http_method: self.method,
+                http_uri: self.uri,
+                client_certificate: self.client_certificate,
+            },
+        ))
+    }
+}
+
+/// The absolute URI of a request from its parts as gateways pass them.
+pub fn absolute_uri(
+    scheme: Option<&str>,
+    host: Option<&str>,
+    path: Option<&str>,
+) -> Option<String> {
+    let host = host.filter(|h| !h.is_empty())?;
+    let scheme = scheme.filter(|s| !s.is_empty()).unwrap_or("https");
+    let path = path.filter(|p| p.starts_with('/')).unwrap_or("/");
+    Some(format!("{scheme}://{host}{path}"))
+}
+
+/// The token of an `Authorization` value and whether its scheme is DPoP (RFC 9449
+/// section 7.1) rather than Bearer; `None` for any other scheme.
+pub fn credentials(value: &str) -> Option<(&str, bool)> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    if token.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((token, false))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((token, true))
+    } else {
+        None
+    }
 }
 
 impl Settings {
@@ -103,6 +166,18 @@ impl Settings {
         Decision::Deny {
             status: 401,
             www_authenticate: format!("Bearer realm=\"{}\"", self.realm),
+            dpop_nonce: None,
+        }
+    }
+
+    fn dpop_challenge(&self, error: &str, dpop_nonce: Option<String>) -> Decision {
+        Decision::Deny {
+            status: 401,
+            www_authenticate: format!(
+                "DPoP realm=\"{}\", error=\"{error}\", algs=\"{}\"",
+                self.realm, self.dpop_algorithms
+            ),
+            dpop_nonce,
         }
     }
 
@@ -118,15 +193,23 @@ impl Settings {
                         self.realm,
                         route.required_scopes.join(" ")
                     ),
+                    dpop_nonce: None,
                 };
             }
-            Err(_) => {
-                return Decision::Deny {
-                    status: 401,
-                    www_authenticate: format!(
-                        "Bearer realm=\"{}\", error=\"invalid_token\"",
-                        self.realm
-                    ),
+            Err(rejection) => {
+                let nonce = answer.dpop_nonce.clone();
+                return match rejection.reason {
+                    Reason::DpopProofRequired => self.dpop_challenge("invalid_token", nonce),
+                    Reason::DpopProofInvalid => self.dpop_challenge("invalid_dpop_proof", nonce),
+                    Reason::DpopNonceRequired => self.dpop_challenge("use_dpop_nonce", nonce),
+                    _ => Decision::Deny {
+                        status: 401,
+                        www_authenticate: format!(
+                            "Bearer realm=\"{}\", error=\"invalid_token\"",
+                            self.realm
+                        ),
+                        dpop_nonce: None,
+                    },
                 };
             }
         };
@@ -155,11 +238,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_bearer_value_carries_a_token() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer "), None);
-        assert_eq!(bearer_token("abc"), None);
+    fn bearer_and_dpop_values_carry_a_token() {
+        assert_eq!(credentials("Bearer abc"), Some(("abc", false)));
+        assert_eq!(credentials("bearer  abc "), Some(("abc", false)));
+        assert_eq!(credentials("DPoP abc"), Some(("abc", true)));
+        assert_eq!(credentials("dpop abc"), Some(("abc", true)));
+        assert_eq!(credentials("Basic abc"), None);
+        assert_eq!(credentials("Bearer "), None);
+        assert_eq!(credentials("abc"), None);
+    }
+
+    #[test]
+    fn absolute_uri_from_gateway_parts() {
+        assert_eq!(
+            absolute_uri(Some("https"), Some("api.example.com"), Some("/a?b=c")).as_deref(),
+            Some("https://api.example.com/a?b=c")
+        );
+        assert_eq!(
+            absolute_uri(None, Some("api.example.com"), None).as_deref(),
+            Some("https://api.example.com/")
+        );
+        assert_eq!(absolute_uri(Some("http"), None, Some("/")), None);
     }
 }

@@ -41,7 +41,9 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub observed: Arc<Observed>,
     pub ready: watch::Receiver<bool>,
-    pub dev_jwks: Option<Arc<Value>>,
+    /// `/.well-known/jwks.json`: the dev issuer's and the answer signer's public keys.
+    pub published_jwks: Option<Arc<Value>>,
+    pub signer: Option<Arc<crate::signing::AnswerSigner>>,
 }
 
 /// What bounds the HTTP listener's connections beyond [`crate::listener::Limits`].
@@ -144,7 +146,7 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    if state.dev_jwks.is_some() {
+    if state.published_jwks.is_some() {
         router = router.route("/.well-known/jwks.json", get(jwks));
     }
     let counted = axum::middleware::from_fn_with_state(state.metrics.clone(), count);
@@ -257,7 +259,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 }
 
 async fn jwks(State(state): State<HttpState>) -> Response {
-    match state.dev_jwks {
+    match state.published_jwks {
         Some(jwks) => Json(jwks.as_ref().clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -271,6 +273,17 @@ pub struct IntrospectForm {
     #[serde(default)]
     #[allow(dead_code)] // RFC 7662: a hint the server may ignore.
     token_type_hint: Option<String>,
+    /// For sender-constrained tokens: the `DPoP` header of the request the token came
+    /// with, that request's method and absolute URI, and its client certificate (PEM,
+    /// or its `x5t#S256` thumbprint).
+    #[serde(default)]
+    pub dpop_proof: Option<String>,
+    #[serde(default)]
+    pub http_method: Option<String>,
+    #[serde(default)]
+    pub http_uri: Option<String>,
+    #[serde(default)]
+    pub client_certificate: Option<String>,
 }
 
 /// The form of a request, parsed only once the caller is authorized (RFC 6749 section
@@ -283,6 +296,7 @@ const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded f
 
 async fn introspect(
     State(state): State<HttpState>,
+    caller: Option<Extension<Arc<Caller>>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -292,19 +306,81 @@ async fn introspect(
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
+    // RFC 9701 section 4: the signed answer only when asked for by its media type.
+    let wants_signed = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| media.split(';').next().map(str::trim) == Some(crate::signing::MEDIA_TYPE));
+    let signer = match (&state.signer, wants_signed) {
+        (_, false) => None,
+        (None, true) => {
+            return (
+                StatusCode::NOT_ACCEPTABLE,
+                Json(json!({ "error": "invalid_request", "error_description": "signed answers are not configured" })),
+            )
+                .into_response();
+        }
+        (Some(signer), true) => match &caller {
+            Some(Extension(caller)) => Some((signer, caller.name.clone())),
+            None => {
+                return invalid_request(
+                    "a signed answer names its audience: authenticate with an API key or a client certificate",
+                );
+            }
+        },
+    };
+    let client_certificate = match form.client_certificate.as_deref() {
+        None | Some("") => None,
+        Some(text) => match crate::binding::certificate_thumbprint(text.as_bytes()) {
+            Some(thumbprint) => Some(thumbprint),
+            None => return invalid_request("client_certificate is neither PEM nor a thumbprint"),
+        },
+    };
+    let policy = CallPolicy {
+        presented: crate::binding::Presentation {
+            dpop_proof: form.dpop_proof.as_deref().filter(|p| !p.is_empty()),
+            dpop_scheme: false,
+            http_method: form.http_method.as_deref(),
+            http_uri: form.http_uri.as_deref(),
+            client_certificate,
+        },
+        ..CallPolicy::default()
+    };
     // The caller's W3C trace context, if any, is the parent of this call's spans.
     let span = tracing::info_span!("http", http.route = "/oauth2/introspect");
     crate::telemetry::parent_from_headers(&span, &headers);
     let now = crate::unix_now();
     match state
         .introspector
-        .introspect(&form.token, CallPolicy::default(), now)
+        .introspect(&form.token, policy, now)
         .instrument(span)
         .await
     {
         Ok(answer) => {
             state.metrics.record_answer(Surface::Http, &answer);
-            Json(answer.rfc7662()).into_response()
+            let mut response = match signer {
+                None => Json(answer.rfc7662()).into_response(),
+                Some((signer, audience)) => match signer.sign(&answer.rfc7662(), &audience, now) {
+                    Ok(jwt) => (
+                        [(axum::http::header::CONTENT_TYPE, crate::signing::MEDIA_TYPE)],
+                        jwt,
+                    )
+                        .into_response(),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot sign the answer");
+                        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                    }
+                },
+            };
+            if let Some(Ok(nonce)) = answer
+                .dpop_nonce
+                .map(|nonce| axum::http::HeaderValue::from_str(&nonce))
+            {
+                response.headers_mut().insert("dpop-nonce", nonce);
+            }
+            response
         }
         Err(error) => {
             tracing::warn!(%error, "introspection could not be decided");
@@ -339,27 +415,35 @@ async fn authz(
         }
     }
     let settings = &state.gateway;
-    let token = headers
-        .get(settings.token_header.as_str())
-        .and_then(|value| value.to_str().ok())
-        .and_then(crate::gateway::bearer_token);
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let forwarded_uri = header("x-forwarded-uri").or(header("x-original-uri"));
     // The path only: a query may carry an `access_token` (RFC 6750 section 2.3).
-    let path = headers
-        .get("x-forwarded-uri")
-        .or(headers.get("x-original-uri"))
-        .and_then(|uri| uri.to_str().ok())
-        .map(|uri| uri.split('?').next().unwrap_or_default());
-    tracing::debug!(
-        http.method = ?headers.get("x-forwarded-method"),
-        http.path = ?path,
-        "forward-auth"
+    let path = forwarded_uri.map(|uri| uri.split('?').next().unwrap_or_default());
+    let method = header("x-forwarded-method").or(header("x-original-method"));
+    tracing::debug!(http.method = ?method, http.path = ?path, "forward-auth");
+    let uri = crate::gateway::absolute_uri(
+        header("x-forwarded-proto"),
+        header("x-forwarded-host"),
+        forwarded_uri,
     );
-    let decision = match token {
+    let described = crate::gateway::GatewayRequest {
+        authorization: header(settings.token_header.as_str()),
+        dpop: header("dpop"),
+        method,
+        uri: uri.as_deref(),
+        client_certificate: settings
+            .client_certificate_header
+            .as_deref()
+            .and_then(header)
+            .and_then(crate::binding::certificate_from_header),
+    };
+    let decision = match described.presented() {
         None => settings.missing_token(),
-        Some(token) => {
+        Some((token, presented)) => {
             let policy = CallPolicy {
                 required_scopes: &route.required_scopes,
                 audience: route.audience.as_deref(),
+                presented,
             };
             match state
                 .introspector
@@ -390,6 +474,7 @@ async fn authz(
         crate::gateway::Decision::Deny {
             status,
             www_authenticate,
+            dpop_nonce,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
             let mut response = status.into_response();
@@ -397,6 +482,9 @@ async fn authz(
                 response
                     .headers_mut()
                     .insert(axum::http::header::WWW_AUTHENTICATE, value);
+            }
+            if let Some(Ok(value)) = dpop_nonce.map(|n| axum::http::HeaderValue::from_str(&n)) {
+                response.headers_mut().insert("dpop-nonce", value);
             }
             response
         }

@@ -11,6 +11,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use crate::binding::{Binder, dpop};
 use crate::cache::{Origin, Verified, VerifiedCache};
 use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
@@ -27,6 +28,8 @@ pub struct Introspection {
     pub enrichment: Enrichment,
     /// Whether the verification came from the cache.
     pub cache_hit: bool,
+    /// A fresh DPoP server nonce, where nonces are required and the call used DPoP.
+    pub dpop_nonce: Option<String>,
 }
 
 impl Introspection {
@@ -99,6 +102,7 @@ pub struct Introspector {
     opaque: OpaqueIntrospector,
     cache: VerifiedCache,
     max_token_bytes: usize,
+    binder: Binder,
 }
 
 impl Introspector {
@@ -118,7 +122,18 @@ impl Introspector {
             pipelines,
             cache: VerifiedCache::new(cache_max_entries),
             max_token_bytes,
+            binder: Binder::new(dpop::Settings::default()),
         }
+    }
+
+    /// How DPoP proofs are checked (the defaults otherwise).
+    pub fn with_dpop(mut self, settings: dpop::Settings) -> Self {
+        self.binder = Binder::new(settings);
+        self
+    }
+
+    pub fn binder(&self) -> &Binder {
+        &self.binder
     }
 
     pub fn issuers(&self) -> &Arc<Issuers> {
@@ -139,6 +154,7 @@ impl Introspector {
     pub fn purge_expired(&self, now: i64) {
         self.cache.purge_expired(now);
         self.opaque.purge_expired(now);
+        self.binder.dpop().purge_expired(now);
     }
 
     /// Introspects `token` as of `now` (Unix seconds).
@@ -155,11 +171,12 @@ impl Introspector {
             Some(hit) => Verification::Active(hit),
             None => self.verify(token, hash, now).await,
         };
-        let checked = match verification.and_then(|verified| self.check(verified, policy)) {
-            Verification::Active(verified) => Ok(verified),
-            Verification::Inactive(rejection) => Err(rejection),
-            Verification::Undecided(error) => return Err(error),
-        };
+        let checked =
+            match verification.and_then(|verified| self.check(verified, &hash, &policy, now)) {
+                Verification::Active(verified) => Ok(verified),
+                Verification::Inactive(rejection) => Err(rejection),
+                Verification::Undecided(error) => return Err(error),
+            };
         // Only active answers are enriched: no lookup ever runs for an inactive token.
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
@@ -172,24 +189,37 @@ impl Introspector {
         if let Err(rejection) = &outcome {
             tracing::debug!(%fingerprint, reason = %rejection.reason, detail = rejection.detail, "token inactive");
         }
+        let dpop = self.binder.dpop();
+        let used_dpop = policy.presented.dpop_proof.is_some()
+            || matches!(&outcome, Err(r) if r.reason == Reason::DpopProofRequired);
         Ok(Introspection {
             fingerprint,
             outcome,
             enrichment,
             cache_hit,
+            dpop_nonce: (dpop.requires_nonce() && used_dpop).then(|| dpop.nonce(now)),
         })
     }
 
-    /// What is checked on every answer, cache hits included: revocation, then what
-    /// this call asks.
-    fn check(&self, verified: Arc<Verified>, policy: CallPolicy<'_>) -> Verification {
+    /// What is checked on every answer, cache hits included: revocation, what this call
+    /// asks, then the proof of possession of a sender-constrained token.
+    fn check(
+        &self,
+        verified: Arc<Verified>,
+        hash: &TokenHash,
+        policy: &CallPolicy<'_>,
+        now: i64,
+    ) -> Verification {
         match self.revocations.check(&verified.revocation_keys) {
             Err(incomplete) => Verification::Undecided(incomplete.into()),
             Ok(Some(matched)) => {
                 tracing::debug!(record = matched.kind.as_str(), "revoked");
                 Rejection::new(Reason::Revoked, "a revocation record matches").into()
             }
-            Ok(None) => match policy.check(&verified.token) {
+            Ok(None) => match policy.check(&verified.token).and_then(|()| {
+                self.binder
+                    .check(&verified.token, hash, &policy.presented, now)
+            }) {
                 Ok(()) => Verification::Active(verified),
                 Err(rejection) => rejection.into(),
             },

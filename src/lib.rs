@@ -21,6 +21,7 @@
 //! | [`statelog`] | the ordered log of changes: memory, embedded (redb), Redis Streams |
 //! | [`enrich`] | enrichers ([`enrich::Spec`]) and per-subject claims |
 //! | [`gateway`] | the decision gateways ask for (ext_authz, forward-auth), as headers or an RFC 6750 denial |
+//! | [`binding`] | sender-constrained tokens: DPoP proofs (RFC 9449), certificate-bound tokens (RFC 8705) |
 //! | [`auth`] | API keys, roles, and who may make which call |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
@@ -29,6 +30,7 @@
 //! | [`outbound`] | the one HTTP client and its error handling, for every outbound call |
 //! | [`ttl_map`] | the bounded expiring map behind every cache |
 //! | [`digest`] | fixed-size keys from strings |
+//! | [`signing`] | signed introspection answers (RFC 9701) and their published keys |
 //! | [`tasks`] | named background tasks, stopped and joined together |
 //! | [`dev`] | the local issuer of `introspectd dev` and `introspectd mint` |
 //! | [`cli`] | the command line: `serve`, `dev`, and the client commands |
@@ -38,6 +40,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod binding;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -53,6 +56,7 @@ pub mod listener;
 pub mod opaque;
 pub mod outbound;
 pub mod revocation;
+pub mod signing;
 pub mod statelog;
 pub mod tasks;
 pub mod telemetry;

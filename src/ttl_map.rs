@@ -68,6 +68,28 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
         self.entries.insert(key, Timed { until, value });
     }
 
+    /// Keeps `value` unless a live entry for `key` is there; whether it was kept. For
+    /// "seen before?" sets, where two racing inserts must not both win.
+    pub fn insert_new(&self, key: K, value: V, until: i64, now: i64) -> bool {
+        if self.max_entries == 0 || until <= now {
+            return true;
+        }
+        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
+            self.make_room(now);
+        }
+        match self.entries.entry(key) {
+            dashmap::Entry::Occupied(entry) if now < entry.get().until => false,
+            dashmap::Entry::Occupied(mut entry) => {
+                entry.insert(Timed { until, value });
+                true
+            }
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(Timed { until, value });
+                true
+            }
+        }
+    }
+
     fn make_room(&self, now: i64) {
         self.purge_expired(now);
         if self.entries.len() < self.max_entries {

@@ -20,6 +20,21 @@ pub struct IntrospectArgs {
     /// Audience the caller is.
     #[arg(long)]
     audience: Option<String>,
+    /// For a DPoP-bound token: the proof (the `DPoP` header), with --method and --uri.
+    #[arg(long)]
+    dpop_proof: Option<String>,
+    /// The method of the request the token came with (the proof's `htm`).
+    #[arg(long)]
+    method: Option<String>,
+    /// The absolute URI of that request (the proof's `htu`).
+    #[arg(long)]
+    uri: Option<String>,
+    /// For a certificate-bound token: the client certificate (a PEM file).
+    #[arg(long)]
+    client_cert: Option<std::path::PathBuf>,
+    /// Also ask for the answer as a signed JWT (RFC 9701), printed as `signed_answer`.
+    #[arg(long)]
+    signed: bool,
 }
 
 pub async fn introspect(args: IntrospectArgs) -> ExitCode {
@@ -31,12 +46,24 @@ pub async fn introspect(args: IntrospectArgs) -> ExitCode {
         }
     };
     let prepared = async {
+        let client_certificate = match &args.client_cert {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let channel = args.client.channel().await?;
         let request = args.client.request(pb::IntrospectRequest {
             token,
             token_type_hint: None,
             required_scopes: args.required_scopes,
             audience: args.audience,
+            dpop_proof: args.dpop_proof,
+            http_method: args.method,
+            http_uri: args.uri,
+            client_certificate,
+            dpop_scheme: false,
+            signed_answer: args.signed,
         })?;
         Ok::<_, String>((TokenIntrospectionClient::new(channel), request))
     };
@@ -104,5 +131,13 @@ fn response_json(response: &pb::IntrospectResponse) -> Value {
         );
     }
     out.insert("fingerprint".into(), json!(response.fingerprint));
+    for (name, value) in [
+        ("dpop_nonce", &response.dpop_nonce),
+        ("signed_answer", &response.signed_answer),
+    ] {
+        if let Some(value) = value {
+            out.insert(name.into(), json!(value));
+        }
+    }
     Value::Object(out)
 }

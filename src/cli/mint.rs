@@ -34,6 +34,13 @@ pub struct MintArgs {
     /// a default one (e.g. `jti=abc`); repeatable.
     #[arg(long = "claim", value_parser = parse_claim)]
     claims: Vec<(String, Value)>,
+    /// Bind the token to a DPoP key: its RFC 7638 thumbprint (`cnf.jkt`), as
+    /// `introspectd dpop-proof --print-jkt` prints it.
+    #[arg(long)]
+    dpop_jkt: Option<String>,
+    /// Bind the token to a client certificate: its `x5t#S256` (`cnf.x5t#S256`).
+    #[arg(long)]
+    cnf_x5t: Option<String>,
 }
 
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
@@ -52,6 +59,17 @@ pub fn mint(args: MintArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut extra_claims = args.claims.into_iter().collect::<Map<_, _>>();
+    let mut cnf = Map::new();
+    if let Some(jkt) = args.dpop_jkt {
+        cnf.insert("jkt".into(), Value::String(jkt));
+    }
+    if let Some(x5t) = args.cnf_x5t {
+        cnf.insert("x5t#S256".into(), Value::String(x5t));
+    }
+    if !cnf.is_empty() {
+        extra_claims.insert("cnf".into(), Value::Object(cnf));
+    }
     let request = MintRequest {
         subject: args.sub,
         scope: args.scope,
@@ -59,7 +77,7 @@ pub fn mint(args: MintArgs) -> ExitCode {
         client_id: args.client_id,
         lifetime_secs: args.lifetime,
         id_token: args.id_token,
-        extra_claims: args.claims.into_iter().collect::<Map<_, _>>(),
+        extra_claims,
     };
     match issuer.mint(&request, crate::unix_now()) {
         Ok(token) => {

@@ -6,6 +6,7 @@
 //! 2 usage errors (clap), 64 a bad configuration or argument value.
 
 mod api_key;
+mod dpop_proof;
 mod introspect;
 mod loadtest;
 mod mint;
@@ -62,6 +63,9 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Generate an API key and print it with its configuration entry.
     ApiKey(api_key::ApiKeyArgs),
+    /// Print a DPoP proof (RFC 9449) made with the dev client key kept in --data-dir
+    /// (created on first use), or that key's thumbprint for `mint --dpop-jkt`.
+    DpopProof(dpop_proof::DpopProofArgs),
     /// Load a running server with Introspect calls and report them against the gRPC
     /// health Check on the same server (bounded in time; stops by itself).
     Loadtest(loadtest::LoadtestArgs),
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::CheckConfig { config } => serve::check_config(&config.config),
             Command::Dev { data, addrs } => serve::dev(&data.data_dir, &addrs).await,
             Command::Mint(args) => mint::mint(args),
+            Command::DpopProof(args) => dpop_proof::dpop_proof(&args),
             Command::Introspect(args) => introspect::introspect(args).await,
             Command::Revoke(args) => revoke::revoke(args).await,
             Command::ApiKey(args) => api_key::api_key(&args),

@@ -123,8 +123,16 @@ pub async fn dev(data_dir: &Path, addrs: &AddrArgs) -> ExitCode {
         data_dir.join(dev::ADMIN_KEY_FILE).display(),
         data_dir.join("state.redb").display(),
     );
+    let answer_signer = match dev::answer_signer(data_dir) {
+        Ok(signer) => signer,
+        Err(error) => {
+            eprintln!("introspectd: dev answer signing key: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = RunOptions {
         dev_jwks: Some(issuer.jwks()),
+        answer_signer: Some(answer_signer),
     };
     let _telemetry = match telemetry::init(&config.telemetry) {
         Ok(guard) => guard,

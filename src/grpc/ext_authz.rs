@@ -15,7 +15,8 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{convert::json_to_struct, status};
-use crate::gateway::{self, Decision, RoutePolicy};
+use crate::binding;
+use crate::gateway::{self, Decision, GatewayRequest, RoutePolicy};
 use crate::introspect::Introspector;
 use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::CallPolicy;
@@ -62,20 +63,42 @@ impl Authorization for ExtAuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         let attributes = request.into_inner().attributes.unwrap_or_default();
         let route = route_policy(&attributes.context_extensions);
-        let headers = attributes
+        let http = attributes
             .request
             .and_then(|request| request.http)
-            .map(|http| http.headers)
             .unwrap_or_default();
-        let token = headers
-            .get(&self.settings.token_header)
-            .and_then(|value| gateway::bearer_token(value));
-        let decision = match token {
+        let headers = &http.headers;
+        // Envoy's own view of the client's certificate first (`include_peer_certificate`),
+        // else the header a trusted proxy in front of Envoy set.
+        let source_certificate = attributes
+            .source
+            .as_ref()
+            .map(|source| source.certificate.as_str())
+            .filter(|pem| !pem.is_empty());
+        let client_certificate = match source_certificate {
+            Some(pem) => binding::certificate_from_header(pem),
+            None => self
+                .settings
+                .client_certificate_header
+                .as_ref()
+                .and_then(|name| headers.get(name))
+                .and_then(|value| binding::certificate_from_header(value)),
+        };
+        let uri = gateway::absolute_uri(Some(&http.scheme), Some(&http.host), Some(&http.path));
+        let described = GatewayRequest {
+            authorization: headers.get(&self.settings.token_header).map(String::as_str),
+            dpop: headers.get("dpop").map(String::as_str),
+            method: Some(http.method.as_str()).filter(|m| !m.is_empty()),
+            uri: uri.as_deref(),
+            client_certificate,
+        };
+        let decision = match described.presented() {
             None => self.settings.missing_token(),
-            Some(token) => {
+            Some((token, presented)) => {
                 let policy = CallPolicy {
                     required_scopes: &route.required_scopes,
                     audience: route.audience.as_deref(),
+                    presented,
                 };
                 let answer = self
                     .introspector
@@ -138,6 +161,7 @@ impl ExtAuthzService {
             Decision::Deny {
                 status,
                 www_authenticate,
+                dpop_nonce,
             } => CheckResponse {
                 status: Some(rpc::Status {
                     code: if status == 403 {
@@ -152,7 +176,9 @@ impl ExtAuthzService {
                     status: Some(HttpStatus {
                         code: i32::from(status),
                     }),
-                    headers: vec![header("www-authenticate", www_authenticate)],
+                    headers: std::iter::once(header("www-authenticate", www_authenticate))
+                        .chain(dpop_nonce.map(|nonce| header("dpop-nonce", nonce)))
+                        .collect(),
                     body: String::new(),
                 })),
             },

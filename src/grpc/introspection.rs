@@ -10,7 +10,10 @@ use super::{
     pb::{self, InactiveReason, token_introspection_server::TokenIntrospection},
     status,
 };
+use crate::auth::Caller;
+use crate::binding::{self, Presentation};
 use crate::introspect::{Introspection, Introspector};
+use crate::signing::AnswerSigner;
 use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::{CallPolicy, Reason};
 
@@ -18,6 +21,7 @@ pub struct IntrospectionService {
     introspector: Arc<Introspector>,
     metrics: Arc<Metrics>,
     expose_inactive_reason: bool,
+    signer: Option<Arc<AnswerSigner>>,
 }
 
 impl IntrospectionService {
@@ -30,7 +34,14 @@ impl IntrospectionService {
             introspector,
             metrics,
             expose_inactive_reason,
+            signer: None,
         }
+    }
+
+    /// Signed answers (RFC 9701) for callers that ask.
+    pub fn with_signer(mut self, signer: Option<Arc<AnswerSigner>>) -> Self {
+        self.signer = signer;
+        self
     }
 }
 
@@ -41,18 +52,53 @@ impl TokenIntrospection for IntrospectionService {
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
         // Exhaustive, so a new request field fails compilation here until it is handled.
+        let caller = request.extensions().get::<Arc<Caller>>().cloned();
         let pb::IntrospectRequest {
             token,
             token_type_hint: _,
             required_scopes,
             audience,
+            dpop_proof,
+            http_method,
+            http_uri,
+            client_certificate,
+            dpop_scheme,
+            signed_answer,
         } = request.into_inner();
         if token.is_empty() {
             return Err(status::missing("token"));
         }
+        let audience_of_answer = match (&self.signer, signed_answer) {
+            (_, false) => None,
+            (None, true) => {
+                return Err(Status::failed_precondition(
+                    "signed answers are not configured ([answer_signing])",
+                ));
+            }
+            (Some(_), true) => Some(caller.as_ref().map(|c| c.name.clone()).ok_or_else(|| {
+                Status::unauthenticated(
+                    "a signed answer names its audience: call with an API key or a client certificate",
+                )
+            })?),
+        };
+        let client_certificate = match client_certificate.as_deref() {
+            None => None,
+            Some(presented) => {
+                Some(binding::certificate_thumbprint(presented).ok_or_else(|| {
+                    Status::invalid_argument("client_certificate is neither DER nor a thumbprint")
+                })?)
+            }
+        };
         let policy = CallPolicy {
             required_scopes: &required_scopes,
             audience: audience.as_deref().filter(|a| !a.is_empty()),
+            presented: Presentation {
+                dpop_proof: dpop_proof.as_deref().filter(|p| !p.is_empty()),
+                dpop_scheme,
+                http_method: http_method.as_deref(),
+                http_uri: http_uri.as_deref(),
+                client_certificate,
+            },
         };
         let span = tracing::info_span!(
             "introspect",
@@ -81,20 +127,28 @@ impl TokenIntrospection for IntrospectionService {
                 span.record("reason", rejection.reason.as_str());
             }
         }
-        Ok(Response::new(self.to_response(&answer)))
+        let mut response = self.to_response(&answer);
+        if let (Some(signer), Some(audience)) = (&self.signer, audience_of_answer) {
+            let signed = signer
+                .sign(&answer.rfc7662(), &audience, now)
+                .map_err(|error| Status::internal(error.to_string()))?;
+            response.signed_answer = Some(signed);
+        }
+        Ok(Response::new(response))
     }
 }
 
 impl IntrospectionService {
     fn to_response(&self, answer: &Introspection) -> pb::IntrospectResponse {
         let fingerprint = answer.fingerprint.to_string();
+        let dpop_nonce = answer.dpop_nonce.clone();
         match &answer.outcome {
             Ok(token) => pb::IntrospectResponse {
                 active: true,
                 scope: token.scope_string(),
                 client_id: token.client_id.clone(),
                 username: token.username.clone(),
-                token_type: Some("Bearer".into()),
+                token_type: Some(token.token_type().into()),
                 exp: Some(token.exp),
                 iat: token.iat,
                 nbf: token.nbf,
@@ -107,6 +161,8 @@ impl IntrospectionService {
                     .then(|| json_to_struct(&answer.enrichment.merged())),
                 fingerprint,
                 inactive_reason: InactiveReason::Unspecified.into(),
+                dpop_nonce,
+                signed_answer: None,
             },
             Err(rejection) => pb::IntrospectResponse {
                 active: false,
@@ -116,6 +172,7 @@ impl IntrospectionService {
                 } else {
                     InactiveReason::Unspecified.into()
                 },
+                dpop_nonce,
                 ..Default::default()
             },
         }
@@ -135,5 +192,9 @@ pub fn inactive_reason(reason: Reason) -> InactiveReason {
         Reason::Malformed => InactiveReason::Malformed,
         Reason::InsufficientScope => InactiveReason::InsufficientScope,
         Reason::InactiveAtIssuer => InactiveReason::InactiveAtIssuer,
+        Reason::DpopProofRequired => InactiveReason::DpopProofRequired,
+        Reason::DpopProofInvalid => InactiveReason::DpopProofInvalid,
+        Reason::DpopNonceRequired => InactiveReason::DpopNonceRequired,
+        Reason::CertificateMismatch => InactiveReason::CertificateMismatch,
     }
 }

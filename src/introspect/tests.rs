@@ -141,6 +141,7 @@ async fn revocation_and_the_call_policy_apply_to_cache_hits() {
     let needs_write = CallPolicy {
         required_scopes: &scopes,
         audience: None,
+        ..CallPolicy::default()
     };
     let narrowed = f.introspector.introspect(&token, needs_write, NOW).await;
     let narrowed = narrowed.unwrap_or_else(|e| unreachable!("{e}"));

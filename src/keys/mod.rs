@@ -128,7 +128,7 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// Reads a public signing key from a JWK. Symmetric (`oct`) keys are never taken
     /// from a key set: a published secret would let anyone sign.
-    fn from_jwk(value: Value) -> Result<Self, &'static str> {
+    pub(crate) fn from_jwk(value: Value) -> Result<Self, &'static str> {
         let thumb = Sha256::digest(value.to_string().as_bytes()).into();
         let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK we can read")?;
         if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
@@ -190,7 +190,7 @@ impl VerifyingKey {
 
     /// Whether this key may verify `alg`: the key's type decides the family (so a public
     /// key can never serve as an HMAC secret), and the JWK's `alg`, if any, pins it.
-    fn accepts(&self, alg: Algorithm) -> bool {
+    pub(crate) fn accepts(&self, alg: Algorithm) -> bool {
         let family = match self.kind {
             KeyKind::Rsa => matches!(
                 alg,

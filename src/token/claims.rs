@@ -99,9 +99,19 @@ impl AccessToken {
             .or_insert_with(|| Value::from(default_exp));
         let mut token =
             super::rules::accept(answer, policy, super::rules::Source::Introspection, now)?;
-        // Answered as a member of its own (always "Bearer" for an active token).
+        // Answered as a member of its own ("Bearer", or "DPoP" for a DPoP-bound token).
         token.other_claims.remove("token_type");
         Ok(token)
+    }
+
+    /// RFC 7662 `token_type`: "DPoP" for a token bound to a DPoP key (RFC 9449 section
+    /// 6.2), "Bearer" otherwise.
+    pub fn token_type(&self) -> &'static str {
+        if crate::binding::Confirmation::of(self).jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }
     }
 
     /// The token as RFC 7662 members with its other claims beside them (members win):
@@ -111,7 +121,7 @@ impl AccessToken {
         let mut member = |name: &str, value: Value| {
             out.insert(name.to_owned(), value);
         };
-        member("token_type", Value::from("Bearer"));
+        member("token_type", Value::from(self.token_type()));
         member("iss", Value::from(self.iss.clone()));
         member("exp", Value::from(self.exp));
         if let Some(scope) = self.scope_string() {

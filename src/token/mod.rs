@@ -95,10 +95,18 @@ pub enum Reason {
     InsufficientScope,
     /// An opaque token its issuer's introspection endpoint calls inactive.
     InactiveAtIssuer,
+    /// A DPoP-bound token (`cnf.jkt`) without a proof: presented as a bearer token.
+    DpopProofRequired,
+    /// A DPoP proof that fails a check (signature, key, method, URI, time, replay, `ath`).
+    DpopProofInvalid,
+    /// A DPoP proof without a current server nonce, where nonces are required.
+    DpopNonceRequired,
+    /// A certificate-bound token (`cnf.x5t#S256`) without that client certificate.
+    CertificateMismatch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Expired,
         Reason::Revoked,
         Reason::BadSignature,
@@ -110,6 +118,10 @@ impl Reason {
         Reason::Malformed,
         Reason::InsufficientScope,
         Reason::InactiveAtIssuer,
+        Reason::DpopProofRequired,
+        Reason::DpopProofInvalid,
+        Reason::DpopNonceRequired,
+        Reason::CertificateMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +137,10 @@ impl Reason {
             Reason::Malformed => "MALFORMED",
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
             Reason::InactiveAtIssuer => "INACTIVE_AT_ISSUER",
+            Reason::DpopProofRequired => "DPOP_PROOF_REQUIRED",
+            Reason::DpopProofInvalid => "DPOP_PROOF_INVALID",
+            Reason::DpopNonceRequired => "DPOP_NONCE_REQUIRED",
+            Reason::CertificateMismatch => "CERTIFICATE_MISMATCH",
         }
     }
 }
@@ -153,6 +169,8 @@ impl Rejection {
 pub struct CallPolicy<'a> {
     pub required_scopes: &'a [String],
     pub audience: Option<&'a str>,
+    /// How the call proves possession, for sender-constrained tokens.
+    pub presented: crate::binding::Presentation<'a>,
 }
 
 impl CallPolicy<'_> {

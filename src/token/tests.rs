@@ -588,11 +588,13 @@ fn call_policy_narrows() -> Result<(), Reason> {
     let ok = CallPolicy {
         required_scopes: &read,
         audience: Some(AUD),
+        ..CallPolicy::default()
     };
     assert!(ok.check(&token).is_ok());
     let scope = CallPolicy {
         required_scopes: &admin,
         audience: None,
+        ..CallPolicy::default()
     };
     assert_eq!(
         scope.check(&token).map_err(|r| r.reason),
@@ -601,6 +603,7 @@ fn call_policy_narrows() -> Result<(), Reason> {
     let audience = CallPolicy {
         required_scopes: &[],
         audience: Some("https://other.test"),
+        ..CallPolicy::default()
     };
     assert_eq!(
         audience.check(&token).map_err(|r| r.reason),

@@ -24,7 +24,7 @@ use tonic::Code;
 
 use crate::support::*;
 
-const ISS: &str = "https://gateway.test/";
+pub(crate) const ISS: &str = "https://gateway.test/";
 
 fn check(token: Option<&str>, extensions: &[(&str, &str)]) -> CheckRequest {
     let mut headers = HashMap::from([(":path".to_owned(), "/orders/7".to_owned())]);
@@ -52,7 +52,7 @@ fn check(token: Option<&str>, extensions: &[(&str, &str)]) -> CheckRequest {
 }
 
 /// (HTTP status Envoy would answer, headers for the upstream or the client, metadata).
-fn outcome(response: &CheckResponse) -> (i32, HashMap<String, String>, Vec<String>) {
+pub(crate) fn outcome(response: &CheckResponse) -> (i32, HashMap<String, String>, Vec<String>) {
     let headers = |options: &[envoy_types::ext_authz::v3::pb::HeaderValueOption]| {
         options
             .iter()
@@ -73,7 +73,7 @@ fn outcome(response: &CheckResponse) -> (i32, HashMap<String, String>, Vec<Strin
     }
 }
 
-fn issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
+pub(crate) fn issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
     IssuerSection {
         jwks_uri: None,
         jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),

@@ -1,6 +1,7 @@
 //! The single integration-test binary: the real service on loopback sockets, a real
 //! HTTP JWKS server on port 0, generated keys, the generated gRPC client.
 
+mod binding;
 mod cli;
 mod disk;
 mod enrichment;

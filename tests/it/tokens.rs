@@ -258,6 +258,7 @@ async fn per_call_scopes_and_audience_narrow_the_answer() -> TestResult {
         token_type_hint: Some("access_token".into()),
         required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         audience: audience.map(str::to_owned),
+        ..Default::default()
     };
     assert!(
         s.server

@@ -1,0 +1,227 @@
+//! Sender-constrained access tokens: a token bound to a key (`cnf.jkt`, DPoP, RFC 9449)
+//! or to a client certificate (`cnf.x5t#S256`, RFC 8705) is active only when the call
+//! proves possession of that key or certificate. The binding is read from the verified
+//! claims (a JWT's or an opaque token's introspection answer), so a cached verification
+//! still has its proof checked on every call.
+//!
+//! Transports only extract what the request presents ([`Presentation`]); the decision
+//! is here.
+
+pub mod dpop;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::token::{AccessToken, Reason, Rejection, TokenHash};
+
+/// What a call presents besides the token itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presentation<'a> {
+    /// The `DPoP` request header: a proof JWT.
+    pub dpop_proof: Option<&'a str>,
+    /// Whether the token came as `Authorization: DPoP <token>` rather than `Bearer`.
+    pub dpop_scheme: bool,
+    /// The method and URI of the request the proof is for.
+    pub http_method: Option<&'a str>,
+    pub http_uri: Option<&'a str>,
+    /// SHA-256 of the TLS client certificate the request came with (its `x5t#S256`).
+    pub client_certificate: Option<[u8; 32]>,
+}
+
+/// What a token is bound to, from its `cnf` claim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confirmation<'a> {
+    /// RFC 7638 thumbprint of the DPoP key.
+    pub jkt: Option<&'a str>,
+    /// base64url SHA-256 of the client certificate.
+    pub x5t_s256: Option<&'a str>,
+}
+
+impl<'a> Confirmation<'a> {
+    pub fn of(token: &'a AccessToken) -> Self {
+        let Some(Value::Object(cnf)) = token.other_claims.get("cnf") else {
+            return Self::default();
+        };
+        Self {
+            jkt: cnf.get("jkt").and_then(Value::as_str),
+            x5t_s256: cnf.get("x5t#S256").and_then(Value::as_str),
+        }
+    }
+
+    /// A `cnf` with members we must honour but cannot read (a non-string `jkt`) makes
+    /// the token unusable rather than unbound.
+    fn is_malformed(token: &AccessToken) -> bool {
+        match token.other_claims.get("cnf") {
+            None => false,
+            Some(Value::Object(cnf)) => ["jkt", "x5t#S256"]
+                .iter()
+                .any(|member| cnf.get(*member).is_some_and(|v| !v.is_string())),
+            Some(_) => true,
+        }
+    }
+}
+
+pub const PROOF_REQUIRED: Rejection = Rejection::new(
+    Reason::DpopProofRequired,
+    "the token is DPoP-bound and no proof came with it",
+);
+pub const CERTIFICATE_MISMATCH: Rejection = Rejection::new(
+    Reason::CertificateMismatch,
+    "the token is bound to a client certificate the call did not present",
+);
+
+/// Checks the binding of verified tokens; holds the DPoP replay cache and nonces.
+#[derive(Debug)]
+pub struct Binder {
+    dpop: dpop::Verifier,
+}
+
+impl Binder {
+    pub fn new(settings: dpop::Settings) -> Self {
+        Self {
+            dpop: dpop::Verifier::new(settings),
+        }
+    }
+
+    pub fn dpop(&self) -> &dpop::Verifier {
+        &self.dpop
+    }
+
+    /// Whether the call proves what `token` is bound to. Unbound tokens pass, unless
+    /// they came with the DPoP scheme (RFC 9449 section 7.1: a DPoP request needs a
+    /// DPoP-bound token).
+    pub fn check(
+        &self,
+        token: &AccessToken,
+        hash: &TokenHash,
+        presented: &Presentation<'_>,
+        now: i64,
+    ) -> Result<(), Rejection> {
+        if Confirmation::is_malformed(token) {
+            return Err(Rejection::new(Reason::Malformed, "cnf is not readable"));
+        }
+        let cnf = Confirmation::of(token);
+        if let Some(bound) = cnf.x5t_s256 {
+            let presented = presented
+                .client_certificate
+                .map(|sha256| URL_SAFE_NO_PAD.encode(sha256));
+            if presented.as_deref() != Some(bound) {
+                return Err(CERTIFICATE_MISMATCH);
+            }
+        }
+        match (cnf.jkt, presented.dpop_proof) {
+            (None, _) if presented.dpop_scheme => Err(Rejection::new(
+                Reason::WrongTokenType,
+                "the DPoP scheme with a token that is not DPoP-bound",
+            )),
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(PROOF_REQUIRED),
+            (Some(jkt), Some(proof)) => {
+                let request = dpop::Request {
+                    method: presented.http_method.unwrap_or_default(),
+                    uri: presented.http_uri.unwrap_or_default(),
+                    token_hash: &hash.0,
+                };
+                self.dpop.verify(proof, jkt, &request, now)
+            }
+        }
+    }
+}
+
+/// The SHA-256 thumbprint of a client certificate as a caller passes it: DER bytes, a
+/// PEM text, or the `x5t#S256` value itself (43 characters of base64url).
+pub fn certificate_thumbprint(presented: &[u8]) -> Option<[u8; 32]> {
+    if presented.is_empty() {
+        return None;
+    }
+    if let Ok(text) = std::str::from_utf8(presented) {
+        let text = text.trim();
+        if text.len() == 43 {
+            let mut out = [0u8; 32];
+            return match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
+                Ok(32) => Some(out),
+                _ => None,
+            };
+        }
+        if text.starts_with("-----BEGIN") {
+            return pem_certificate(text).map(|der| Sha256::digest(der).into());
+        }
+    }
+    Some(Sha256::digest(presented).into())
+}
+
+/// The DER of the first certificate in a PEM text.
+fn pem_certificate(text: &str) -> Option<Vec<u8>> {
+    let body = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?;
+    let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+/// The client certificate's thumbprint from a header a gateway set: Envoy's
+/// `x-forwarded-client-cert` (`Hash=<hex SHA-256>` or `Cert="<URL-encoded PEM>"`), a
+/// URL-encoded PEM (nginx `$ssl_client_escaped_cert`, Caddy), or base64 DER (Traefik's
+/// `X-Forwarded-Tls-Client-Cert`, PEM without its armour).
+pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
+    let value = value.trim();
+    if value.contains('=') && (value.contains("Hash=") || value.contains("Cert=")) {
+        // XFCC: elements separated by ',' (the last is the nearest proxy's), pairs by ';'.
+        let element = value.rsplit(',').next()?;
+        let mut hash = None;
+        let mut cert = None;
+        for pair in element.split(';') {
+            let (key, raw) = pair.split_once('=')?;
+            let raw = raw.trim_matches('"');
+            match key.trim() {
+                "Hash" => hash = Some(raw),
+                "Cert" => cert = Some(raw),
+                _ => {}
+            }
+        }
+        if let Some(hex) = hash {
+            let mut out = [0u8; 32];
+            return hex::decode_to_slice(hex, &mut out).ok().map(|()| out);
+        }
+        return certificate_thumbprint(percent_decode(cert?)?.as_bytes());
+    }
+    if value.starts_with("-----BEGIN") {
+        return certificate_thumbprint(percent_decode(value)?.as_bytes());
+    }
+    let decoded = percent_decode(value)?;
+    let compact: String = decoded.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    Some(Sha256::digest(der).into())
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let mut byte = [0u8; 1];
+                hex::decode_to_slice(hex, &mut byte).ok()?;
+                out.push(byte[0]);
+                i += 3;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests;
