@@ -3,12 +3,14 @@
 //! `cargo bench --bench introspect`. Compare `introspector/cache_hit` with
 //! `introspector/cold_RS256` (same Introspector, cache off): the ratio is the cache's
 //! gain; and `introspector/cache_hit_enriched` (static + mapping + subject enrichers)
-//! with `introspector/cache_hit`: the cost of enrichment.
+//! with `introspector/cache_hit`: the cost of enrichment; `introspector/cache_hit_dpop_ES256`
+//! with `introspector/cache_hit`: the cost of checking a DPoP proof (one ES256 signature).
 
 use std::{collections::BTreeMap, hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use introspectd::{
+    binding::dpop,
     config::{Config, FileConfig},
     enrich::{ClaimRef, MappingRule, Pipeline, Spec, When},
     introspect::Introspector,
@@ -175,7 +177,57 @@ fn introspector_paths(c: &mut Criterion) {
         16 * 1024,
     );
 
+    // A DPoP-bound token: the same cache hit plus one proof verification per call. Each
+    // iteration gets a fresh proof (made outside the measurement), so none is a replay.
+    let client_key = key(Algorithm::ES256);
+    let jkt = dpop::thumbprint(&dpop::proof_jwk(&client_key)).unwrap_or_default();
+    let mut bound_claims = claims();
+    bound_claims["cnf"] = json!({ "jkt": jkt });
+    let bound = signer.mint("at+jwt", &bound_claims).unwrap_or_default();
+    let uri = "https://api.example.com/orders";
+    let dpop_checked = Introspector::new(
+        cached.issuers().clone(),
+        revocations.clone(),
+        Arc::new(introspectd::enrich::SubjectClaims::new()),
+        std::collections::HashMap::new(),
+        1_000,
+        16 * 1024,
+    )
+    .with_dpop(dpop::Settings {
+        replay_cache_entries: 50_000_000,
+        ..dpop::Settings::default()
+    });
+
     let mut group = c.benchmark_group("introspector");
+    group.bench_function("cache_hit_dpop_ES256", |b| {
+        b.iter_batched(
+            || {
+                let claims = dpop::ProofClaims {
+                    method: "GET",
+                    uri,
+                    access_token: Some(&bound),
+                    nonce: None,
+                };
+                dpop::make_proof(&client_key, &claims, NOW).unwrap_or_default()
+            },
+            |proof| {
+                let policy = CallPolicy {
+                    presented: introspectd::binding::Presentation {
+                        dpop_proof: Some(&proof),
+                        http_method: Some("GET"),
+                        http_uri: Some(uri),
+                        ..Default::default()
+                    },
+                    ..policy
+                };
+                let answer =
+                    runtime.block_on(dpop_checked.introspect(black_box(&bound), policy, NOW));
+                assert!(answer.as_ref().is_ok_and(|a| a.is_active()));
+                answer
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     group.bench_function("cache_hit_enriched", |b| {
         b.iter(|| {
             let answer = runtime.block_on(enriched.introspect(black_box(&token), policy, NOW));

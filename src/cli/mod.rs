@@ -101,7 +101,11 @@ pub fn run(cli: Cli) -> ExitCode {
 #[derive(Args)]
 pub struct ClientArgs {
     /// Server address (`http://` is assumed without a scheme, `https://` with --tls-ca).
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "INTROSPECTD_GRPC_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub grpc_addr: String,
     /// PEM CA bundle to verify a TLS server with (the server's `[tls]`).
     #[arg(long, env = "INTROSPECTD_TLS_CA")]

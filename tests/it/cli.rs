@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::TestResult;
+use crate::support::{TestResult, tool_available};
 
 const BIN: &str = env!("CARGO_BIN_EXE_introspectd");
 
@@ -213,6 +213,83 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
     assert!(status.success(), "dev exited with {status}\n{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
     Ok(())
+}
+
+/// The shell block of the README that follows `marker`, as written.
+fn readme_block(marker: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let readme = include_str!("../../README.md");
+    let after = readme
+        .split_once(marker)
+        .ok_or_else(|| format!("README has no {marker}"))?
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .ok_or("no sh block after the marker")?
+        .0;
+    Ok(body.to_owned())
+}
+
+/// The README's DPoP walkthrough, run by bash as written, against `introspectd dev`
+/// (only the addresses differ, so tests can run side by side).
+#[test]
+fn dpop_walkthrough_runs_as_written() -> TestResult {
+    if !tool_available(
+        "curl",
+        "--version",
+        "dpop_walkthrough_runs_as_written",
+        "apt-get install curl",
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--grpc-addr", &grpc, "--http-addr", &http])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let outcome = (|| -> TestResult {
+        wait_ready(&http)?;
+        let script = readme_block("<!-- dpop-walkthrough")?.replace("127.0.0.1:8080", &http);
+        let bin_dir = std::path::Path::new(BIN).parent().ok_or("no bin dir")?;
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(dir.path())
+            .env("PATH", path)
+            .env("INTROSPECTD_GRPC_ADDR", &grpc)
+            .env_remove("INTROSPECTD_DATA_DIR")
+            .env_remove("INTROSPECTD_API_KEY")
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(lines[0].contains("DPOP_PROOF_REQUIRED"), "{stdout}");
+        assert!(lines[1].contains("\"active\": true"), "{stdout}");
+        assert!(lines[2].contains("DPOP_PROOF_INVALID"), "{stdout}");
+        assert_eq!(lines[3], "200", "{stdout}");
+        let claims = lines[4].split('.').nth(1).ok_or("not a JWT")?;
+        let signed: serde_json::Value = serde_json::from_slice(&base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims,
+        )?)?;
+        assert_eq!(signed["aud"], "dev-admin", "{signed}");
+        assert_eq!(signed["token_introspection"]["active"], true, "{signed}");
+        Ok(())
+    })();
+    let _ = dev.kill();
+    let _ = dev.wait();
+    outcome
 }
 
 /// Polls `/readyz` (10 s at most): the dev server is a separate process.

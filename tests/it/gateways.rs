@@ -374,6 +374,53 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         2,
         "a refused request reached the upstream"
     );
+
+    // A DPoP-bound token: nginx passes the proof and the request it is for.
+    let client_key = key(Algorithm::ES256, "client");
+    let jkt =
+        introspectd::binding::dpop::thumbprint(&introspectd::binding::dpop::proof_jwk(&client_key))
+            .unwrap_or_default();
+    let mut bound = good.clone();
+    bound["jti"] = json!("ng-dpop");
+    bound["cnf"] = json!({ "jkt": jkt });
+    let token = mint(&signer, &bound);
+    let proof = introspectd::binding::dpop::make_proof(
+        &client_key,
+        &introspectd::binding::dpop::ProofClaims {
+            method: "GET",
+            uri: &url,
+            access_token: Some(&token),
+            nonce: None,
+        },
+        now(),
+    )?;
+    let dpop = |proof: &str| {
+        http.get(format!("{url}?page=2"))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .send()
+    };
+    assert_eq!(
+        dpop(&proof).await?.status(),
+        200,
+        "a good proof through nginx"
+    );
+    let replayed = dpop(&proof).await?;
+    assert_eq!(replayed.status(), 401);
+    let challenge = replayed
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        challenge.starts_with("DPoP ") && challenge.contains("invalid_dpop_proof"),
+        "{challenge}"
+    );
+    assert_eq!(
+        get(Some(token)).await?.status(),
+        401,
+        "a DPoP-bound token as Bearer"
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }
