@@ -67,6 +67,8 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+mod explained;
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -817,19 +819,33 @@ impl FileConfig {
         let overrides = env_overrides(env)?;
         if overrides.is_empty() {
             // Parse the operator's text itself so error positions point into their file.
-            return toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()));
+            return explained::deserialize(text).map_err(|e| ConfigError::Parse(e.to_string()));
         }
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (var, path, value) in overrides {
-            set_path(&mut table, &path, value).map_err(|reason| ConfigError::Env {
+        for (var, path, value) in &overrides {
+            set_path(&mut table, path, value.clone()).map_err(|reason| ConfigError::Env {
                 var: var.clone(),
                 reason,
             })?;
         }
         let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        toml::from_str(&merged)
-            .map_err(|e| ConfigError::Parse(format!("{e}(after environment overrides)")))
+        explained::deserialize(&merged).map_err(|error| {
+            // A value that came from the environment is the variable's fault: name it.
+            match overrides
+                .iter()
+                .find(|(_, path, _)| explained::same_path(path, &error.path))
+            {
+                Some((var, _, _)) => ConfigError::Env {
+                    var: var.clone(),
+                    reason: error.without_line(),
+                },
+                None => ConfigError::Parse(format!(
+                    "{} (after environment overrides)",
+                    error.without_line()
+                )),
+            }
+        })
     }
 
     /// Reads and parses a file, with environment overrides.

@@ -7,6 +7,7 @@
 
 mod api_key;
 mod dpop_proof;
+mod health;
 mod introspect;
 mod loadtest;
 mod mint;
@@ -63,6 +64,8 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Generate an API key and print it with its configuration entry.
     ApiKey(api_key::ApiKeyArgs),
+    /// Ask a running server's gRPC health service; exit 0 when SERVING (`helm test`).
+    Health(health::HealthArgs),
     /// Print a DPoP proof (RFC 9449) made with the dev client key kept in --data-dir
     /// (created on first use), or that key's thumbprint for `mint --dpop-jkt`.
     DpopProof(dpop_proof::DpopProofArgs),
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Dev { data, addrs } => serve::dev(&data.data_dir, &addrs).await,
             Command::Mint(args) => mint::mint(args),
             Command::DpopProof(args) => dpop_proof::dpop_proof(&args),
+            Command::Health(args) => health::health(args).await,
             Command::Introspect(args) => introspect::introspect(args).await,
             Command::Revoke(args) => revoke::revoke(args).await,
             Command::ApiKey(args) => api_key::api_key(&args),

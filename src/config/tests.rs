@@ -87,6 +87,57 @@ fn environment_typo_is_named() {
 }
 
 #[test]
+fn a_wrong_type_names_the_key_path_in_toml_terms() {
+    let text = format!("{}leeway_secs = \"lots\"\n", *FULL);
+    let error = error_text(&text, &[]);
+    assert!(
+        error.starts_with(
+            r#"issuers[0].leeway_secs: expected a non-negative integer, got "lots" (line "#
+        ),
+        "{error}"
+    );
+    let error = error_text(
+        &FULL.replace("anonymous_introspect = true", "anonymous_introspect = 1"),
+        &[],
+    );
+    assert!(
+        error.starts_with("auth.anonymous_introspect: expected a boolean, got 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_key_gets_its_path_and_a_suggestion() {
+    let error = error_text(&format!("{}leway_secs = 5\n", *FULL), &[]);
+    assert!(
+        error.starts_with(r#"issuers[0]: unknown key "leway_secs", did you mean "leeway_secs"?"#),
+        "{error}"
+    );
+    let error = error_text(&format!("[cahce]\nmax_entries = 1\n{}", *FULL), &[]);
+    assert!(
+        error.starts_with(r#"unknown key "cahce", did you mean "cache"?"#),
+        "{error}"
+    );
+    let error = error_text(
+        &FULL.replace("backend = \"memory\"", "backend = \"memroy\""),
+        &[],
+    );
+    assert!(
+        error.starts_with(r#"store.backend: unknown value "memroy", did you mean "memory"?"#),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    let error = error_text(&FULL, &[("INTROSPECTD_ISSUERS__0__LEEWAY_SECS", "lots")]);
+    assert_eq!(
+        error,
+        r#"environment variable INTROSPECTD_ISSUERS__0__LEEWAY_SECS: issuers[0].leeway_secs: expected a non-negative integer, got "lots""#
+    );
+}
+
+#[test]
 fn no_issuers_is_refused() {
     assert!(error_text("", &[]).starts_with("issuers:"));
 }

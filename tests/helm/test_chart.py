@@ -847,6 +847,24 @@ def test_tls_with_a_separate_client_ca_secret(chart):
     assert not objects_of(rendered, "Certificate")
 
 
+def test_helm_test_hook_runs_the_health_check_through_the_service(chart):
+    rendered = render(chart, {})
+    pods = [o for o in objects_of(rendered, "Pod") if o["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    assert len(pods) == 1
+    pod = pods[0]
+    svc = one(rendered, "Service")["metadata"]["name"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args == ["health", "--grpc-addr", f"http://{svc}.{NAMESPACE}.svc:{GRPC_PORT}"]
+    assert pod["spec"]["containers"][0]["image"] == container(rendered)["image"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    tls = render(chart, SCENARIOS["tls-cert-manager-mtls"])
+    pod = [o for o in objects_of(tls, "Pod") if o["metadata"]["name"].endswith("-test-health")][0]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[2].startswith("https://") and "--tls-ca" in args
+    assert pod["spec"]["volumes"][0]["secret"]["secretName"] == one(tls, "Certificate")["spec"]["secretName"]
+    assert not objects_of(render(chart, {"helmTest": {"enabled": False}}), "Pod")
+
+
 def test_tls_refusals_name_the_value(chart):
     assert "tls.secretName" in render_error(chart, with_issuer({"tls": {"enabled": True}}))
     assert "issuerRef.name" in render_error(chart, with_issuer({"tls": {"enabled": True, "certManager": {"enabled": True}}}))

@@ -274,6 +274,10 @@ fn dpop_walkthrough_runs_as_written() -> TestResult {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stdout}\n{stderr}");
         let lines: Vec<&str> = stdout.lines().collect();
+        // What `helm test` runs.
+        let health = run(&["health", "--grpc-addr", &grpc])?;
+        assert!(health.status.success());
+        assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
         assert!(lines[0].contains("DPOP_PROOF_REQUIRED"), "{stdout}");
         assert!(lines[1].contains("\"active\": true"), "{stdout}");
         assert!(lines[2].contains("DPOP_PROOF_INVALID"), "{stdout}");
