@@ -372,6 +372,7 @@ impl App {
             self.revocations.clone(),
             self.tasks.clone(),
             drain.clone(),
+            &self.metrics,
         ))
         .max_decoding_message_size(max);
         let claims =
@@ -385,7 +386,7 @@ impl App {
         .max_decoding_message_size(max);
         let limits = self.config.limits;
         let layers = tower::ServiceBuilder::new()
-            .layer(MetricsLayer::new(self.metrics.clone()))
+            .layer(MetricsLayer::new(&self.metrics))
             .layer(ShedLayer::new(limits.max_concurrent_requests))
             .layer(AuthLayer::new(self.api_keys.clone()));
         let incoming = Incoming::new(

@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 use super::status::code_name;
 use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, bearer_key};
 use crate::listener::Peer;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{MethodMetrics, Metrics};
 
 /// One served method.
 #[derive(Debug)]
@@ -28,6 +28,9 @@ pub struct Route {
     /// Its name in metrics; `None`: not counted.
     pub method: Option<&'static str>,
     pub access: Access,
+    /// A server-streaming method: its call ends long after the handler returns, so it
+    /// is counted here and timed as a stream by its handler.
+    pub streaming: bool,
 }
 
 const fn route(path: &'static str, method: &'static str, access: Access) -> Route {
@@ -35,6 +38,7 @@ const fn route(path: &'static str, method: &'static str, access: Access) -> Rout
         path,
         method: Some(method),
         access,
+        streaming: false,
     }
 }
 
@@ -54,11 +58,14 @@ pub const ROUTES: &[Route] = &[
         "CheckRevocation",
         Access::Introspection,
     ),
-    route(
-        "/introspectd.v1.TokenRevocation/WatchRevocations",
-        "WatchRevocations",
-        Access::Role(Role::Introspect),
-    ),
+    Route {
+        streaming: true,
+        ..route(
+            "/introspectd.v1.TokenRevocation/WatchRevocations",
+            "WatchRevocations",
+            Access::Role(Role::Introspect),
+        )
+    },
     route(
         "/envoy.service.auth.v3.Authorization/Check",
         "Check",
@@ -92,23 +99,30 @@ const UNLISTED: Route = Route {
     path: "",
     method: None,
     access: Access::Role(Role::Admin),
+    streaming: false,
 };
 const OPEN: Route = Route {
     path: "",
     method: None,
     access: Access::Open,
+    streaming: false,
 };
 
 /// The route of a request path.
 pub fn route_of(path: &str) -> &'static Route {
-    if let Some(route) = ROUTES.iter().find(|route| route.path == path) {
-        return route;
+    if let Some(index) = route_index(path) {
+        return &ROUTES[index];
     }
     if OPEN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
         &OPEN
     } else {
         &UNLISTED
     }
+}
+
+/// Where `path` is in [`ROUTES`].
+fn route_index(path: &str) -> Option<usize> {
+    ROUTES.iter().position(|route| route.path == path)
 }
 
 // === impl AuthLayer ===
@@ -313,16 +327,28 @@ impl<F: Future> Future for Holding<F> {
 
 // === impl MetricsLayer ===
 
-/// Counts every listed call by method and status code, with its latency (until the
-/// response headers: the whole call for unary methods).
+/// Counts every listed call by method and status code, with the latency of unary
+/// calls; each route's handles are registered once, so a call costs no lock.
 #[derive(Clone)]
 pub struct MetricsLayer {
-    metrics: Arc<Metrics>,
+    /// By the route's index in [`ROUTES`].
+    by_route: Arc<[Option<Arc<MethodMetrics>>]>,
 }
 
 impl MetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: &Metrics) -> Self {
+        let code_names: Vec<&'static str> = (0..17)
+            .map(|code| code_name(tonic::Code::from_i32(code)))
+            .collect();
+        let by_route = ROUTES
+            .iter()
+            .map(|route| {
+                route.method.map(|method| {
+                    Arc::new(metrics.grpc_method(method, !route.streaming, &code_names))
+                })
+            })
+            .collect();
+        Self { by_route }
     }
 }
 
@@ -332,7 +358,7 @@ impl<S> Layer<S> for MetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Measure {
             inner,
-            metrics: self.metrics.clone(),
+            by_route: self.by_route.clone(),
         }
     }
 }
@@ -340,7 +366,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone)]
 pub struct Measure<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    by_route: Arc<[Option<Arc<MethodMetrics>>]>,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for Measure<S>
@@ -356,22 +382,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = route_of(request.uri().path()).method;
+        let handles = route_index(request.uri().path())
+            .and_then(|index| self.by_route.get(index).cloned().flatten());
         Measured {
             call: self.inner.call(request),
-            meter: method.map(|method| Meter {
-                method,
+            meter: handles.map(|handles| Meter {
+                handles,
                 started: Instant::now(),
-                metrics: self.metrics.clone(),
             }),
         }
     }
 }
 
 struct Meter {
-    method: &'static str,
+    handles: Arc<MethodMetrics>,
     started: Instant,
-    metrics: Arc<Metrics>,
 }
 
 pin_project_lite::pin_project! {
@@ -404,9 +429,7 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Unknown,
             };
-            meter
-                .metrics
-                .record_call(meter.method, code_name(code), meter.started.elapsed());
+            meter.handles.record(code as usize, meter.started.elapsed());
         }
         Poll::Ready(result)
     }

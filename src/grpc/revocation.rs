@@ -15,6 +15,7 @@ use crate::revocation::{
     Matched, Record, RecordKind, Revocation, Revocations, Target, TokenIdentity, WatchEvent,
 };
 use crate::tasks::Tasks;
+use crate::telemetry::metrics::{Metrics, StreamMetrics};
 
 pub struct RevocationService {
     revocations: Arc<Revocations>,
@@ -22,15 +23,47 @@ pub struct RevocationService {
     tasks: Tasks,
     /// Fires when the server drains, so open watch streams end and shutdown completes.
     drain: CancellationToken,
+    streams: StreamMetrics,
 }
 
 impl RevocationService {
-    pub fn new(revocations: Arc<Revocations>, tasks: Tasks, drain: CancellationToken) -> Self {
+    pub fn new(
+        revocations: Arc<Revocations>,
+        tasks: Tasks,
+        drain: CancellationToken,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
             revocations,
             tasks,
             drain,
+            streams: metrics.watch_streams(),
         }
+    }
+}
+
+/// Counts a stream while it is open, its events as they go, and its life when it ends.
+struct Watched {
+    metrics: StreamMetrics,
+    opened: std::time::Instant,
+}
+
+impl Watched {
+    fn new(metrics: StreamMetrics) -> Self {
+        metrics.open.increment(1.0);
+        Self {
+            metrics,
+            opened: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.metrics.open.decrement(1.0);
+        self.metrics
+            .duration
+            .record(self.opened.elapsed().as_secs_f64());
     }
 }
 
@@ -149,21 +182,25 @@ impl RevocationService {
             .watch(after, crate::unix_now(), &self.tasks, self.drain.clone())
             .await
             .map_err(status::from_watch)?;
-        let stream = ReceiverStream::new(events).map(|event| match event {
-            Ok(WatchEvent::Revoked {
-                position,
-                revocation,
-            }) => Ok(pb::RevocationEvent {
-                position: position.to_string(),
-                revocation: Some(revocation_to_pb(revocation)),
-                caught_up: false,
-            }),
-            Ok(WatchEvent::CaughtUp { position }) => Ok(pb::RevocationEvent {
-                position: position.to_string(),
-                revocation: None,
-                caught_up: true,
-            }),
-            Err(error) => Err(status::from_log(error)),
+        let watched = Watched::new(self.streams.clone());
+        let stream = ReceiverStream::new(events).map(move |event| {
+            watched.metrics.events.increment(1);
+            match event {
+                Ok(WatchEvent::Revoked {
+                    position,
+                    revocation,
+                }) => Ok(pb::RevocationEvent {
+                    position: position.to_string(),
+                    revocation: Some(revocation_to_pb(revocation)),
+                    caught_up: false,
+                }),
+                Ok(WatchEvent::CaughtUp { position }) => Ok(pb::RevocationEvent {
+                    position: position.to_string(),
+                    revocation: None,
+                    caught_up: true,
+                }),
+                Err(error) => Err(status::from_log(error)),
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -37,6 +37,33 @@ impl Surface {
     }
 }
 
+/// A gRPC method's counters by status code (indexed by the code's number), and its
+/// latency when it is timed.
+#[derive(Clone)]
+pub struct MethodMetrics {
+    by_code: Vec<Counter>,
+    latency: Option<Histogram>,
+}
+
+impl MethodMetrics {
+    pub fn record(&self, code: usize, elapsed: Duration) {
+        if let Some(counter) = self.by_code.get(code) {
+            counter.increment(1);
+        }
+        if let Some(latency) = &self.latency {
+            latency.record(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// Open WatchRevocations streams, the events they sent, and how long they lasted.
+#[derive(Clone)]
+pub struct StreamMetrics {
+    pub open: metrics::Gauge,
+    pub events: Counter,
+    pub duration: Histogram,
+}
+
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
@@ -46,9 +73,6 @@ pub struct Metrics {
     inactive_by_reason: Vec<(Reason, Counter)>,
     cache_hits: Counter,
     cache_misses: Counter,
-    /// (method, code) → calls; method → latency.
-    calls: DashMap<(&'static str, &'static str), Counter>,
-    latency: DashMap<&'static str, Histogram>,
     /// HTTP route pattern → its handles, so a request costs lookups, not registrations.
     http: DashMap<String, RouteMetrics>,
 }
@@ -111,8 +135,6 @@ impl Metrics {
             inactive_by_reason,
             cache_hits,
             cache_misses,
-            calls: DashMap::new(),
-            latency: DashMap::new(),
             http: DashMap::new(),
         })
     }
@@ -148,28 +170,53 @@ impl Metrics {
         }
     }
 
-    /// Counts one call of `method` that ended with `code` after `elapsed`.
-    pub fn record_call(&self, method: &'static str, code: &'static str, elapsed: Duration) {
-        self.calls
-            .entry((method, code))
-            .or_insert_with(|| {
-                let labels = vec![Label::new("method", method), Label::new("code", code)];
+    /// Handles for one gRPC method, registered once: recording a call then takes no
+    /// lock and allocates nothing. `timed: false` for streaming methods, whose calls
+    /// end long after their handler returns (their streams are measured as streams).
+    pub fn grpc_method(
+        &self,
+        method: &'static str,
+        timed: bool,
+        code_names: &[&'static str],
+    ) -> MethodMetrics {
+        let by_code = code_names
+            .iter()
+            .map(|code| {
                 self.recorder.register_counter(
-                    &Key::from_parts("introspectd_requests_total", labels),
+                    &Key::from_parts(
+                        "introspectd_requests_total",
+                        vec![Label::new("method", method), Label::new("code", *code)],
+                    ),
                     &METADATA,
                 )
             })
-            .increment(1);
-        self.latency
-            .entry(method)
-            .or_insert_with(|| {
-                let labels = vec![Label::new("method", method)];
-                self.recorder.register_histogram(
-                    &Key::from_parts("introspectd_request_duration_seconds", labels),
-                    &METADATA,
-                )
-            })
-            .record(elapsed.as_secs_f64());
+            .collect();
+        let latency = timed.then(|| {
+            self.recorder.register_histogram(
+                &Key::from_parts(
+                    "introspectd_request_duration_seconds",
+                    vec![Label::new("method", method)],
+                ),
+                &METADATA,
+            )
+        });
+        MethodMetrics { by_code, latency }
+    }
+
+    /// Handles for WatchRevocations streams.
+    pub fn watch_streams(&self) -> StreamMetrics {
+        StreamMetrics {
+            open: self
+                .recorder
+                .register_gauge(&Key::from_name("introspectd_watch_streams"), &METADATA),
+            events: self
+                .recorder
+                .register_counter(&Key::from_name("introspectd_watch_events_total"), &METADATA),
+            duration: self.recorder.register_histogram(
+                &Key::from_name("introspectd_watch_stream_duration_seconds"),
+                &METADATA,
+            ),
+        }
     }
 
     /// Counts one HTTP request to `route` (the route's pattern, never the raw path) that
@@ -344,6 +391,21 @@ fn describe(recorder: &PrometheusRecorder) {
         "introspectd_http_requests_total".into(),
         None,
         "HTTP requests by route and status".into(),
+    );
+    recorder.describe_gauge(
+        "introspectd_watch_streams".into(),
+        None,
+        "Open WatchRevocations streams".into(),
+    );
+    recorder.describe_counter(
+        "introspectd_watch_events_total".into(),
+        None,
+        "Events sent on WatchRevocations streams".into(),
+    );
+    recorder.describe_histogram(
+        "introspectd_watch_stream_duration_seconds".into(),
+        Some(Unit::Seconds),
+        "How long WatchRevocations streams stayed open".into(),
     );
     recorder.describe_histogram(
         "introspectd_http_request_duration_seconds".into(),

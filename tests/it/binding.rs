@@ -15,7 +15,7 @@ use introspectd::token::sign::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
 
-use crate::gateways::{ISS, issuer, outcome};
+use crate::gateways::{ISS, outcome};
 use crate::support::*;
 
 const URI: &str = "https://api.example.com/orders";
@@ -57,7 +57,7 @@ fn with_proof(token: &str, proof: &str) -> pb::IntrospectRequest {
 }
 
 fn config(signer: &SigningKey) -> FileConfig {
-    file_config(vec![issuer(signer)])
+    file_config(vec![inline_issuer(ISS, signer)])
 }
 
 #[tokio::test]

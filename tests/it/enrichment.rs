@@ -33,10 +33,8 @@ fn sections(value: Value) -> Vec<EnricherSection> {
 
 fn issuer(signer: &introspectd::token::sign::SigningKey, enrich: Value) -> IssuerSection {
     IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
         enrich: sections(enrich),
-        ..issuer_section(ISS, "http://unused", &["ES256"])
+        ..inline_issuer(ISS, signer)
     }
 }
 

@@ -73,18 +73,10 @@ pub(crate) fn outcome(response: &CheckResponse) -> (i32, HashMap<String, String>
     }
 }
 
-pub(crate) fn issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
-    IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
-        ..issuer_section(ISS, "http://unused", &["ES256"])
-    }
-}
-
 #[tokio::test]
 async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
-    let mut file = file_config(vec![issuer(&signer)]);
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
     file.gateway.remove_token_header = true;
     let server = Introspectd::start_ready(file).await;
     let mut client = AuthorizationClient::new(server.channel().await);
@@ -182,7 +174,7 @@ async fn envoy_ext_authz_is_unavailable_when_the_issuer_cannot_answer() -> TestR
     let closed = free_addr();
     let file = file_config(vec![IssuerSection {
         introspection_endpoint: Some(format!("http://{closed}/introspect")),
-        ..issuer(&signer)
+        ..inline_issuer(ISS, &signer)
     }]);
     let server = Introspectd::start_ready(file).await;
     let mut client = AuthorizationClient::new(server.channel().await);
@@ -284,7 +276,7 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         return Ok(());
     }
     let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![issuer(&signer)])).await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     let (upstream_addr, upstream) = upstream().await;
     let listen = free_addr();
     let _nginx = nginx(&listen, &server.http_addr.to_string(), upstream_addr);
@@ -461,7 +453,7 @@ async fn caddy_forward_auth_passes_good_tokens_and_stops_the_rest() -> TestResul
         return Ok(());
     }
     let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![issuer(&signer)])).await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     let (upstream_addr, upstream) = upstream().await;
     let listen = free_addr();
     let _caddy = caddy(&listen, &server.http_addr.to_string(), upstream_addr);

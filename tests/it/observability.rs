@@ -6,11 +6,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use introspectd::{
-    config::IssuerSection,
-    grpc::pb::{
-        self, revoke_request::Target, token_introspection_client::TokenIntrospectionClient,
-    },
+use introspectd::grpc::pb::{
+    self, revoke_request::Target, token_introspection_client::TokenIntrospectionClient,
 };
 use jsonwebtoken::Algorithm;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -22,14 +19,6 @@ use serde_json::json;
 use crate::support::*;
 
 const ISS: &str = "https://observed.test/";
-
-fn inline_issuer(signer: &introspectd::token::sign::SigningKey) -> IssuerSection {
-    IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
-        ..issuer_section(ISS, "http://unused", &["ES256"])
-    }
-}
 
 /// The value of the sample `name{labels...}` in a Prometheus text exposition.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -51,7 +40,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_a_known_sequence_of_calls() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![inline_issuer(&signer)])).await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     let token = mint(&signer, &claims(ISS));
     let mut expired = claims(ISS);
     expired["exp"] = json!(now() - 3600);
@@ -196,6 +185,73 @@ impl TraceService for Receiver {
 }
 
 // Multi-threaded: the receiver must keep serving while the test waits for the process.
+#[tokio::test]
+async fn watch_streams_are_measured_as_streams() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
+    let url = format!("http://{}/metrics", server.http_addr);
+    let scrape = || async { reqwest::get(&url).await?.text().await };
+    let mut revocation = server.revocation().await;
+    let mut stream = revocation
+        .watch_revocations(with_key(
+            ADMIN_KEY,
+            pb::WatchRevocationsRequest { after: None },
+        ))
+        .await?
+        .into_inner();
+    let caught_up = stream.message().await?.ok_or("no first event")?;
+    assert!(caught_up.caught_up);
+    let text = scrape().await?;
+    assert_eq!(sample(&text, "introspectd_watch_streams", &[]), Some(1.0));
+    assert_eq!(
+        sample(&text, "introspectd_watch_events_total", &[]),
+        Some(1.0)
+    );
+    server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "watched".into(),
+            exp: None,
+        }))
+        .await;
+    let event = stream.message().await?.ok_or("no revocation event")?;
+    assert!(event.revocation.is_some());
+    drop(stream);
+    eventually("the stream to close", || async {
+        scrape()
+            .await
+            .is_ok_and(|text| sample(&text, "introspectd_watch_streams", &[]) == Some(0.0))
+    })
+    .await;
+    let text = scrape().await?;
+    assert_eq!(
+        sample(&text, "introspectd_watch_events_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "introspectd_watch_stream_duration_seconds_count",
+            &[]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "introspectd_requests_total",
+            &[("method", "WatchRevocations"), ("code", "OK")]
+        ),
+        Some(1.0)
+    );
+    // The call's handler returned at once: timing it said nothing about the stream.
+    assert!(
+        !text.contains("introspectd_request_duration_seconds_count{method=\"WatchRevocations\"}")
+    );
+    server.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
     let receiver = Receiver::default();
@@ -211,7 +267,7 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
 
     let signer = key(Algorithm::ES256, "es");
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), vec![inline_issuer(&signer)], |file| {
+    let config = write_config(dir.path(), vec![inline_issuer(ISS, &signer)], |file| {
         file.telemetry.otlp_endpoint = Some(otlp.clone());
         file.telemetry.service_name = Some("introspectd-under-test".into());
     });

@@ -21,19 +21,9 @@ struct Setup {
     signer: introspectd::token::sign::SigningKey,
 }
 
-fn inline_issuer(
-    signer: &introspectd::token::sign::SigningKey,
-) -> introspectd::config::IssuerSection {
-    introspectd::config::IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
-        ..issuer_section(ISS, "http://unused", &["ES256"])
-    }
-}
-
 async fn setup() -> Setup {
     let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![inline_issuer(&signer)])).await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     Setup { server, signer }
 }
 
@@ -282,7 +272,7 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
 #[tokio::test]
 async fn introspection_needs_a_key_unless_anonymous_is_allowed() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
-    let mut file = file_config(vec![inline_issuer(&signer)]);
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
     file.auth.anonymous_introspect = false;
     let server = Introspectd::start_ready(file).await;
     let token = mint(&signer, &claims(ISS));
@@ -513,7 +503,7 @@ async fn watch_sends_the_set_then_live_changes_and_resumes_without_gaps() -> Tes
 #[tokio::test]
 async fn forgotten_records_are_purged() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
-    let mut issuer = inline_issuer(&signer);
+    let mut issuer = inline_issuer(ISS, &signer);
     issuer.leeway_secs = 0;
     let mut file = file_config(vec![issuer]);
     file.store.purge_interval_secs = 1;
@@ -551,7 +541,7 @@ async fn embedded_store_keeps_revocations_across_a_restart() -> TestResult {
     let dir = tempfile::tempdir()?;
     let signer = key(Algorithm::ES256, "es");
     let config = || {
-        let mut file = file_config(vec![inline_issuer(&signer)]);
+        let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
         file.store = StoreSection {
             backend: StoreBackend::Embedded,
             path: dir.path().join("state.redb"),

@@ -233,6 +233,15 @@ pub fn issuer_section(iss: &str, jwks_uri: &str, algorithms: &[&str]) -> IssuerS
     }
 }
 
+/// An ES256 issuer `iss` whose keys are `signer`'s, inline: no JWKS server needed.
+pub fn inline_issuer(iss: &str, signer: &SigningKey) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(iss, "http://unused", &["ES256"])
+    }
+}
+
 pub fn file_config(issuers: Vec<IssuerSection>) -> FileConfig {
     FileConfig {
         server: ServerSection {
