@@ -20,6 +20,8 @@ use introspectd::{
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
+mod common;
+
 const ISS: &str = "https://bench.test/";
 const AUD: &str = "https://api.test";
 const NOW: i64 = 1_700_000_000;
@@ -265,5 +267,69 @@ fn fingerprinting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cold_validation, introspector_paths, fingerprinting);
+/// Memory per cached verification: RSS growth while the cache fills with distinct
+/// tokens (HS256, so filling is quick; the entry does not depend on the algorithm).
+/// Printed, not timed; `CACHE_BENCH_TOKENS` sets how many (default 100,000).
+fn cache_memory(_: &mut Criterion) {
+    let count: usize = std::env::var("CACHE_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let secret = "a-shared-secret-of-at-least-32-bytes!!";
+    let config = config("", &["HS256"], Some(secret));
+    let http = introspectd::outbound::client().unwrap_or_else(|e| unreachable!("{e}"));
+    let issuers = Arc::new(Issuers::new(
+        config.issuers.iter().map(|i| i.keys.clone()).collect(),
+        http,
+    ));
+    runtime.block_on(async {
+        for issuer in issuers.iter() {
+            issuer.load().await.unwrap_or_else(|e| unreachable!("{e}"));
+        }
+    });
+    let signer = SigningKey::from_private(Algorithm::HS256, "hs", secret.as_bytes().to_vec())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let tokens: Vec<String> = (0..count)
+        .map(|n| {
+            let mut claims = claims();
+            claims["jti"] = json!(format!("bench-{n:09}"));
+            signer.mint("at+jwt", &claims).unwrap_or_default()
+        })
+        .collect();
+    let revocations = Arc::new(introspectd::revocation::RevocationSet::new());
+    revocations.mark_complete();
+    let introspector = Introspector::new(
+        issuers,
+        revocations,
+        Arc::new(introspectd::enrich::SubjectClaims::new()),
+        std::collections::HashMap::new(),
+        count,
+        16 * 1024,
+    );
+    let before = common::rss_bytes();
+    for token in &tokens {
+        let answer = runtime.block_on(introspector.introspect(token, CallPolicy::default(), NOW));
+        assert!(answer.is_ok_and(|a| a.is_active()));
+    }
+    let grown = common::rss_bytes().saturating_sub(before);
+    println!(
+        "cache memory: {:.0} bytes per cached token (RSS growth / {} tokens of {} bytes, {} cached)",
+        grown as f64 / count as f64,
+        count,
+        tokens.first().map_or(0, String::len),
+        introspector.cache().len()
+    );
+}
+
+criterion_group!(
+    benches,
+    cold_validation,
+    introspector_paths,
+    fingerprinting,
+    cache_memory
+);
 criterion_main!(benches);

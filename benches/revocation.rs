@@ -20,6 +20,10 @@ use introspectd::{
     statelog::{Applier, Change, RedisSpec, StateLog, StoreSpec},
 };
 
+mod common;
+
+use common::rss_bytes;
+
 const ISS: &str = "https://bench.test/";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -27,13 +31,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |pages| pages * 4096)
 }
 
 fn jti_revocation(n: usize, forget_after: i64) -> Revocation {

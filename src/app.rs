@@ -359,14 +359,12 @@ impl App {
         let reflection = described().build_v1()?;
         let reflection_v1alpha = described().build_v1alpha()?;
         let max = self.config.max_request_bytes;
-        let introspection = TokenIntrospectionServer::new(
-            grpc::IntrospectionService::new(
-                self.introspector.clone(),
-                self.metrics.clone(),
-                self.config.expose_inactive_reason,
-            )
-            .with_signer(self.signer.clone()),
-        )
+        let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
+            self.introspector.clone(),
+            self.metrics.clone(),
+            self.config.expose_inactive_reason,
+            self.signer.clone(),
+        ))
         .max_decoding_message_size(max);
         let revocation = TokenRevocationServer::new(grpc::RevocationService::new(
             self.revocations.clone(),
@@ -400,7 +398,15 @@ impl App {
             .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
             .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout))
             .trace_fn(|request| {
-                let span = tracing::info_span!("grpc", grpc.path = %request.uri().path());
+                // The call's one span, at debug: free unless logs or traces want it.
+                let span = tracing::debug_span!(
+                    "grpc",
+                    grpc.path = %request.uri().path(),
+                    token.fingerprint = tracing::field::Empty,
+                    iss = tracing::field::Empty,
+                    result = tracing::field::Empty,
+                    reason = tracing::field::Empty,
+                );
                 crate::telemetry::parent_from_headers(&span, request.headers());
                 span
             })

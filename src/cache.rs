@@ -42,7 +42,7 @@ struct Entry {
 }
 
 pub struct VerifiedCache {
-    entries: TtlMap<TokenHash, Entry>,
+    entries: TtlMap<TokenHash, Entry, crate::digest::DigestHashing>,
 }
 
 impl VerifiedCache {

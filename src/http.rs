@@ -349,7 +349,7 @@ async fn introspect(
         ..CallPolicy::default()
     };
     // The caller's W3C trace context, if any, is the parent of this call's spans.
-    let span = tracing::info_span!("http", http.route = "/oauth2/introspect");
+    let span = tracing::debug_span!("http", http.route = "/oauth2/introspect");
     crate::telemetry::parent_from_headers(&span, &headers);
     let now = crate::unix_now();
     match state

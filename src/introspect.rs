@@ -169,7 +169,9 @@ impl Introspector {
         let cache_hit = cached.is_some();
         let verification = match cached {
             Some(hit) => Verification::Active(hit),
-            None => self.verify(token, hash, now).await,
+            // Boxed: the verification's state (key refetch, the issuer's endpoint) is
+            // kilobytes, which every cache hit would otherwise carry and move.
+            None => Box::pin(self.verify(token, hash, now)).await,
         };
         let checked =
             match verification.and_then(|verified| self.check(verified, &hash, &policy, now)) {
@@ -180,7 +182,11 @@ impl Introspector {
         // Only active answers are enriched: no lookup ever runs for an inactive token.
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
-                let enrichment = self.enrich(&verified, now).await?;
+                let enrichment = if verified.pipeline.is_empty() {
+                    Enrichment::default()
+                } else {
+                    Box::pin(self.enrich(&verified, now)).await?
+                };
                 (Ok(verified.token.clone()), enrichment)
             }
             Err(rejection) => (Err(rejection), Enrichment::default()),

@@ -90,7 +90,7 @@ pub struct OpaqueIntrospector {
     /// Issuers without prefixes, in configuration order: they get the tokens no prefix
     /// claims (configuration allows several only when the operator opted in).
     unprefixed: Vec<Arc<Issuer>>,
-    inactive: TtlMap<TokenHash, ()>,
+    inactive: TtlMap<TokenHash, (), crate::digest::DigestHashing>,
 }
 
 impl OpaqueIntrospector {

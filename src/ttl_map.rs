@@ -2,11 +2,16 @@
 //! opaque tokens an issuer called inactive, and remote-enrichment answers all keep
 //! their entries here, under one eviction policy.
 //!
-//! An expired entry is never served. When the map is full, an insert first drops the
-//! expired entries and then, if it is still full, an arbitrary eighth of it: cheaper
-//! than tracking recency on every hit, and an evicted entry costs one recomputation.
+//! An expired entry is never served. When the map is full, an insert drops the oldest
+//! entry (first in, first out): O(1) per insert, so a full cache has no pauses, and no
+//! bookkeeping on hits, which are the hot path. Expired entries leave on their own:
+//! when read, and by [`TtlMap::purge_expired`], which a background task calls.
 
-use std::hash::Hash;
+use std::{
+    collections::VecDeque,
+    hash::{BuildHasher, Hash, RandomState},
+    sync::Mutex,
+};
 
 use dashmap::DashMap;
 
@@ -16,12 +21,14 @@ struct Timed<V> {
     value: V,
 }
 
-pub struct TtlMap<K, V> {
-    entries: DashMap<K, Timed<V>>,
+pub struct TtlMap<K, V, S = RandomState> {
+    entries: DashMap<K, Timed<V>, S>,
+    /// Keys in insertion order; may still name entries that left already.
+    order: Mutex<VecDeque<K>>,
     max_entries: usize,
 }
 
-impl<K: Eq + Hash, V> std::fmt::Debug for TtlMap<K, V> {
+impl<K: Eq + Hash, V, S: BuildHasher + Clone> std::fmt::Debug for TtlMap<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TtlMap")
             .field("len", &self.entries.len())
@@ -30,11 +37,12 @@ impl<K: Eq + Hash, V> std::fmt::Debug for TtlMap<K, V> {
     }
 }
 
-impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
+impl<K: Eq + Hash + Clone, V, S: BuildHasher + Clone + Default> TtlMap<K, V, S> {
     /// `max_entries == 0` keeps nothing.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(S::default()),
+            order: Mutex::new(VecDeque::new()),
             max_entries,
         }
     }
@@ -62,9 +70,11 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
         if self.max_entries == 0 || until <= now {
             return;
         }
-        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
-            self.make_room(now);
+        if self.entries.contains_key(&key) {
+            self.entries.insert(key, Timed { until, value });
+            return;
         }
+        self.make_room(key.clone());
         self.entries.insert(key, Timed { until, value });
     }
 
@@ -74,8 +84,8 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
         if self.max_entries == 0 || until <= now {
             return true;
         }
-        if self.entries.len() >= self.max_entries && !self.entries.contains_key(&key) {
-            self.make_room(now);
+        if !self.entries.contains_key(&key) {
+            self.make_room(key.clone());
         }
         match self.entries.entry(key) {
             dashmap::Entry::Occupied(entry) if now < entry.get().until => false,
@@ -90,20 +100,34 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
         }
     }
 
-    fn make_room(&self, now: i64) {
-        self.purge_expired(now);
-        if self.entries.len() < self.max_entries {
+    /// Records `coming` as the newest key and, while the map is full, drops the oldest
+    /// entries. Keys of entries that already left cost one pop each, and there are at
+    /// most as many as were inserted: amortised O(1).
+    fn make_room(&self, coming: K) {
+        let Ok(mut order) = self.order.lock() else {
             return;
+        };
+        while self.entries.len() >= self.max_entries {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            self.entries.remove(&oldest);
         }
-        let victims: Vec<K> = self
-            .entries
-            .iter()
-            .take((self.max_entries / 8).max(1))
-            .map(|entry| entry.key().clone())
-            .collect();
-        for key in victims {
-            self.entries.remove(&key);
+        // Entries mostly expire in the order they came, so the keys of those that left
+        // gather at the front: drop a couple per insert. Should they gather elsewhere,
+        // one sweep (rare: once per `max_entries` inserts at most) bounds the queue.
+        for _ in 0..2 {
+            match order.front() {
+                Some(front) if !self.entries.contains_key(front) => {
+                    order.pop_front();
+                }
+                _ => break,
+            }
         }
+        if order.len() >= self.max_entries.saturating_mul(4) {
+            order.retain(|key| self.entries.contains_key(key));
+        }
+        order.push_back(coming);
     }
 
     /// Drops every entry whose time is up; a background task calls it so that memory
@@ -121,7 +145,7 @@ impl<K: Eq + Hash + Clone, V> TtlMap<K, V> {
     }
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone, S: BuildHasher + Clone + Default> TtlMap<K, V, S> {
     /// A copy of the live entry for `key`.
     pub fn get(&self, key: &K, now: i64) -> Option<V> {
         self.read(key, now, |value| Some(value.clone()))
@@ -134,7 +158,7 @@ mod tests {
 
     #[test]
     fn entries_live_until_their_second() {
-        let map = TtlMap::new(10);
+        let map = TtlMap::<_, _>::new(10);
         map.insert("a", 1, 100, 50);
         assert_eq!(map.get(&"a", 99), Some(1));
         assert_eq!(map.get(&"a", 100), None, "served at its expiry second");
@@ -143,14 +167,14 @@ mod tests {
 
     #[test]
     fn an_entry_already_expired_is_not_kept() {
-        let map = TtlMap::new(10);
+        let map = TtlMap::<_, _>::new(10);
         map.insert("a", 1, 50, 50);
         assert!(map.is_empty());
     }
 
     #[test]
     fn a_refused_entry_is_removed() {
-        let map = TtlMap::new(10);
+        let map = TtlMap::<_, _>::new(10);
         map.insert("a", 1, 100, 0);
         assert_eq!(map.read(&"a", 1, |v| (*v > 1).then_some(*v)), None);
         assert!(map.is_empty());
@@ -158,28 +182,43 @@ mod tests {
 
     #[test]
     fn zero_capacity_keeps_nothing() {
-        let map = TtlMap::new(0);
+        let map = TtlMap::<_, _>::new(0);
         map.insert("a", 1, 100, 0);
         assert!(map.is_empty());
     }
 
     #[test]
-    fn a_full_map_drops_expired_entries_first() {
-        let map = TtlMap::new(4);
-        map.insert(1, (), 10, 0);
-        map.insert(2, (), 10, 0);
-        map.insert(3, (), 100, 0);
-        map.insert(4, (), 100, 0);
+    fn a_full_map_drops_its_oldest_entry() {
+        let map = TtlMap::<_, _>::new(4);
+        for key in 1..=4 {
+            map.insert(key, (), 100, 0);
+        }
         map.insert(5, (), 100, 20);
-        assert_eq!(map.len(), 3);
-        for live in [3, 4, 5] {
+        assert_eq!(map.len(), 4);
+        assert!(map.get(&1, 20).is_none(), "the oldest stays");
+        for live in [2, 3, 4, 5] {
             assert!(map.get(&live, 20).is_some(), "{live} was evicted");
         }
     }
 
     #[test]
+    fn the_order_queue_stays_bounded_when_entries_expire() {
+        let map = TtlMap::<_, _>::new(8);
+        for key in 0..10_000 {
+            map.insert(key, (), key + 1, key);
+            map.purge_expired(key + 1);
+        }
+        let queued = map
+            .order
+            .lock()
+            .map(|order| order.len())
+            .unwrap_or(usize::MAX);
+        assert!(queued <= 32, "{queued} keys queued for a map of 8");
+    }
+
+    #[test]
     fn a_full_map_of_live_entries_stays_bounded() {
-        let map = TtlMap::new(16);
+        let map = TtlMap::<_, _>::new(16);
         for key in 0..1000 {
             map.insert(key, (), 100, 0);
             assert!(map.len() <= 16);
@@ -189,7 +228,7 @@ mod tests {
 
     #[test]
     fn replacing_a_key_in_a_full_map_evicts_nothing() {
-        let map = TtlMap::new(2);
+        let map = TtlMap::<_, _>::new(2);
         map.insert(1, 'a', 100, 0);
         map.insert(2, 'b', 100, 0);
         map.insert(2, 'c', 100, 0);
@@ -198,7 +237,7 @@ mod tests {
 
     #[test]
     fn purge_drops_only_expired_entries() {
-        let map = TtlMap::new(10);
+        let map = TtlMap::<_, _>::new(10);
         map.insert(1, (), 10, 0);
         map.insert(2, (), 20, 0);
         map.purge_expired(10);

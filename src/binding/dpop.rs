@@ -92,7 +92,7 @@ const MAX_PROOF_BYTES: usize = 8 * 1024;
 pub struct Verifier {
     settings: Settings,
     /// `jti`s seen (keyed with the key's thumbprint), until they can no longer pass.
-    seen: TtlMap<[u8; 16], ()>,
+    seen: TtlMap<[u8; 16], (), crate::digest::DigestHashing>,
     nonce_key: hmac::Key,
 }
 

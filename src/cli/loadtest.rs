@@ -14,7 +14,10 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::{ClientArgs, EXIT_CONFIG};
 use crate::dev::{DevIssuer, MintRequest};
-use crate::grpc::pb::{IntrospectRequest, token_introspection_client::TokenIntrospectionClient};
+use crate::grpc::pb::{
+    IntrospectRequest, IntrospectStreamRequest, introspect_stream_response::Outcome,
+    token_introspection_client::TokenIntrospectionClient,
+};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, attribute_context, authorization_client::AuthorizationClient,
@@ -23,36 +26,54 @@ use envoy_types::pb::envoy::service::auth::v3::{
 /// What is measured, each against the cheapest call of its surface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// `Introspect` against the gRPC health Check.
+    /// `Introspect` against the gRPC health Check (the server's cache decides whether
+    /// answers are hot; run it with `cache.max_entries = 0` for cold ones).
+    #[value(alias = "hot", alias = "cold")]
     Grpc,
+    /// `IntrospectStream` (answers per second) against the unary gRPC health Check.
+    Stream,
     /// Envoy's ext_authz `Check` against the gRPC health Check.
     ExtAuthz,
-    /// Forward-auth `GET /authz` against `GET /healthz`, over HTTP/1.1.
+    /// `POST /oauth2/introspect` against `GET /healthz`, over HTTP/1.1.
     Http,
+    /// Forward-auth `GET /authz` against `GET /healthz`, over HTTP/1.1.
+    Authz,
+    /// The gRPC health Check alone (for latency at a fixed --rps).
+    Health,
 }
 
 impl Mode {
     /// (baseline, measured) phases.
-    fn phases(self) -> [(&'static str, Call); 2] {
+    fn phases(self) -> Vec<(&'static str, Call)> {
+        const HEALTH: (&str, Call) = ("grpc.health.v1.Health/Check", Call::Health);
+        const HEALTHZ: (&str, Call) = ("GET /healthz", Call::Healthz);
         match self {
-            Mode::Grpc => [
-                ("grpc.health.v1.Health/Check", Call::Health),
-                ("Introspect", Call::Introspect),
-            ],
-            Mode::ExtAuthz => [
-                ("grpc.health.v1.Health/Check", Call::Health),
-                ("envoy ext_authz Check", Call::ExtAuthz),
-            ],
-            Mode::Http => [("GET /healthz", Call::Healthz), ("GET /authz", Call::Authz)],
+            Mode::Grpc => vec![HEALTH, ("Introspect", Call::Introspect)],
+            Mode::Stream => vec![HEALTH, ("IntrospectStream answers", Call::Stream)],
+            Mode::ExtAuthz => vec![HEALTH, ("envoy ext_authz Check", Call::ExtAuthz)],
+            Mode::Http => vec![HEALTHZ, ("POST /oauth2/introspect", Call::HttpIntrospect)],
+            Mode::Authz => vec![HEALTHZ, ("GET /authz", Call::Authz)],
+            Mode::Health => vec![HEALTH],
         }
     }
 }
 
 #[derive(Args)]
 pub struct LoadtestArgs {
-    /// The token to introspect; default: one minted by the dev issuer in --data-dir.
+    /// The token to introspect; default: --tokens minted by the dev issuer in --data-dir.
     #[arg(long)]
     token: Option<String>,
+    /// Distinct tokens to mint and introspect, skewed as real traffic is: nine calls in
+    /// ten go to the first tenth of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    tokens: u64,
+    /// Calls per second in all (spread over the callers), for latency at a fixed rate;
+    /// default: as fast as the server answers.
+    #[arg(long)]
+    rps: Option<u64>,
+    /// IntrospectStream: requests each stream keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
     /// Concurrent callers.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -73,13 +94,17 @@ pub struct LoadtestArgs {
 }
 
 pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
-    let token = match args.token.clone() {
-        Some(token) => token,
+    let tokens = match args.token.clone() {
+        Some(token) => vec![token],
         None => {
-            let minted = DevIssuer::load(&args.client.data.data_dir)
-                .and_then(|issuer| issuer.mint(&MintRequest::default(), crate::unix_now()));
+            let minted = DevIssuer::load(&args.client.data.data_dir).and_then(|issuer| {
+                let now = crate::unix_now();
+                (0..args.tokens)
+                    .map(|_| issuer.mint(&MintRequest::default(), now))
+                    .collect::<Result<Vec<_>, _>>()
+            });
             match minted {
-                Ok(token) => token,
+                Ok(tokens) => tokens,
                 Err(error) => {
                     eprintln!("introspectd loadtest: no --token and no dev issuer: {error}");
                     return ExitCode::from(EXIT_CONFIG);
@@ -87,6 +112,7 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
             }
         }
     };
+    let tokens = Tokens(std::sync::Arc::new(tokens));
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         match args.client.channel().await {
@@ -108,22 +134,30 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
         api_key: args.client.api_key(),
         mode: args.mode,
         http_base: http_addr,
+        rps: args.rps,
+        window: args.window.max(1),
     };
     eprintln!(
-        "introspectd loadtest: {} callers over {} connections, {} s per phase, against {}",
+        "introspectd loadtest: {} callers over {} connections, {} s per phase, {} distinct tokens, against {}",
         plan.concurrency,
         channels.len(),
         args.seconds,
+        tokens.0.len(),
         args.client.grpc_addr
     );
-    let results = run(&channels, &token, &plan).await;
+    let results = run(&channels, &tokens, &plan).await;
     for result in &results {
+        let cpu = result
+            .server_cpu_per_call
+            .map(|cpu| format!("  server CPU {:>6.1} µs/call", cpu.as_secs_f64() * 1e6))
+            .unwrap_or_default();
         println!(
-            "{:<30} {:>10.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  ({} calls, {} errors)",
+            "{:<30} {:>10.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs{cpu}  ({} calls, {} errors)",
             result.name,
             result.per_second,
             result.p50.as_secs_f64() * 1e6,
             result.p99.as_secs_f64() * 1e6,
+            result.p999.as_secs_f64() * 1e6,
             result.calls,
             result.errors
         );
@@ -155,6 +189,30 @@ pub struct LoadPlan {
     pub mode: Mode,
     /// `http://host:port` of the HTTP listener.
     pub http_base: String,
+    /// Calls per second in all; `None`: as fast as answered.
+    pub rps: Option<u64>,
+    /// IntrospectStream: requests in flight per stream.
+    pub window: usize,
+}
+
+/// The tokens to introspect, picked with a skew: nine calls in ten go to the first
+/// tenth (a gateway sees a few busy clients and a long tail).
+#[derive(Debug, Clone)]
+pub struct Tokens(pub std::sync::Arc<Vec<String>>);
+
+impl Tokens {
+    fn pick(&self, n: u64) -> &str {
+        let all = self.0.len() as u64;
+        let hot = (all / 10).max(1);
+        // A cheap mix of the call number, so workers do not walk the list in step.
+        let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+        let index = if n.is_multiple_of(10) {
+            mixed % all
+        } else {
+            mixed % hot
+        };
+        self.0.get(index as usize).map_or("", String::as_str)
+    }
 }
 
 /// What one phase achieved.
@@ -166,6 +224,10 @@ pub struct PhaseResult {
     pub per_second: f64,
     pub p50: Duration,
     pub p99: Duration,
+    pub p999: Duration,
+    /// The server's own CPU time per call (its `process_cpu_seconds_total`), where its
+    /// `/metrics` was reachable.
+    pub server_cpu_per_call: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,15 +237,43 @@ enum Call {
     ExtAuthz,
     Healthz,
     Authz,
+    HttpIntrospect,
+    Stream,
 }
 
-/// Runs the mode's baseline phase, then its measured phase (with `token`).
-pub async fn run(channels: &[Channel], token: &str, plan: &LoadPlan) -> Vec<PhaseResult> {
+/// Runs the mode's baseline phase, then its measured phase (with `tokens`).
+pub async fn run(channels: &[Channel], tokens: &Tokens, plan: &LoadPlan) -> Vec<PhaseResult> {
     let mut results = Vec::with_capacity(2);
+    let http = reqwest::Client::new();
     for (name, call) in plan.mode.phases() {
-        results.push(phase(name, call, channels, token, plan).await);
+        let cpu_before = server_cpu(&http, &plan.http_base).await;
+        let mut result = phase(name, call, channels, tokens, plan).await;
+        let cpu_after = server_cpu(&http, &plan.http_base).await;
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after)
+            && result.calls > 0
+        {
+            result.server_cpu_per_call = Some(Duration::from_secs_f64(
+                (after - before).max(0.0) / result.calls as f64,
+            ));
+        }
+        results.push(result);
     }
     results
+}
+
+/// The server's `process_cpu_seconds_total`, if its `/metrics` answers.
+async fn server_cpu(http: &reqwest::Client, base: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// The clients of one worker, one per surface.
@@ -243,6 +333,24 @@ impl Clients {
                 .send()
                 .await
                 .is_ok_and(|answer| answer.status().is_success()),
+            Call::HttpIntrospect => {
+                let mut request = self
+                    .http
+                    .post(format!("{}/oauth2/introspect", plan.http_base))
+                    .form(&[("token", token)]);
+                if let Some(key) = &plan.api_key {
+                    request = request.bearer_auth(key);
+                }
+                match request.send().await {
+                    Ok(answer) => answer
+                        .json::<serde_json::Value>()
+                        .await
+                        .is_ok_and(|body| body["active"] == serde_json::Value::Bool(true)),
+                    Err(_) => false,
+                }
+            }
+            // Streams are driven by `stream`, not call by call.
+            Call::Stream => false,
             Call::Authz => {
                 let mut request = self
                     .http
@@ -257,6 +365,77 @@ impl Clients {
                     .is_ok_and(|answer| answer.status().is_success())
             }
         }
+    }
+}
+
+impl Clients {
+    /// One IntrospectStream kept `plan.window` requests deep until `deadline`: the
+    /// latency of each answer, and how many failed.
+    async fn stream(
+        &mut self,
+        tokens: &Tokens,
+        plan: &LoadPlan,
+        deadline: Instant,
+        seed: u64,
+    ) -> (Vec<Duration>, usize) {
+        let window = plan.window;
+        let slots = window * 2;
+        let (tx, rx) = tokio::sync::mpsc::channel(slots);
+        let mut sent_at = vec![Instant::now(); slots];
+        let mut next_id = 0u64;
+        let ask = |id: u64| IntrospectStreamRequest {
+            id,
+            request: Some(IntrospectRequest {
+                token: tokens.pick(seed.wrapping_add(id)).to_owned(),
+                ..Default::default()
+            }),
+        };
+        for _ in 0..window {
+            sent_at[(next_id as usize) % slots] = Instant::now();
+            if tx.send(ask(next_id)).await.is_err() {
+                return (Vec::new(), 1);
+            }
+            next_id += 1;
+        }
+        let request = keyed(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            plan.api_key.as_deref(),
+        );
+        let mut inbound = match self.introspection.introspect_stream(request).await {
+            Ok(response) => response.into_inner(),
+            Err(_) => return (Vec::new(), 1),
+        };
+        let mut latencies = Vec::new();
+        let mut errors = 0usize;
+        let mut in_flight = window;
+        let mut tx = Some(tx);
+        while in_flight > 0 {
+            let Ok(Some(answer)) = inbound.message().await else {
+                errors += in_flight;
+                break;
+            };
+            in_flight -= 1;
+            latencies.push(sent_at[(answer.id as usize) % slots].elapsed());
+            let active = matches!(
+                &answer.outcome,
+                Some(Outcome::Response(response)) if response.active
+            );
+            errors += usize::from(!active);
+            if Instant::now() < deadline
+                && let Some(sender) = &tx
+            {
+                sent_at[(next_id as usize) % slots] = Instant::now();
+                if sender.send(ask(next_id)).await.is_ok() {
+                    next_id += 1;
+                    in_flight += 1;
+                }
+            } else {
+                // Ends the request stream once the last answers are in.
+                tx = None;
+            }
+        }
+        drop(tx);
+        (latencies, errors)
     }
 }
 
@@ -295,7 +474,7 @@ async fn phase(
     name: &'static str,
     call: Call,
     channels: &[Channel],
-    token: &str,
+    tokens: &Tokens,
     plan: &LoadPlan,
 ) -> PhaseResult {
     let deadline = Instant::now() + plan.duration;
@@ -305,18 +484,36 @@ async fn phase(
         .pool_max_idle_per_host(plan.concurrency.max(1))
         .build()
         .unwrap_or_default();
-    for worker in 0..plan.concurrency.max(1) {
+    let callers = plan.concurrency.max(1);
+    for worker in 0..callers {
         let channel = channels[worker % channels.len().max(1)].clone();
-        let token = token.to_owned();
+        let tokens = tokens.clone();
         let plan = plan.clone();
         let http = http.clone();
         workers.spawn(async move {
             let mut clients = Clients::new(channel, http);
+            if call == Call::Stream {
+                return clients
+                    .stream(&tokens, &plan, deadline, worker as u64 * 1_000_003)
+                    .await;
+            }
+            let mut pace = plan.rps.map(|rps| {
+                let per_caller = (rps as f64 / callers as f64).max(0.001);
+                let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_caller));
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks
+            });
             let mut latencies = Vec::new();
             let mut errors = 0usize;
+            let mut n = worker as u64;
             while Instant::now() < deadline {
+                if let Some(ticks) = pace.as_mut() {
+                    ticks.tick().await;
+                }
+                let token = tokens.pick(n);
+                n += callers as u64;
                 let started = Instant::now();
-                let ok = clients.call(call, &token, &plan).await;
+                let ok = clients.call(call, token, &plan).await;
                 latencies.push(started.elapsed());
                 errors += usize::from(!ok);
             }
@@ -347,5 +544,7 @@ async fn phase(
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: percentile(0.50),
         p99: percentile(0.99),
+        p999: percentile(0.999),
+        server_cpu_per_call: None,
     }
 }

@@ -2,12 +2,17 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
-use tracing::Instrument;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     convert::json_to_struct,
-    pb::{self, InactiveReason, token_introspection_server::TokenIntrospection},
+    pb::{
+        self, InactiveReason, introspect_stream_response::Outcome,
+        token_introspection_server::TokenIntrospection,
+    },
     status,
 };
 use crate::auth::Caller;
@@ -18,32 +23,41 @@ use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::{CallPolicy, Reason};
 
 pub struct IntrospectionService {
+    answerer: Arc<Answerer>,
+}
+
+/// What answers one IntrospectRequest, shared by the unary call and the streams.
+struct Answerer {
     introspector: Arc<Introspector>,
     metrics: Arc<Metrics>,
     expose_inactive_reason: bool,
     signer: Option<Arc<AnswerSigner>>,
 }
 
+/// Requests of one stream answered at once; more wait in the stream (HTTP/2 flow
+/// control then slows the caller down).
+const STREAM_IN_FLIGHT: usize = 128;
+
 impl IntrospectionService {
     pub fn new(
         introspector: Arc<Introspector>,
         metrics: Arc<Metrics>,
         expose_inactive_reason: bool,
+        signer: Option<Arc<AnswerSigner>>,
     ) -> Self {
         Self {
-            introspector,
-            metrics,
-            expose_inactive_reason,
-            signer: None,
+            answerer: Arc::new(Answerer {
+                introspector,
+                metrics,
+                expose_inactive_reason,
+                signer,
+            }),
         }
     }
-
-    /// Signed answers (RFC 9701) for callers that ask.
-    pub fn with_signer(mut self, signer: Option<Arc<AnswerSigner>>) -> Self {
-        self.signer = signer;
-        self
-    }
 }
+
+type AnswerStream =
+    Pin<Box<dyn Stream<Item = Result<pb::IntrospectStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl TokenIntrospection for IntrospectionService {
@@ -51,8 +65,57 @@ impl TokenIntrospection for IntrospectionService {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        // Exhaustive, so a new request field fails compilation here until it is handled.
         let caller = request.extensions().get::<Arc<Caller>>().cloned();
+        let answer = self
+            .answerer
+            .answer(request.into_inner(), caller.as_deref())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    type IntrospectStreamStream = AnswerStream;
+
+    async fn introspect_stream(
+        &self,
+        request: Request<Streaming<pb::IntrospectStreamRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let caller = request.extensions().get::<Arc<Caller>>().cloned();
+        let answerer = self.answerer.clone();
+        let answers = request
+            .into_inner()
+            .map(move |item| {
+                let answerer = answerer.clone();
+                let caller = caller.clone();
+                async move {
+                    let pb::IntrospectStreamRequest { id, request } = item?;
+                    let outcome = match request {
+                        None => Err(status::missing("request")),
+                        Some(request) => answerer.answer(request, caller.as_deref()).await,
+                    };
+                    Ok(pb::IntrospectStreamResponse {
+                        id,
+                        outcome: Some(match outcome {
+                            Ok(response) => Outcome::Response(response),
+                            Err(status) => Outcome::Error(pb::CallError {
+                                code: status.code() as i32,
+                                message: status.message().to_owned(),
+                            }),
+                        }),
+                    })
+                }
+            })
+            .buffer_unordered(STREAM_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+impl Answerer {
+    async fn answer(
+        &self,
+        request: pb::IntrospectRequest,
+        caller: Option<&Caller>,
+    ) -> Result<pb::IntrospectResponse, Status> {
+        // Exhaustive, so a new request field fails compilation here until it is handled.
         let pb::IntrospectRequest {
             token,
             token_type_hint: _,
@@ -64,7 +127,7 @@ impl TokenIntrospection for IntrospectionService {
             client_certificate,
             dpop_scheme,
             signed_answer,
-        } = request.into_inner();
+        } = request;
         if token.is_empty() {
             return Err(status::missing("token"));
         }
@@ -75,7 +138,7 @@ impl TokenIntrospection for IntrospectionService {
                     "signed answers are not configured ([answer_signing])",
                 ));
             }
-            (Some(_), true) => Some(caller.as_ref().map(|c| c.name.clone()).ok_or_else(|| {
+            (Some(_), true) => Some(caller.map(|c| c.name.clone()).ok_or_else(|| {
                 Status::unauthenticated(
                     "a signed answer names its audience: call with an API key or a client certificate",
                 )
@@ -100,31 +163,26 @@ impl TokenIntrospection for IntrospectionService {
                 client_certificate,
             },
         };
-        let span = tracing::info_span!(
-            "introspect",
-            grpc.method = "Introspect",
-            token.fingerprint = tracing::field::Empty,
-            iss = tracing::field::Empty,
-            result = tracing::field::Empty,
-            reason = tracing::field::Empty,
-        );
         let now = crate::unix_now();
         let answer = self
             .introspector
             .introspect(&token, policy, now)
-            .instrument(span.clone())
             .await
             .map_err(status::from_introspect)?;
         self.metrics.record_answer(Surface::Grpc, &answer);
-        span.record("token.fingerprint", answer.fingerprint.as_str());
-        match &answer.outcome {
-            Ok(active) => {
-                span.record("iss", active.iss.as_str());
-                span.record("result", "active");
-            }
-            Err(rejection) => {
-                span.record("result", "inactive");
-                span.record("reason", rejection.reason.as_str());
+        // The call's one span (the server's, at debug): filled only when someone listens.
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("token.fingerprint", answer.fingerprint.as_str());
+            match &answer.outcome {
+                Ok(active) => {
+                    span.record("iss", active.iss.as_str());
+                    span.record("result", "active");
+                }
+                Err(rejection) => {
+                    span.record("result", "inactive");
+                    span.record("reason", rejection.reason.as_str());
+                }
             }
         }
         let mut response = self.to_response(&answer);
@@ -134,11 +192,11 @@ impl TokenIntrospection for IntrospectionService {
                 .map_err(|error| Status::internal(error.to_string()))?;
             response.signed_answer = Some(signed);
         }
-        Ok(Response::new(response))
+        Ok(response)
     }
 }
 
-impl IntrospectionService {
+impl Answerer {
     fn to_response(&self, answer: &Introspection) -> pb::IntrospectResponse {
         let fingerprint = answer.fingerprint.to_string();
         let dpop_nonce = answer.dpop_nonce.clone();

@@ -48,6 +48,14 @@ pub const ROUTES: &[Route] = &[
         "Introspect",
         Access::Introspection,
     ),
+    Route {
+        streaming: true,
+        ..route(
+            "/introspectd.v1.TokenIntrospection/IntrospectStream",
+            "IntrospectStream",
+            Access::Introspection,
+        )
+    },
     route(
         "/introspectd.v1.TokenRevocation/Revoke",
         "Revoke",

@@ -264,3 +264,16 @@ async fn no_answer_while_the_revocation_set_is_loading() {
         "{answer:?}"
     );
 }
+
+/// The answer's future is moved (and boxed) on every call: cold paths are boxed inside
+/// it, so a cache hit does not carry their kilobytes of state.
+#[tokio::test]
+async fn a_cache_hit_carries_no_cold_path_state() {
+    let f = fixture(true, None).await;
+    let answer = f.introspector.introspect("x", CallPolicy::default(), NOW);
+    assert!(
+        std::mem::size_of_val(&answer) < 1024,
+        "{} bytes",
+        std::mem::size_of_val(&answer)
+    );
+}

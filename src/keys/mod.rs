@@ -113,6 +113,9 @@ pub struct VerifyingKey {
     /// The JWK's own `alg`, which then is the only algorithm it verifies.
     alg: Option<Algorithm>,
     key: DecodingKey,
+    /// The key parsed once per algorithm it may verify, so a verification does not
+    /// parse it again (jsonwebtoken's own path re-parses the key on every call).
+    parsed: Vec<(Algorithm, aws_lc_rs::signature::ParsedPublicKey)>,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -169,13 +172,19 @@ impl VerifyingKey {
             ),
         };
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| "key material does not parse")?;
-        Ok(Self {
+        let mut verifying = Self {
             thumb,
-            kid: jwk.common.key_id,
+            kid: jwk.common.key_id.clone(),
             kind,
             alg,
             key,
-        })
+            parsed: Vec::new(),
+        };
+        verifying.parsed = parsed_keys(&jwk.algorithm)
+            .into_iter()
+            .filter(|(alg, _)| verifying.accepts(*alg))
+            .collect();
+        Ok(verifying)
     }
 
     fn hmac(secret: &[u8]) -> Self {
@@ -185,6 +194,7 @@ impl VerifyingKey {
             kind: KeyKind::Hmac,
             alg: None,
             key: DecodingKey::from_secret(secret),
+            parsed: Vec::new(),
         }
     }
 
@@ -210,8 +220,110 @@ impl VerifyingKey {
     }
 
     pub fn verify(&self, message: &[u8], signature: &str, alg: Algorithm) -> bool {
+        if let Some((_, parsed)) = self.parsed.iter().find(|(parsed, _)| *parsed == alg) {
+            // Up to RSA-8192 signatures; a longer one cannot be valid for these keys.
+            let mut buffer = [0u8; 1024];
+            return match URL_SAFE_NO_PAD.decode_slice(signature, &mut buffer) {
+                Ok(length) => parsed.verify_sig(message, &buffer[..length]).is_ok(),
+                Err(_) => false,
+            };
+        }
         jsonwebtoken::crypto::verify(signature, message, &self.key, alg).unwrap_or(false)
     }
+}
+
+/// A public JWK parsed by aws-lc for each algorithm its type can verify.
+fn parsed_keys(
+    params: &AlgorithmParameters,
+) -> Vec<(Algorithm, aws_lc_rs::signature::ParsedPublicKey)> {
+    use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+    let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).ok();
+    type Verifications = Vec<(Algorithm, &'static dyn VerificationAlgorithm)>;
+    let (bytes, algorithms): (Option<Vec<u8>>, Verifications) = match params {
+        AlgorithmParameters::RSA(rsa) => (
+            decode(&rsa.n)
+                .zip(decode(&rsa.e))
+                .map(|(n, e)| rsa_public_key_der(&n, &e)),
+            vec![
+                (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+                (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+                (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+                (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+                (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+                (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+            ],
+        ),
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let point = decode(&ec.x).zip(decode(&ec.y)).map(|(x, y)| {
+                let mut point = vec![0x04];
+                point.extend(x);
+                point.extend(y);
+                point
+            });
+            match ec.curve {
+                EllipticCurve::P256 => (
+                    point,
+                    vec![(Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED)],
+                ),
+                EllipticCurve::P384 => (
+                    point,
+                    vec![(Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED)],
+                ),
+                _ => (None, Vec::new()),
+            }
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            (decode(&okp.x), vec![(Algorithm::EdDSA, &sig::ED25519)])
+        }
+        _ => (None, Vec::new()),
+    };
+    let Some(bytes) = bytes else {
+        return Vec::new();
+    };
+    algorithms
+        .into_iter()
+        .filter_map(|(alg, verification)| {
+            ParsedPublicKey::new(verification, &bytes)
+                .ok()
+                .map(|parsed| (alg, parsed))
+        })
+        .collect()
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend(&bytes[skip..]);
+        }
+    }
+    fn integer(out: &mut Vec<u8>, value: &[u8]) {
+        let value = &value[value
+            .iter()
+            .take_while(|b| **b == 0)
+            .count()
+            .min(value.len().saturating_sub(1))..];
+        let pad = value.first().is_some_and(|b| b & 0x80 != 0);
+        out.push(0x02);
+        length(out, value.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend(value);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.push(0x30);
+    length(&mut out, body.len());
+    out.extend(body);
+    out
 }
 
 /// An immutable set of an issuer's keys, indexed by `kid`.

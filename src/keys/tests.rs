@@ -89,3 +89,44 @@ fn candidates_follow_kid_then_type() -> Result<(), KeysError> {
     );
     Ok(())
 }
+
+#[test]
+fn keys_are_parsed_once_and_verify_without_jsonwebtoken() {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let signer = key(alg, "k");
+        let mut jwk = signer.public_jwk();
+        // Without a pinned alg, an RSA key is parsed for every RSA algorithm.
+        jwk.as_object_mut().map(|j| j.remove("alg"));
+        let verifying = VerifyingKey::from_jwk(jwk).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(
+            verifying.parsed.iter().any(|(parsed, _)| *parsed == alg),
+            "{alg:?} was not parsed"
+        );
+        let token = signer
+            .sign_compact(&json!({"alg": format!("{alg:?}")}), &json!({"a": 1}))
+            .unwrap_or_default();
+        let (input, signature) = token.rsplit_once('.').unwrap_or_default();
+        assert!(
+            verifying.verify(input.as_bytes(), signature, alg),
+            "{alg:?}"
+        );
+        assert!(!verifying.verify(b"other input", signature, alg), "{alg:?}");
+        let mut bad = signature.to_owned();
+        bad.replace_range(0..2, if bad.starts_with("AA") { "BB" } else { "AA" });
+        assert!(!verifying.verify(input.as_bytes(), &bad, alg), "{alg:?}");
+        assert!(
+            !verifying.verify(input.as_bytes(), "!!not base64!!", alg),
+            "{alg:?}"
+        );
+    }
+    let rsa = VerifyingKey::from_jwk(key(Algorithm::RS256, "r").public_jwk())
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    // The JWK's own alg pins it: only RS256 is parsed.
+    assert_eq!(rsa.parsed.len(), 1);
+}

@@ -10,7 +10,6 @@
 mod retention;
 mod service;
 
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::digest::{digest128, truncate128};
@@ -162,24 +161,7 @@ struct Cutoff {
     forget_after: i64,
 }
 
-/// Keys are already uniform (SHA-256), so hashing them again would only cost time.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-}
-
-type KeyMap<V> = DashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+type KeyMap<V> = DashMap<Key, V, crate::digest::DigestHashing>;
 
 /// The set is still loading: it cannot say a token is not revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

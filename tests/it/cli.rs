@@ -152,8 +152,10 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
 
         for (mode, baseline) in [
             ("grpc", "of grpc.health.v1.Health/Check throughput"),
+            ("stream", "of grpc.health.v1.Health/Check throughput"),
             ("ext-authz", "of grpc.health.v1.Health/Check throughput"),
             ("http", "of GET /healthz throughput"),
+            ("authz", "of GET /healthz throughput"),
         ] {
             let load = run(&[
                 "loadtest",
@@ -169,6 +171,8 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
                 "1",
                 "--concurrency",
                 "4",
+                "--tokens",
+                "20",
             ])?;
             let report = String::from_utf8_lossy(&load.stdout);
             assert!(
@@ -177,6 +181,7 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
                 String::from_utf8_lossy(&load.stderr)
             );
             assert!(report.contains(baseline), "{mode}: {report}");
+            assert!(report.contains("server CPU"), "{mode}: {report}");
         }
 
         // A wrong key is refused with a hint at where keys come from.

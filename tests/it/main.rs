@@ -17,6 +17,7 @@ mod opaque;
 mod redis_server;
 mod replication;
 mod revocation;
+mod stream;
 mod support;
 mod tls;
 mod tokens;

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The README's server-core figures: `introspectd dev` pinned to 1 core, then to 8, and
+# `introspectd loadtest` on 8 other cores, every figure a ratio to the gRPC health
+# Check (or GET /healthz) measured in the same run. Needs 16 cores and a release build.
+#
+#   cargo build --release && benches/loadtest-cores.sh target/release/introspectd out/
+#
+# Writes one log per measurement into the output folder and prints a summary.
+set -u
+BIN=${1:?usage: loadtest-cores.sh path/to/introspectd output-folder}
+OUT=${2:?usage: loadtest-cores.sh path/to/introspectd output-folder}
+SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-5}
+LOAD_CORES=${LOAD_CORES:-8-15}
+mkdir -p "$OUT"
+DATA=$(mktemp -d)
+GRPC=127.0.0.1:50051
+HTTP=127.0.0.1:8080
+SERVER=""
+
+start_server() { # cores cache_entries name
+  INTROSPECTD_CACHE__MAX_ENTRIES=$2 RUST_LOG=warn taskset -c "$1" "$BIN" dev \
+    --data-dir "$DATA" --grpc-addr $GRPC --http-addr $HTTP >"$OUT/server-$3.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do
+    "$BIN" health --grpc-addr $GRPC >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server $3 did not become ready" >&2
+  return 1
+}
+
+stop_server() {
+  kill "$SERVER" 2>/dev/null
+  wait "$SERVER" 2>/dev/null
+}
+
+load() { # name, loadtest arguments...
+  local name=$1
+  shift
+  taskset -c "$LOAD_CORES" "$BIN" loadtest --data-dir "$DATA" --grpc-addr $GRPC \
+    --http-addr $HTTP --seconds "$SECONDS_PER_PHASE" "$@" >"$OUT/$name.txt" 2>&1
+  echo "== $name ($*)"
+  cat "$OUT/$name.txt"
+}
+
+# The number after "calls/s" of a loadtest line naming $2 in file $1.
+rate_of() {
+  grep -F "$2" "$1" | head -1 | awk '{for (i = 1; i < NF; i++) if ($(i + 1) == "calls/s") print int($i)}'
+}
+
+UNARY=(--connections 64 --concurrency 1024)
+for cores in 0 0-7; do
+  tag=$([ "$cores" = 0 ] && echo 1core || echo 8cores)
+  start_server "$cores" 100000 "hot-$tag" || exit 1
+  load "hot-$tag" --mode grpc "${UNARY[@]}" --tokens 1000
+  load "stream-$tag" --mode stream --connections 16 --concurrency 64 --window 64 --tokens 1000
+  load "http-$tag" --mode http --connections 1 --concurrency 256 --tokens 1000
+  load "ext-authz-$tag" --mode ext-authz "${UNARY[@]}" --tokens 1000
+  if [ "$tag" = 8cores ]; then
+    hot=$(rate_of "$OUT/hot-$tag.txt" "Introspect ")
+    half=$((hot / 2))
+    load "latency-health-$tag" --mode health --connections 8 --concurrency 64 --rps "$half"
+    load "latency-hot-$tag" --mode grpc --connections 8 --concurrency 64 --rps "$half" --tokens 1000
+  fi
+  stop_server
+  start_server "$cores" 0 "cold-$tag" || exit 1
+  load "cold-ES256-$tag" --mode grpc "${UNARY[@]}" --tokens 1000
+  stop_server
+done
+
+# A full cache: 2,000 entries, 20,000 distinct tokens, so inserts evict all along.
+start_server 0-7 2000 "full-cache" || exit 1
+load "full-cache-8cores" --mode grpc --connections 8 --concurrency 64 --tokens 20000 --rps 20000
+stop_server
+rm -rf "$DATA"

@@ -1,0 +1,118 @@
+//! IntrospectStream: many answers on one stream, matched by id, revocation applied, and
+//! a request that cannot be answered failing alone.
+
+use std::collections::HashMap;
+
+use introspectd::grpc::pb::{self, introspect_stream_response::Outcome};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::support::*;
+
+const ISS: &str = "https://stream.test/";
+
+fn ask(id: u64, token: &str) -> pb::IntrospectStreamRequest {
+    pb::IntrospectStreamRequest {
+        id,
+        request: Some(pb::IntrospectRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn answers(
+    server: &Introspectd,
+    key: Option<&str>,
+    requests: Vec<pb::IntrospectStreamRequest>,
+) -> Result<HashMap<u64, Outcome>, tonic::Status> {
+    let expected = requests.len();
+    let outbound = tokio_stream::iter(requests);
+    let request = match key {
+        Some(key) => with_key(key, outbound),
+        None => tonic::Request::new(outbound),
+    };
+    let mut inbound = server
+        .client()
+        .await
+        .introspect_stream(request)
+        .await?
+        .into_inner();
+    let mut out = HashMap::new();
+    while out.len() < expected {
+        let Some(answer) = inbound.message().await? else {
+            break;
+        };
+        if let Some(outcome) = answer.outcome {
+            out.insert(answer.id, outcome);
+        }
+    }
+    Ok(out)
+}
+
+fn active(outcome: Option<&Outcome>) -> Option<bool> {
+    match outcome {
+        Some(Outcome::Response(response)) => Some(response.active),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn one_stream_answers_many_tokens_by_id() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.auth.anonymous_introspect = false;
+    let server = Introspectd::start_ready(file).await;
+    let good = mint(&signer, &claims(ISS));
+    let mut old = claims(ISS);
+    old["exp"] = json!(now() - 3600);
+    let expired = mint(&signer, &old);
+    let mut revoked_claims = claims(ISS);
+    revoked_claims["jti"] = json!("streamed-and-revoked");
+    let revoked = mint(&signer, &revoked_claims);
+    server
+        .revoke(pb::revoke_request::Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "streamed-and-revoked".into(),
+            exp: None,
+        }))
+        .await;
+
+    let mut requests = vec![
+        ask(7, &good),
+        ask(8, &expired),
+        ask(9, ""),
+        ask(10, &revoked),
+    ];
+    // Many more of the same token, to see answers come back for every id.
+    requests.extend((100..600).map(|id| ask(id, &good)));
+    let got = answers(&server, Some(READER_KEY), requests).await?;
+    assert_eq!(got.len(), 504);
+    assert_eq!(active(got.get(&7)), Some(true));
+    assert_eq!(active(got.get(&8)), Some(false));
+    assert_eq!(
+        active(got.get(&10)),
+        Some(false),
+        "revocation applies on streams too"
+    );
+    match got.get(&9) {
+        Some(Outcome::Error(error)) => assert_eq!(error.code, tonic::Code::InvalidArgument as i32),
+        other => unreachable!("an empty token must fail alone: {other:?}"),
+    }
+    assert!((100..600).all(|id| active(got.get(&id)) == Some(true)));
+
+    // Without a key the stream is refused as a whole.
+    let refused = answers(&server, None, vec![ask(1, &good)]).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|s| s.code()),
+        Err(tonic::Code::Unauthenticated)
+    );
+    assert!(
+        server
+            .metric("introspectd_requests_total{method=\"IntrospectStream\",code=\"OK\"}")
+            .await
+            >= 1.0
+    );
+    server.stop().await?;
+    Ok(())
+}
