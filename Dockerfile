@@ -5,21 +5,43 @@
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts, which keep
 # the cargo registry and the target directory between builds, so a source change only
 # recompiles this crate. protoc comes from the protoc-bin-vendored build dependency.
+#
+# Reproducible builds pin both bases by digest, e.g.
+#   docker build --build-arg BUILDER_IMAGE=rust:1.95-bookworm@sha256:<digest> \
+#     --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:<digest> .
+# (`docker buildx imagetools inspect <image>` prints the digest to pin.)
+#
+# Dev mode in a container, as the non-root user, its key and store on the volume:
+#   docker run --rm -p 50051:50051 -p 8080:8080 introspectd:0.1.0 \
+#     dev --grpc-addr 0.0.0.0:50051 --http-addr 0.0.0.0:8080
 
 ARG RUST_VERSION=1.95
+ARG BUILDER_IMAGE=rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-bookworm AS builder
+FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,id=introspectd-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=introspectd-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=introspectd-target,target=/src/target \
     cargo build --release --locked --bin introspectd \
- && install -D -m 0755 target/release/introspectd /out/introspectd
+ && install -D -m 0755 target/release/introspectd /out/introspectd \
+ && install -d -m 0750 /out/state
 
 # glibc and libgcc only; the binary links aws-lc statically. The :nonroot tag runs as 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
+ARG RUST_VERSION
+LABEL org.opencontainers.image.title="introspectd" \
+      org.opencontainers.image.description="Token introspection beside your services: JWT and opaque access tokens verified in microseconds, revocation-aware, over gRPC and HTTP (RFC 7662/7009)" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
 COPY --from=builder /out/introspectd /usr/local/bin/introspectd
+# A directory the non-root user owns, for dev mode's ./data and an embedded store.
+COPY --from=builder --chown=65532:65532 /out/state /var/lib/introspectd
+WORKDIR /var/lib/introspectd
+VOLUME /var/lib/introspectd
 USER 65532:65532
 # 50051: gRPC (introspection, revocation, health, reflection); 8080: HTTP (/metrics, /healthz, /readyz, /oauth2/*)
 EXPOSE 50051 8080

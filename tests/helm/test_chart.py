@@ -768,8 +768,16 @@ def test_values_yaml_comments_every_documented_value():
 def test_dockerfile_matches_the_chart(chart):
     dockerfile = (ROOT / "Dockerfile").read_text()
     froms = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
-    assert froms == ["rust:${RUST_VERSION}-bookworm", "gcr.io/distroless/cc-debian12:nonroot"]
+    assert froms == ["${BUILDER_IMAGE}", "${RUNTIME_IMAGE}"]
     assert "ARG RUST_VERSION=1.95" in dockerfile
+    assert "ARG BUILDER_IMAGE=rust:${RUST_VERSION}-bookworm" in dockerfile
+    assert "ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot" in dockerfile
+    # The chart's data directory is the image's own volume, owned by the user it runs as.
+    assert re.search(r"^WORKDIR /var/lib/introspectd$", dockerfile, flags=re.MULTILINE)
+    assert re.search(r"^VOLUME /var/lib/introspectd$", dockerfile, flags=re.MULTILINE)
+    assert "--chown=65532:65532 /out/state /var/lib/introspectd" in dockerfile
+    for label in ("title", "version", "licenses", "description"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
     assert "cargo build --release --locked --bin introspectd" in dockerfile
     assert re.search(r"^USER 65532:65532$", dockerfile, flags=re.MULTILINE)
     assert re.search(r"^EXPOSE 50051 8080$", dockerfile, flags=re.MULTILINE)
