@@ -301,6 +301,126 @@ fn dpop_walkthrough_runs_as_written() -> TestResult {
     outcome
 }
 
+/// The README's walkthrough blocks, run by bash as written against `introspectd dev`
+/// (only the addresses differ), then the revoked token asked again after a restart.
+#[test]
+fn readme_walkthrough_runs_as_written() -> TestResult {
+    if !tool_available(
+        "curl",
+        "--version",
+        "readme_walkthrough_runs_as_written",
+        "apt-get install curl",
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let grpc = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let start = || {
+        Command::new(BIN)
+            .args(["dev", "--grpc-addr", &grpc, "--http-addr", &http])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let addresses = |block: String| {
+        block
+            .replace("127.0.0.1:8080", &http)
+            .replace("127.0.0.1:50051", &grpc)
+    };
+    let bin_dir = std::path::Path::new(BIN).parent().ok_or("no bin dir")?;
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bash = |script: &str| {
+        Command::new("bash")
+            .args(["-eu", "-c", script])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env("INTROSPECTD_GRPC_ADDR", &grpc)
+            .env_remove("INTROSPECTD_DATA_DIR")
+            .env_remove("INTROSPECTD_API_KEY")
+            .output()
+    };
+    let mut dev = start()?;
+    let outcome = (|| -> TestResult {
+        wait_ready(&http)?;
+        // The build line is what the test binary already is.
+        let first: String = readme_block("<!-- walkthrough:")?
+            .lines()
+            .filter(|line| !line.starts_with("cargo build"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let script = format!(
+            "{}\n{}\necho \"$TOKEN\" > token.txt",
+            addresses(first),
+            addresses(readme_block("<!-- walkthrough-revoke -->")?)
+        );
+        let output = bash(&script)?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for shown in [
+            "\"active\": true",
+            "WRONG_TOKEN_TYPE",
+            "WRONG_AUDIENCE",
+            "EXPIRED",
+            "INSUFFICIENT_SCOPE",
+            "\"active\":true",
+            "REVOKED",
+        ] {
+            assert!(stdout.contains(shown), "{shown} not shown:\n{stdout}");
+        }
+        assert!(
+            stdout.matches("REVOKED").count() >= 2,
+            "both revocations shown: {stdout}"
+        );
+        // The last command's token (alice's, minted after the cut-off) is active.
+        let last = stdout.rsplit("\"active\":").next().unwrap_or_default();
+        assert!(last.trim_start().starts_with("true"), "{stdout}");
+        if crate::tools::grpcurl_available("readme_walkthrough_runs_as_written (grpcurl)") {
+            let script = format!(
+                "TOKEN=$(cat token.txt)\n{}",
+                addresses(readme_block("<!-- walkthrough-grpcurl -->")?)
+            );
+            let output = bash(&script)?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{stdout}");
+            assert!(
+                stdout.contains("REVOKED") && stdout.contains("SERVING"),
+                "{stdout}"
+            );
+        }
+        Ok(())
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    let _ = dev.wait();
+    outcome?;
+
+    // "also after restarting `introspectd dev`"
+    let mut dev = start()?;
+    let after = (|| -> TestResult {
+        wait_ready(&http)?;
+        let output = bash("introspectd introspect \"$(cat token.txt)\"")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("REVOKED"), "after a restart: {stdout}");
+        Ok(())
+    })();
+    let _ = dev.kill();
+    let _ = dev.wait();
+    after
+}
+
 /// Polls `/readyz` (10 s at most): the dev server is a separate process.
 fn wait_ready(http: &str) -> TestResult {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -203,7 +203,10 @@ fn buf_lint_and_breaking_pass_and_breaking_catches_a_change() -> TestResult {
     let baseline = root.join("proto/baseline.binpb");
     let baseline = baseline.to_str().ok_or("path")?;
     let caught = buf(&["breaking", "--against", baseline], copy.path())?;
-    assert!(!caught.status.success(), "a renumbered field passed buf breaking");
+    assert!(
+        !caught.status.success(),
+        "a renumbered field passed buf breaking"
+    );
     assert!(String::from_utf8_lossy(&caught.stdout).contains("token"));
     Ok(())
 }
