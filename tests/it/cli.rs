@@ -235,32 +235,61 @@ fn readme_block(marker: &str) -> Result<String, Box<dyn std::error::Error>> {
     Ok(body.to_owned())
 }
 
-/// The README's DPoP walkthrough, run by bash as written, against `introspectd dev`
-/// (only the addresses differ, so tests can run side by side).
-#[test]
-fn dpop_walkthrough_runs_as_written() -> TestResult {
-    if !tool_available(
-        "curl",
-        "--version",
-        "dpop_walkthrough_runs_as_written",
-        "apt-get install curl",
-    ) {
-        return Ok(());
+/// An `introspectd dev` in a directory of its own, and README blocks run by bash in
+/// that directory as written (only the addresses differ, so tests run side by side).
+struct ReadmeSession {
+    dir: tempfile::TempDir,
+    grpc: String,
+    http: String,
+    dev: Option<std::process::Child>,
+}
+
+impl ReadmeSession {
+    fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        let mut session = Self {
+            dir: tempfile::tempdir()?,
+            grpc: format!("127.0.0.1:{}", free_port()?),
+            http: format!("127.0.0.1:{}", free_port()?),
+            dev: None,
+        };
+        session.restart()?;
+        Ok(session)
     }
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let grpc = format!("127.0.0.1:{}", free_port()?);
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let mut dev = Command::new(BIN)
-        .args(["dev", "--grpc-addr", &grpc, "--http-addr", &http])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let outcome = (|| -> TestResult {
-        wait_ready(&http)?;
-        let script = readme_block("<!-- dpop-walkthrough")?.replace("127.0.0.1:8080", &http);
+
+    /// Starts `introspectd dev` (again) on the same data and addresses, until ready.
+    fn restart(&mut self) -> TestResult {
+        self.stop();
+        self.dev = Some(
+            Command::new(BIN)
+                .args(["dev", "--grpc-addr", &self.grpc, "--http-addr", &self.http])
+                .arg("--data-dir")
+                .arg(self.dir.path().join("data"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        wait_ready(&self.http)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut dev) = self.dev.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &dev.id().to_string()])
+                .status();
+            let _ = dev.wait();
+        }
+    }
+
+    /// The README block after `marker`, with this session's addresses.
+    fn block(&self, marker: &str) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(readme_block(marker)?
+            .replace("127.0.0.1:8080", &self.http)
+            .replace("127.0.0.1:50051", &self.grpc))
+    }
+
+    /// Runs `script` with bash (`-euo pipefail`), the built binary first on PATH; its
+    /// stdout, or an error with both outputs.
+    fn bash(&self, script: &str) -> Result<String, Box<dyn std::error::Error>> {
         let bin_dir = std::path::Path::new(BIN).parent().ok_or("no bin dir")?;
         let path = format!(
             "{}:{}",
@@ -268,157 +297,105 @@ fn dpop_walkthrough_runs_as_written() -> TestResult {
             std::env::var("PATH").unwrap_or_default()
         );
         let output = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &script])
-            .current_dir(dir.path())
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(self.dir.path())
             .env("PATH", path)
-            .env("INTROSPECTD_GRPC_ADDR", &grpc)
+            .env("INTROSPECTD_GRPC_ADDR", &self.grpc)
             .env_remove("INTROSPECTD_DATA_DIR")
             .env_remove("INTROSPECTD_API_KEY")
             .output()?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stdout}\n{stderr}");
-        let lines: Vec<&str> = stdout.lines().collect();
-        // What `helm test` runs.
-        let health = run(&["health", "--grpc-addr", &grpc])?;
-        assert!(health.status.success());
-        assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
-        assert!(lines[0].contains("DPOP_PROOF_REQUIRED"), "{stdout}");
-        assert!(lines[1].contains("\"active\": true"), "{stdout}");
-        assert!(lines[2].contains("DPOP_PROOF_INVALID"), "{stdout}");
-        assert_eq!(lines[3], "200", "{stdout}");
-        let claims = lines[4].split('.').nth(1).ok_or("not a JWT")?;
-        let signed: serde_json::Value = serde_json::from_slice(&base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            claims,
-        )?)?;
-        assert_eq!(signed["aud"], "dev-admin", "{signed}");
-        assert_eq!(signed["token_introspection"]["active"], true, "{signed}");
-        Ok(())
-    })();
-    let _ = dev.kill();
-    let _ = dev.wait();
-    outcome
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)).into());
+        }
+        Ok(stdout)
+    }
 }
 
-/// The README's walkthrough blocks, run by bash as written against `introspectd dev`
-/// (only the addresses differ), then the revoked token asked again after a restart.
+impl Drop for ReadmeSession {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn curl_available(test: &str) -> bool {
+    tool_available("curl", "--version", test, "apt-get install curl")
+}
+
+/// The README's DPoP walkthrough, as written, against `introspectd dev`.
 #[test]
-fn readme_walkthrough_runs_as_written() -> TestResult {
-    if !tool_available(
-        "curl",
-        "--version",
-        "readme_walkthrough_runs_as_written",
-        "apt-get install curl",
-    ) {
+fn dpop_walkthrough_runs_as_written() -> TestResult {
+    if !curl_available("dpop_walkthrough_runs_as_written") {
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let grpc = format!("127.0.0.1:{}", free_port()?);
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let start = || {
-        Command::new(BIN)
-            .args(["dev", "--grpc-addr", &grpc, "--http-addr", &http])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    };
-    let addresses = |block: String| {
-        block
-            .replace("127.0.0.1:8080", &http)
-            .replace("127.0.0.1:50051", &grpc)
-    };
-    let bin_dir = std::path::Path::new(BIN).parent().ok_or("no bin dir")?;
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let bash = |script: &str| {
-        Command::new("bash")
-            .args(["-eu", "-c", script])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env("INTROSPECTD_GRPC_ADDR", &grpc)
-            .env_remove("INTROSPECTD_DATA_DIR")
-            .env_remove("INTROSPECTD_API_KEY")
-            .output()
-    };
-    let mut dev = start()?;
-    let outcome = (|| -> TestResult {
-        wait_ready(&http)?;
-        // The build line is what the test binary already is.
-        let first: String = readme_block("<!-- walkthrough:")?
-            .lines()
-            .filter(|line| !line.starts_with("cargo build"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let script = format!(
-            "{}\n{}\necho \"$TOKEN\" > token.txt",
-            addresses(first),
-            addresses(readme_block("<!-- walkthrough-revoke -->")?)
-        );
-        let output = bash(&script)?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        for shown in [
-            "\"active\": true",
-            "WRONG_TOKEN_TYPE",
-            "WRONG_AUDIENCE",
-            "EXPIRED",
-            "INSUFFICIENT_SCOPE",
-            "\"active\":true",
-            "REVOKED",
-        ] {
-            assert!(stdout.contains(shown), "{shown} not shown:\n{stdout}");
-        }
-        assert!(
-            stdout.matches("REVOKED").count() >= 2,
-            "both revocations shown: {stdout}"
-        );
-        // The last command's token (alice's, minted after the cut-off) is active.
-        let last = stdout.rsplit("\"active\":").next().unwrap_or_default();
-        assert!(last.trim_start().starts_with("true"), "{stdout}");
-        if crate::tools::grpcurl_available("readme_walkthrough_runs_as_written (grpcurl)") {
-            let script = format!(
-                "TOKEN=$(cat token.txt)\n{}",
-                addresses(readme_block("<!-- walkthrough-grpcurl -->")?)
-            );
-            let output = bash(&script)?;
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(output.status.success(), "{stdout}");
-            assert!(
-                stdout.contains("REVOKED") && stdout.contains("SERVING"),
-                "{stdout}"
-            );
-        }
-        Ok(())
-    })();
-    let _ = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status();
-    let _ = dev.wait();
-    outcome?;
+    let session = ReadmeSession::start()?;
+    let stdout = session.bash(&session.block("<!-- dpop-walkthrough")?)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("DPOP_PROOF_REQUIRED"), "{stdout}");
+    assert!(lines[1].contains("\"active\": true"), "{stdout}");
+    assert!(lines[2].contains("DPOP_PROOF_INVALID"), "{stdout}");
+    assert_eq!(lines[3], "200", "{stdout}");
+    let claims = lines[4].split('.').nth(1).ok_or("not a JWT")?;
+    let signed: serde_json::Value = serde_json::from_slice(&base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims,
+    )?)?;
+    assert_eq!(signed["aud"], "dev-admin", "{signed}");
+    assert_eq!(signed["token_introspection"]["active"], true, "{signed}");
+    // What `helm test` runs.
+    let health = run(&["health", "--grpc-addr", &session.grpc])?;
+    assert!(health.status.success());
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
+    Ok(())
+}
 
+/// The README's walkthrough blocks (introspect, revoke, grpcurl), as written, against
+/// `introspectd dev`, then the revoked token asked again after a restart.
+#[test]
+fn readme_walkthrough_runs_as_written() -> TestResult {
+    if !curl_available("readme_walkthrough_runs_as_written") {
+        return Ok(());
+    }
+    let mut session = ReadmeSession::start()?;
+    // The build line is what the test binary already is.
+    let first: String = session
+        .block("<!-- walkthrough:")?
+        .lines()
+        .filter(|line| !line.starts_with("cargo build"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let revoke = session.block("<!-- walkthrough-revoke -->")?;
+    let stdout = session.bash(&format!("{first}\n{revoke}\necho \"$TOKEN\" > token.txt"))?;
+    for shown in [
+        "\"active\": true",
+        "WRONG_TOKEN_TYPE",
+        "WRONG_AUDIENCE",
+        "EXPIRED",
+        "INSUFFICIENT_SCOPE",
+        "\"active\":true",
+    ] {
+        assert!(stdout.contains(shown), "{shown} not shown:\n{stdout}");
+    }
+    assert!(
+        stdout.matches("REVOKED").count() >= 2,
+        "both revocations shown: {stdout}"
+    );
+    // The last command's token (alice's, minted after the cut-off) is active.
+    let last = stdout.rsplit("\"active\":").next().unwrap_or_default();
+    assert!(last.trim_start().starts_with("true"), "{stdout}");
+    if crate::tools::grpcurl_available("readme_walkthrough_runs_as_written (grpcurl)") {
+        let grpcurl = session.block("<!-- walkthrough-grpcurl -->")?;
+        let stdout = session.bash(&format!("TOKEN=$(cat token.txt)\n{grpcurl}"))?;
+        assert!(
+            stdout.contains("REVOKED") && stdout.contains("SERVING"),
+            "{stdout}"
+        );
+    }
     // "also after restarting `introspectd dev`"
-    let mut dev = start()?;
-    let after = (|| -> TestResult {
-        wait_ready(&http)?;
-        let output = bash("introspectd introspect \"$(cat token.txt)\"")?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("REVOKED"), "after a restart: {stdout}");
-        Ok(())
-    })();
-    let _ = dev.kill();
-    let _ = dev.wait();
-    after
+    session.restart()?;
+    let after = session.bash("introspectd introspect \"$(cat token.txt)\"")?;
+    assert!(after.contains("REVOKED"), "after a restart: {after}");
+    Ok(())
 }
 
 /// Polls `/readyz` (10 s at most): the dev server is a separate process.
