@@ -239,11 +239,14 @@ def test_every_config_parses_as_toml(scenario):
 # === pod spec ===
 
 
-def test_probes_are_grpc_health_checks(scenario):
+def test_probes_are_grpc_health_checks_or_https_with_tls(scenario):
     name, rendered = scenario
     c = container(rendered)
     if SCENARIOS[name].get("tls", {}).get("enabled"):
-        pytest.skip("TLS: the probes are HTTPS (test_tls_probes_are_https_gets)")
+        # The kubelet's gRPC probes cannot speak TLS (test_tls_probes_are_https_gets...).
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["scheme"] == "HTTPS", probe
+        return
     for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["grpc"] == {"port": GRPC_PORT, "service": ""}, probe
         assert "httpGet" not in c[probe] and "exec" not in c[probe]
