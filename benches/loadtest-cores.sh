@@ -19,9 +19,10 @@ GRPC=127.0.0.1:50051
 HTTP=127.0.0.1:8080
 SERVER=""
 
-start_server() { # cores cache_entries name
-  INTROSPECTD_CACHE__MAX_ENTRIES=$2 RUST_LOG=warn taskset -c "$1" "$BIN" dev \
-    --data-dir "$DATA" --grpc-addr $GRPC --http-addr $HTTP >"$OUT/server-$3.log" 2>&1 &
+start_server() { # cores cache_entries name [dev issuer algorithm]
+  local alg=${4:-ES256}
+  INTROSPECTD_CACHE__MAX_ENTRIES=$2 RUST_LOG=warn taskset -c "$1" "$BIN" dev --alg "$alg" \
+    --data-dir "$DATA/$alg" --grpc-addr $GRPC --http-addr $HTTP >"$OUT/server-$3.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do
     "$BIN" health --grpc-addr $GRPC >/dev/null 2>&1 && return 0
@@ -36,10 +37,10 @@ stop_server() {
   wait "$SERVER" 2>/dev/null
 }
 
-load() { # name, loadtest arguments...
+load() { # name, loadtest arguments... (ALG: the running dev issuer's algorithm)
   local name=$1
   shift
-  taskset -c "$LOAD_CORES" "$BIN" loadtest --data-dir "$DATA" --grpc-addr $GRPC \
+  taskset -c "$LOAD_CORES" "$BIN" loadtest --data-dir "$DATA/${ALG:-ES256}" --grpc-addr $GRPC \
     --http-addr $HTTP --seconds "$SECONDS_PER_PHASE" "$@" >"$OUT/$name.txt" 2>&1
   echo "== $name ($*)"
   cat "$OUT/$name.txt"
@@ -77,6 +78,9 @@ for cores in $SERVER_CORES; do
   stop_server
   start_server "$cores" 0 "cold-$tag" || exit 1
   load "cold-ES256-$tag" --mode grpc "${UNARY[@]}" --tokens 1000
+  stop_server
+  start_server "$cores" 0 "cold-RS256-$tag" RS256 || exit 1
+  ALG=RS256 load "cold-RS256-$tag" --mode grpc "${UNARY[@]}" --tokens 1000
   stop_server
 done
 

@@ -35,7 +35,9 @@ pub const DEV_ANSWER_ISSUER: &str = "https://introspectd.dev.invalid";
 /// The admin API key of dev mode, which `introspectd revoke` run beside it picks up.
 pub const ADMIN_KEY_FILE: &str = "admin-api-key";
 const STORE_FILE: &str = "state.redb";
-const DEV_ALG: Algorithm = Algorithm::ES256;
+/// The dev issuer's algorithm unless `dev --alg` chooses another; also that of the dev
+/// client and answer-signing keys.
+pub const DEV_ALG: Algorithm = Algorithm::ES256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -46,6 +48,14 @@ pub enum DevError {
     },
     #[error("{0} is not a dev issuer key file; delete it to generate a new key")]
     BadKeyFile(PathBuf),
+    #[error(
+        "{path} holds a {has:?} key, not {asked:?}: use another --data-dir, or delete the file to make a {asked:?} key"
+    )]
+    OtherAlgorithm {
+        path: PathBuf,
+        has: Algorithm,
+        asked: Algorithm,
+    },
     #[error(transparent)]
     Sign(#[from] SignError),
     /// `mint` (or `loadtest`) where no `introspectd dev` ever ran.
@@ -60,6 +70,13 @@ struct KeyFile {
     kid: String,
     /// PKCS#8 DER, base64.
     pkcs8: String,
+    /// The key's algorithm (files written before it existed are ES256).
+    #[serde(default = "default_alg")]
+    alg: String,
+}
+
+fn default_alg() -> String {
+    format!("{DEV_ALG:?}")
 }
 
 /// The dev issuer's signing key.
@@ -97,10 +114,20 @@ impl Default for MintRequest {
 
 impl DevIssuer {
     /// Loads the key from `data_dir`, generating and saving one (mode 0600) on first use.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, DevError> {
-        Ok(Self {
-            key: load_or_create_key(&data_dir.join(KEY_FILE))?,
-        })
+    /// A directory keeps the algorithm its key was made with: asking for another one
+    /// there is an error naming the file, rather than a silent new key that would make
+    /// every token minted before unknown.
+    pub fn load_or_create(data_dir: &Path, alg: Algorithm) -> Result<Self, DevError> {
+        let path = data_dir.join(KEY_FILE);
+        let key = load_or_create_key(&path, alg)?;
+        if key.alg() != alg {
+            return Err(DevError::OtherAlgorithm {
+                path,
+                has: key.alg(),
+                asked: alg,
+            });
+        }
+        Ok(Self { key })
     }
 
     /// Loads the key `introspectd dev` saved in `data_dir`; never creates one, since a
@@ -160,7 +187,7 @@ impl DevIssuer {
             issuers: vec![IssuerSection {
                 issuer: DEV_ISSUER.into(),
                 audiences: vec![DEV_AUDIENCE.into()],
-                algorithms: vec![format!("{DEV_ALG:?}")],
+                algorithms: vec![format!("{:?}", self.key.alg())],
                 jwks: Some(self.jwks().to_string()),
                 // So the walkthrough's SetSubjectClaims shows in the next answer.
                 enrich: vec![EnricherSection::Subject(SubjectSection::default())],
@@ -208,13 +235,14 @@ impl DevIssuer {
     }
 }
 
-/// An ES256 key saved in `path`, generated (mode 0600) on first use.
-fn load_or_create_key(path: &Path) -> Result<SigningKey, DevError> {
+/// A key saved in `path`, generated (mode 0600, for `alg`) on first use.
+fn load_or_create_key(path: &Path, alg: Algorithm) -> Result<SigningKey, DevError> {
     let bytes = read_or_create(path, || {
-        let key = SigningKey::generate(DEV_ALG, sign::random_id()?)?;
+        let key = SigningKey::generate(alg, sign::random_id()?)?;
         let file = KeyFile {
             kid: key.kid().to_owned(),
             pkcs8: STANDARD.encode(key.private_bytes()),
+            alg: format!("{alg:?}"),
         };
         serde_json::to_vec_pretty(&file).map_err(|e| DevError::Io {
             path: path.to_owned(),
@@ -228,18 +256,19 @@ fn key_from_file(path: &Path, bytes: &[u8]) -> Result<SigningKey, DevError> {
     let bad = || DevError::BadKeyFile(path.to_owned());
     let file: KeyFile = serde_json::from_slice(bytes).map_err(|_| bad())?;
     let pkcs8 = STANDARD.decode(file.pkcs8).map_err(|_| bad())?;
-    SigningKey::from_private(DEV_ALG, file.kid, pkcs8).map_err(|_| bad())
+    let alg = file.alg.parse::<Algorithm>().map_err(|_| bad())?;
+    SigningKey::from_private(alg, file.kid, pkcs8).map_err(|_| bad())
 }
 
 /// The dev DPoP client key: what `introspectd dpop-proof` signs proofs with.
 pub fn dpop_client_key(data_dir: &Path) -> Result<SigningKey, DevError> {
-    load_or_create_key(&data_dir.join(DPOP_KEY_FILE))
+    load_or_create_key(&data_dir.join(DPOP_KEY_FILE), DEV_ALG)
 }
 
 /// Dev mode's signer of answers (RFC 9701): its own key beside the issuer's, published
 /// at the same `/.well-known/jwks.json`.
 pub fn answer_signer(data_dir: &Path) -> Result<AnswerSigner, DevError> {
-    let key = load_or_create_key(&data_dir.join(ANSWER_KEY_FILE))?;
+    let key = load_or_create_key(&data_dir.join(ANSWER_KEY_FILE), DEV_ALG)?;
     Ok(AnswerSigner::new(DEV_ANSWER_ISSUER, key))
 }
 

@@ -54,6 +54,10 @@ enum Command {
         data: DataDirArg,
         #[command(flatten)]
         addrs: AddrArgs,
+        /// The dev issuer's algorithm (ES256, ES384, EdDSA, RS256, PS256, ...), fixed
+        /// when its key is first made in --data-dir; `mint` follows it.
+        #[arg(long, default_value = "ES256", value_parser = parse_algorithm)]
+        alg: jsonwebtoken::Algorithm,
     },
     /// Print a token signed by the dev issuer (alone on stdout).
     Mint(mint::MintArgs),
@@ -74,6 +78,20 @@ enum Command {
     Loadtest(loadtest::LoadtestArgs),
 }
 
+fn parse_algorithm(text: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    text.parse::<jsonwebtoken::Algorithm>()
+        .ok()
+        .filter(|alg| {
+            !matches!(
+                alg,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            )
+        })
+        .ok_or_else(|| format!("{text:?} is not an asymmetric JWS algorithm"))
+}
+
 /// Runs a parsed command line to its exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -90,7 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve { config, addrs } => serve::serve_file(&config.config, &addrs).await,
             Command::CheckConfig { config } => serve::check_config(&config.config),
-            Command::Dev { data, addrs } => serve::dev(&data.data_dir, &addrs).await,
+            Command::Dev { data, addrs, alg } => serve::dev(&data.data_dir, &addrs, alg).await,
             Command::Mint(args) => mint::mint(args),
             Command::DpopProof(args) => dpop_proof::dpop_proof(&args),
             Command::Health(args) => health::health(args).await,

@@ -83,13 +83,13 @@ async fn serve_on(config: Config, listeners: Listeners, options: RunOptions) -> 
     }
 }
 
-pub async fn dev(data_dir: &Path, addrs: &AddrArgs) -> ExitCode {
+pub async fn dev(data_dir: &Path, addrs: &AddrArgs, alg: jsonwebtoken::Algorithm) -> ExitCode {
     // Bind first: a second `dev` in the same place fails here, having created nothing.
     let listeners = match dev_listeners(addrs).await {
         Ok(listeners) => listeners,
         Err(code) => return code,
     };
-    let issuer = match DevIssuer::load_or_create(data_dir) {
+    let issuer = match DevIssuer::load_or_create(data_dir, alg) {
         Ok(issuer) => issuer,
         Err(error) => {
             eprintln!("introspectd: dev issuer: {error}");

@@ -59,7 +59,7 @@ fn mint_prints_the_token_alone() -> TestResult {
         0,
         "mint created a key"
     );
-    introspectd::dev::DevIssuer::load_or_create(dir.path())?;
+    introspectd::dev::DevIssuer::load_or_create(dir.path(), introspectd::dev::DEV_ALG)?;
     let out = run(&[
         "mint",
         "--data-dir",
@@ -90,6 +90,33 @@ fn mint_prints_the_token_alone() -> TestResult {
         first_kid,
         second.split('.').next(),
         "same header: same key id"
+    );
+    Ok(())
+}
+
+/// `dev --alg RS256` makes an RS256 issuer, `mint` follows it, and the directory keeps
+/// its algorithm: asking for another is an error naming the file.
+#[test]
+fn dev_issuer_algorithm_is_chosen_once_per_directory() -> TestResult {
+    use introspectd::dev::DevIssuer;
+    use jsonwebtoken::Algorithm;
+    let dir = tempfile::tempdir()?;
+    DevIssuer::load_or_create(dir.path(), Algorithm::RS256)?;
+    let data = dir.path().to_str().unwrap_or_default();
+    let token = String::from_utf8(run(&["mint", "--data-dir", data])?.stdout)?;
+    let header = jsonwebtoken::decode_header(token.trim())?;
+    assert_eq!(header.alg, Algorithm::RS256);
+    let other = DevIssuer::load_or_create(dir.path(), Algorithm::ES256).map(|_| ());
+    let error = other.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("dev-issuer-key.json") && error.contains("RS256"),
+        "{error}"
+    );
+    let refused = run(&["dev", "--alg", "HS256", "--data-dir", data])?;
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a symmetric dev issuer is a usage error"
     );
     Ok(())
 }
