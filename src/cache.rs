@@ -18,6 +18,9 @@ use crate::ttl_map::TtlMap;
 #[derive(Debug)]
 pub struct Verified {
     pub token: Arc<AccessToken>,
+    /// The token's RFC 7662 answer as JSON, without enrichment: made on the first answer
+    /// that needs it, then reused by every cache hit.
+    pub answer_json: std::sync::OnceLock<Arc<str>>,
     pub revocation_keys: TokenKeys,
     pub pipeline: Arc<Pipeline>,
     pub precomputed: Precomputed,

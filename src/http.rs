@@ -266,7 +266,7 @@ async fn jwks(State(state): State<HttpState>) -> Response {
 }
 
 /// The RFC 7662 / RFC 7009 request form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct IntrospectForm {
     #[serde(default)]
     pub token: String,
@@ -289,7 +289,45 @@ pub struct IntrospectForm {
 /// The form of a request, parsed only once the caller is authorized (RFC 6749 section
 /// 5.2: a body that is not the expected form is `invalid_request`).
 pub fn parse_form(body: &[u8]) -> Option<IntrospectForm> {
-    serde_urlencoded::from_bytes(body).ok()
+    plain_form(body).or_else(|| serde_urlencoded::from_bytes(body).ok())
+}
+
+/// A form with nothing to decode (no `%`, no `+`: a JWT is base64url and dots), read
+/// without the percent-decoding pass; `None` sends anything else, duplicates included,
+/// through `serde_urlencoded`.
+fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
+    if body.iter().any(|byte| matches!(byte, b'%' | b'+')) {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let mut form = IntrospectForm::default();
+    let mut token = None;
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "token" => &mut token,
+            "token_type_hint" => &mut form.token_type_hint,
+            "dpop_proof" => &mut form.dpop_proof,
+            "http_method" => &mut form.http_method,
+            "http_uri" => &mut form.http_uri,
+            "client_certificate" => &mut form.client_certificate,
+            _ => continue,
+        };
+        if slot.replace(value.to_owned()).is_some() {
+            return None;
+        }
+    }
+    form.token = token.unwrap_or_default();
+    Some(form)
+}
+
+/// JSON text kept with a verified token, as a response body without a copy.
+struct JsonText(Arc<str>);
+
+impl AsRef<[u8]> for JsonText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded form";
@@ -361,7 +399,11 @@ async fn introspect(
         Ok(answer) => {
             state.metrics.record_answer(Surface::Http, &answer);
             let mut response = match signer {
-                None => Json(answer.rfc7662()).into_response(),
+                None => (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    axum::body::Bytes::from_owner(JsonText(answer.rfc7662_json())),
+                )
+                    .into_response(),
                 Some((signer, audience)) => match signer.sign(&answer.rfc7662(), &audience, now) {
                     Ok(jwt) => (
                         [(axum::http::header::CONTENT_TYPE, crate::signing::MEDIA_TYPE)],
@@ -549,6 +591,52 @@ async fn revoke(
                 Json(json!({ "error": "temporarily_unavailable" })),
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn same(left: Option<IntrospectForm>, right: Option<IntrospectForm>) -> bool {
+        match (left, right) {
+            (None, None) => true,
+            (Some(a), Some(b)) => format!("{a:?}") == format!("{b:?}"),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_plain_form_reads_as_serde_reads_it() {
+        for body in [
+            "token=eyJ.a.b",
+            "token=eyJ.a.b&token_type_hint=access_token",
+            "token_type_hint=&token=x&unknown=1",
+            "token=x&dpop_proof=a.b.c&http_method=GET&http_uri=https://a.example/b",
+            "",
+            "token",
+            "&&token=x&&",
+        ] {
+            let fast = plain_form(body.as_bytes());
+            assert!(fast.is_some(), "{body:?} takes the fast path");
+            assert!(
+                same(fast, serde_urlencoded::from_bytes(body.as_bytes()).ok()),
+                "{body:?}"
+            );
+        }
+        // Encoded, or repeated: serde decides.
+        for body in ["token=a%2Eb", "token=a+b", "token=a&token=b"] {
+            assert!(plain_form(body.as_bytes()).is_none(), "{body:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_form_parses_as_serde_parses_it(body in "[a-z_=&.%+0-9A-F]{0,40}") {
+            prop_assert!(same(parse_form(body.as_bytes()), serde_urlencoded::from_bytes(body.as_bytes()).ok()));
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Introspection {
     pub cache_hit: bool,
     /// A fresh DPoP server nonce, where nonces are required and the call used DPoP.
     pub dpop_nonce: Option<String>,
+    /// The verification an active answer came from, for what it keeps per token.
+    verified: Option<Arc<Verified>>,
 }
 
 impl Introspection {
@@ -49,6 +51,18 @@ impl Introspection {
         out.extend(self.enrichment.merged());
         out.insert("active".into(), serde_json::Value::Bool(true));
         serde_json::Value::Object(out)
+    }
+
+    /// [`Self::rfc7662`] as JSON text. An active answer without enrichment is the same
+    /// for every call on its token, so it is serialised once and kept with the token.
+    pub fn rfc7662_json(&self) -> Arc<str> {
+        let render = || Arc::<str>::from(self.rfc7662().to_string());
+        match &self.verified {
+            Some(verified) if self.is_active() && self.enrichment.is_empty() => {
+                verified.answer_json.get_or_init(render).clone()
+            }
+            _ => render(),
+        }
     }
 }
 
@@ -180,8 +194,10 @@ impl Introspector {
                 Verification::Undecided(error) => return Err(error),
             };
         // Only active answers are enriched: no lookup ever runs for an inactive token.
+        let mut kept = None;
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
+                kept = Some(verified.clone());
                 let enrichment = if verified.pipeline.is_empty() {
                     Enrichment::default()
                 } else {
@@ -204,6 +220,7 @@ impl Introspector {
             enrichment,
             cache_hit,
             dpop_nonce: (dpop.requires_nonce() && used_dpop).then(|| dpop.nonce(now)),
+            verified: kept,
         })
     }
 
@@ -333,6 +350,7 @@ impl Introspector {
                 .map(|sub| SubjectKey::new(&token.iss, sub)),
             pipeline,
             token: Arc::new(token),
+            answer_json: std::sync::OnceLock::new(),
         });
         self.cache.insert(hash, verified.clone(), origin, now);
         verified

@@ -277,3 +277,20 @@ async fn a_cache_hit_carries_no_cold_path_state() {
         std::mem::size_of_val(&answer)
     );
 }
+
+#[tokio::test]
+async fn the_json_answer_is_rendered_once_per_token() {
+    let f = fixture(true, None).await;
+    let token = jwt(&f.signer, NOW + 600);
+    let first = ask(&f.introspector, &token, NOW).await;
+    let second = ask(&f.introspector, &token, NOW + 1).await;
+    let (a, b) = (first.rfc7662_json(), second.rfc7662_json());
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "a cache hit reuses the rendered answer"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&a).unwrap_or_default();
+    assert_eq!(parsed, second.rfc7662());
+    let inactive = ask(&f.introspector, "not-a-token", NOW).await;
+    assert_eq!(&*inactive.rfc7662_json(), r#"{"active":false}"#);
+}
