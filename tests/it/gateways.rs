@@ -211,6 +211,81 @@ async fn upstream() -> (std::net::SocketAddr, Arc<Upstream>) {
     (serve_on_loopback(app).await, state)
 }
 
+impl Upstream {
+    /// Every request that reached the upstream, its headers by name.
+    fn seen(&self) -> Vec<HashMap<String, String>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// introspectd, a recording upstream, and a gateway between them listening on `url`'s
+/// address, ready: what the nginx and Caddy tests share.
+struct Setup {
+    signer: introspectd::token::sign::SigningKey,
+    server: Introspectd,
+    upstream: Arc<Upstream>,
+    http: reqwest::Client,
+    url: String,
+    _gateway: Gateway,
+}
+
+impl Setup {
+    async fn start(name: &str, gateway: fn(&str, &str, std::net::SocketAddr) -> Gateway) -> Self {
+        let signer = key(Algorithm::ES256, "es");
+        let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
+        let (upstream_addr, upstream) = upstream().await;
+        let listen = free_addr();
+        let gateway = gateway(&listen, &server.http_addr.to_string(), upstream_addr);
+        let http = reqwest::Client::new();
+        let url = format!("http://{listen}/orders/7");
+        eventually(&format!("{name} to listen"), || async {
+            http.get(&url).send().await.is_ok()
+        })
+        .await;
+        Self {
+            signer,
+            server,
+            upstream,
+            http,
+            url,
+            _gateway: gateway,
+        }
+    }
+
+    /// A token with `orders:read` (the examples' required scope) and these claims.
+    fn token(&self, extra: serde_json::Value) -> String {
+        let mut claims = claims(ISS);
+        claims["scope"] = json!("orders:read");
+        if let Value::Object(extra) = extra {
+            for (name, value) in extra {
+                claims[name] = value;
+            }
+        }
+        mint(&self.signer, &claims)
+    }
+
+    /// A good token passes and the upstream sees who it belongs to.
+    async fn a_good_token_reaches_the_upstream(&self) -> TestResult {
+        let answer = self
+            .http
+            .get(&self.url)
+            .bearer_auth(self.token(json!({})))
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 200);
+        let seen = self.upstream.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].get("x-introspectd-sub").map(String::as_str),
+            Some("user-1")
+        );
+        Ok(())
+    }
+}
+
 fn nginx_available(test: &str) -> bool {
     tool_available("nginx", "-v", test, "apt-get install nginx")
 }
@@ -275,59 +350,39 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
     if !nginx_available("nginx_auth_request_passes_good_tokens_and_stops_the_rest") {
         return Ok(());
     }
-    let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
-    let (upstream_addr, upstream) = upstream().await;
-    let listen = free_addr();
-    let _nginx = nginx(&listen, &server.http_addr.to_string(), upstream_addr);
-    let http = reqwest::Client::new();
-    let url = format!("http://{listen}/orders/7");
-    eventually("nginx to listen", || async {
-        http.get(&url).send().await.is_ok()
-    })
-    .await;
+    let setup = Setup::start("nginx", nginx).await;
+    let Setup {
+        signer,
+        server,
+        upstream,
+        http,
+        url,
+        ..
+    } = &setup;
     let get = |token: Option<String>| {
-        let mut request = http.get(&url);
+        let mut request = http.get(url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         request.send()
     };
-
+    setup.a_good_token_reaches_the_upstream().await?;
+    let token = setup.token(json!({ "jti": "ng-1" }));
+    assert_eq!(get(Some(token.clone())).await?.status(), 200);
     let mut good = claims(ISS);
     good["scope"] = json!("orders:read");
-    good["jti"] = json!("ng-1");
-    let token = mint(&signer, &good);
-    let answer = get(Some(token.clone())).await?;
-    assert_eq!(answer.status(), 200);
-    let seen = upstream
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(
-        seen[0].get("x-introspectd-sub").map(String::as_str),
-        Some("user-1")
-    );
 
     // A client's own x-introspectd-sub never reaches the upstream.
     let mut subless = good.clone();
     subless.as_object_mut().map(|c| c.remove("sub"));
     let forged = http
-        .get(&url)
-        .bearer_auth(mint(&signer, &subless))
+        .get(url)
+        .bearer_auth(mint(signer, &subless))
         .header("x-introspectd-sub", "victim")
         .send()
         .await?;
     assert_eq!(forged.status(), 200);
-    let last = upstream
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .last()
-        .cloned()
-        .unwrap_or_default();
+    let last = upstream.seen().last().cloned().unwrap_or_default();
     assert_ne!(
         last.get("x-introspectd-sub").map(String::as_str),
         Some("victim")
@@ -344,10 +399,10 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
     );
     let mut old = good.clone();
     old["exp"] = json!(now() - 3600);
-    assert_eq!(get(Some(mint(&signer, &old))).await?.status(), 401);
+    assert_eq!(get(Some(mint(signer, &old))).await?.status(), 401);
     let mut narrow = good.clone();
     narrow["scope"] = json!("orders:write");
-    let forbidden = get(Some(mint(&signer, &narrow))).await?;
+    let forbidden = get(Some(mint(signer, &narrow))).await?;
     assert_eq!(forbidden.status(), 403);
     server
         .revoke(Target::Jti(pb::JtiTarget {
@@ -358,12 +413,8 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         .await;
     assert_eq!(get(Some(token)).await?.status(), 401);
     assert_eq!(
-        upstream
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len(),
-        2,
+        upstream.seen().len(),
+        3,
         "a refused request reached the upstream"
     );
 
@@ -375,12 +426,12 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
     let mut bound = good.clone();
     bound["jti"] = json!("ng-dpop");
     bound["cnf"] = json!({ "jkt": jkt });
-    let token = mint(&signer, &bound);
+    let token = mint(signer, &bound);
     let proof = introspectd::binding::dpop::make_proof(
         &client_key,
         &introspectd::binding::dpop::ProofClaims {
             method: "GET",
-            uri: &url,
+            uri: url,
             access_token: Some(&token),
             nonce: None,
         },
@@ -452,54 +503,28 @@ async fn caddy_forward_auth_passes_good_tokens_and_stops_the_rest() -> TestResul
     if !caddy_available("caddy_forward_auth_passes_good_tokens_and_stops_the_rest") {
         return Ok(());
     }
-    let signer = key(Algorithm::ES256, "es");
-    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
-    let (upstream_addr, upstream) = upstream().await;
-    let listen = free_addr();
-    let _caddy = caddy(&listen, &server.http_addr.to_string(), upstream_addr);
-    let http = reqwest::Client::new();
-    let url = format!("http://{listen}/orders/7");
-    eventually("caddy to listen", || async {
-        http.get(&url).send().await.is_ok()
-    })
-    .await;
+    let setup = Setup::start("caddy", caddy).await;
+    setup.a_good_token_reaches_the_upstream().await?;
+    let Setup {
+        signer, http, url, ..
+    } = &setup;
     let mut good = claims(ISS);
     good["scope"] = json!("orders:read");
-    let answer = http
-        .get(&url)
-        .bearer_auth(mint(&signer, &good))
-        .send()
-        .await?;
-    assert_eq!(answer.status(), 200);
-    let seen = upstream
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(
-        seen[0].get("x-introspectd-sub").map(String::as_str),
-        Some("user-1")
-    );
 
     // Caddy hands introspectd's denial to the client as it is.
-    let missing = http.get(&url).send().await?;
+    let missing = http.get(url).send().await?;
     assert_eq!(missing.status(), 401);
     assert!(missing.headers().contains_key("www-authenticate"));
     let mut narrow = good.clone();
     narrow["scope"] = json!("orders:write");
     let forbidden = http
-        .get(&url)
-        .bearer_auth(mint(&signer, &narrow))
+        .get(url)
+        .bearer_auth(mint(signer, &narrow))
         .send()
         .await?;
     assert_eq!(forbidden.status(), 403);
     assert_eq!(
-        upstream
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len(),
+        setup.upstream.seen().len(),
         1,
         "a refused request reached the upstream"
     );
