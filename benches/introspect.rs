@@ -323,6 +323,17 @@ fn cache_memory(_: &mut Criterion) {
         tokens.first().map_or(0, String::len),
         introspector.cache().len()
     );
+    // Answered over HTTP, a token also keeps its rendered JSON answer.
+    let before = common::rss_bytes();
+    for token in &tokens {
+        let answer = runtime.block_on(introspector.introspect(token, CallPolicy::default(), NOW));
+        assert!(answer.is_ok_and(|a| !a.rfc7662_json().is_empty()));
+    }
+    let grown = common::rss_bytes().saturating_sub(before);
+    println!(
+        "cache memory: {:.0} more bytes per cached token once answered over HTTP (its JSON)",
+        grown as f64 / count as f64
+    );
 }
 
 criterion_group!(

@@ -199,16 +199,7 @@ impl App {
             tls,
             signer,
             api_keys: Arc::new(config.api_keys.clone()),
-            gateway: Arc::new(crate::gateway::Settings {
-                dpop_algorithms: config
-                    .dpop
-                    .algorithms
-                    .iter()
-                    .map(|alg| format!("{alg:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                ..config.gateway.clone()
-            }),
+            gateway: Arc::new(config.gateway.clone()),
             dev_jwks: options.dev_jwks.map(Arc::new),
             config,
             issuers,

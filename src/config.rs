@@ -175,7 +175,7 @@ impl GatewaySection {
                 .as_ref()
                 .filter(|header| !header.is_empty())
                 .map(|header| header.to_ascii_lowercase()),
-            // Filled in from `[dpop]` where both are known.
+            // Set by `FileConfig::validate`, which knows `[dpop]` too.
             dpop_algorithms: String::new(),
         })
     }
@@ -871,10 +871,17 @@ impl FileConfig {
             ));
         }
         let limits = server.limits()?;
-        let gateway = self.gateway.validate()?;
+        let mut gateway = self.gateway.validate()?;
         let issuers = validate_issuers(self.issuers, &self.opaque)?;
         let tls = self.tls.as_ref().map(TlsSection::validate).transpose()?;
         let dpop = self.dpop.validate()?;
+        // Challenges name the algorithms proofs may use.
+        gateway.dpop_algorithms = dpop
+            .algorithms
+            .iter()
+            .map(|alg| format!("{alg:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let answer_signing = self
             .answer_signing
             .as_ref()

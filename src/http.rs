@@ -463,14 +463,18 @@ async fn authz(
     let path = forwarded_uri.map(|uri| uri.split('?').next().unwrap_or_default());
     let method = header("x-forwarded-method").or(header("x-original-method"));
     tracing::debug!(http.method = ?method, http.path = ?path, "forward-auth");
-    let uri = crate::gateway::absolute_uri(
-        header("x-forwarded-proto"),
-        header("x-forwarded-host"),
-        forwarded_uri,
-    );
+    let dpop = header("dpop");
+    // Only a DPoP proof is checked against the URI: built for those requests alone.
+    let uri = dpop.and_then(|_| {
+        crate::gateway::absolute_uri(
+            header("x-forwarded-proto"),
+            header("x-forwarded-host"),
+            forwarded_uri,
+        )
+    });
     let described = crate::gateway::GatewayRequest {
         authorization: header(settings.token_header.as_str()),
-        dpop: header("dpop"),
+        dpop,
         method,
         uri: uri.as_deref(),
         client_certificate: settings

@@ -146,10 +146,6 @@ impl Introspector {
         self
     }
 
-    pub fn binder(&self) -> &Binder {
-        &self.binder
-    }
-
     pub fn issuers(&self) -> &Arc<Issuers> {
         &self.issuers
     }
@@ -197,13 +193,14 @@ impl Introspector {
         let mut kept = None;
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
-                kept = Some(verified.clone());
                 let enrichment = if verified.pipeline.is_empty() {
                     Enrichment::default()
                 } else {
                     Box::pin(self.enrich(&verified, now)).await?
                 };
-                (Ok(verified.token.clone()), enrichment)
+                let token = verified.token.clone();
+                kept = Some(verified);
+                (Ok(token), enrichment)
             }
             Err(rejection) => (Err(rejection), Enrichment::default()),
         };

@@ -121,10 +121,6 @@ impl Verifier {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Whether proofs must carry a nonce; then every DPoP answer offers a fresh one.
     pub fn requires_nonce(&self) -> bool {
         self.settings.require_nonce

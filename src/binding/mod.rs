@@ -39,26 +39,24 @@ pub struct Confirmation<'a> {
 }
 
 impl<'a> Confirmation<'a> {
-    pub fn of(token: &'a AccessToken) -> Self {
-        let Some(Value::Object(cnf)) = token.other_claims.get("cnf") else {
-            return Self::default();
+    /// The token's binding. A `cnf` with members we must honour but cannot read (a
+    /// non-string `jkt`, say) makes the token unusable rather than unbound.
+    pub fn read(token: &'a AccessToken) -> Result<Self, Rejection> {
+        const UNREADABLE: Rejection = Rejection::new(Reason::Malformed, "cnf is not readable");
+        let cnf = match token.other_claims.get("cnf") {
+            None => return Ok(Self::default()),
+            Some(Value::Object(cnf)) => cnf,
+            Some(_) => return Err(UNREADABLE),
         };
-        Self {
-            jkt: cnf.get("jkt").and_then(Value::as_str),
-            x5t_s256: cnf.get("x5t#S256").and_then(Value::as_str),
-        }
-    }
-
-    /// A `cnf` with members we must honour but cannot read (a non-string `jkt`) makes
-    /// the token unusable rather than unbound.
-    fn is_malformed(token: &AccessToken) -> bool {
-        match token.other_claims.get("cnf") {
-            None => false,
-            Some(Value::Object(cnf)) => ["jkt", "x5t#S256"]
-                .iter()
-                .any(|member| cnf.get(*member).is_some_and(|v| !v.is_string())),
-            Some(_) => true,
-        }
+        let member = |name: &str| match cnf.get(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.as_str())),
+            Some(_) => Err(UNREADABLE),
+        };
+        Ok(Self {
+            jkt: member("jkt")?,
+            x5t_s256: member("x5t#S256")?,
+        })
     }
 }
 
@@ -98,10 +96,7 @@ impl Binder {
         presented: &Presentation<'_>,
         now: i64,
     ) -> Result<(), Rejection> {
-        if Confirmation::is_malformed(token) {
-            return Err(Rejection::new(Reason::Malformed, "cnf is not readable"));
-        }
-        let cnf = Confirmation::of(token);
+        let cnf = Confirmation::read(token)?;
         if let Some(bound) = cnf.x5t_s256 {
             let presented = presented
                 .client_certificate
@@ -202,25 +197,10 @@ pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
 }
 
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let mut byte = [0u8; 1];
-                hex::decode_to_slice(hex, &mut byte).ok()?;
-                out.push(byte[0]);
-                i += 3;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]

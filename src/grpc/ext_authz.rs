@@ -84,10 +84,14 @@ impl Authorization for ExtAuthzService {
                 .and_then(|name| headers.get(name))
                 .and_then(|value| binding::certificate_from_header(value)),
         };
-        let uri = gateway::absolute_uri(Some(&http.scheme), Some(&http.host), Some(&http.path));
+        let dpop = headers.get("dpop").map(String::as_str);
+        // Only a DPoP proof is checked against the URI: built for those requests alone.
+        let uri = dpop.and_then(|_| {
+            gateway::absolute_uri(Some(&http.scheme), Some(&http.host), Some(&http.path))
+        });
         let described = GatewayRequest {
             authorization: headers.get(&self.settings.token_header).map(String::as_str),
-            dpop: headers.get("dpop").map(String::as_str),
+            dpop,
             method: Some(http.method.as_str()).filter(|m| !m.is_empty()),
             uri: uri.as_deref(),
             client_certificate,

@@ -107,7 +107,7 @@ impl AccessToken {
     /// RFC 7662 `token_type`: "DPoP" for a token bound to a DPoP key (RFC 9449 section
     /// 6.2), "Bearer" otherwise.
     pub fn token_type(&self) -> &'static str {
-        if crate::binding::Confirmation::of(self).jkt.is_some() {
+        if crate::binding::Confirmation::read(self).is_ok_and(|cnf| cnf.jkt.is_some()) {
             "DPoP"
         } else {
             "Bearer"

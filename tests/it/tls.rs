@@ -508,11 +508,25 @@ async fn a_rotated_certificate_is_served_and_open_connections_stay() {
         }
     })
     .await;
-    let (_, served) = ok(connect_raw(server.http_addr, client).await);
+    let (_, served) = ok(connect_raw(server.http_addr, client.clone()).await);
     assert_eq!(
         served, second.der,
         "a mismatched pair replaced the good one"
     );
+    // The TLS families are exposition Prometheus accepts.
+    if crate::tools::promtool_available(
+        "a_rotated_certificate_is_served_and_open_connections_stay (promtool)",
+    ) {
+        let scraped = metrics(server.http_addr, &client).await;
+        let body = scraped.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        assert!(
+            body.contains("introspectd_tls_handshake_failures_total"),
+            "{body}"
+        );
+        if let Err(error) = crate::tools::promtool(&["check", "metrics"], Some(body)) {
+            unreachable!("{error}");
+        }
+    }
     ok(server.stop().await);
 }
 

@@ -40,13 +40,7 @@ async fn grpcurl_1_8_lists_and_calls_without_proto_files() -> TestResult {
         return Ok(());
     }
     let signer = key(Algorithm::ES256, "es");
-    let jwks = JwksServer::start(&[&signer]).await;
-    let server = Introspectd::start_ready(file_config(vec![issuer_section(
-        ISS,
-        &jwks.jwks_uri(),
-        &["ES256"],
-    )]))
-    .await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     let addr = server.grpc_addr.to_string();
     let listed = tokio::task::spawn_blocking({
         let addr = addr.clone();
@@ -80,12 +74,12 @@ async fn grpcurl_1_8_lists_and_calls_without_proto_files() -> TestResult {
 }
 
 /// `promtool` on PATH (Debian package `prometheus`); as for grpcurl, CI fails without it.
-fn promtool_available(test: &str) -> bool {
+pub(crate) fn promtool_available(test: &str) -> bool {
     tool_available("promtool", "--version", test, "apt-get install prometheus")
 }
 
 /// Runs promtool with `stdin` (if any) and fails with its output unless it succeeds.
-fn promtool(args: &[&str], stdin: Option<&str>) -> TestResult {
+pub(crate) fn promtool(args: &[&str], stdin: Option<&str>) -> TestResult {
     use std::io::Write;
     let mut child = Command::new("promtool")
         .args(args)
@@ -134,13 +128,7 @@ async fn promtool_accepts_the_rules_and_the_metrics() -> TestResult {
         None,
     )?;
     let signer = key(Algorithm::ES256, "es");
-    let jwks = JwksServer::start(&[&signer]).await;
-    let server = Introspectd::start_ready(file_config(vec![issuer_section(
-        ISS,
-        &jwks.jwks_uri(),
-        &["ES256"],
-    )]))
-    .await;
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
     server.introspect(&mint(&signer, &claims(ISS))).await;
     let text = reqwest::get(format!("http://{}/metrics", server.http_addr))
         .await?
