@@ -24,7 +24,6 @@ use crate::grpc::{
     layers::{AuthLayer, MetricsLayer, ShedLayer},
     pb::{
         subject_claims_admin_server::SubjectClaimsAdminServer,
-        token_introspection_server::TokenIntrospectionServer,
         token_revocation_server::TokenRevocationServer,
     },
 };
@@ -350,13 +349,13 @@ impl App {
         let reflection = described().build_v1()?;
         let reflection_v1alpha = described().build_v1alpha()?;
         let max = self.config.max_request_bytes;
-        let introspection = TokenIntrospectionServer::new(grpc::IntrospectionService::new(
+        let introspection = grpc::IntrospectionService::new(
             self.introspector.clone(),
             self.metrics.clone(),
             self.config.expose_inactive_reason,
             self.signer.clone(),
-        ))
-        .max_decoding_message_size(max);
+            max,
+        );
         let revocation = TokenRevocationServer::new(grpc::RevocationService::new(
             self.revocations.clone(),
             self.tasks.clone(),
@@ -497,7 +496,7 @@ async fn set_serving(health: &HealthReporter, serving: bool) {
 /// What the health service reports on: overall, then each served service.
 const SERVED: &[&str] = &[
     "",
-    <TokenIntrospectionServer<grpc::IntrospectionService> as tonic::server::NamedService>::NAME,
+    <grpc::IntrospectionService as tonic::server::NamedService>::NAME,
     <TokenRevocationServer<grpc::RevocationService> as tonic::server::NamedService>::NAME,
     <SubjectClaimsAdminServer<grpc::ClaimsService> as tonic::server::NamedService>::NAME,
     <AuthorizationServer<grpc::ExtAuthzService> as tonic::server::NamedService>::NAME,

@@ -5,7 +5,9 @@
 //! has since dropped. What a call asks (scopes, audience) and revocation are checked by
 //! the caller on every hit, never cached.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use crate::enrich::{Pipeline, Precomputed, SubjectKey};
 use crate::keys::Issuer;
@@ -18,13 +20,22 @@ use crate::ttl_map::TtlMap;
 #[derive(Debug)]
 pub struct Verified {
     pub token: Arc<AccessToken>,
-    /// The token's RFC 7662 answer as JSON, without enrichment: made on the first answer
-    /// that needs it, then reused by every cache hit.
-    pub answer_json: std::sync::OnceLock<Arc<str>>,
+    pub kept_answers: KeptAnswers,
     pub revocation_keys: TokenKeys,
     pub pipeline: Arc<Pipeline>,
     pub precomputed: Precomputed,
     pub subject_key: Option<SubjectKey>,
+}
+
+/// The token's answer as each surface encodes it, where the answer is the same on every
+/// call (active, no enrichment, no DPoP nonce): made by the first call that needs it,
+/// then reused by every cache hit.
+#[derive(Debug, Default)]
+pub struct KeptAnswers {
+    /// RFC 7662 JSON (HTTP).
+    pub rfc7662_json: OnceLock<Arc<str>>,
+    /// The encoded answer message (gRPC).
+    pub message: OnceLock<Bytes>,
 }
 
 /// Where a verification came from, which bounds how long it may be served.

@@ -11,8 +11,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
+
 use crate::binding::{Binder, dpop};
-use crate::cache::{Origin, Verified, VerifiedCache};
+use crate::cache::{KeptAnswers, Origin, Verified, VerifiedCache};
 use crate::enrich::{EnrichError, Enrichment, Pipeline, SubjectClaims, SubjectKey};
 use crate::keys::Issuers;
 use crate::opaque::{Answer, OpaqueError, OpaqueIntrospector};
@@ -53,15 +55,35 @@ impl Introspection {
         serde_json::Value::Object(out)
     }
 
-    /// [`Self::rfc7662`] as JSON text. An active answer without enrichment is the same
-    /// for every call on its token, so it is serialised once and kept with the token.
+    /// [`Self::rfc7662`] as JSON text, kept with the token where the answer does not
+    /// vary by call. A DPoP nonce is not part of it (HTTP sends it as a header).
     pub fn rfc7662_json(&self) -> Arc<str> {
         let render = || Arc::<str>::from(self.rfc7662().to_string());
+        match self.kept_answers() {
+            Some(kept) => kept.rfc7662_json.get_or_init(render).clone(),
+            None => render(),
+        }
+    }
+
+    /// The answer as the gRPC surface's `encode` renders it, kept with the token where
+    /// the answer, the DPoP nonce included, does not vary by call.
+    pub fn message(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        match self.kept_answers() {
+            Some(kept) if self.dpop_nonce.is_none() => {
+                kept.message.get_or_init(|| encode(self)).clone()
+            }
+            _ => encode(self),
+        }
+    }
+
+    /// Where an active answer without enrichment keeps its renderings: it is the same for
+    /// every call on its token, but for a DPoP nonce.
+    fn kept_answers(&self) -> Option<&KeptAnswers> {
         match &self.verified {
             Some(verified) if self.is_active() && self.enrichment.is_empty() => {
-                verified.answer_json.get_or_init(render).clone()
+                Some(&verified.kept_answers)
             }
-            _ => render(),
+            _ => None,
         }
     }
 }
@@ -347,7 +369,7 @@ impl Introspector {
                 .map(|sub| SubjectKey::new(&token.iss, sub)),
             pipeline,
             token: Arc::new(token),
-            answer_json: std::sync::OnceLock::new(),
+            kept_answers: Default::default(),
         });
         self.cache.insert(hash, verified.clone(), origin, now);
         verified

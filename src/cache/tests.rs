@@ -49,7 +49,7 @@ fn verified(sub: &str) -> Arc<Verified> {
     let token = AccessToken::from_claims_for_tests(claims, &policy)
         .unwrap_or_else(|e| unreachable!("{e:?}"));
     Arc::new(Verified {
-        answer_json: std::sync::OnceLock::new(),
+        kept_answers: Default::default(),
         revocation_keys: TokenKeys::default(),
         pipeline: Arc::default(),
         precomputed: Vec::new(),

@@ -4,7 +4,11 @@
 
 use std::marker::PhantomData;
 
-use prost::Message;
+use prost::{
+    DecodeError, Message,
+    bytes::{Buf, BufMut, Bytes},
+    encoding::{DecodeContext, WireType},
+};
 use tonic::{
     Code, Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder},
@@ -64,5 +68,41 @@ impl<D: Decoder<Error = Status>> Decoder for StrictDecoder<D> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// A message already encoded, sent as its bytes: an answer kept with its cached token is
+/// encoded once, not rebuilt and re-encoded on every call. It only ever encodes (the
+/// server's side of a call); decoding one skips every field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded(pub Bytes);
+
+impl Encoded {
+    pub fn of(message: &impl Message) -> Self {
+        Self(message.encode_to_vec().into())
+    }
+}
+
+impl Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
     }
 }

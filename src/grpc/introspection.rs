@@ -1,18 +1,31 @@
-//! `introspectd.v1.TokenIntrospection`.
+//! `introspectd.v1.TokenIntrospection`, served by hand rather than by the generated
+//! server: its answers go out as [`Encoded`] bytes, so an answer kept with its cached
+//! token is neither rebuilt nor re-encoded on each call. The wire format is the proto's.
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
-use std::pin::Pin;
-
+use bytes::{BufMut, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use prost::{
+    Message,
+    encoding::{WireType, encode_key, encode_varint},
+};
+use tonic::{
+    Request, Response, Status, Streaming,
+    body::Body,
+    server::{Grpc, NamedService, StreamingService, UnaryService},
+};
 
 use super::{
+    codec::{Encoded, StrictCodec},
     convert::json_to_struct,
-    pb::{
-        self, InactiveReason, introspect_stream_response::Outcome,
-        token_introspection_server::TokenIntrospection,
-    },
+    pb::{self, InactiveReason},
     status,
 };
 use crate::auth::Caller;
@@ -22,8 +35,16 @@ use crate::signing::AnswerSigner;
 use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::{CallPolicy, Reason};
 
+const INTROSPECT: &str = "/introspectd.v1.TokenIntrospection/Introspect";
+const INTROSPECT_STREAM: &str = "/introspectd.v1.TokenIntrospection/IntrospectStream";
+
+/// The `IntrospectStreamResponse.response` field (proto/introspectd/v1/introspection.proto).
+const STREAM_RESPONSE_FIELD: u32 = 2;
+
+#[derive(Clone)]
 pub struct IntrospectionService {
     answerer: Arc<Answerer>,
+    max_request_bytes: usize,
 }
 
 /// What answers one IntrospectRequest, shared by the unary call and the streams.
@@ -44,6 +65,7 @@ impl IntrospectionService {
         metrics: Arc<Metrics>,
         expose_inactive_reason: bool,
         signer: Option<Arc<AnswerSigner>>,
+        max_request_bytes: usize,
     ) -> Self {
         Self {
             answerer: Arc::new(Answerer {
@@ -52,40 +74,88 @@ impl IntrospectionService {
                 expose_inactive_reason,
                 signer,
             }),
+            max_request_bytes,
+        }
+    }
+
+    fn grpc<Request>(&self) -> Grpc<StrictCodec<Encoded, Request>>
+    where
+        Request: Message + Default + Send + 'static,
+    {
+        Grpc::new(StrictCodec::default())
+            .apply_max_message_size_config(Some(self.max_request_bytes), None)
+    }
+}
+
+impl NamedService for IntrospectionService {
+    const NAME: &'static str = "introspectd.v1.TokenIntrospection";
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<B> tower::Service<http::Request<B>> for IntrospectionService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answerer = Handler(self.answerer.clone());
+        match request.uri().path() {
+            INTROSPECT => {
+                let mut grpc = self.grpc::<pb::IntrospectRequest>();
+                Box::pin(async move { Ok(grpc.unary(answerer, request).await) })
+            }
+            INTROSPECT_STREAM => {
+                let mut grpc = self.grpc::<pb::IntrospectStreamRequest>();
+                Box::pin(async move { Ok(grpc.streaming(answerer, request).await) })
+            }
+            _ => Box::pin(async { Ok(Status::unimplemented("").into_http()) }),
         }
     }
 }
 
-type AnswerStream =
-    Pin<Box<dyn Stream<Item = Result<pb::IntrospectStreamResponse, Status>> + Send>>;
+#[derive(Clone)]
+struct Handler(Arc<Answerer>);
 
-#[tonic::async_trait]
-impl TokenIntrospection for IntrospectionService {
-    async fn introspect(
-        &self,
-        request: Request<pb::IntrospectRequest>,
-    ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        // The caller matters only to a signed answer (its `aud`).
-        let caller = if request.get_ref().signed_answer {
-            request.extensions().get::<Arc<Caller>>().cloned()
-        } else {
-            None
-        };
-        let answer = self
-            .answerer
-            .answer(request.into_inner(), caller.as_deref())
-            .await?;
-        Ok(Response::new(answer))
+impl UnaryService<pb::IntrospectRequest> for Handler {
+    type Response = Encoded;
+    type Future = BoxFuture<Result<Response<Encoded>, Status>>;
+
+    fn call(&mut self, request: Request<pb::IntrospectRequest>) -> Self::Future {
+        let answerer = self.0.clone();
+        Box::pin(async move {
+            // The caller matters only to a signed answer (its `aud`).
+            let caller = if request.get_ref().signed_answer {
+                request.extensions().get::<Arc<Caller>>().cloned()
+            } else {
+                None
+            };
+            let answer = answerer
+                .answer(request.into_inner(), caller.as_deref())
+                .await?;
+            Ok(Response::new(answer))
+        })
     }
+}
 
-    type IntrospectStreamStream = AnswerStream;
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
-    async fn introspect_stream(
-        &self,
-        request: Request<Streaming<pb::IntrospectStreamRequest>>,
-    ) -> Result<Response<AnswerStream>, Status> {
+impl StreamingService<pb::IntrospectStreamRequest> for Handler {
+    type Response = Encoded;
+    type ResponseStream = AnswerStream;
+    type Future = BoxFuture<Result<Response<AnswerStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<pb::IntrospectStreamRequest>>) -> Self::Future {
         let caller = request.extensions().get::<Arc<Caller>>().cloned();
-        let answerer = self.answerer.clone();
+        let answerer = self.0.clone();
         let answers = request
             .into_inner()
             .map(move |item| {
@@ -97,21 +167,38 @@ impl TokenIntrospection for IntrospectionService {
                         None => Err(status::missing("request")),
                         Some(request) => answerer.answer(request, caller.as_deref()).await,
                     };
-                    Ok(pb::IntrospectStreamResponse {
-                        id,
-                        outcome: Some(match outcome {
-                            Ok(response) => Outcome::Response(response),
-                            Err(status) => Outcome::Error(pb::CallError {
-                                code: status.code() as i32,
-                                message: status.message().to_owned(),
-                            }),
-                        }),
-                    })
+                    Ok(stream_response(id, outcome))
                 }
             })
             .buffer_unordered(STREAM_IN_FLIGHT);
-        Ok(Response::new(Box::pin(answers)))
+        Box::pin(async move { Ok(Response::new(Box::pin(answers) as AnswerStream)) })
     }
+}
+
+/// `IntrospectStreamResponse { id, response | error }`, the answer's bytes copied in
+/// as the `response` field rather than decoded and encoded again.
+fn stream_response(id: u64, outcome: Result<Encoded, Status>) -> Encoded {
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(status) => {
+            return Encoded::of(&pb::IntrospectStreamResponse {
+                id,
+                outcome: Some(pb::introspect_stream_response::Outcome::Error(
+                    pb::CallError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    },
+                )),
+            });
+        }
+    };
+    let head = pb::IntrospectStreamResponse { id, outcome: None };
+    let mut out = BytesMut::with_capacity(head.encoded_len() + 16 + answer.0.len());
+    head.encode_raw(&mut out);
+    encode_key(STREAM_RESPONSE_FIELD, WireType::LengthDelimited, &mut out);
+    encode_varint(answer.0.len() as u64, &mut out);
+    out.put_slice(&answer.0);
+    Encoded(out.freeze())
 }
 
 impl Answerer {
@@ -119,7 +206,7 @@ impl Answerer {
         &self,
         request: pb::IntrospectRequest,
         caller: Option<&Caller>,
-    ) -> Result<pb::IntrospectResponse, Status> {
+    ) -> Result<Encoded, Status> {
         // Exhaustive, so a new request field fails compilation here until it is handled.
         let pb::IntrospectRequest {
             token,
@@ -190,14 +277,17 @@ impl Answerer {
                 }
             }
         }
-        let mut response = self.to_response(&answer);
         if let (Some(signer), Some(audience)) = (&self.signer, audience_of_answer) {
             let signed = signer
                 .sign(&answer.rfc7662(), &audience, now)
                 .map_err(|error| Status::internal(error.to_string()))?;
+            let mut response = self.to_response(&answer);
             response.signed_answer = Some(signed);
+            return Ok(Encoded::of(&response));
         }
-        Ok(response)
+        Ok(Encoded(answer.message(|answer| {
+            self.to_response(answer).encode_to_vec().into()
+        })))
     }
 }
 

@@ -453,3 +453,90 @@ async fn subject_claims_survive_a_restart_with_the_embedded_store() -> TestResul
     assert_eq!(enrichment(&answer).get("plan"), Some(&json!("gold")));
     Ok(())
 }
+
+/// An active answer without enrichment is encoded once and kept with the cached token:
+/// it must equal what a fresh answer says, on the unary call and on a stream, and stop
+/// being served the moment subject claims or a revocation change the answer.
+#[tokio::test]
+async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![issuer(
+        &signer,
+        json!([{"kind": "subject"}]),
+    )]))
+    .await;
+    let mut shaped = claims(ISS);
+    shaped["jti"] = json!("kept-1");
+    shaped["department"] = json!("finance");
+    let token = mint(&signer, &shaped);
+
+    let first = server.introspect(&token).await;
+    assert!(first.active);
+    assert_eq!(first.sub.as_deref(), Some("user-1"));
+    assert_eq!(first.iss.as_deref(), Some(ISS));
+    assert_eq!(first.enrichment, None);
+    let other_claims = first
+        .claims
+        .as_ref()
+        .map(introspectd::grpc::struct_to_json)
+        .unwrap_or_default();
+    assert_eq!(other_claims.get("department"), Some(&json!("finance")));
+    assert_eq!(first.fingerprint.len(), 16);
+    let kept = server.introspect(&token).await;
+    assert_eq!(kept, first, "the kept answer is the fresh one");
+    let streamed = stream_answer(&server, &token).await?;
+    assert_eq!(streamed, first, "a stream sends the same kept answer");
+
+    set_claims(&server, "user-1", json!({"plan": "enterprise"})).await?;
+    let enriched = server.introspect(&token).await;
+    assert_eq!(enrichment(&enriched).get("plan"), Some(&json!("enterprise")));
+    assert_eq!(stream_answer(&server, &token).await?, enriched);
+
+    let request = with_key(
+        ADMIN_KEY,
+        pb::DeleteSubjectClaimsRequest {
+            iss: ISS.into(),
+            sub: "user-1".into(),
+        },
+    );
+    admin(&server).await.delete_subject_claims(request).await?;
+    assert_eq!(server.introspect(&token).await, first);
+
+    server
+        .revoke(pb::revoke_request::Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "kept-1".into(),
+            exp: None,
+        }))
+        .await;
+    assert!(!server.introspect(&token).await.active);
+    assert!(!stream_answer(&server, &token).await?.active);
+    server.stop().await?;
+    Ok(())
+}
+
+async fn stream_answer(
+    server: &Introspectd,
+    token: &str,
+) -> Result<pb::IntrospectResponse, tonic::Status> {
+    let ask = pb::IntrospectStreamRequest {
+        id: 42,
+        request: Some(pb::IntrospectRequest {
+            token: token.to_owned(),
+            ..Default::default()
+        }),
+    };
+    let mut answers = server
+        .client()
+        .await
+        .introspect_stream(with_key(READER_KEY, tokio_stream::iter([ask])))
+        .await?
+        .into_inner();
+    match answers.message().await? {
+        Some(pb::IntrospectStreamResponse {
+            id: 42,
+            outcome: Some(pb::introspect_stream_response::Outcome::Response(answer)),
+        }) => Ok(answer),
+        other => Err(tonic::Status::internal(format!("unexpected {other:?}"))),
+    }
+}
