@@ -15,8 +15,10 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use super::{ClientArgs, EXIT_CONFIG};
 use crate::dev::{DevIssuer, MintRequest};
 use crate::grpc::pb::{
-    IntrospectRequest, IntrospectStreamRequest, introspect_stream_response::Outcome,
+    IntrospectRequest, IntrospectStreamRequest, RevokeRequest, TokenTarget,
+    introspect_stream_response::Outcome, revoke_request,
     token_introspection_client::TokenIntrospectionClient,
+    token_revocation_client::TokenRevocationClient,
 };
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::{
@@ -38,6 +40,11 @@ pub enum Mode {
     Http,
     /// Forward-auth `GET /authz` against `GET /healthz`, over HTTP/1.1.
     Authz,
+    /// `Introspect` with the traffic a gateway sees, against the gRPC health Check: of
+    /// every 100 calls, 90 ask for the `--tokens` (skewed), 5 for a token never seen
+    /// before (verified cold), 3 for a revoked token and 2 for a malformed one. An answer
+    /// other than the expected one (active for the first two) counts as an error.
+    Mixed,
     /// The gRPC health Check alone (for latency at a fixed --rps).
     Health,
 }
@@ -49,6 +56,7 @@ impl Mode {
         const HEALTHZ: (&str, Call) = ("GET /healthz", Call::Healthz);
         match self {
             Mode::Grpc => vec![HEALTH, ("Introspect", Call::Introspect)],
+            Mode::Mixed => vec![HEALTH, ("Introspect (mixed)", Call::Introspect)],
             Mode::Stream => vec![HEALTH, ("IntrospectStream answers", Call::Stream)],
             Mode::ExtAuthz => vec![HEALTH, ("envoy ext_authz Check", Call::ExtAuthz)],
             Mode::Http => vec![HEALTHZ, ("POST /oauth2/introspect", Call::HttpIntrospect)],
@@ -112,13 +120,22 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
             }
         }
     };
-    let tokens = Tokens(std::sync::Arc::new(tokens));
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         match args.client.channel().await {
             Ok(channel) => channels.push(channel),
             Err(error) => {
                 eprintln!("introspectd loadtest: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut tokens = Tokens::new(tokens);
+    if args.mode == Mode::Mixed {
+        match mixed_traffic(&args, &channels[0]).await {
+            Ok(mix) => tokens.mix = Some(std::sync::Arc::new(mix)),
+            Err(error) => {
+                eprintln!("introspectd loadtest: --mode mixed: {error}");
                 return ExitCode::FAILURE;
             }
         }
@@ -142,10 +159,17 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
         plan.concurrency,
         channels.len(),
         args.seconds,
-        tokens.0.len(),
+        tokens.minted.len(),
         args.client.grpc_addr
     );
     let results = run(&channels, &tokens, &plan).await;
+    if let Some(reused) = tokens.mix.as_ref().map(|mix| mix.fresh_reused())
+        && reused > 0
+    {
+        eprintln!(
+            "introspectd loadtest: all {FRESH_TOKENS} fresh tokens were used; {reused} calls asked for one again (cached by then)"
+        );
+    }
     for result in &results {
         let cpu = result
             .server_cpu_per_call
@@ -195,14 +219,111 @@ pub struct LoadPlan {
     pub window: usize,
 }
 
+/// Tokens never seen by the server that `--mode mixed` mints beforehand; once all are
+/// used they come round again, cached by then (the run says so).
+const FRESH_TOKENS: u64 = 20_000;
+/// Tokens `--mode mixed` mints and revokes beforehand.
+const REVOKED_TOKENS: u64 = 100;
+/// What `--mode mixed` asks for instead of a token.
+const MALFORMED: &str = "not-a-token";
+
 /// The tokens to introspect, picked with a skew: nine calls in ten go to the first
 /// tenth (a gateway sees a few busy clients and a long tail).
 #[derive(Debug, Clone)]
-pub struct Tokens(pub std::sync::Arc<Vec<String>>);
+pub struct Tokens {
+    pub minted: std::sync::Arc<Vec<String>>,
+    /// `--mode mixed`: the rest of the mix.
+    pub mix: Option<std::sync::Arc<Mix>>,
+}
+
+/// The tokens of `--mode mixed` besides the skewed ones.
+#[derive(Debug)]
+pub struct Mix {
+    fresh: Vec<String>,
+    next_fresh: std::sync::atomic::AtomicUsize,
+    revoked: Vec<String>,
+}
+
+impl Mix {
+    /// Fresh tokens asked for more than once (all were used and came round again).
+    fn fresh_reused(&self) -> usize {
+        self.next_fresh
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(self.fresh.len())
+    }
+}
+
+/// Mints the fresh and the revoked tokens of `--mode mixed`, and revokes the latter.
+async fn mixed_traffic(args: &LoadtestArgs, channel: &Channel) -> Result<Mix, String> {
+    let issuer = DevIssuer::load(&args.client.data.data_dir)
+        .map_err(|error| format!("it mints its own tokens, with the dev issuer: {error}"))?;
+    let now = crate::unix_now();
+    let mint = |count: u64| {
+        (0..count)
+            .map(|_| issuer.mint(&MintRequest::default(), now))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())
+    };
+    let fresh = mint(FRESH_TOKENS)?;
+    let revoked = mint(REVOKED_TOKENS)?;
+    let mut revocation = TokenRevocationClient::new(channel.clone());
+    for token in &revoked {
+        let request = RevokeRequest {
+            target: Some(revoke_request::Target::Token(TokenTarget {
+                token: token.clone(),
+                token_type_hint: None,
+            })),
+            reason: "loadtest --mode mixed".into(),
+        };
+        revocation
+            .revoke(keyed(request, args.client.api_key().as_deref()))
+            .await
+            .map_err(|status| {
+                format!(
+                    "it revokes tokens, which needs an API key with the revoke role: {}",
+                    super::refusal(&status)
+                )
+            })?;
+    }
+    Ok(Mix {
+        fresh,
+        next_fresh: std::sync::atomic::AtomicUsize::new(0),
+        revoked,
+    })
+}
 
 impl Tokens {
-    fn pick(&self, n: u64) -> &str {
-        let all = self.0.len() as u64;
+    pub fn new(minted: Vec<String>) -> Self {
+        Self {
+            minted: std::sync::Arc::new(minted),
+            mix: None,
+        }
+    }
+
+    /// The token of call `n`, and whether it should be answered active.
+    fn pick(&self, n: u64) -> (&str, bool) {
+        let Some(mix) = &self.mix else {
+            return (self.skewed(n), true);
+        };
+        match n % 100 {
+            0..90 => (self.skewed(n), true),
+            90..95 => {
+                let next = mix
+                    .next_fresh
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let token = mix.fresh.get(next % mix.fresh.len().max(1));
+                (token.map_or("", String::as_str), true)
+            }
+            95..98 => {
+                let token = mix.revoked.get((n / 100) as usize % mix.revoked.len().max(1));
+                (token.map_or("", String::as_str), false)
+            }
+            _ => (MALFORMED, false),
+        }
+    }
+
+    fn skewed(&self, n: u64) -> &str {
+        let all = self.minted.len() as u64;
         let hot = (all / 10).max(1);
         // A cheap mix of the call number, so workers do not walk the list in step.
         let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
@@ -211,7 +332,7 @@ impl Tokens {
         } else {
             mixed % hot
         };
-        self.0.get(index as usize).map_or("", String::as_str)
+        self.minted.get(index as usize).map_or("", String::as_str)
     }
 }
 
@@ -294,8 +415,8 @@ impl Clients {
         }
     }
 
-    /// One call; whether it succeeded (and, for the decisions, allowed the token).
-    async fn call(&mut self, call: Call, token: &str, plan: &LoadPlan) -> bool {
+    /// One call; whether it succeeded with the expected answer (`active`, or allowed).
+    async fn call(&mut self, call: Call, token: &str, active: bool, plan: &LoadPlan) -> bool {
         let key = plan.api_key.as_deref();
         match call {
             Call::Health => self
@@ -315,7 +436,7 @@ impl Clients {
                     key,
                 ))
                 .await
-                .is_ok_and(|answer| answer.get_ref().active),
+                .is_ok_and(|answer| answer.get_ref().active == active),
             Call::ExtAuthz => self
                 .ext_authz
                 .check(keyed(ext_authz_request(token), key))
@@ -325,7 +446,7 @@ impl Clients {
                         .get_ref()
                         .status
                         .as_ref()
-                        .is_some_and(|s| s.code == 0)
+                        .is_some_and(|s| (s.code == 0) == active)
                 }),
             Call::Healthz => self
                 .http
@@ -345,7 +466,7 @@ impl Clients {
                     Ok(answer) => answer
                         .json::<serde_json::Value>()
                         .await
-                        .is_ok_and(|body| body["active"] == serde_json::Value::Bool(true)),
+                        .is_ok_and(|body| body["active"] == serde_json::Value::Bool(active)),
                     Err(_) => false,
                 }
             }
@@ -362,7 +483,7 @@ impl Clients {
                 request
                     .send()
                     .await
-                    .is_ok_and(|answer| answer.status().is_success())
+                    .is_ok_and(|answer| answer.status().is_success() == active)
             }
         }
     }
@@ -386,7 +507,7 @@ impl Clients {
         let ask = |id: u64| IntrospectStreamRequest {
             id,
             request: Some(IntrospectRequest {
-                token: tokens.pick(seed.wrapping_add(id)).to_owned(),
+                token: tokens.pick(seed.wrapping_add(id)).0.to_owned(),
                 ..Default::default()
             }),
         };
@@ -510,10 +631,14 @@ async fn phase(
                 if let Some(ticks) = pace.as_mut() {
                     ticks.tick().await;
                 }
-                let token = tokens.pick(n);
+                // The baselines take no token, and must not use up the fresh ones.
+                let (token, active) = match call {
+                    Call::Health | Call::Healthz => ("", true),
+                    _ => tokens.pick(n),
+                };
                 n += callers as u64;
                 let started = Instant::now();
-                let ok = clients.call(call, token, &plan).await;
+                let ok = clients.call(call, token, active, &plan).await;
                 latencies.push(started.elapsed());
                 errors += usize::from(!ok);
             }

@@ -179,6 +179,8 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
 
         for (mode, baseline) in [
             ("grpc", "of grpc.health.v1.Health/Check throughput"),
+            // Revoked and malformed tokens too: any answer but the expected one fails it.
+            ("mixed", "of grpc.health.v1.Health/Check throughput"),
             ("stream", "of grpc.health.v1.Health/Check throughput"),
             ("ext-authz", "of grpc.health.v1.Health/Check throughput"),
             ("http", "of GET /healthz throughput"),
