@@ -69,6 +69,7 @@ for cores in $SERVER_CORES; do
   load "stream-$tag" --mode stream --connections 16 --concurrency 64 --window 64 --tokens 1000
   load "http-$tag" --mode http --connections 1 --concurrency 256 --tokens 1000
   load "ext-authz-$tag" --mode ext-authz "${UNARY[@]}" --tokens 1000
+  load "mixed-$tag" --mode mixed "${UNARY[@]}" --tokens 1000
   if [ "$(count "$cores")" -gt 1 ]; then
     hot=$(rate_of "$OUT/hot-$tag.txt" "Introspect ")
     half=$((hot / 2))

@@ -117,31 +117,30 @@ pub struct CallLimits {
 /// The routes; `api_keys` decide who may call the ones that need a key, before their
 /// handler (and before the body is parsed); `limits` bound the calls that do work.
 pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> Router {
-    let guarded = |access: Access, key: KeyFrom| {
-        axum::middleware::from_fn_with_state((api_keys.clone(), access, key), authenticate)
+    let guarded = |access: Access, key_from: KeyFrom| {
+        let guard = Guard {
+            keys: api_keys.clone(),
+            access,
+            key_from,
+            limits: limits.clone(),
+        };
+        axum::middleware::from_fn_with_state(Arc::new(guard), guard_call)
     };
-    let bounded = axum::middleware::from_fn_with_state(limits, bound);
     let mut router = Router::new()
         .route(
             "/oauth2/introspect",
-            post(introspect)
-                .route_layer(guarded(Access::Introspection, KeyFrom::Authorization))
-                .route_layer(bounded.clone()),
+            post(introspect).route_layer(guarded(Access::Introspection, KeyFrom::Authorization)),
         )
         .route(
             "/oauth2/revoke",
-            post(revoke)
-                .route_layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization))
-                .route_layer(bounded.clone()),
+            post(revoke).route_layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization)),
         )
         // Forward-auth: `Authorization` carries the token being checked, so the
         // gateway's own key (when one is needed) comes in `x-introspectd-api-key`.
         .route(
             "/authz",
             // `any` routes every method through its fallback, which only `layer` wraps.
-            axum::routing::any(authz)
-                .layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))
-                .layer(bounded),
+            axum::routing::any(authz).layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -150,7 +149,7 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
         router = router.route("/.well-known/jwks.json", get(jwks));
     }
     let counted = axum::middleware::from_fn_with_state(state.metrics.clone(), count);
-    router.layer(counted).with_state(state)
+    router.layer(counted).with_state(Arc::new(state))
 }
 
 /// Counts and times every routed request by its route pattern (requests no route
@@ -187,41 +186,18 @@ enum KeyFrom {
 
 const API_KEY_HEADER: &str = "x-introspectd-api-key";
 
-/// Admits a caller (RFC 6750 answers for a refusal), and hands the [`Caller`] to the
-/// handler as an extension.
-async fn authenticate(
-    State((keys, access, from)): State<(Arc<ApiKeys>, Access, KeyFrom)>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let headers = request.headers();
-    let presented = match from {
-        KeyFrom::Authorization => headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|value| bearer_key(value.as_bytes())),
-        KeyFrom::ApiKeyHeader => headers
-            .get(API_KEY_HEADER)
-            .map(|value| value.to_str().unwrap_or("\u{0}").trim()),
-    };
-    let peer = request.extensions().get::<Peer>();
-    let credentials = Credentials {
-        key: presented,
-        certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
-    };
-    match keys.admit(access, credentials) {
-        Ok(caller) => {
-            if let Some(caller) = caller {
-                request.extensions_mut().insert(caller);
-            }
-            next.run(request).await
-        }
-        Err(denied) => refused(denied),
-    }
+/// What a route that does work checks before its handler, in one layer: the call limits
+/// first (503 at once when too many calls are in progress), then the caller (RFC 6750
+/// answers for a refusal), then the handler within the call timeout (504).
+struct Guard {
+    keys: Arc<ApiKeys>,
+    access: Access,
+    key_from: KeyFrom,
+    limits: CallLimits,
 }
 
-/// 503 at once when too many calls are in progress; 504 when one runs too long.
-async fn bound(State(limits): State<CallLimits>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+async fn guard_call(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+    let Ok(_permit) = guard.limits.in_flight.try_acquire() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
@@ -229,7 +205,16 @@ async fn bound(State(limits): State<CallLimits>, request: Request, next: Next) -
         )
             .into_response();
     };
-    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+    match guard.admit(&request) {
+        // The handler names the caller in its logs and signed answers.
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+        }
+        Err(denied) => return refused(denied),
+    }
+    match tokio::time::timeout(guard.limits.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -239,7 +224,27 @@ async fn bound(State(limits): State<CallLimits>, request: Request, next: Next) -
     }
 }
 
-async fn readyz(State(state): State<HttpState>) -> Response {
+impl Guard {
+    fn admit(&self, request: &Request) -> Result<Option<Arc<Caller>>, Denied> {
+        let headers = request.headers();
+        let presented = match self.key_from {
+            KeyFrom::Authorization => headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|value| bearer_key(value.as_bytes())),
+            KeyFrom::ApiKeyHeader => headers
+                .get(API_KEY_HEADER)
+                .map(|value| value.to_str().unwrap_or("\u{0}").trim()),
+        };
+        let peer = request.extensions().get::<Peer>();
+        let credentials = Credentials {
+            key: presented,
+            certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
+        };
+        self.keys.admit(self.access, credentials)
+    }
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     if *state.ready.borrow() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -247,7 +252,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -258,8 +263,8 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn jwks(State(state): State<HttpState>) -> Response {
-    match state.published_jwks {
+async fn jwks(State(state): State<Arc<HttpState>>) -> Response {
+    match &state.published_jwks {
         Some(jwks) => Json(jwks.as_ref().clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -296,7 +301,7 @@ pub fn parse_form(body: &[u8]) -> Option<IntrospectForm> {
 /// without the percent-decoding pass; `None` sends anything else, duplicates included,
 /// through `serde_urlencoded`.
 fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
-    if body.iter().any(|byte| matches!(byte, b'%' | b'+')) {
+    if memchr::memchr2(b'%', b'+', body).is_some() {
         return None;
     }
     let text = std::str::from_utf8(body).ok()?;
@@ -333,7 +338,7 @@ impl AsRef<[u8]> for JsonText {
 const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded form";
 
 async fn introspect(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     caller: Option<Extension<Arc<Caller>>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -440,7 +445,7 @@ async fn introspect(
 /// (`?scope=a&scope=b&audience=x`). 200 with `x-introspectd-*` headers, or 401/403 with
 /// `WWW-Authenticate`; 503 when introspectd cannot decide (nginx makes that a 500).
 async fn authz(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
 ) -> Response {
@@ -562,7 +567,7 @@ fn invalid_request(description: &str) -> Response {
 /// RFC 7009: any token, valid or not, known or not, is "revoked" with 200 and an empty
 /// body; the answer reveals nothing about it.
 async fn revoke(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Arc<Caller>>,
     body: Bytes,
 ) -> Response {

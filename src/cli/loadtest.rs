@@ -315,7 +315,9 @@ impl Tokens {
                 (token.map_or("", String::as_str), true)
             }
             95..98 => {
-                let token = mix.revoked.get((n / 100) as usize % mix.revoked.len().max(1));
+                let token = mix
+                    .revoked
+                    .get((n / 100) as usize % mix.revoked.len().max(1));
                 (token.map_or("", String::as_str), false)
             }
             _ => (MALFORMED, false),

@@ -489,7 +489,10 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
 
     set_claims(&server, "user-1", json!({"plan": "enterprise"})).await?;
     let enriched = server.introspect(&token).await;
-    assert_eq!(enrichment(&enriched).get("plan"), Some(&json!("enterprise")));
+    assert_eq!(
+        enrichment(&enriched).get("plan"),
+        Some(&json!("enterprise"))
+    );
     assert_eq!(stream_answer(&server, &token).await?, enriched);
 
     let request = with_key(
