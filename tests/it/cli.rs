@@ -557,3 +557,78 @@ fn api_key_appends_entries_to_a_keys_file() -> TestResult {
     }
     Ok(())
 }
+
+/// The container image's `docker run … dev --grpc-addr 0.0.0.0:… --http-addr 0.0.0.0:…`,
+/// as close as this machine allows without a container engine: the binary runs as UID
+/// 65532 (the image's user) in a working directory that user owns (the image's
+/// WORKDIR/VOLUME), with no home directory, and must serve, keeping its key, admin key
+/// and store in `./data` there. Switching user needs root (`setpriv`).
+#[test]
+fn dev_runs_as_the_image_user_in_its_working_directory() -> TestResult {
+    const TEST: &str = "dev_runs_as_the_image_user_in_its_working_directory";
+    if !tool_available("setpriv", "--version", TEST, "util-linux") {
+        return Ok(());
+    }
+    let workdir = tempfile::tempdir()?;
+    std::fs::set_permissions(
+        workdir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )?;
+    if let Err(error) = std::os::unix::fs::chown(workdir.path(), Some(65532), Some(65532)) {
+        if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            unreachable!("{TEST}: cannot hand a directory to UID 65532 ({error}): run as root");
+        }
+        eprintln!("SKIPPED {TEST}: switching to UID 65532 needs root ({error})");
+        return Ok(());
+    }
+    let grpc_port = free_port()?;
+    let http_port = free_port()?;
+    let mut dev = Command::new("setpriv")
+        .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+        .arg(BIN)
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("0.0.0.0:{grpc_port}"),
+            "--http-addr",
+            &format!("0.0.0.0:{http_port}"),
+        ])
+        .current_dir(workdir.path())
+        .env_clear()
+        .env("HOME", "/nonexistent")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let http = format!("127.0.0.1:{http_port}");
+    let outcome = (|| -> TestResult {
+        wait_ready(&http)?;
+        let data = workdir.path().join("data");
+        let token = run(&["mint", "--data-dir", data.to_str().unwrap_or_default()])?;
+        assert!(
+            token.status.success(),
+            "{}",
+            String::from_utf8_lossy(&token.stderr)
+        );
+        let answer = run(&[
+            "introspect",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc_port}"),
+            String::from_utf8(token.stdout)?.trim(),
+        ])?;
+        let answer: serde_json::Value = serde_json::from_slice(&answer.stdout)?;
+        assert_eq!(answer["active"], true, "{answer}");
+        for kept in ["admin-api-key", "state.redb"] {
+            let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data.join(kept))?);
+            assert_eq!(owner, 65532, "{kept} belongs to the image's user");
+        }
+        Ok(())
+    })();
+    let _ = dev.kill();
+    let _ = dev.wait();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = dev.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
+    outcome.map_err(|e| format!("{e}\n--- dev stderr ---\n{stderr}").into())
+}
