@@ -4,7 +4,9 @@
 //! `introspector/cold_RS256` (same Introspector, cache off): the ratio is the cache's
 //! gain; and `introspector/cache_hit_enriched` (static + mapping + subject enrichers)
 //! with `introspector/cache_hit`: the cost of enrichment; `introspector/cache_hit_dpop_ES256`
-//! with `introspector/cache_hit`: the cost of checking a DPoP proof (one ES256 signature).
+//! with `introspector/cache_hit`: the cost of checking a DPoP proof (one ES256 signature);
+//! `grpc_answer/build_and_encode` with `grpc_answer/kept`: what keeping a token's encoded
+//! answer saves per call.
 
 use std::{collections::BTreeMap, hint::black_box, sync::Arc};
 
@@ -13,11 +15,13 @@ use introspectd::{
     binding::dpop,
     config::{Config, FileConfig},
     enrich::{ClaimRef, MappingRule, Pipeline, Spec, When},
+    grpc::answer_message,
     introspect::Introspector,
     keys::{Issuers, KeySet},
     token::{self, CallPolicy, TokenHash, sign::SigningKey},
 };
 use jsonwebtoken::Algorithm;
+use prost::Message;
 use serde_json::json;
 
 mod common;
@@ -256,6 +260,20 @@ fn introspector_paths(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The gRPC answer of a cache hit: built and encoded on each call, or kept with the
+    // cached token (what the server does where the answer does not vary by call).
+    let answer = runtime
+        .block_on(cached.introspect(&token, policy, NOW))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let mut group = c.benchmark_group("grpc_answer");
+    group.bench_function("build_and_encode", |b| {
+        b.iter(|| answer_message(black_box(&answer), false).encode_to_vec())
+    });
+    group.bench_function("kept", |b| {
+        b.iter(|| black_box(&answer).message(|a| answer_message(a, false).encode_to_vec().into()))
+    });
+    group.finish();
 }
 
 fn fingerprinting(c: &mut Criterion) {
@@ -332,6 +350,20 @@ fn cache_memory(_: &mut Criterion) {
     let grown = common::rss_bytes().saturating_sub(before);
     println!(
         "cache memory: {:.0} more bytes per cached token once answered over HTTP (its JSON)",
+        grown as f64 / count as f64
+    );
+    // And over gRPC, its encoded answer message.
+    let before = common::rss_bytes();
+    for token in &tokens {
+        let answer = runtime.block_on(introspector.introspect(token, CallPolicy::default(), NOW));
+        assert!(answer.is_ok_and(|a| {
+            !a.message(|a| answer_message(a, false).encode_to_vec().into())
+                .is_empty()
+        }));
+    }
+    let grown = common::rss_bytes().saturating_sub(before);
+    println!(
+        "cache memory: {:.0} more bytes per cached token once answered over gRPC (its encoded answer)",
         grown as f64 / count as f64
     );
 }

@@ -281,54 +281,59 @@ impl Answerer {
             let signed = signer
                 .sign(&answer.rfc7662(), &audience, now)
                 .map_err(|error| Status::internal(error.to_string()))?;
-            let mut response = self.to_response(&answer);
+            let mut response = answer_message(&answer, self.expose_inactive_reason);
             response.signed_answer = Some(signed);
             return Ok(Encoded::of(&response));
         }
         Ok(Encoded(answer.message(|answer| {
-            self.to_response(answer).encode_to_vec().into()
+            answer_message(answer, self.expose_inactive_reason)
+                .encode_to_vec()
+                .into()
         })))
     }
 }
 
-impl Answerer {
-    fn to_response(&self, answer: &Introspection) -> pb::IntrospectResponse {
-        let fingerprint = answer.fingerprint.to_string();
-        let dpop_nonce = answer.dpop_nonce.clone();
-        match &answer.outcome {
-            Ok(token) => pb::IntrospectResponse {
-                active: true,
-                scope: token.scope_string(),
-                client_id: token.client_id.clone(),
-                username: token.username.clone(),
-                token_type: Some(token.token_type().into()),
-                exp: Some(token.exp),
-                iat: token.iat,
-                nbf: token.nbf,
-                sub: token.sub.clone(),
-                aud: token.aud.clone(),
-                iss: Some(token.iss.clone()),
-                jti: token.jti.clone(),
-                claims: Some(json_to_struct(&token.other_claims)),
-                enrichment: (!answer.enrichment.is_empty())
-                    .then(|| json_to_struct(&answer.enrichment.merged())),
-                fingerprint,
-                inactive_reason: InactiveReason::Unspecified.into(),
-                dpop_nonce,
-                signed_answer: None,
+/// The IntrospectResponse of an answer; the inactive reason only where the operator
+/// exposes it.
+pub fn answer_message(
+    answer: &Introspection,
+    expose_inactive_reason: bool,
+) -> pb::IntrospectResponse {
+    let fingerprint = answer.fingerprint.to_string();
+    let dpop_nonce = answer.dpop_nonce.clone();
+    match &answer.outcome {
+        Ok(token) => pb::IntrospectResponse {
+            active: true,
+            scope: token.scope_string(),
+            client_id: token.client_id.clone(),
+            username: token.username.clone(),
+            token_type: Some(token.token_type().into()),
+            exp: Some(token.exp),
+            iat: token.iat,
+            nbf: token.nbf,
+            sub: token.sub.clone(),
+            aud: token.aud.clone(),
+            iss: Some(token.iss.clone()),
+            jti: token.jti.clone(),
+            claims: Some(json_to_struct(&token.other_claims)),
+            enrichment: (!answer.enrichment.is_empty())
+                .then(|| json_to_struct(&answer.enrichment.merged())),
+            fingerprint,
+            inactive_reason: InactiveReason::Unspecified.into(),
+            dpop_nonce,
+            signed_answer: None,
+        },
+        Err(rejection) => pb::IntrospectResponse {
+            active: false,
+            fingerprint,
+            inactive_reason: if expose_inactive_reason {
+                inactive_reason(rejection.reason).into()
+            } else {
+                InactiveReason::Unspecified.into()
             },
-            Err(rejection) => pb::IntrospectResponse {
-                active: false,
-                fingerprint,
-                inactive_reason: if self.expose_inactive_reason {
-                    inactive_reason(rejection.reason).into()
-                } else {
-                    InactiveReason::Unspecified.into()
-                },
-                dpop_nonce,
-                ..Default::default()
-            },
-        }
+            dpop_nonce,
+            ..Default::default()
+        },
     }
 }
 

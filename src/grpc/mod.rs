@@ -15,7 +15,7 @@ pub mod status;
 pub use claims::ClaimsService;
 pub use convert::{json_to_struct, struct_to_json};
 pub use ext_authz::ExtAuthzService;
-pub use introspection::IntrospectionService;
+pub use introspection::{IntrospectionService, answer_message};
 pub use revocation::RevocationService;
 
 /// The generated protobuf types and tonic stubs of `introspectd.v1`.
