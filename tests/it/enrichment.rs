@@ -140,14 +140,7 @@ async fn static_mapping_and_subject_claims_on_grpc_and_http() -> TestResult {
         .await?
         .into_inner();
     assert!(got.found);
-    let request = with_key(
-        ADMIN_KEY,
-        pb::DeleteSubjectClaimsRequest {
-            iss: ISS.into(),
-            sub: "user-1".into(),
-        },
-    );
-    admin(&server).await.delete_subject_claims(request).await?;
+    delete_claims(&server, "user-1").await?;
     assert_eq!(
         enrichment(&server.introspect(&token).await).get("plan"),
         Some(&json!("free"))
@@ -495,14 +488,7 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
     );
     assert_eq!(stream_answer(&server, &token).await?, enriched);
 
-    let request = with_key(
-        ADMIN_KEY,
-        pb::DeleteSubjectClaimsRequest {
-            iss: ISS.into(),
-            sub: "user-1".into(),
-        },
-    );
-    admin(&server).await.delete_subject_claims(request).await?;
+    delete_claims(&server, "user-1").await?;
     assert_eq!(server.introspect(&token).await, first);
 
     server
@@ -518,28 +504,34 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
     Ok(())
 }
 
+/// The answer to `token` on an IntrospectStream of one request.
 async fn stream_answer(
     server: &Introspectd,
     token: &str,
 ) -> Result<pb::IntrospectResponse, tonic::Status> {
-    let ask = pb::IntrospectStreamRequest {
-        id: 42,
-        request: Some(pb::IntrospectRequest {
-            token: token.to_owned(),
-            ..Default::default()
-        }),
-    };
-    let mut answers = server
-        .client()
-        .await
-        .introspect_stream(with_key(READER_KEY, tokio_stream::iter([ask])))
-        .await?
-        .into_inner();
-    match answers.message().await? {
-        Some(pb::IntrospectStreamResponse {
-            id: 42,
-            outcome: Some(pb::introspect_stream_response::Outcome::Response(answer)),
-        }) => Ok(answer),
+    let mut answers = crate::stream::answers(
+        server,
+        Some(READER_KEY),
+        vec![crate::stream::ask(42, token)],
+    )
+    .await?;
+    match answers.remove(&42) {
+        Some(pb::introspect_stream_response::Outcome::Response(answer)) => Ok(answer),
         other => Err(tonic::Status::internal(format!("unexpected {other:?}"))),
     }
+}
+
+async fn delete_claims(server: &Introspectd, sub: &str) -> Result<(), tonic::Status> {
+    let request = with_key(
+        ADMIN_KEY,
+        pb::DeleteSubjectClaimsRequest {
+            iss: ISS.into(),
+            sub: sub.into(),
+        },
+    );
+    admin(server)
+        .await
+        .delete_subject_claims(request)
+        .await
+        .map(|_| ())
 }

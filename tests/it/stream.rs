@@ -11,7 +11,7 @@ use crate::support::*;
 
 const ISS: &str = "https://stream.test/";
 
-fn ask(id: u64, token: &str) -> pb::IntrospectStreamRequest {
+pub(crate) fn ask(id: u64, token: &str) -> pb::IntrospectStreamRequest {
     pb::IntrospectStreamRequest {
         id,
         request: Some(pb::IntrospectRequest {
@@ -21,7 +21,7 @@ fn ask(id: u64, token: &str) -> pb::IntrospectStreamRequest {
     }
 }
 
-async fn answers(
+pub(crate) async fn answers(
     server: &Introspectd,
     key: Option<&str>,
     requests: Vec<pb::IntrospectStreamRequest>,
