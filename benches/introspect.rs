@@ -271,7 +271,9 @@ fn introspector_paths(c: &mut Criterion) {
         b.iter(|| answer_message(black_box(&answer), false).encode_to_vec())
     });
     group.bench_function("kept", |b| {
-        b.iter(|| black_box(&answer).message(|a| answer_message(a, false).encode_to_vec().into()))
+        b.iter(|| {
+            black_box(&answer).encoded_answer(|a| answer_message(a, false).encode_to_vec().into())
+        })
     });
     group.finish();
 }
@@ -357,7 +359,7 @@ fn cache_memory(_: &mut Criterion) {
     for token in &tokens {
         let answer = runtime.block_on(introspector.introspect(token, CallPolicy::default(), NOW));
         assert!(answer.is_ok_and(|a| {
-            !a.message(|a| answer_message(a, false).encode_to_vec().into())
+            !a.encoded_answer(|a| answer_message(a, false).encode_to_vec().into())
                 .is_empty()
         }));
     }

@@ -35,7 +35,7 @@ pub struct KeptAnswers {
     /// RFC 7662 JSON (HTTP).
     pub rfc7662_json: OnceLock<Arc<str>>,
     /// The encoded answer message (gRPC).
-    pub message: OnceLock<Bytes>,
+    pub encoded: OnceLock<Bytes>,
 }
 
 /// Where a verification came from, which bounds how long it may be served.

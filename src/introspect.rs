@@ -67,10 +67,10 @@ impl Introspection {
 
     /// The answer as the gRPC surface's `encode` renders it, kept with the token where
     /// the answer, the DPoP nonce included, does not vary by call.
-    pub fn message(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+    pub fn encoded_answer(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
         match self.kept_answers() {
             Some(kept) if self.dpop_nonce.is_none() => {
-                kept.message.get_or_init(|| encode(self)).clone()
+                kept.encoded.get_or_init(|| encode(self)).clone()
             }
             _ => encode(self),
         }
