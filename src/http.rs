@@ -337,10 +337,40 @@ impl AsRef<[u8]> for JsonText {
 
 const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded form";
 
+/// What `/oauth2/introspect` reads from its headers, read in place rather than copied.
+struct IntrospectHeaders {
+    /// RFC 9701 section 4: the signed answer only when asked for by its media type.
+    wants_signed: bool,
+    /// The call's span, a child of the caller's W3C trace context, if any.
+    span: tracing::Span,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IntrospectHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let wants_signed = parts
+            .headers
+            .get_all(axum::http::header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|media| {
+                media.split(';').next().map(str::trim) == Some(crate::signing::MEDIA_TYPE)
+            });
+        let span = tracing::debug_span!("http", http.route = "/oauth2/introspect");
+        crate::telemetry::parent_from_headers(&span, &parts.headers);
+        Ok(Self { wants_signed, span })
+    }
+}
+
 async fn introspect(
     State(state): State<Arc<HttpState>>,
     caller: Option<Extension<Arc<Caller>>>,
-    headers: axum::http::HeaderMap,
+    IntrospectHeaders { wants_signed, span }: IntrospectHeaders,
     body: Bytes,
 ) -> Response {
     let Some(form) = parse_form(&body) else {
@@ -349,13 +379,6 @@ async fn introspect(
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
-    // RFC 9701 section 4: the signed answer only when asked for by its media type.
-    let wants_signed = headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|media| media.split(';').next().map(str::trim) == Some(crate::signing::MEDIA_TYPE));
     let signer = match (&state.signer, wants_signed) {
         (_, false) => None,
         (None, true) => {
@@ -391,9 +414,6 @@ async fn introspect(
         },
         ..CallPolicy::default()
     };
-    // The caller's W3C trace context, if any, is the parent of this call's spans.
-    let span = tracing::debug_span!("http", http.route = "/oauth2/introspect");
-    crate::telemetry::parent_from_headers(&span, &headers);
     let now = crate::unix_now();
     match state
         .introspector
@@ -447,8 +467,9 @@ async fn introspect(
 async fn authz(
     State(state): State<Arc<HttpState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: axum::http::HeaderMap,
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
     let mut route = crate::gateway::RoutePolicy::default();
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();

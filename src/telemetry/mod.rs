@@ -105,8 +105,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
 /// Makes the W3C trace context in `headers` (`traceparent`, `tracestate`) the parent of
 /// `span`. Without trace export this does nothing.
 pub fn parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    // A span nobody records has no parent to set: skip reading the headers.
     #[cfg(feature = "otel")]
-    otel::set_parent(span, headers);
+    if !span.is_disabled() {
+        otel::set_parent(span, headers);
+    }
     #[cfg(not(feature = "otel"))]
     let _ = (span, headers);
 }
