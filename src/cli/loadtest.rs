@@ -43,7 +43,9 @@ pub enum Mode {
     /// `Introspect` with the traffic a gateway sees, against the gRPC health Check: of
     /// every 100 calls, 90 ask for the `--tokens` (skewed), 5 for a token never seen
     /// before (verified cold), 3 for a revoked token and 2 for a malformed one. An answer
-    /// other than the expected one (active for the first two) counts as an error.
+    /// other than the expected one (active for the first two) counts as an error. It
+    /// mints with the dev issuer and revokes 100 of its tokens first (by token: the
+    /// records go when the tokens expire), so it needs a key with the revoke role.
     Mixed,
     /// The gRPC health Check alone (for latency at a fixed --rps).
     Health,
@@ -163,11 +165,13 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
         args.client.grpc_addr
     );
     let results = run(&channels, &tokens, &plan).await;
-    if let Some(reused) = tokens.mix.as_ref().map(|mix| mix.fresh_reused())
-        && reused > 0
+    if let Some(mix) = &tokens.mix
+        && mix.fresh_reused() > 0
     {
         eprintln!(
-            "introspectd loadtest: all {FRESH_TOKENS} fresh tokens were used; {reused} calls asked for one again (cached by then)"
+            "introspectd loadtest: all {} fresh tokens were used; {} calls asked for one again (cached by then, so fewer than 5 in 100 calls were cold)",
+            mix.fresh.len(),
+            mix.fresh_reused()
         );
     }
     for result in &results {
@@ -219,13 +223,16 @@ pub struct LoadPlan {
     pub window: usize,
 }
 
-/// Tokens never seen by the server that `--mode mixed` mints beforehand; once all are
-/// used they come round again, cached by then (the run says so).
-const FRESH_TOKENS: u64 = 20_000;
+/// Tokens never seen by the server that `--mode mixed` mints beforehand, per second of
+/// the phase without `--rps`: enough for 160,000 calls/s. Once all are used they come
+/// round again, cached by then, and the run says so.
+const FRESH_TOKENS_PER_SECOND: u64 = 8_000;
+const MAX_FRESH_TOKENS: u64 = 500_000;
 /// Tokens `--mode mixed` mints and revokes beforehand.
 const REVOKED_TOKENS: u64 = 100;
-/// What `--mode mixed` asks for instead of a token.
-const MALFORMED: &str = "not-a-token";
+/// What `--mode mixed` asks for instead of a token: shaped like a JWT (so never sent to
+/// an opaque-token endpoint), with a signature that is not base64url.
+const MALFORMED: &str = "eyJhbGciOiJFUzI1NiJ9.e30.A";
 
 /// The tokens to introspect, picked with a skew: nine calls in ten go to the first
 /// tenth (a gateway sees a few busy clients and a long tail).
@@ -257,15 +264,13 @@ impl Mix {
 async fn mixed_traffic(args: &LoadtestArgs, channel: &Channel) -> Result<Mix, String> {
     let issuer = DevIssuer::load(&args.client.data.data_dir)
         .map_err(|error| format!("it mints its own tokens, with the dev issuer: {error}"))?;
-    let now = crate::unix_now();
-    let mint = |count: u64| {
-        (0..count)
-            .map(|_| issuer.mint(&MintRequest::default(), now))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| error.to_string())
+    // 5 calls in 100 take a fresh token.
+    let fresh_needed = match args.rps {
+        Some(rps) => rps.saturating_mul(args.seconds) / 20 + 1_000,
+        None => FRESH_TOKENS_PER_SECOND.saturating_mul(args.seconds),
     };
-    let fresh = mint(FRESH_TOKENS)?;
-    let revoked = mint(REVOKED_TOKENS)?;
+    let fresh = mint_in_parallel(&issuer, fresh_needed.min(MAX_FRESH_TOKENS))?;
+    let revoked = mint_in_parallel(&issuer, REVOKED_TOKENS)?;
     let mut revocation = TokenRevocationClient::new(channel.clone());
     for token in &revoked {
         let request = RevokeRequest {
@@ -278,11 +283,12 @@ async fn mixed_traffic(args: &LoadtestArgs, channel: &Channel) -> Result<Mix, St
         revocation
             .revoke(keyed(request, args.client.api_key().as_deref()))
             .await
-            .map_err(|status| {
-                format!(
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => format!(
                     "it revokes tokens, which needs an API key with the revoke role: {}",
                     super::refusal(&status)
-                )
+                ),
+                _ => format!("revoking its tokens failed: {}", super::refusal(&status)),
             })?;
     }
     Ok(Mix {
@@ -290,6 +296,38 @@ async fn mixed_traffic(args: &LoadtestArgs, channel: &Channel) -> Result<Mix, St
         next_fresh: std::sync::atomic::AtomicUsize::new(0),
         revoked,
     })
+}
+
+/// `count` dev tokens, minted on every core (RS256 signs slowly).
+fn mint_in_parallel(issuer: &DevIssuer, count: u64) -> Result<Vec<String>, String> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    let now = crate::unix_now();
+    let minted: Vec<Result<Vec<String>, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let share = count / threads + u64::from(thread < count % threads);
+                scope.spawn(move || {
+                    (0..share)
+                        .map(|_| issuer.mint(&MintRequest::default(), now))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|error| error.to_string())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err("a minting thread failed".into()))
+            })
+            .collect()
+    });
+    let mut tokens = Vec::new();
+    for part in minted {
+        tokens.append(&mut part?);
+    }
+    Ok(tokens)
 }
 
 impl Tokens {
@@ -305,7 +343,8 @@ impl Tokens {
         let Some(mix) = &self.mix else {
             return (self.skewed(n), true);
         };
-        match n % 100 {
+        // Scrambled, so each caller (every `--concurrency`-th call) sees the whole mix.
+        match (n.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32) % 100 {
             0..90 => (self.skewed(n), true),
             90..95 => {
                 let next = mix

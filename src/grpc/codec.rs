@@ -73,8 +73,9 @@ impl<D: Decoder<Error = Status>> Decoder for StrictDecoder<D> {
 
 /// A message already encoded, sent as its bytes: an answer kept with its cached token is
 /// encoded once, not rebuilt and re-encoded on every call. It only ever encodes (the
-/// server's side of a call); decoding one skips every field.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// server's side of a call): without `Default` no codec can decode into it, which is why
+/// `merge_field` need not keep what it skips.
+#[derive(Debug, Clone)]
 pub struct Encoded(pub Bytes);
 
 impl Encoded {

@@ -78,9 +78,9 @@ impl IntrospectionService {
         }
     }
 
-    fn grpc<Request>(&self) -> Grpc<StrictCodec<Encoded, Request>>
+    fn grpc<Asked>(&self) -> Grpc<StrictCodec<Encoded, Asked>>
     where
-        Request: Message + Default + Send + 'static,
+        Asked: Message + Default + Send + 'static,
     {
         Grpc::new(StrictCodec::default())
             .apply_max_message_size_config(Some(self.max_request_bytes), None)
@@ -107,15 +107,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let answerer = Handler(self.answerer.clone());
+        let handler = || Handler(self.answerer.clone());
         match request.uri().path() {
             INTROSPECT => {
-                let mut grpc = self.grpc::<pb::IntrospectRequest>();
-                Box::pin(async move { Ok(grpc.unary(answerer, request).await) })
+                let (mut grpc, handler) = (self.grpc::<pb::IntrospectRequest>(), handler());
+                Box::pin(async move { Ok(grpc.unary(handler, request).await) })
             }
             INTROSPECT_STREAM => {
-                let mut grpc = self.grpc::<pb::IntrospectStreamRequest>();
-                Box::pin(async move { Ok(grpc.streaming(answerer, request).await) })
+                let (mut grpc, handler) = (self.grpc::<pb::IntrospectStreamRequest>(), handler());
+                Box::pin(async move { Ok(grpc.streaming(handler, request).await) })
             }
             _ => Box::pin(async { Ok(Status::unimplemented("").into_http()) }),
         }
