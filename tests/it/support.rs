@@ -645,6 +645,21 @@ pub fn tool_available(binary: &str, version_arg: &str, test: &str, install: &str
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
+    required(found, binary, test, install)
+}
+
+/// [`tool_available`] for a binary that has no way to exit 0 without work (wrk): it
+/// counts as there when it starts at all.
+pub fn tool_starts(binary: &str, test: &str, install: &str) -> bool {
+    let found = std::process::Command::new(binary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    required(found, binary, test, install)
+}
+
+fn required(found: bool, binary: &str, test: &str, install: &str) -> bool {
     if !found {
         if std::env::var("INTROSPECTD_REQUIRE_ALL").is_ok_and(|v| v == "1") {
             unreachable!("{test}: {binary} is not installed and INTROSPECTD_REQUIRE_ALL=1");

