@@ -39,7 +39,6 @@ use crate::tasks::Tasks;
 use crate::telemetry::metrics::{Metrics, Observed};
 use crate::tls::{Protocol, Tls};
 use crate::unix_now;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// How often expired entries leave the verified-token cache.
 const CACHE_PURGE_INTERVAL: Duration = Duration::from_secs(30);
@@ -366,12 +365,12 @@ impl App {
         let claims =
             SubjectClaimsAdminServer::new(grpc::ClaimsService::new(self.claims_admin.clone()))
                 .max_decoding_message_size(max);
-        let ext_authz = AuthorizationServer::new(grpc::ExtAuthzService::new(
+        let ext_authz = grpc::ExtAuthzService::new(
             self.introspector.clone(),
             self.metrics.clone(),
             self.gateway.clone(),
-        ))
-        .max_decoding_message_size(max);
+            max,
+        );
         let limits = self.config.limits;
         let layers = tower::ServiceBuilder::new()
             .layer(MetricsLayer::new(&self.metrics))
@@ -499,7 +498,7 @@ const SERVED: &[&str] = &[
     <grpc::IntrospectionService as tonic::server::NamedService>::NAME,
     <TokenRevocationServer<grpc::RevocationService> as tonic::server::NamedService>::NAME,
     <SubjectClaimsAdminServer<grpc::ClaimsService> as tonic::server::NamedService>::NAME,
-    <AuthorizationServer<grpc::ExtAuthzService> as tonic::server::NamedService>::NAME,
+    <grpc::ExtAuthzService as tonic::server::NamedService>::NAME,
 ];
 
 /// Waits up to `grace` for both servers to finish their in-flight calls.

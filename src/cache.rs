@@ -36,6 +36,8 @@ pub struct KeptAnswers {
     pub rfc7662_json: OnceLock<Arc<str>>,
     /// The encoded answer message (gRPC).
     pub encoded: OnceLock<Bytes>,
+    /// The gateway's allow decision as Envoy's ext_authz `CheckResponse`, encoded.
+    pub encoded_allow: OnceLock<Bytes>,
 }
 
 /// Where a verification came from, which bounds how long it may be served.

@@ -76,6 +76,16 @@ impl Introspection {
         }
     }
 
+    /// The gateway decision as Envoy's ext_authz surface's `encode` renders it, kept
+    /// with the token where the answer does not vary by call (an allow then carries no
+    /// nonce, and a route's policy can only turn it into a refusal, which is not kept).
+    pub fn encoded_allow(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
+        match self.kept_answers() {
+            Some(kept) => kept.encoded_allow.get_or_init(|| encode(self)).clone(),
+            None => encode(self),
+        }
+    }
+
     /// Where an active answer without enrichment keeps its renderings: it is the same for
     /// every call on its token, but for a DPoP nonce.
     fn kept_answers(&self) -> Option<&KeptAnswers> {

@@ -3,25 +3,52 @@
 //! from the configured header, the route's policy from `context_extensions`
 //! (`required_scopes`, space-separated, and `audience`). When introspectd cannot decide
 //! the call fails with `UNAVAILABLE`, so Envoy's `failure_mode_allow` decides.
+//!
+//! Served by hand rather than by the generated server, like `TokenIntrospection`: an
+//! allow for a token whose answer does not vary by call is encoded once and kept with it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::{protobuf::Struct as EnvoyStruct, rpc};
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    body::Body,
+    server::{Grpc, NamedService, UnaryService},
+};
 
-use super::{convert::json_to_struct, status};
+use super::{
+    codec::{Encoded, StrictCodec},
+    convert::json_to_struct,
+    status,
+};
 use crate::binding;
 use crate::gateway::{self, Decision, GatewayRequest, RoutePolicy};
 use crate::introspect::Introspector;
 use crate::telemetry::metrics::{Metrics, Surface};
 use crate::token::CallPolicy;
 
+const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+#[derive(Clone)]
 pub struct ExtAuthzService {
+    decider: Arc<Decider>,
+    max_request_bytes: usize,
+}
+
+/// What answers one CheckRequest.
+struct Decider {
     introspector: Arc<Introspector>,
     metrics: Arc<Metrics>,
     settings: Arc<gateway::Settings>,
@@ -32,12 +59,58 @@ impl ExtAuthzService {
         introspector: Arc<Introspector>,
         metrics: Arc<Metrics>,
         settings: Arc<gateway::Settings>,
+        max_request_bytes: usize,
     ) -> Self {
         Self {
-            introspector,
-            metrics,
-            settings,
+            decider: Arc::new(Decider {
+                introspector,
+                metrics,
+                settings,
+            }),
+            max_request_bytes,
         }
+    }
+}
+
+impl NamedService for ExtAuthzService {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<B> tower::Service<http::Request<B>> for ExtAuthzService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let mut grpc = Grpc::new(StrictCodec::<Encoded, CheckRequest>::default())
+            .apply_max_message_size_config(Some(self.max_request_bytes), None);
+        let decider = Handler(self.decider.clone());
+        Box::pin(async move { Ok(grpc.unary(decider, request).await) })
+    }
+}
+
+struct Handler(Arc<Decider>);
+
+impl UnaryService<CheckRequest> for Handler {
+    type Response = Encoded;
+    type Future = BoxFuture<Result<Response<Encoded>, Status>>;
+
+    fn call(&mut self, request: Request<CheckRequest>) -> Self::Future {
+        let decider = self.0.clone();
+        Box::pin(async move { decider.check(request.into_inner()).await.map(Response::new) })
     }
 }
 
@@ -55,13 +128,9 @@ fn route_policy(extensions: &HashMap<String, String>) -> RoutePolicy {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthzService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let attributes = request.into_inner().attributes.unwrap_or_default();
+impl Decider {
+    async fn check(&self, request: CheckRequest) -> Result<Encoded, Status> {
+        let attributes = request.attributes.unwrap_or_default();
         let route = route_policy(&attributes.context_extensions);
         let http = attributes
             .request
@@ -96,8 +165,12 @@ impl Authorization for ExtAuthzService {
             uri: uri.as_deref(),
             client_certificate,
         };
-        let decision = match described.presented() {
-            None => self.settings.missing_token(),
+        let answer = match described.presented() {
+            None => {
+                return Ok(Encoded::of(
+                    &self.to_response(self.settings.missing_token()),
+                ));
+            }
             Some((token, presented)) => {
                 let policy = CallPolicy {
                     required_scopes: &route.required_scopes,
@@ -110,10 +183,13 @@ impl Authorization for ExtAuthzService {
                     .await
                     .map_err(status::from_introspect)?;
                 self.metrics.record_answer(Surface::Grpc, &answer);
-                self.settings.decide(&answer, &route)
+                answer
             }
         };
-        Ok(Response::new(self.to_response(decision)))
+        Ok(Encoded(answer.encoded_allow(|answer| {
+            let decision = self.settings.decide(answer, &route);
+            self.to_response(decision).encode_to_vec().into()
+        })))
     }
 }
 
@@ -130,7 +206,7 @@ fn header(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
-impl ExtAuthzService {
+impl Decider {
     fn to_response(&self, decision: Decision) -> CheckResponse {
         match decision {
             Decision::Allow { headers, claims } => {

@@ -108,6 +108,10 @@ async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
         .map(|m| m.fields)
         .unwrap_or_default();
     assert!(metadata.contains_key("sub"), "{metadata:?}");
+    // The allow is kept with the cached token: the next one says the same.
+    let again = client.check(check(Some(&token), &[])).await?.into_inner();
+    assert_eq!(outcome(&again), (status, headers.clone(), removed.clone()));
+    assert_eq!(again.dynamic_metadata.map(|m| m.fields), Some(metadata));
 
     // A token without scope (or sub): the client's own header of that name is removed.
     let mut scopeless = claims.clone();
@@ -155,6 +159,11 @@ async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
     );
     let other_api = check(Some(&token), &[("audience", "https://other.test")]);
     assert_eq!(outcome(&client.check(other_api).await?.into_inner()).0, 401);
+    let (status, _, _) = outcome(&client.check(check(Some(&token), &[])).await?.into_inner());
+    assert_eq!(
+        status, 200,
+        "a refusal on one route leaves the kept allow as it was"
+    );
 
     server
         .revoke(Target::Jti(pb::JtiTarget {
