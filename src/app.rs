@@ -403,10 +403,10 @@ impl App {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(introspection)
+            .add_service(grpc::Served(introspection))
             .add_service(revocation)
             .add_service(claims)
-            .add_service(ext_authz)
+            .add_service(grpc::Served(ext_authz))
             .serve_with_incoming_shutdown(incoming, async move {
                 drain.cancelled().await;
             }))

@@ -7,14 +7,7 @@
 //! Served by hand rather than by the generated server, like `TokenIntrospection`: an
 //! allow for a token whose answer does not vary by call is encoded once and kept with it.
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
@@ -24,13 +17,13 @@ use envoy_types::pb::google::{protobuf::Struct as EnvoyStruct, rpc};
 use prost::Message;
 use tonic::{
     Request, Response, Status,
-    body::Body,
-    server::{Grpc, NamedService, UnaryService},
+    server::{NamedService, UnaryService},
 };
 
 use super::{
-    codec::{Encoded, StrictCodec},
+    codec::Encoded,
     convert::json_to_struct,
+    served::{Answered, BoxFuture, HandWritten, encoded_grpc},
     status,
 };
 use crate::binding;
@@ -76,29 +69,21 @@ impl NamedService for ExtAuthzService {
     const NAME: &'static str = "envoy.service.auth.v3.Authorization";
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<B> tower::Service<http::Request<B>> for ExtAuthzService
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+impl HandWritten for ExtAuthzService {
+    fn call<B>(&self, request: http::Request<B>) -> Option<Answered>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    {
         if request.uri().path() != CHECK {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+            return None;
         }
-        let mut grpc = Grpc::new(StrictCodec::<Encoded, CheckRequest>::default())
-            .apply_max_message_size_config(Some(self.max_request_bytes), None);
-        let decider = Handler(self.decider.clone());
-        Box::pin(async move { Ok(grpc.unary(decider, request).await) })
+        let handler = Handler(self.decider.clone());
+        let max = self.max_request_bytes;
+        Some(Box::pin(async move {
+            let mut grpc = encoded_grpc::<CheckRequest>(max);
+            Ok(grpc.unary(handler, request).await)
+        }))
     }
 }
 

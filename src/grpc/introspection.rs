@@ -2,13 +2,7 @@
 //! server: its answers go out as [`Encoded`] bytes, so an answer kept with its cached
 //! token is neither rebuilt nor re-encoded on each call. The wire format is the proto's.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{pin::Pin, sync::Arc};
 
 use bytes::{BufMut, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -18,14 +12,14 @@ use prost::{
 };
 use tonic::{
     Request, Response, Status, Streaming,
-    body::Body,
-    server::{Grpc, NamedService, StreamingService, UnaryService},
+    server::{NamedService, StreamingService, UnaryService},
 };
 
 use super::{
-    codec::{Encoded, StrictCodec},
+    codec::Encoded,
     convert::json_to_struct,
     pb::{self, InactiveReason},
+    served::{Answered, BoxFuture, HandWritten, encoded_grpc},
     status,
 };
 use crate::auth::Caller;
@@ -77,48 +71,31 @@ impl IntrospectionService {
             max_request_bytes,
         }
     }
-
-    fn grpc<Asked>(&self) -> Grpc<StrictCodec<Encoded, Asked>>
-    where
-        Asked: Message + Default + Send + 'static,
-    {
-        Grpc::new(StrictCodec::default())
-            .apply_max_message_size_config(Some(self.max_request_bytes), None)
-    }
 }
 
 impl NamedService for IntrospectionService {
     const NAME: &'static str = "introspectd.v1.TokenIntrospection";
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<B> tower::Service<http::Request<B>> for IntrospectionService
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let handler = || Handler(self.answerer.clone());
-        match request.uri().path() {
-            INTROSPECT => {
-                let (mut grpc, handler) = (self.grpc::<pb::IntrospectRequest>(), handler());
-                Box::pin(async move { Ok(grpc.unary(handler, request).await) })
-            }
-            INTROSPECT_STREAM => {
-                let (mut grpc, handler) = (self.grpc::<pb::IntrospectStreamRequest>(), handler());
-                Box::pin(async move { Ok(grpc.streaming(handler, request).await) })
-            }
-            _ => Box::pin(async { Ok(Status::unimplemented("").into_http()) }),
-        }
+impl HandWritten for IntrospectionService {
+    fn call<B>(&self, request: http::Request<B>) -> Option<Answered>
+    where
+        B: tonic::codegen::Body + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    {
+        let handler = Handler(self.answerer.clone());
+        let max = self.max_request_bytes;
+        Some(match request.uri().path() {
+            INTROSPECT => Box::pin(async move {
+                let mut grpc = encoded_grpc::<pb::IntrospectRequest>(max);
+                Ok(grpc.unary(handler, request).await)
+            }),
+            INTROSPECT_STREAM => Box::pin(async move {
+                let mut grpc = encoded_grpc::<pb::IntrospectStreamRequest>(max);
+                Ok(grpc.streaming(handler, request).await)
+            }),
+            _ => return None,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ mod ext_authz;
 mod introspection;
 pub mod layers;
 mod revocation;
+mod served;
 pub mod status;
 
 pub use claims::ClaimsService;
@@ -17,6 +18,7 @@ pub use convert::{json_to_struct, struct_to_json};
 pub use ext_authz::ExtAuthzService;
 pub use introspection::{IntrospectionService, answer_message};
 pub use revocation::RevocationService;
+pub use served::Served;
 
 /// The generated protobuf types and tonic stubs of `introspectd.v1`.
 pub mod pb {
