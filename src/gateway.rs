@@ -14,7 +14,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Map, Value};
 
 use crate::introspect::Introspection;
-use crate::token::Reason;
+use crate::token::{AccessToken, Reason};
 
 /// An answer header for the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +213,12 @@ impl Settings {
                 };
             }
         };
+        self.allow(answer, token)
+    }
+
+    /// The allow for an active answer: what it says depends on the token and these
+    /// settings alone, never on a route, so a surface may keep it with the token.
+    pub fn allow(&self, answer: &Introspection, token: &AccessToken) -> Decision {
         let claims = match answer.rfc7662() {
             Value::Object(claims) => claims,
             _ => Map::new(),

@@ -76,9 +76,10 @@ impl Introspection {
         }
     }
 
-    /// The gateway decision as Envoy's ext_authz surface's `encode` renders it, kept
-    /// with the token where the answer does not vary by call (an allow then carries no
-    /// nonce, and a route's policy can only turn it into a refusal, which is not kept).
+    /// The gateway's allow as Envoy's ext_authz surface's `encode` renders it, kept with
+    /// the token where the answer does not vary by call. Only an active answer has an
+    /// allow; a route's policy, a binding or a revocation makes the answer inactive, and
+    /// an inactive answer keeps nothing.
     pub fn encoded_allow(&self, encode: impl FnOnce(&Self) -> Bytes) -> Bytes {
         match self.kept_answers() {
             Some(kept) => kept.encoded_allow.get_or_init(|| encode(self)).clone(),

@@ -171,10 +171,18 @@ impl Decider {
                 answer
             }
         };
-        Ok(Encoded(answer.encoded_allow(|answer| {
-            let decision = self.settings.decide(answer, &route);
-            self.to_response(decision).encode_to_vec().into()
-        })))
+        // A refusal is made per call (it may name the route's scopes); an allow may be kept.
+        let response = match &answer.outcome {
+            Ok(token) => answer.encoded_allow(|answer| {
+                let allow = self.settings.allow(answer, token);
+                self.to_response(allow).encode_to_vec().into()
+            }),
+            Err(_) => self
+                .to_response(self.settings.decide(&answer, &route))
+                .encode_to_vec()
+                .into(),
+        };
+        Ok(Encoded(response))
     }
 }
 

@@ -11,6 +11,7 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::post};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use introspectd::{
     config::{EnricherSection, IssuerSection, StoreBackend, StoreSection},
     grpc::{
@@ -479,6 +480,12 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
     assert_eq!(kept, first, "the kept answer is the fresh one");
     let streamed = stream_answer(&server, &token).await?;
     assert_eq!(streamed, first, "a stream sends the same kept answer");
+    // Envoy's allow is kept too: its metadata must follow the subject claims as well.
+    for _ in 0..2 {
+        let metadata = envoy_metadata(&server, &token).await?;
+        assert_eq!(metadata.get("department"), Some(&json!("finance")));
+        assert_eq!(metadata.get("plan"), None);
+    }
 
     set_claims(&server, "user-1", json!({"plan": "enterprise"})).await?;
     let enriched = server.introspect(&token).await;
@@ -487,9 +494,14 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
         Some(&json!("enterprise"))
     );
     assert_eq!(stream_answer(&server, &token).await?, enriched);
+    assert_eq!(
+        envoy_metadata(&server, &token).await?.get("plan"),
+        Some(&json!("enterprise"))
+    );
 
     delete_claims(&server, "user-1").await?;
     assert_eq!(server.introspect(&token).await, first);
+    assert_eq!(envoy_metadata(&server, &token).await?.get("plan"), None);
 
     server
         .revoke(pb::revoke_request::Target::Jti(pb::JtiTarget {
@@ -500,6 +512,12 @@ async fn a_kept_answer_never_outlives_what_changes_it() -> TestResult {
         .await;
     assert!(!server.introspect(&token).await.active);
     assert!(!stream_answer(&server, &token).await?.active);
+    let refused = envoy_client(&server)
+        .await
+        .check(crate::gateways::check(Some(&token), &[]))
+        .await?
+        .into_inner();
+    assert_eq!(crate::gateways::outcome(&refused).0, 401);
     server.stop().await?;
     Ok(())
 }
@@ -534,4 +552,25 @@ async fn delete_claims(server: &Introspectd, sub: &str) -> Result<(), tonic::Sta
         .delete_subject_claims(request)
         .await
         .map(|_| ())
+}
+
+async fn envoy_client(server: &Introspectd) -> AuthorizationClient<tonic::transport::Channel> {
+    AuthorizationClient::new(server.channel().await)
+}
+
+/// The metadata Envoy's `Check` allows `token` with (its claims, enrichment included).
+async fn envoy_metadata(
+    server: &Introspectd,
+    token: &str,
+) -> Result<Map<String, Value>, tonic::Status> {
+    let allowed = envoy_client(server)
+        .await
+        .check(crate::gateways::check(Some(token), &[]))
+        .await?
+        .into_inner();
+    // Envoy's Struct has prost's Struct's wire format.
+    let metadata = prost::Message::encode_to_vec(&allowed.dynamic_metadata.unwrap_or_default());
+    let metadata = <prost_types::Struct as prost::Message>::decode(metadata.as_slice())
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(introspectd::grpc::struct_to_json(&metadata))
 }

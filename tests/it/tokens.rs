@@ -395,6 +395,7 @@ async fn undecodable_requests_are_invalid_argument() -> TestResult {
         "/introspectd.v1.TokenRevocation/Revoke",
         "/introspectd.v1.TokenRevocation/CheckRevocation",
         "/introspectd.v1.SubjectClaimsAdmin/SetSubjectClaims",
+        "/envoy.service.auth.v3.Authorization/Check",
     ] {
         for bytes in [&bad_utf8, &truncated, &nonsense] {
             let code = raw_call(&s.server, path, bytes.clone()).await;
