@@ -387,16 +387,7 @@ async fn a_replica_replaying_a_long_stream_never_calls_a_revoked_token_active() 
         }
         pipe.query_async::<()>(&mut connection).await?;
     }
-    // A replays all of it before it serves: on a loaded machine that takes a while.
-    let mut file = file_config(vec![issuer(&signer)]);
-    file.store = redis_store(&redis, "long");
-    let a = Introspectd::start(file).await;
-    a.wait_for_health_within(
-        "",
-        tonic_health::pb::health_check_response::ServingStatus::Serving,
-        Duration::from_secs(60),
-    )
-    .await;
+    let a = replica(&signer, redis_store(&redis, "long")).await;
     let mut revoked = claims(ISS);
     revoked["jti"] = serde_json::json!("jti-1");
     let token = mint(&signer, &revoked);

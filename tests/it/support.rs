@@ -373,17 +373,6 @@ impl Introspectd {
 
     /// Follows the health Watch stream until `service` reports `wanted` (10 s at most).
     pub async fn wait_for_health(&self, service: &str, wanted: ServingStatus) {
-        self.wait_for_health_within(service, wanted, Duration::from_secs(10))
-            .await;
-    }
-
-    /// [`Self::wait_for_health`], for a start that replays much (`limit` at most).
-    pub async fn wait_for_health_within(
-        &self,
-        service: &str,
-        wanted: ServingStatus,
-        limit: Duration,
-    ) {
         let mut health = HealthClient::new(self.channel().await);
         let watch = async {
             let mut stream = match health
@@ -402,8 +391,11 @@ impl Introspectd {
             }
             unreachable!("health stream ended before {wanted:?}");
         };
-        if tokio::time::timeout(limit, watch).await.is_err() {
-            unreachable!("health of {service:?} never became {wanted:?} within {limit:?}");
+        if tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .is_err()
+        {
+            unreachable!("health of {service:?} never became {wanted:?}");
         }
     }
 
