@@ -81,7 +81,7 @@ impl HandWritten for ExtAuthzService {
         let handler = Handler(self.decider.clone());
         let max = self.max_request_bytes;
         Some(Box::pin(async move {
-            let mut grpc = encoded_grpc::<CheckRequest>(max);
+            let mut grpc = encoded_grpc::<CheckRequest, Encoded>(max);
             Ok(grpc.unary(handler, request).await)
         }))
     }

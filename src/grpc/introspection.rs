@@ -4,11 +4,13 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use futures_util::{Stream, StreamExt};
 use prost::{
-    Message,
-    encoding::{WireType, encode_key, encode_varint},
+    DecodeError, Message,
+    encoding::{
+        DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, uint64,
+    },
 };
 use tonic::{
     Request, Response, Status, Streaming,
@@ -32,7 +34,9 @@ use crate::token::{CallPolicy, Reason};
 const INTROSPECT: &str = "/introspectd.v1.TokenIntrospection/Introspect";
 const INTROSPECT_STREAM: &str = "/introspectd.v1.TokenIntrospection/IntrospectStream";
 
-/// The `IntrospectStreamResponse.response` field (proto/introspectd/v1/introspection.proto).
+/// The `IntrospectStreamResponse` fields `id` and `response`
+/// (proto/introspectd/v1/introspection.proto).
+const STREAM_ID_FIELD: u32 = 1;
 const STREAM_RESPONSE_FIELD: u32 = 2;
 
 #[derive(Clone)]
@@ -87,11 +91,11 @@ impl HandWritten for IntrospectionService {
         let max = self.max_request_bytes;
         Some(match request.uri().path() {
             INTROSPECT => Box::pin(async move {
-                let mut grpc = encoded_grpc::<pb::IntrospectRequest>(max);
+                let mut grpc = encoded_grpc::<pb::IntrospectRequest, Encoded>(max);
                 Ok(grpc.unary(handler, request).await)
             }),
             INTROSPECT_STREAM => Box::pin(async move {
-                let mut grpc = encoded_grpc::<pb::IntrospectStreamRequest>(max);
+                let mut grpc = encoded_grpc::<pb::IntrospectStreamRequest, StreamAnswer>(max);
                 Ok(grpc.streaming(handler, request).await)
             }),
             _ => return None,
@@ -123,10 +127,10 @@ impl UnaryService<pb::IntrospectRequest> for Handler {
     }
 }
 
-type AnswerStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<StreamAnswer, Status>> + Send>>;
 
 impl StreamingService<pb::IntrospectStreamRequest> for Handler {
-    type Response = Encoded;
+    type Response = StreamAnswer;
     type ResponseStream = AnswerStream;
     type Future = BoxFuture<Result<Response<AnswerStream>, Status>>;
 
@@ -152,13 +156,24 @@ impl StreamingService<pb::IntrospectStreamRequest> for Handler {
     }
 }
 
-/// `IntrospectStreamResponse { id, response | error }`, the answer's bytes copied in
-/// as the `response` field rather than decoded and encoded again.
-fn stream_response(id: u64, outcome: Result<Encoded, Status>) -> Encoded {
-    let answer = match outcome {
-        Ok(answer) => answer,
+/// One `IntrospectStreamResponse` as it goes on the wire: an answer's bytes (kept with
+/// its token, most often) are written into the message as its `response` field as they
+/// are, neither decoded nor first copied into a buffer of its own.
+#[derive(Debug, Clone)]
+enum StreamAnswer {
+    Answered {
+        id: u64,
+        answer: Bytes,
+    },
+    /// A request that could not be answered: the whole message (`id`, `error`), encoded.
+    Failed(Bytes),
+}
+
+fn stream_response(id: u64, outcome: Result<Encoded, Status>) -> StreamAnswer {
+    match outcome {
+        Ok(Encoded(answer)) => StreamAnswer::Answered { id, answer },
         Err(status) => {
-            return Encoded::of(&pb::IntrospectStreamResponse {
+            let failed = pb::IntrospectStreamResponse {
                 id,
                 outcome: Some(pb::introspect_stream_response::Outcome::Error(
                     pb::CallError {
@@ -166,16 +181,58 @@ fn stream_response(id: u64, outcome: Result<Encoded, Status>) -> Encoded {
                         message: status.message().to_owned(),
                     },
                 )),
-            });
+            };
+            StreamAnswer::Failed(failed.encode_to_vec().into())
         }
-    };
-    let head = pb::IntrospectStreamResponse { id, outcome: None };
-    let mut out = BytesMut::with_capacity(head.encoded_len() + 16 + answer.0.len());
-    head.encode_raw(&mut out);
-    encode_key(STREAM_RESPONSE_FIELD, WireType::LengthDelimited, &mut out);
-    encode_varint(answer.0.len() as u64, &mut out);
-    out.put_slice(&answer.0);
-    Encoded(out.freeze())
+    }
+}
+
+/// Encodes as prost encodes `IntrospectStreamResponse` (fields in number order, a zero
+/// `id` left out); only ever encoded, like [`Encoded`].
+impl Message for StreamAnswer {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        match self {
+            StreamAnswer::Answered { id, answer } => {
+                if *id != 0 {
+                    uint64::encode(STREAM_ID_FIELD, id, buf);
+                }
+                encode_key(STREAM_RESPONSE_FIELD, WireType::LengthDelimited, buf);
+                encode_varint(answer.len() as u64, buf);
+                buf.put_slice(answer);
+            }
+            StreamAnswer::Failed(message) => buf.put_slice(message),
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            StreamAnswer::Answered { id, answer } => {
+                let id = if *id != 0 {
+                    uint64::encoded_len(STREAM_ID_FIELD, id)
+                } else {
+                    0
+                };
+                id + key_len(STREAM_RESPONSE_FIELD)
+                    + encoded_len_varint(answer.len() as u64)
+                    + answer.len()
+            }
+            StreamAnswer::Failed(message) => message.len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = StreamAnswer::Failed(Bytes::new());
+    }
 }
 
 impl Answerer {
@@ -364,38 +421,41 @@ mod tests {
             .map(|m| format!("/{}/{}", IntrospectionService::NAME, m.name()))
             .collect();
         assert_eq!(paths, [INTROSPECT, INTROSPECT_STREAM]);
-        let response = file
+        let fields = &file
             .message_type
             .iter()
             .find(|m| m.name() == "IntrospectStreamResponse")
-            .and_then(|m| m.field.iter().find(|f| f.name() == "response"))
-            .unwrap_or_else(|| unreachable!("no IntrospectStreamResponse.response"));
-        assert_eq!(response.number(), STREAM_RESPONSE_FIELD as i32);
+            .unwrap_or_else(|| unreachable!("no IntrospectStreamResponse"))
+            .field;
+        let number = |name: &str| fields.iter().find(|f| f.name() == name).map(|f| f.number());
+        assert_eq!(number("id"), Some(STREAM_ID_FIELD as i32));
+        assert_eq!(number("response"), Some(STREAM_RESPONSE_FIELD as i32));
     }
 
-    /// A stream message spliced from the kept answer's bytes decodes as the one prost
-    /// would encode.
+    /// A stream message written around the kept answer's bytes is, byte for byte, what
+    /// prost writes for the same `IntrospectStreamResponse`.
     #[test]
-    fn a_spliced_stream_response_decodes_as_the_proto_says() {
+    fn a_stream_answer_is_encoded_as_prost_encodes_it() {
         let answer = pb::IntrospectResponse {
             active: true,
             sub: Some("user-1".into()),
             fingerprint: "0123456789abcdef".into(),
             ..Default::default()
         };
-        let spliced = stream_response(7, Ok(Encoded::of(&answer)));
-        let decoded =
-            pb::IntrospectStreamResponse::decode(spliced.0).unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(
-            decoded,
-            pb::IntrospectStreamResponse {
-                id: 7,
-                outcome: Some(pb::introspect_stream_response::Outcome::Response(answer)),
-            }
-        );
+        for id in [0, 7, 300, u64::MAX] {
+            let written = stream_response(id, Ok(Encoded::of(&answer)));
+            let by_prost = pb::IntrospectStreamResponse {
+                id,
+                outcome: Some(pb::introspect_stream_response::Outcome::Response(
+                    answer.clone(),
+                )),
+            };
+            assert_eq!(written.encoded_len(), by_prost.encoded_len(), "id {id}");
+            assert_eq!(written.encode_to_vec(), by_prost.encode_to_vec(), "id {id}");
+        }
         let failed = stream_response(8, Err(Status::invalid_argument("no token")));
-        let decoded =
-            pb::IntrospectStreamResponse::decode(failed.0).unwrap_or_else(|e| unreachable!("{e}"));
+        let decoded = pb::IntrospectStreamResponse::decode(failed.encode_to_vec().as_slice())
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decoded.id, 8);
         assert!(matches!(
             decoded.outcome,

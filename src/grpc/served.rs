@@ -1,5 +1,5 @@
 //! What the gRPC services written by hand (rather than generated) share: their answers
-//! are [`Encoded`] bytes, so one kept with a cached token goes out as it is, through
+//! are [`Encoded`](super::codec::Encoded) bytes, so one kept with a cached token goes out as it is, through
 //! tonic's own [`Grpc`] for framing, limits and status. The wire format stays the proto's.
 
 use std::{
@@ -17,7 +17,7 @@ use tonic::{
     server::{Grpc, NamedService},
 };
 
-use super::codec::{Encoded, StrictCodec};
+use super::codec::StrictCodec;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -62,11 +62,13 @@ where
     }
 }
 
-/// tonic's call handling for requests of type `Asked`, answered with [`Encoded`] bytes,
-/// requests bounded by `max_request_bytes` as the generated servers bound theirs.
-pub fn encoded_grpc<Asked>(max_request_bytes: usize) -> Grpc<StrictCodec<Encoded, Asked>>
+/// tonic's call handling for requests of type `Asked`, answered with messages already
+/// encoded ([`Encoded`](super::codec::Encoded), or a type of their own), requests bounded
+/// by `max_request_bytes` as the generated servers bound theirs.
+pub fn encoded_grpc<Asked, Answer>(max_request_bytes: usize) -> Grpc<StrictCodec<Answer, Asked>>
 where
     Asked: Message + Default + Send + 'static,
+    Answer: Message + Send + 'static,
 {
     Grpc::new(StrictCodec::default()).apply_max_message_size_config(Some(max_request_bytes), None)
 }
