@@ -240,6 +240,12 @@ impl Metrics {
                 .downgrade(),
         };
         metrics.latency.record(elapsed.as_secs_f64());
+        // A read lock once the status has been seen: `entry` would take the shard's write
+        // lock on every request, and every core answering this route shares that shard.
+        if let Some(counter) = metrics.by_status.get(&status) {
+            counter.increment(1);
+            return;
+        }
         metrics
             .by_status
             .entry(status)
@@ -531,5 +537,28 @@ impl Observed {
             process.render(&mut text);
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_http_request_is_counted_by_route_and_status() {
+        let metrics = Metrics::new();
+        for _ in 0..3 {
+            metrics.record_http("/oauth2/introspect", 200, Duration::from_micros(5));
+        }
+        metrics.record_http("/oauth2/introspect", 400, Duration::from_micros(5));
+        metrics.record_http("/healthz", 200, Duration::from_micros(5));
+        let text = metrics.render();
+        for line in [
+            r#"introspectd_http_requests_total{route="/oauth2/introspect",status="200"} 3"#,
+            r#"introspectd_http_requests_total{route="/oauth2/introspect",status="400"} 1"#,
+            r#"introspectd_http_requests_total{route="/healthz",status="200"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }
