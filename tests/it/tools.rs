@@ -240,3 +240,43 @@ async fn wrk_script_introspects_the_token_it_is_given() -> TestResult {
     server.stop().await?;
     Ok(())
 }
+
+/// The README's h2load line (`benches/h2load-grpc.sh`): its hand-framed requests are
+/// the gRPC calls they claim to be, and the key it sends is the caller's (anonymous
+/// calls are refused here, so an unsent key would leave nothing active).
+#[tokio::test]
+async fn h2load_script_introspects_the_token_it_is_given() -> TestResult {
+    const TEST: &str = "h2load_script_introspects_the_token_it_is_given";
+    if !tool_starts("h2load", TEST, "apt-get install nghttp2-client") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.auth.anonymous_introspect = false;
+    let server = Introspectd::start_ready(file).await;
+    let token = mint(&signer, &claims(ISS));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/h2load-grpc.sh");
+    let address = server.grpc_addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args([script, &address, "-n", "200", "-c", "2", "-m", "4"])
+            .env("TOKEN", token)
+            .env("API_KEY", READER_KEY)
+            .output()
+    })
+    .await??;
+    let report = String::from_utf8_lossy(&output.stdout);
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}{summary}");
+    assert!(report.contains("ratio"), "{report}{summary}");
+    assert!(
+        summary.contains("introspect: status codes: 200 2xx"),
+        "{summary}"
+    );
+    let active = server
+        .metric("introspectd_introspections_total{surface=\"grpc\",result=\"active\"}")
+        .await;
+    assert_eq!(active, 200.0, "{report}{summary}");
+    server.stop().await?;
+    Ok(())
+}
