@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::{Access, ApiKeys, Caller, Credentials, Denied, Role, bearer_key};
+use crate::calls::{Admitted, Bounded, Holding};
 use crate::introspect::Introspector;
 use crate::listener::Peer;
 use crate::revocation::{Revocations, RevokeError, Target};
@@ -118,13 +119,12 @@ pub struct CallLimits {
 /// handler (and before the body is parsed); `limits` bound the calls that do work.
 pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> Router {
     let guarded = |access: Access, key_from: KeyFrom| {
-        let guard = Guard {
+        GuardLayer(Arc::new(Guard {
             keys: api_keys.clone(),
             access,
             key_from,
             limits: limits.clone(),
-        };
-        axum::middleware::from_fn_with_state(Arc::new(guard), guard_call)
+        }))
     };
     let mut router = Router::new()
         .route(
@@ -188,7 +188,9 @@ const API_KEY_HEADER: &str = "x-introspectd-api-key";
 
 /// What a route that does work checks before its handler, in one layer: the call limits
 /// first (503 at once when too many calls are in progress), then the caller (RFC 6750
-/// answers for a refusal), then the handler within the call timeout (504).
+/// answers for a refusal), then the handler within the call timeout (504). Written as a
+/// tower layer rather than with `from_fn`, which boxes the rest of the route and the
+/// middleware's future on every request.
 struct Guard {
     keys: Arc<ApiKeys>,
     access: Access,
@@ -196,31 +198,77 @@ struct Guard {
     limits: CallLimits,
 }
 
-async fn guard_call(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
-    let Ok(_permit) = guard.limits.in_flight.try_acquire() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(json!({ "error": "temporarily_unavailable" })),
-        )
-            .into_response();
-    };
-    match guard.admit(&request) {
-        // The handler names the caller in its logs and signed answers.
-        Ok(caller) => {
-            if let Some(caller) = caller {
-                request.extensions_mut().insert(caller);
+#[derive(Clone)]
+struct GuardLayer(Arc<Guard>);
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            guard: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Guarded<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Admitted<Holding<Bounded<S::Future, Response>>, Response>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let limits = &self.guard.limits;
+        let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
+            return Admitted::Refused {
+                response: Some(temporarily_unavailable(StatusCode::SERVICE_UNAVAILABLE)),
+            };
+        };
+        match self.guard.admit(&request) {
+            // The handler names the caller in its logs and signed answers.
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+            }
+            Err(denied) => {
+                return Admitted::Refused {
+                    response: Some(refused(denied)),
+                };
             }
         }
-        Err(denied) => return refused(denied),
+        let call = Bounded::new(self.inner.call(request), limits.timeout, || {
+            temporarily_unavailable(StatusCode::GATEWAY_TIMEOUT)
+        });
+        Admitted::Called {
+            call: Holding::new(call, Some(permit)),
+        }
     }
-    match tokio::time::timeout(guard.limits.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            Json(json!({ "error": "temporarily_unavailable" })),
-        )
-            .into_response(),
+}
+
+/// 503 (with `Retry-After`) or 504: RFC 6749's `temporarily_unavailable`.
+fn temporarily_unavailable(status: StatusCode) -> Response {
+    let body = Json(json!({ "error": "temporarily_unavailable" }));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        (status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()
+    } else {
+        (status, body).into_response()
     }
 }
 
@@ -627,9 +675,148 @@ async fn revoke(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use proptest::prelude::*;
+    use tower::ServiceExt;
 
     use super::*;
+    use crate::auth::{ApiKeyEntry, hash_key};
+
+    /// A route for callers with the `revoke` role, whose handler takes `work` and then
+    /// names its caller; `admin-key` has the role, `reader-key` only `introspect`.
+    fn guarded_route(
+        in_flight: usize,
+        timeout: Duration,
+        work: Duration,
+    ) -> (Router, Arc<tokio::sync::Semaphore>) {
+        let entry = |name: &str, roles| ApiKeyEntry {
+            name: name.into(),
+            sha256: hash_key(&format!("{name}-key")),
+            roles,
+        };
+        let keys = ApiKeys::new(
+            vec![
+                entry("admin", vec![Role::Revoke]),
+                entry("reader", vec![Role::Introspect]),
+            ],
+            false,
+        );
+        let Ok(keys) = keys else {
+            unreachable!("test keys")
+        };
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(in_flight));
+        let layer = GuardLayer(Arc::new(Guard {
+            keys: Arc::new(keys),
+            access: Access::Role(Role::Revoke),
+            key_from: KeyFrom::Authorization,
+            limits: CallLimits {
+                in_flight: semaphore.clone(),
+                timeout,
+            },
+        }));
+        let handler = move |Extension(caller): Extension<Arc<Caller>>| async move {
+            tokio::time::sleep(work).await;
+            caller.name.clone()
+        };
+        let router = Router::new().route("/work", post(handler).route_layer(layer));
+        (router, semaphore)
+    }
+
+    fn call(key: Option<&str>) -> Request {
+        let mut request = Request::post("/work");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        request
+            .body(axum::body::Body::empty())
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: axum::http::HeaderMap,
+        body: String,
+    }
+
+    async fn answer(router: Router, request: Request) -> Answer {
+        let response = router
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_admits_callers_with_the_role_and_refuses_the_rest_as_rfc_6750_says() {
+        let (router, _) = guarded_route(4, Duration::from_secs(5), Duration::ZERO);
+        let admitted = answer(router.clone(), call(Some("admin-key"))).await;
+        assert_eq!(admitted.status, StatusCode::OK);
+        assert_eq!(admitted.body, "admin", "the handler sees its caller");
+        let forbidden = answer(router.clone(), call(Some("reader-key"))).await;
+        assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+        assert!(
+            forbidden.body.contains("insufficient_scope"),
+            "{}",
+            forbidden.body
+        );
+        for key in [Some("wrong"), None] {
+            let refused = answer(router.clone(), call(key)).await;
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{key:?}");
+            assert_eq!(refused.headers["www-authenticate"], "Bearer");
+            assert!(refused.body.contains("invalid_client"), "{}", refused.body);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_sheds_calls_beyond_its_limit_and_frees_the_slot_when_a_call_ends() {
+        let (router, slots) = guarded_route(1, Duration::from_secs(30), Duration::from_millis(200));
+        let first = tokio::spawn(answer(router.clone(), call(Some("admin-key"))));
+        while slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let shed = answer(router.clone(), call(Some("admin-key"))).await;
+        assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers["retry-after"], "1");
+        assert!(
+            shed.body.contains("temporarily_unavailable"),
+            "{}",
+            shed.body
+        );
+        let first = first.await.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(slots.available_permits(), 1);
+        // A refused caller gives its slot back too.
+        let refused = answer(router.clone(), call(Some("wrong"))).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_guard_answers_504_when_the_handler_outlasts_the_call_timeout() {
+        let (router, slots) = guarded_route(1, Duration::from_millis(50), Duration::from_secs(60));
+        let timed_out = answer(router, call(Some("admin-key"))).await;
+        assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            timed_out.body.contains("temporarily_unavailable"),
+            "{}",
+            timed_out.body
+        );
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "the dropped call freed its slot"
+        );
+    }
 
     fn same(left: Option<IntrospectForm>, right: Option<IntrospectForm>) -> bool {
         match (left, right) {

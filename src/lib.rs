@@ -25,6 +25,7 @@
 //! | [`auth`] | API keys, roles, and who may make which call |
 //! | [`introspect`] | the [`introspect::Introspector`] facade used by every surface |
 //! | [`grpc`], [`http`] | transports |
+//! | [`calls`] | the futures both transports wrap a call in: refused before its handler, holding an in-flight slot, bounded by the call timeout |
 //! | [`listener`] | accepting connections: a cap per listener, back-off on `EMFILE`, a first-byte timeout, TLS handshakes |
 //! | [`tls`] | TLS and mTLS material, reloaded when its files change; client certificate identities |
 //! | [`outbound`] | the one HTTP client and its error handling, for every outbound call |
@@ -42,6 +43,7 @@ pub mod app;
 pub mod auth;
 pub mod binding;
 pub mod cache;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod dev;

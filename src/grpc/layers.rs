@@ -18,6 +18,7 @@ use tower::{Layer, Service};
 
 use super::status::code_name;
 use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, bearer_key};
+use crate::calls::{Admitted, Holding};
 use crate::listener::Peer;
 use crate::telemetry::metrics::{MethodMetrics, Metrics};
 
@@ -216,35 +217,6 @@ where
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The handler's future, or the refusal answered without calling it.
-    #[project = AdmittedProjection]
-    pub enum Admitted<F, R> {
-        Refused { response: Option<R> },
-        Called {
-            #[pin]
-            call: F,
-        },
-    }
-}
-
-impl<F, R, E> Future for Admitted<F, R>
-where
-    F: Future<Output = Result<R, E>>,
-{
-    type Output = Result<R, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AdmittedProjection::Called { call } => call.poll(cx),
-            // Taken on the first poll; a completed future is not polled again.
-            AdmittedProjection::Refused { response } => response
-                .take()
-                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
-        }
-    }
-}
-
 // === impl ShedLayer ===
 
 /// Refuses a call at once with RESOURCE_EXHAUSTED when `limit` calls are in progress,
@@ -308,28 +280,8 @@ where
             }
         };
         Admitted::Called {
-            call: Holding {
-                call: self.inner.call(request),
-                _permit: permit,
-            },
+            call: Holding::new(self.inner.call(request), permit),
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A call holding its in-flight slot until it completes.
-    pub struct Holding<F> {
-        #[pin]
-        call: F,
-        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    }
-}
-
-impl<F: Future> Future for Holding<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().call.poll(cx)
     }
 }
 
