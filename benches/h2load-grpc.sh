@@ -19,27 +19,7 @@ shift
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-byte() { printf "\\$(printf '%03o' "$1")"; }
-
-# IntrospectRequest { token (field 1) }: its tag, the token's length as a varint, the token.
-{
-  byte 10
-  n=${#TOKEN}
-  while [ "$n" -ge 128 ]; do
-    byte $(((n & 127) | 128))
-    n=$((n >> 7))
-  done
-  byte "$n"
-  printf '%s' "$TOKEN"
-} >"$work/message"
-size=$(wc -c <"$work/message")
-# One gRPC message: not compressed, its length (4 bytes, big-endian), the message.
-{
-  byte 0
-  for at in 24 16 8 0; do byte $(((size >> at) & 255)); done
-  cat "$work/message"
-} >"$work/introspect"
-printf '\0\0\0\0\0' >"$work/health" # an empty HealthCheckRequest
+"$(dirname "$0")/grpc-bodies.sh" "$work"
 
 grpc=(-H "content-type: application/grpc" -H "te: trailers")
 key=()
