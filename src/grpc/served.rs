@@ -33,7 +33,7 @@ pub trait HandWritten: Clone + Send + 'static {
         B::Error: Into<StdError> + Send + 'static;
 }
 
-/// A [`HandWritten`] service as tonic's router takes it.
+/// A hand-written service (`HandWritten`) as tonic's router takes it.
 #[derive(Clone)]
 pub struct Served<S>(pub S);
 
