@@ -63,8 +63,8 @@ impl<F: Future> Future for Holding<F> {
 }
 
 pin_project_lite::pin_project! {
-    /// A call given `timeout`, answered by `on_elapsed` when it takes longer (the call is
-    /// dropped then).
+    /// A call given `timeout`, answered by `on_elapsed` when it takes longer; the call is
+    /// not polled again, and is dropped with this future.
     pub struct Bounded<F, R> {
         #[pin]
         call: tokio::time::Timeout<F>,

@@ -213,7 +213,8 @@ struct RouteMeter {
 }
 
 pin_project_lite::pin_project! {
-    /// A request's future that counts the request when its response is ready.
+    /// A request's future that counts the request when its response is ready: the HTTP
+    /// twin of the gRPC layers' `Measured`, which reads a `grpc-status` instead.
     struct Counting<F> {
         #[pin]
         call: F,
@@ -305,8 +306,14 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let limits = &self.guard.limits;
         let Ok(permit) = limits.in_flight.clone().try_acquire_owned() else {
+            // Shed, not failed: another replica, or this one in a moment, will answer.
+            let mut shed = temporarily_unavailable(StatusCode::SERVICE_UNAVAILABLE);
+            shed.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
             return Admitted::Refused {
-                response: Some(temporarily_unavailable(StatusCode::SERVICE_UNAVAILABLE)),
+                response: Some(shed),
             };
         };
         match self.guard.admit(&request) {
@@ -331,14 +338,9 @@ where
     }
 }
 
-/// 503 (with `Retry-After`) or 504: RFC 6749's `temporarily_unavailable`.
+/// RFC 6749's `temporarily_unavailable`, with a 503 or a 504.
 fn temporarily_unavailable(status: StatusCode) -> Response {
-    let body = Json(json!({ "error": "temporarily_unavailable" }));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        (status, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()
-    } else {
-        (status, body).into_response()
-    }
+    (status, Json(json!({ "error": "temporarily_unavailable" }))).into_response()
 }
 
 impl Guard {
@@ -568,11 +570,7 @@ async fn introspect(
         }
         Err(error) => {
             tracing::warn!(%error, "introspection could not be decided");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "temporarily_unavailable" })),
-            )
-                .into_response()
+            temporarily_unavailable(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }
@@ -733,11 +731,7 @@ async fn revoke(
         Err(RevokeError::Invalid(why)) => invalid_request(why),
         Err(RevokeError::Log(error)) => {
             tracing::warn!(%error, "revocation could not be stored");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "temporarily_unavailable" })),
-            )
-                .into_response()
+            temporarily_unavailable(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }
