@@ -8,8 +8,9 @@
 #   benches/callgrind-calls.sh target/release/introspectd 3000
 #
 # valgrind's CPU has no SHA extensions, so SHA-256 runs its portable code here (about
-# 27,000 instructions for a 600-byte token, against some 1,000 cycles with them): read
-# the figures as a comparison between two builds, not as the cost on real hardware.
+# 27,000 instructions for a 600-byte token and 3,000 for an API key, against some 1,000
+# cycles for the token with them): read the figures as a comparison between two builds,
+# not as the cost on real hardware.
 set -euo pipefail
 BIN=${1:?usage: callgrind-calls.sh path/to/introspectd [calls]}
 N=${2:-3000}
@@ -18,7 +19,10 @@ HTTP=${HTTP_ADDR:-127.0.0.1:18190}
 work=$(mktemp -d)
 server=""
 cleanup() {
-  [ -z "$server" ] || kill "$server" 2>/dev/null || true
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -27,15 +31,21 @@ RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/callgrind.out" \
   "$BIN" dev --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" >"$work/server.log" 2>&1 &
 server=$!
+ready=""
 for _ in $(seq 600); do
-  "$BIN" health --grpc-addr "$GRPC" >/dev/null 2>&1 && break
+  if "$BIN" health --grpc-addr "$GRPC" >/dev/null 2>&1; then
+    ready=yes
+    break
+  fi
   kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
   sleep 0.2
 done
+[ -n "$ready" ] || { echo "the server under valgrind did not become ready in 2 minutes" >&2; exit 1; }
 TOKEN=$("$BIN" mint --data-dir "$work/data")
-export TOKEN
 API_KEY=$(cat "$work/data/admin-api-key")
-"$(dirname "$0")/grpc-bodies.sh" "$work"
+export TOKEN API_KEY
+# The gRPC bodies, each checked once for grpc-status 0 (h2load cannot see it).
+"$(dirname "$0")/grpc-bodies.sh" "$work" "$GRPC"
 printf 'token=%s' "$TOKEN" >"$work/form"
 
 healthz=(--h1 "http://$HTTP/healthz")
@@ -49,8 +59,13 @@ introspect_grpc=("${grpc[@]}" -H "authorization: Bearer $API_KEY" -d "$work/intr
 load() { # calls, h2load arguments...
   local calls=$1
   shift
-  h2load -n "$calls" -c 4 -m 1 "$@" >"$work/h2load.txt" 2>&1 || { cat "$work/h2load.txt" >&2; exit 1; }
+  timeout 600 h2load -n "$calls" -c 4 -m 1 "$@" >"$work/h2load.txt" 2>&1 || { cat "$work/h2load.txt" >&2; exit 1; }
   grep -qE "^status codes: $calls 2xx" "$work/h2load.txt" || { cat "$work/h2load.txt" >&2; exit 1; }
+}
+
+control() { # callgrind_control's arguments, the server's pid after them
+  timeout 60 callgrind_control "$@" "$server" >"$work/control.txt" 2>&1 ||
+    { echo "callgrind_control $* failed:" >&2; cat "$work/control.txt" >&2; exit 1; }
 }
 
 for call in healthz introspect_http health_grpc introspect_grpc; do
@@ -59,18 +74,20 @@ for call in healthz introspect_http health_grpc introspect_grpc; do
 done
 for call in healthz introspect_http health_grpc introspect_grpc; do
   declare -n arguments=$call
-  callgrind_control -z "$server" >/dev/null 2>&1
-  callgrind_control -i on "$server" >/dev/null 2>&1
+  control -z
+  control -i on
   load "$N" "${arguments[@]}"
-  callgrind_control -i off "$server" >/dev/null 2>&1
-  callgrind_control -d "$call" "$server" >/dev/null 2>&1
+  control -i off
+  control -d "$call"
 done
 
 # Every Introspect was answered active (h2load sees HTTP statuses only).
-metrics=$(curl -sf "http://$HTTP/metrics")
+metrics=$(curl -sS --max-time 30 "http://$HTTP/metrics") || { echo "no /metrics" >&2; exit 1; }
 for surface in http grpc; do
-  active=$(grep -F "introspectd_introspections_total{surface=\"$surface\",result=\"active\"}" <<<"$metrics" | awk '{print $2}')
-  [ "${active:-0}" -ge $((N + 200)) ] || { echo "$surface: $active active answers, expected $((N + 200))" >&2; exit 1; }
+  active=$(awk -v series="introspectd_introspections_total{surface=\"$surface\",result=\"active\"}" \
+    '$1 == series { print $2 }' <<<"$metrics")
+  [ "${active:-0}" -ge $((N + 200)) ] ||
+    { echo "$surface: ${active:-no} active answers, expected $((N + 200))" >&2; exit 1; }
 done
 kill "$server"
 wait "$server" 2>/dev/null || true

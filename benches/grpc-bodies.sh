@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Writes the request bodies of two gRPC calls, framed for a load generator that sends
 # a body as it is (h2load -d): `health` (an empty HealthCheckRequest) and `introspect`
-# (an IntrospectRequest for $TOKEN), into the folder given.
+# (an IntrospectRequest for $TOKEN), into the folder given. With an address, it then
+# sends each once (curl, HTTP/2 without TLS) and fails unless the answer's grpc-status
+# is 0: a load generator that sees HTTP statuses only would count a gRPC error as 200.
 #
-#   TOKEN=... benches/grpc-bodies.sh folder/
+#   TOKEN=... [API_KEY=...] benches/grpc-bodies.sh folder/ [host:port]
 set -euo pipefail
-OUT=${1:?usage: TOKEN=... grpc-bodies.sh folder}
+OUT=${1:?usage: TOKEN=... [API_KEY=...] grpc-bodies.sh folder [host:port]}
+ADDR=${2:-}
 : "${TOKEN:?set TOKEN to the token to introspect}"
 mkdir -p "$OUT"
 
@@ -31,3 +34,22 @@ size=$(wc -c <"$OUT/message")
 } >"$OUT/introspect"
 rm "$OUT/message"
 printf '\0\0\0\0\0' >"$OUT/health"
+
+[ -n "$ADDR" ] || exit 0
+answered() { # body, path, extra curl arguments...
+  local body=$1 path=$2
+  shift 2
+  local reply
+  reply=$(curl -sS --max-time 10 --http2-prior-knowledge -D - -o /dev/null \
+    -H "content-type: application/grpc" -H "te: trailers" "$@" \
+    --data-binary @"$OUT/$body" "http://$ADDR$path")
+  grep -qi "^grpc-status: 0" <<<"$reply" || {
+    echo "$path did not answer grpc-status 0:" >&2
+    echo "$reply" >&2
+    return 1
+  }
+}
+key=()
+[ -z "${API_KEY:-}" ] || key=(-H "authorization: Bearer $API_KEY")
+answered health /grpc.health.v1.Health/Check
+answered introspect /introspectd.v1.TokenIntrospection/Introspect "${key[@]}"

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The gRPC figures checked with h2load (nghttp2's load generator, outside this project,
-# whose HPACK encoder indexes the `authorization` header, where h2 never does):
+# The gRPC figures checked with h2load (nghttp2's load generator, outside this project):
 # the health Check, then a hot Introspect of one token, with the same connections and
 # streams, one after the other; prints both rates and their ratio.
 #
@@ -9,7 +8,8 @@
 #
 # Without API_KEY the calls carry no key (a server with `anonymous_introspect`). The
 # h2load options default to `-D 3 -c 64 -m 16`. h2load sees HTTP statuses only, and a
-# gRPC error is still HTTP 200: the answers themselves are counted by the server, in
+# gRPC error is still HTTP 200: each call is made once first with curl, which must see
+# grpc-status 0, and the server counts the answers in
 # introspectd_introspections_total{surface="grpc",result="active"}.
 set -euo pipefail
 ADDR=${1:?usage: TOKEN=... [API_KEY=...] h2load-grpc.sh host:port [h2load options]}
@@ -19,7 +19,8 @@ shift
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$(dirname "$0")/grpc-bodies.sh" "$work"
+# The bodies, each checked once for grpc-status 0 (h2load cannot see it).
+"$(dirname "$0")/grpc-bodies.sh" "$work" "$ADDR"
 
 grpc=(-H "content-type: application/grpc" -H "te: trailers")
 key=()
@@ -29,7 +30,7 @@ key=()
 run() { # name, body, path, extra h2load arguments...
   local name=$1 body=$2 path=$3
   shift 3
-  h2load "$@" -d "$body" "http://$ADDR$path" >"$work/$name.txt" 2>&1 || {
+  timeout 900 h2load "$@" -d "$body" "http://$ADDR$path" >"$work/$name.txt" 2>&1 || {
     cat "$work/$name.txt" >&2
     return 1
   }
