@@ -200,6 +200,15 @@ fn buf_lint_and_breaking_pass_and_breaking_catches_a_change() -> TestResult {
     Ok(())
 }
 
+/// A load script's stdout and stderr, once it has exited with success (else the test
+/// fails showing both).
+fn succeeded(output: std::process::Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
 /// The README's wrk line (`benches/wrk-introspect.lua`): every request is answered 2xx,
 /// and every answer says the token is active.
 #[tokio::test]
@@ -220,12 +229,7 @@ async fn wrk_script_introspects_the_token_it_is_given() -> TestResult {
             .output()
     })
     .await??;
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (report, _) = succeeded(output);
     assert!(report.contains("Requests/sec"), "{report}");
     assert!(!report.contains("Non-2xx"), "{report}");
     let active = server
@@ -266,9 +270,7 @@ async fn h2load_script_introspects_the_token_it_is_given() -> TestResult {
             .output()
     })
     .await??;
-    let report = String::from_utf8_lossy(&output.stdout);
-    let summary = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}{summary}");
+    let (report, summary) = succeeded(output);
     assert!(report.contains("ratio"), "{report}{summary}");
     assert!(
         summary.contains("introspect: status codes: 200 2xx"),
@@ -305,9 +307,7 @@ fn callgrind_script_counts_the_instructions_of_each_call() -> TestResult {
         .env("GRPC_ADDR", grpc_addr.to_string())
         .env("HTTP_ADDR", http_addr.to_string())
         .output()?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    let errors = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}{errors}");
+    let (report, _) = succeeded(output);
     for call in [
         "GET /healthz",
         "POST /oauth2/introspect",
