@@ -16,6 +16,7 @@ use axum::{
     Extension, Json, Router,
     body::Bytes,
     extract::{Request, State},
+    handler::Handler,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -125,21 +126,22 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
             limits: limits.clone(),
         }))
     };
+    // Each guard wraps its handler rather than its route (`route_layer`), which would box
+    // the route, and its future, a second time on every request.
     let mut router = Router::new()
         .route(
             "/oauth2/introspect",
-            post(introspect).route_layer(guarded(Access::Introspection, KeyFrom::Authorization)),
+            post(introspect.layer(guarded(Access::Introspection, KeyFrom::Authorization))),
         )
         .route(
             "/oauth2/revoke",
-            post(revoke).route_layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization)),
+            post(revoke.layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization))),
         )
         // Forward-auth: `Authorization` carries the token being checked, so the
         // gateway's own key (when one is needed) comes in `x-introspectd-api-key`.
         .route(
             "/authz",
-            // `any` routes every method through its fallback, which only `layer` wraps.
-            axum::routing::any(authz).layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader)),
+            axum::routing::any(authz.layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -426,8 +428,20 @@ fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
     let text = std::str::from_utf8(body).ok()?;
     let mut form = IntrospectForm::default();
     let mut token = None;
-    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    // Split with memchr's vector search: `str::split` walks a token-sized pair a word at
+    // a time. `&` and `=` are ASCII, so every cut is on a character boundary.
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'&', body).chain(std::iter::once(body.len()));
+    for end in ends {
+        let pair = text.get(start..end)?;
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(at) => (pair.get(..at)?, pair.get(at + 1..)?),
+            None => (pair, ""),
+        };
         let slot = match key {
             "token" => &mut token,
             "token_type_hint" => &mut form.token_type_hint,
@@ -782,7 +796,7 @@ mod tests {
             tokio::time::sleep(work).await;
             caller.name.clone()
         };
-        let router = Router::new().route("/work", post(handler).route_layer(layer));
+        let router = Router::new().route("/work", post(handler.layer(layer)));
         (router, semaphore)
     }
 
@@ -920,6 +934,8 @@ mod tests {
             "",
             "token",
             "&&token=x&&",
+            "token=x=y&=z&token_type_hint",
+            "token=é.ü&http_uri=https://ä.example/",
         ] {
             let fast = plain_form(body.as_bytes());
             assert!(fast.is_some(), "{body:?} takes the fast path");
