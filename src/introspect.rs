@@ -226,10 +226,15 @@ impl Introspector {
         let mut kept = None;
         let (outcome, enrichment) = match checked {
             Ok(verified) => {
-                let enrichment = if verified.pipeline.is_empty() {
-                    Enrichment::default()
-                } else {
-                    Box::pin(self.enrich(&verified, now)).await?
+                let local = verified.pipeline.enrich_locally(
+                    &verified.precomputed,
+                    verified.subject_key.as_ref(),
+                    &self.subjects,
+                );
+                let enrichment = match local {
+                    Some(enrichment) => enrichment,
+                    // Boxed, like the verification: a remote lookup's state is large.
+                    None => Box::pin(self.enrich(&verified, now)).await?,
                 };
                 let token = verified.token.clone();
                 kept = Some(verified);
@@ -280,9 +285,6 @@ impl Introspector {
     }
 
     async fn enrich(&self, verified: &Verified, now: i64) -> Result<Enrichment, EnrichError> {
-        if verified.pipeline.is_empty() {
-            return Ok(Enrichment::default());
-        }
         verified
             .pipeline
             .enrich(

@@ -168,6 +168,30 @@ struct Enricher {
     guard: Guard,
 }
 
+impl Enricher {
+    /// The layer of an enricher that looks nothing up: its precomputed claims, or the
+    /// subject's as stored now (`None`: nothing to add, or a remote enricher).
+    fn local_layer(
+        &self,
+        precomputed: Option<&Option<Arc<Map<String, Value>>>>,
+        subject: Option<&SubjectKey>,
+        subjects: &SubjectClaims,
+    ) -> Option<Arc<Map<String, Value>>> {
+        match &self.stage {
+            Stage::Static { .. } | Stage::Mapping(_) => precomputed.cloned().flatten(),
+            Stage::Subject => {
+                let stored = subject.and_then(|key| subjects.get(key))?;
+                Some(if self.guard.overwrite_registered {
+                    stored.all
+                } else {
+                    stored.unregistered
+                })
+            }
+            Stage::Remote(_) => None,
+        }
+    }
+}
+
 /// One issuer's enrichers, in order.
 #[derive(Debug, Default)]
 pub struct Pipeline {
@@ -258,10 +282,6 @@ impl Pipeline {
         Self { enrichers }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.enrichers.is_empty()
-    }
-
     /// The layers that depend on the token alone.
     pub fn precompute(&self, token: &AccessToken) -> Precomputed {
         self.enrichers
@@ -293,47 +313,51 @@ impl Pipeline {
     ) -> Result<Enrichment, EnrichError> {
         let mut layers = Vec::with_capacity(self.enrichers.len());
         for (i, enricher) in self.enrichers.iter().enumerate() {
-            match &enricher.stage {
-                Stage::Static { .. } | Stage::Mapping(_) => {
-                    if let Some(Some(layer)) = precomputed.get(i) {
-                        layers.push(layer.clone());
+            let Stage::Remote(remote) = &enricher.stage else {
+                layers.extend(enricher.local_layer(precomputed.get(i), subject, subjects));
+                continue;
+            };
+            let guard = enricher.guard;
+            match remote
+                .lookup(token, subject, |claims| guard.filter(claims), now)
+                .await
+            {
+                Ok(claims) => layers.push(claims),
+                Err(error) => {
+                    if !matches!(error, RemoteError::BreakerOpen) {
+                        // Logged once per outage: later lookups meet the open breaker.
+                        tracing::warn!(enricher = remote.name(), %error, "remote enrichment failed");
                     }
-                }
-                Stage::Subject => {
-                    let stored = subject.and_then(|key| subjects.get(key));
-                    if let Some(stored) = stored {
-                        layers.push(if enricher.guard.overwrite_registered {
-                            stored.all
-                        } else {
-                            stored.unregistered
+                    remote.note_failure();
+                    if remote.fails_closed() {
+                        return Err(EnrichError {
+                            name: remote.name().to_owned(),
+                            source: error,
                         });
-                    }
-                }
-                Stage::Remote(remote) => {
-                    let guard = enricher.guard;
-                    match remote
-                        .lookup(token, subject, |claims| guard.filter(claims), now)
-                        .await
-                    {
-                        Ok(claims) => layers.push(claims),
-                        Err(error) => {
-                            if !matches!(error, RemoteError::BreakerOpen) {
-                                // Logged once per outage: later lookups meet the open breaker.
-                                tracing::warn!(enricher = remote.name(), %error, "remote enrichment failed");
-                            }
-                            remote.note_failure();
-                            if remote.fails_closed() {
-                                return Err(EnrichError {
-                                    name: remote.name().to_owned(),
-                                    source: error,
-                                });
-                            }
-                        }
                     }
                 }
             }
         }
         Ok(Enrichment { layers })
+    }
+
+    /// [`Self::enrich`] for a pipeline that looks nothing up remotely, so that nothing
+    /// is awaited, nor a future built; and nothing allocated while no layer has claims
+    /// for this answer. `None` for a pipeline with a remote enricher.
+    pub fn enrich_locally(
+        &self,
+        precomputed: &Precomputed,
+        subject: Option<&SubjectKey>,
+        subjects: &SubjectClaims,
+    ) -> Option<Enrichment> {
+        let mut layers = Vec::new();
+        for (i, enricher) in self.enrichers.iter().enumerate() {
+            if matches!(enricher.stage, Stage::Remote(_)) {
+                return None;
+            }
+            layers.extend(enricher.local_layer(precomputed.get(i), subject, subjects));
+        }
+        Some(Enrichment { layers })
     }
 
     /// (enricher name, failures) of the remote enrichers, for metrics.

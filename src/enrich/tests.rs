@@ -66,13 +66,46 @@ async fn enrich(
         .sub
         .as_deref()
         .map(|sub| SubjectKey::new(&token.iss, sub));
-    match pipeline
+    let awaited = match pipeline
         .enrich(token, &precomputed, key.as_ref(), subjects, 0)
         .await
     {
         Ok(enrichment) => enrichment.merged(),
         Err(e) => unreachable!("{e}"),
+    };
+    // These pipelines look nothing up: the path that awaits nothing answers the same.
+    let local = pipeline
+        .enrich_locally(&precomputed, key.as_ref(), subjects)
+        .map(|enrichment| enrichment.merged());
+    assert_eq!(local.as_ref(), Some(&awaited));
+    awaited
+}
+
+#[test]
+fn only_a_pipeline_without_remote_lookups_enriches_locally() {
+    let remote = Spec::Remote(RemoteSpec {
+        url: "http://127.0.0.1:9/claims".into(),
+        timeout: std::time::Duration::from_millis(100),
+        cache_ttl_secs: 0,
+        max_response_bytes: 1024,
+        on_error: OnError::Open,
+        overwrite_registered: false,
+    });
+    let token = token(json!({}));
+    for specs in [
+        vec![remote.clone()],
+        vec![fixed(json!({"tier": "gold"}), When::default()), remote],
+    ] {
+        let p = pipeline(&specs);
+        let precomputed = p.precompute(&token);
+        assert!(
+            p.enrich_locally(&precomputed, None, &SubjectClaims::new())
+                .is_none()
+        );
     }
+    let empty = pipeline(&[]);
+    let enrichment = empty.enrich_locally(&[].into(), None, &SubjectClaims::new());
+    assert!(enrichment.is_some_and(|e| e.is_empty()));
 }
 
 #[tokio::test]
