@@ -435,6 +435,7 @@ impl App {
             ready,
             published_jwks: self.published_jwks(),
             signer: self.signer.clone(),
+            max_request_bytes: self.config.max_request_bytes,
         };
         let limits = self.config.limits;
         let call_limits = http::CallLimits {

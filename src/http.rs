@@ -45,6 +45,8 @@ pub struct HttpState {
     /// `/.well-known/jwks.json`: the dev issuer's and the answer signer's public keys.
     pub published_jwks: Option<Arc<Value>>,
     pub signer: Option<Arc<crate::signing::AnswerSigner>>,
+    /// The largest request body read (`server.max_request_bytes`, as for a gRPC message).
+    pub max_request_bytes: usize,
 }
 
 /// What bounds the HTTP listener's connections beyond [`crate::listener::Limits`].
@@ -459,6 +461,60 @@ fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
     Some(form)
 }
 
+/// The form of an `/oauth2/*` request: its body read whole, up to
+/// `server.max_request_bytes` (413 past it), then parsed (400 for anything but a form).
+/// Read here rather than by axum's `Bytes`, which boxes a limit around the body and
+/// gathers its frames in a list: a form that arrives in one frame is kept as it came.
+struct Form(IntrospectForm);
+
+impl axum::extract::FromRequest<Arc<HttpState>> for Form {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<HttpState>) -> Result<Self, Response> {
+        let body = read_body(request.into_body(), state.max_request_bytes).await?;
+        parse_form(&body)
+            .map(Form)
+            .ok_or_else(|| invalid_request(NOT_A_FORM))
+    }
+}
+
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    use axum::body::HttpBody;
+    use http_body_util::BodyExt;
+    let too_large = || {
+        let description =
+            format!("the body is larger than server.max_request_bytes ({limit} bytes)");
+        let error = json!({ "error": "invalid_request", "error_description": description });
+        (StatusCode::PAYLOAD_TOO_LARGE, Json(error)).into_response()
+    };
+    // A Content-Length past the limit is refused before a byte is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| invalid_request("the body could not be read"))?;
+        // A form has no trailers; anything but data is skipped.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len();
+        if read > limit {
+            return Err(too_large());
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                joined.extend_from_slice(&earlier.unwrap_or_default());
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
 /// JSON text kept with a verified token, as a response body without a copy.
 struct JsonText(Arc<str>);
 
@@ -504,11 +560,8 @@ async fn introspect(
     State(state): State<Arc<HttpState>>,
     caller: Option<Extension<Arc<Caller>>>,
     IntrospectHeaders { wants_signed, span }: IntrospectHeaders,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let Some(form) = parse_form(&body) else {
-        return invalid_request(NOT_A_FORM);
-    };
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
@@ -719,11 +772,8 @@ fn invalid_request(description: &str) -> Response {
 async fn revoke(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Arc<Caller>>,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let Some(form) = parse_form(&body) else {
-        return invalid_request(NOT_A_FORM);
-    };
     if form.token.is_empty() {
         return invalid_request("token is required");
     }
@@ -921,6 +971,29 @@ mod tests {
             (None, None) => true,
             (Some(a), Some(b)) => format!("{a:?}") == format!("{b:?}"),
             _ => false,
+        }
+    }
+
+    fn in_pieces(pieces: &[&'static str]) -> axum::body::Body {
+        let pieces: Vec<Result<&'static str, std::io::Error>> =
+            pieces.iter().copied().map(Ok).collect();
+        axum::body::Body::from_stream(tokio_stream::iter(pieces))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_up_to_its_limit_however_it_is_cut() {
+        for pieces in [&["token=abc"][..], &["tok", "", "en=a", "bc"], &[]] {
+            let read = read_body(in_pieces(pieces), 9).await;
+            assert_eq!(read.ok(), Some(Bytes::from(pieces.concat())), "{pieces:?}");
+        }
+        // Past the limit, whether the length is announced or only counted as it comes.
+        for body in [
+            axum::body::Body::from("token=abcd"),
+            in_pieces(&["token", "=abcd"]),
+        ] {
+            let refused = read_body(body, 9).await.err();
+            let status = refused.map(|response| response.status());
+            assert_eq!(status, Some(StatusCode::PAYLOAD_TOO_LARGE));
         }
     }
 

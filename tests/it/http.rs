@@ -129,3 +129,46 @@ async fn malformed_forms_are_invalid_request_after_authentication() -> TestResul
     assert_eq!(http.post(&url).body("%%%").send().await?.status(), 401);
     Ok(())
 }
+
+#[tokio::test]
+async fn bodies_past_max_request_bytes_are_refused_and_bodies_in_pieces_are_read_whole()
+-> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let http = reqwest::Client::new();
+    let max = introspectd::config::ServerSection::default().max_request_bytes;
+    for route in ["introspect", "revoke"] {
+        let url = format!("http://{}/oauth2/{route}", server.http_addr);
+        let oversized = format!("token={}", "a".repeat(max));
+        let refused = http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .body(oversized)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 413, "{route}");
+        let body: Value = refused.json().await?;
+        assert_eq!(body["error"], json!("invalid_request"), "{route}");
+    }
+    // A body sent in several chunks (chunked transfer encoding) is read as one form.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = mint(&signer, &claims(ISS));
+    let form = format!("token={token}&token_type_hint=access_token");
+    let (head, tail) = form.split_at(form.len() / 2);
+    let mut request = format!(
+        "POST /oauth2/introspect HTTP/1.1\r\nhost: introspectd\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n"
+    );
+    for chunk in [head, tail] {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    let mut connection = tokio::net::TcpStream::connect(server.http_addr).await?;
+    connection.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    connection.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""active":true"#), "{answer}");
+    Ok(())
+}
