@@ -199,7 +199,7 @@ pub struct ServerSection {
     pub http_addr: String,
     /// Longest token accepted; longer ones are inactive (MALFORMED) without being parsed.
     pub max_token_bytes: usize,
-    /// Largest gRPC request message accepted.
+    /// Largest gRPC request message and HTTP request body accepted.
     pub max_request_bytes: usize,
     /// Time in-flight calls get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,

@@ -463,8 +463,8 @@ fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
 
 /// The form of an `/oauth2/*` request: its body read whole, up to
 /// `server.max_request_bytes` (413 past it), then parsed (400 for anything but a form).
-/// Read here rather than by axum's `Bytes`, which boxes a limit around the body and
-/// gathers its frames in a list: a form that arrives in one frame is kept as it came.
+/// Read here rather than by axum's `Bytes`, which boxes a `Limited` around the body on
+/// every request and gathers its frames in a list, with axum's own 2 MB bound.
 struct Form(IntrospectForm);
 
 impl axum::extract::FromRequest<Arc<HttpState>> for Form {
@@ -504,12 +504,14 @@ async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, Re
         if read > limit {
             return Err(too_large());
         }
+        // One frame is kept as it came; a second starts the joined copy.
         match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                joined.extend_from_slice(&earlier.unwrap_or_default());
+            Some(earlier) => {
+                joined.extend_from_slice(&earlier);
                 joined.extend_from_slice(&data);
             }
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
         }
     }
     Ok(first.unwrap_or_else(|| joined.freeze()))

@@ -173,12 +173,12 @@ impl Enricher {
     /// subject's as stored now (`None`: nothing to add, or a remote enricher).
     fn local_layer(
         &self,
-        precomputed: Option<&Option<Arc<Map<String, Value>>>>,
+        precomputed: Option<&Arc<Map<String, Value>>>,
         subject: Option<&SubjectKey>,
         subjects: &SubjectClaims,
     ) -> Option<Arc<Map<String, Value>>> {
-        match &self.stage {
-            Stage::Static { .. } | Stage::Mapping(_) => precomputed.cloned().flatten(),
+        let layer = match &self.stage {
+            Stage::Static { .. } | Stage::Mapping(_) => precomputed.cloned(),
             Stage::Subject => {
                 let stored = subject.and_then(|key| subjects.get(key))?;
                 Some(if self.guard.overwrite_registered {
@@ -188,7 +188,10 @@ impl Enricher {
                 })
             }
             Stage::Remote(_) => None,
-        }
+        };
+        // An empty layer adds nothing to the answer: leaving it out keeps a token's
+        // enrichment empty, and its answer kept, where no enricher has claims for it.
+        layer.filter(|claims| !claims.is_empty())
     }
 }
 
@@ -196,6 +199,8 @@ impl Enricher {
 #[derive(Debug, Default)]
 pub struct Pipeline {
     enrichers: Vec<Enricher>,
+    /// Whether an enricher looks claims up remotely, so that an answer awaits it.
+    looks_up: bool,
 }
 
 /// Why an answer cannot be given: a fail-closed enricher failed.
@@ -278,8 +283,14 @@ impl Pipeline {
                     },
                 }
             })
-            .collect();
-        Self { enrichers }
+            .collect::<Vec<_>>();
+        let looks_up = enrichers
+            .iter()
+            .any(|enricher| matches!(enricher.stage, Stage::Remote(_)));
+        Self {
+            enrichers,
+            looks_up,
+        }
     }
 
     /// The layers that depend on the token alone.
@@ -314,7 +325,11 @@ impl Pipeline {
         let mut layers = Vec::with_capacity(self.enrichers.len());
         for (i, enricher) in self.enrichers.iter().enumerate() {
             let Stage::Remote(remote) = &enricher.stage else {
-                layers.extend(enricher.local_layer(precomputed.get(i), subject, subjects));
+                layers.extend(enricher.local_layer(
+                    precomputed.get(i).and_then(Option::as_ref),
+                    subject,
+                    subjects,
+                ));
                 continue;
             };
             let guard = enricher.guard;
@@ -350,12 +365,16 @@ impl Pipeline {
         subject: Option<&SubjectKey>,
         subjects: &SubjectClaims,
     ) -> Option<Enrichment> {
+        if self.looks_up {
+            return None;
+        }
         let mut layers = Vec::new();
         for (i, enricher) in self.enrichers.iter().enumerate() {
-            if matches!(enricher.stage, Stage::Remote(_)) {
-                return None;
-            }
-            layers.extend(enricher.local_layer(precomputed.get(i), subject, subjects));
+            layers.extend(enricher.local_layer(
+                precomputed.get(i).and_then(Option::as_ref),
+                subject,
+                subjects,
+            ));
         }
         Some(Enrichment { layers })
     }
