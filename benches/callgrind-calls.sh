@@ -3,7 +3,8 @@
 # busy the machine, so a change's effect shows where a throughput figure is lost in
 # the noise of a shared host. `introspectd dev` runs under valgrind; h2load sends N
 # calls of each kind (after a warm-up that fills the cache), and only those calls are
-# counted: GET /healthz, POST /oauth2/introspect, the gRPC health Check, Introspect.
+# counted: GET /healthz, POST /oauth2/introspect, the gRPC health Check, Introspect,
+# and Envoy's ext_authz Check (a request carrying the token, as Envoy sends it).
 #
 #   benches/callgrind-calls.sh target/release/introspectd 3000
 #
@@ -55,6 +56,8 @@ grpc=(-H "content-type: application/grpc" -H "te: trailers")
 health_grpc=("${grpc[@]}" -d "$work/health" "http://$GRPC/grpc.health.v1.Health/Check")
 introspect_grpc=("${grpc[@]}" -H "authorization: Bearer $API_KEY" -d "$work/introspect"
   "http://$GRPC/introspectd.v1.TokenIntrospection/Introspect")
+ext_authz=("${grpc[@]}" -H "authorization: Bearer $API_KEY" -d "$work/check"
+  "http://$GRPC/envoy.service.auth.v3.Authorization/Check")
 
 load() { # calls, h2load arguments...
   local calls=$1
@@ -68,11 +71,11 @@ control() { # callgrind_control's arguments, the server's pid after them
     { echo "callgrind_control $* failed:" >&2; cat "$work/control.txt" >&2; exit 1; }
 }
 
-for call in healthz introspect_http health_grpc introspect_grpc; do
+for call in healthz introspect_http health_grpc introspect_grpc ext_authz; do
   declare -n arguments=$call
   load 200 "${arguments[@]}" # warm-up: the token verified and cached, metrics registered
 done
-for call in healthz introspect_http health_grpc introspect_grpc; do
+for call in healthz introspect_http health_grpc introspect_grpc ext_authz; do
   declare -n arguments=$call
   control -z
   control -i on
@@ -81,13 +84,15 @@ for call in healthz introspect_http health_grpc introspect_grpc; do
   control -d "$call"
 done
 
-# Every Introspect was answered active (h2load sees HTTP statuses only).
+# Every Introspect and every ext_authz Check was answered active (h2load sees HTTP
+# statuses only); gRPC counts both.
 metrics=$(curl -sS --max-time 30 "http://$HTTP/metrics") || { echo "no /metrics" >&2; exit 1; }
-for surface in http grpc; do
+for expected in "http $((N + 200))" "grpc $((2 * (N + 200)))"; do
+  read -r surface want <<<"$expected"
   active=$(awk -v series="introspectd_introspections_total{surface=\"$surface\",result=\"active\"}" \
     '$1 == series { print $2 }' <<<"$metrics")
-  [ "${active:-0}" -ge $((N + 200)) ] ||
-    { echo "$surface: ${active:-no} active answers, expected $((N + 200))" >&2; exit 1; }
+  [ "${active:-0}" -ge "$want" ] ||
+    { echo "$surface: ${active:-no} active answers, expected $want" >&2; exit 1; }
 done
 kill "$server"
 wait "$server" 2>/dev/null || true
@@ -102,7 +107,9 @@ h=$(per_call healthz)
 i=$(per_call introspect_http)
 g=$(per_call health_grpc)
 j=$(per_call introspect_grpc)
+e=$(per_call ext_authz)
 printf '%-30s %9d instructions per call\n' "GET /healthz" "$h"
 printf '%-30s %9d instructions per call  %.2f x /healthz\n' "POST /oauth2/introspect" "$i" "$(awk -v a="$i" -v b="$h" 'BEGIN { print a / b }')"
 printf '%-30s %9d instructions per call\n' "grpc.health.v1.Health/Check" "$g"
 printf '%-30s %9d instructions per call  %.2f x the health Check\n' "Introspect" "$j" "$(awk -v a="$j" -v b="$g" 'BEGIN { print a / b }')"
+printf '%-30s %9d instructions per call  %.2f x the health Check\n' "envoy ext_authz Check" "$e" "$(awk -v a="$e" -v b="$g" 'BEGIN { print a / b }')"

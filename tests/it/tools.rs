@@ -279,15 +279,16 @@ async fn h2load_script_introspects_the_token_it_is_given() -> TestResult {
     let active = server
         .metric("introspectd_introspections_total{surface=\"grpc\",result=\"active\"}")
         .await;
-    // The script's one check call with curl, then h2load's 200.
-    assert_eq!(active, 201.0, "{report}{summary}");
+    // The script's check calls with curl (Introspect and Envoy's ext_authz Check, both
+    // active only if their hand-framed bodies are what they claim), then h2load's 200.
+    assert_eq!(active, 202.0, "{report}{summary}");
     server.stop().await?;
     Ok(())
 }
 
 /// The README's instruction counts (`benches/callgrind-calls.sh`): the script runs the
 /// real binary under callgrind, checks that every Introspect was answered active, and
-/// prints a count per call for each of the four calls.
+/// prints a count per call for each of the five calls.
 #[test]
 fn callgrind_script_counts_the_instructions_of_each_call() -> TestResult {
     const TEST: &str = "callgrind_script_counts_the_instructions_of_each_call";
@@ -313,6 +314,7 @@ fn callgrind_script_counts_the_instructions_of_each_call() -> TestResult {
         "POST /oauth2/introspect",
         "grpc.health.v1.Health/Check",
         "Introspect",
+        "envoy ext_authz Check",
     ] {
         let count = report
             .lines()
