@@ -59,7 +59,7 @@ impl<D: Decoder<Error = Status>> Decoder for StrictDecoder<D> {
         self.0.decode(src).map_err(|status| {
             if status.code() == Code::Internal {
                 tracing::debug!(detail = status.message(), "a message that does not decode");
-                Status::invalid_argument("the message is not a valid protobuf encoding of its type")
+                Status::invalid_argument(super::status::NOT_PROTOBUF)
             } else {
                 status
             }

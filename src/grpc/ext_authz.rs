@@ -10,8 +10,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use envoy_types::ext_authz::v3::pb::{
-    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
-    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::{protobuf::Struct as EnvoyStruct, rpc};
 use prost::Message;
@@ -21,6 +21,7 @@ use tonic::{
 };
 
 use super::{
+    check_request::CheckRequest,
     codec::Encoded,
     convert::json_to_struct,
     served::{Answered, BoxFuture, HandWritten, encoded_grpc},
@@ -121,7 +122,8 @@ impl Decider {
             .request
             .and_then(|request| request.http)
             .unwrap_or_default();
-        let headers = &http.headers;
+        http.check_utf8()
+            .map_err(|_| Status::invalid_argument(status::NOT_PROTOBUF))?;
         // Envoy's own view of the client's certificate first (`include_peer_certificate`),
         // else the header a trusted proxy in front of Envoy set.
         let source_certificate = attributes
@@ -135,18 +137,18 @@ impl Decider {
                 .settings
                 .client_certificate_header
                 .as_ref()
-                .and_then(|name| headers.get(name))
-                .and_then(|value| binding::certificate_from_header(value)),
+                .and_then(|name| http.header(name))
+                .and_then(binding::certificate_from_header),
         };
-        let dpop = headers.get("dpop").map(String::as_str);
+        let dpop = http.header("dpop");
         // Only a DPoP proof is checked against the URI: built for those requests alone.
         let uri = dpop.and_then(|_| {
-            gateway::absolute_uri(Some(&http.scheme), Some(&http.host), Some(&http.path))
+            gateway::absolute_uri(Some(http.scheme()), Some(http.host()), Some(http.path()))
         });
         let described = GatewayRequest {
-            authorization: headers.get(&self.settings.token_header).map(String::as_str),
+            authorization: http.header(&self.settings.token_header),
             dpop,
-            method: Some(http.method.as_str()).filter(|m| !m.is_empty()),
+            method: Some(http.method()).filter(|m| !m.is_empty()),
             uri: uri.as_deref(),
             client_certificate,
         };

@@ -3,6 +3,7 @@
 //! only translate between protobuf and the domain; authentication and metrics are the
 //! [`layers`] around them, and domain errors become statuses in [`status`].
 
+mod check_request;
 mod claims;
 pub mod codec;
 mod convert;

@@ -5,6 +5,9 @@ use tonic::Status;
 
 use crate::introspect::IntrospectError;
 
+/// What a request that does not decode is told (`INVALID_ARGUMENT`, as the proto promises).
+pub const NOT_PROTOBUF: &str = "the message is not a valid protobuf encoding of its type";
+
 pub fn from_introspect(error: IntrospectError) -> Status {
     match error {
         IntrospectError::KeysNotReady(iss) => {
