@@ -1,6 +1,8 @@
 //! Envoy's ext_authz `CheckRequest`, decoded only as far as a decision reads it. The
 //! fields are Envoy's (`envoy/service/auth/v3/attribute_context.proto`), numbered as
-//! there, so the wire format is the same; every field not named here is skipped unread.
+//! there, so the wire format is the same; every field not named here is skipped unread,
+//! and unchecked: a binary body Envoy sends in the `body` string, say, no longer gets the
+//! Check refused.
 //! The request's strings are kept as the bytes they came in (the same wire type), its
 //! headers too, a `map<string, string>` on the wire (a repeated entry message with
 //! `key = 1`, `value = 2`): envoy-types' `HashMap<String, String>` allocated two
@@ -64,8 +66,8 @@ pub struct Header {
 }
 
 /// These are strings in Envoy's proto, which envoy-types' decoding checked; kept as
-/// bytes, they are checked here, every one, so that a request that is not valid protobuf
-/// is still refused whole.
+/// bytes, the ones carried are checked here, all of them, so that what is carried is
+/// refused as before rather than read as "" where it is not UTF-8.
 #[derive(Debug, thiserror::Error)]
 #[error("a string of the request is not UTF-8")]
 pub struct NotUtf8;
@@ -128,9 +130,9 @@ mod tests {
             .unwrap_or_else(|error| unreachable!("{error}"))
     }
 
-    /// What a decision reads is what envoy-types decodes from the same bytes.
+    /// What a decision reads is what was sent.
     #[test]
-    fn reads_what_envoy_types_reads() {
+    fn reads_what_envoy_sends() {
         let headers = HashMap::from([
             ("authorization".to_owned(), "Bearer eyJ.x.y".to_owned()),
             ("dpop".to_owned(), "eyJ.proof.sig".to_owned()),
@@ -205,6 +207,72 @@ mod tests {
         );
     }
 
+    /// Messages sent twice merge, a map entry sent twice counts as its last, an entry
+    /// without its key or value reads as "": as envoy-types decodes the same bytes.
+    #[test]
+    fn repeated_and_partial_fields_read_as_envoy_types_reads_them() {
+        let http = |headers: &[(&str, &str)], path: &str| EnvoyCheckRequest {
+            attributes: Some(envoy::AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                            .collect(),
+                        path: path.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut bytes = http(&[("authorization", "Bearer a"), ("dpop", "p")], "/a").encode_to_vec();
+        bytes.extend(http(&[("authorization", "Bearer b"), ("", "no name")], "").encode_to_vec());
+        let keyless_entry = Header {
+            key: Bytes::new(),
+            value: Bytes::from_static(b"v"),
+        };
+        let valueless_entry = Header {
+            key: Bytes::from_static(b"accept"),
+            value: Bytes::new(),
+        };
+        let entries = HttpRequest {
+            headers: vec![keyless_entry, valueless_entry],
+            ..Default::default()
+        };
+        bytes.extend(
+            CheckRequest {
+                attributes: Some(AttributeContext {
+                    request: Some(Request {
+                        http: Some(entries),
+                    }),
+                    ..Default::default()
+                }),
+            }
+            .encode_to_vec(),
+        );
+        let envoy = EnvoyCheckRequest::decode(bytes.as_slice())
+            .unwrap_or_else(|error| unreachable!("{error}"));
+        let envoy = envoy
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http);
+        let envoy = envoy.unwrap_or_default();
+        let view = CheckRequest::decode(bytes.as_slice()).unwrap_or_else(|e| unreachable!("{e}"));
+        let view = view.attributes.and_then(|a| a.request).and_then(|r| r.http);
+        let view = view.unwrap_or_default();
+        for name in ["authorization", "dpop", "", "accept", "missing"] {
+            assert_eq!(
+                view.header(name),
+                envoy.headers.get(name).map(String::as_str),
+                "{name:?}"
+            );
+        }
+        assert_eq!(view.header("authorization"), Some("Bearer b"));
+        assert_eq!(view.path(), envoy.path);
+    }
+
     /// A map entry sent twice: the last one counts, as when the map is decoded.
     #[test]
     fn a_repeated_header_entry_reads_as_its_last() {
@@ -225,6 +293,34 @@ mod tests {
             as_map.headers.get("authorization").map(String::as_str)
         );
         assert_eq!(view.header("authorization"), Some("Bearer last"));
+    }
+
+    /// A field no decision reads is skipped unchecked: Envoy puts a binary body in the
+    /// `body` string (field 11) unless told to pack it as bytes.
+    #[test]
+    fn a_binary_body_does_not_fail_the_check() {
+        let mut http = HttpRequest {
+            headers: vec![Header {
+                key: Bytes::from_static(b"authorization"),
+                value: Bytes::from_static(b"Bearer t"),
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        prost::encoding::bytes::encode(11, &vec![0xff, 0x00, 0xfe], &mut http);
+        // Request { http = 2 }, AttributeContext { request = 4 }, CheckRequest { attributes = 1 }.
+        let mut bytes = http;
+        for tag in [2, 4, 1] {
+            let mut outer = Vec::new();
+            prost::encoding::bytes::encode(tag, &bytes, &mut outer);
+            bytes = outer;
+        }
+        assert!(EnvoyCheckRequest::decode(bytes.as_slice()).is_err());
+        let view = CheckRequest::decode(bytes.as_slice()).unwrap_or_else(|e| unreachable!("{e}"));
+        let http = view.attributes.and_then(|a| a.request).and_then(|r| r.http);
+        let http = http.unwrap_or_default();
+        assert!(http.check_utf8().is_ok());
+        assert_eq!(http.header("authorization"), Some("Bearer t"));
     }
 
     #[test]

@@ -117,13 +117,15 @@ fn route_policy(extensions: &HashMap<String, String>) -> RoutePolicy {
 impl Decider {
     async fn check(&self, request: CheckRequest) -> Result<Encoded, Status> {
         let attributes = request.attributes.unwrap_or_default();
-        let route = route_policy(&attributes.context_extensions);
         let http = attributes
             .request
             .and_then(|request| request.http)
             .unwrap_or_default();
-        http.check_utf8()
-            .map_err(|_| Status::invalid_argument(status::NOT_PROTOBUF))?;
+        if let Err(error) = http.check_utf8() {
+            tracing::debug!(detail = %error, "a message that does not decode");
+            return Err(Status::invalid_argument(status::NOT_PROTOBUF));
+        }
+        let route = route_policy(&attributes.context_extensions);
         // Envoy's own view of the client's certificate first (`include_peer_certificate`),
         // else the header a trusted proxy in front of Envoy set.
         let source_certificate = attributes
