@@ -47,7 +47,7 @@ pub struct HttpRequest {
     #[prost(bytes = "bytes", tag = "2")]
     method: Bytes,
     #[prost(message, repeated, tag = "3")]
-    pub headers: Vec<Header>,
+    headers: Vec<Header>,
     #[prost(bytes = "bytes", tag = "4")]
     path: Bytes,
     #[prost(bytes = "bytes", tag = "5")]
@@ -60,9 +60,9 @@ pub struct HttpRequest {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Header {
     #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
+    key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+    value: Bytes,
 }
 
 /// These are strings in Envoy's proto, which envoy-types' decoding checked; kept as
