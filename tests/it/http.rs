@@ -172,3 +172,44 @@ async fn bodies_past_max_request_bytes_are_refused_and_bodies_in_pieces_are_read
     assert!(answer.contains(r#""active":true"#), "{answer}");
     Ok(())
 }
+
+/// curl, as a user would send an oversized form: with its length announced, and
+/// chunked. It must read the 413, not a reset connection, though the server answers
+/// before reading the body.
+#[tokio::test]
+async fn curl_reads_the_413_for_a_body_past_the_limit() -> TestResult {
+    const TEST: &str = "curl_reads_the_413_for_a_body_past_the_limit";
+    if !tool_starts("curl", TEST, "apt-get install curl") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let folder = tempfile::tempdir()?;
+    let form = folder.path().join("form");
+    std::fs::write(&form, format!("token={}", "a".repeat(200_000)))?;
+    let url = format!("http://{}/oauth2/introspect", server.http_addr);
+    for chunked in [false, true] {
+        let mut curl = std::process::Command::new("curl");
+        curl.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", &format!("authorization: Bearer {ADMIN_KEY}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", form.display()));
+        if chunked {
+            curl.args(["-H", "transfer-encoding: chunked"]);
+        }
+        curl.arg(&url);
+        let output = tokio::task::spawn_blocking(move || curl.output()).await??;
+        let code = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(code, "413", "chunked: {chunked}; {stderr}");
+    }
+    Ok(())
+}
