@@ -8,8 +8,11 @@
 //! `key = 1`, `value = 2`): envoy-types' `HashMap<String, String>` allocated two
 //! strings per header and hashed each name, to read at most three of them, on every
 //! call.
+//! Envoy sends the headers in `header_map` instead when `encode_raw_headers` is set: a
+//! list, each value as its raw bytes, repeated names not joined. A header is read from
+//! either, the same way (see [`HttpRequest::header`]).
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use bytes::Bytes;
 
@@ -54,6 +57,8 @@ pub struct HttpRequest {
     host: Bytes,
     #[prost(bytes = "bytes", tag = "6")]
     scheme: Bytes,
+    #[prost(message, optional, tag = "13")]
+    header_map: Option<RawHeaders>,
 }
 
 /// One entry of `HttpRequest.headers`.
@@ -63,6 +68,35 @@ pub struct Header {
     key: Bytes,
     #[prost(bytes = "bytes", tag = "2")]
     value: Bytes,
+}
+
+/// `HttpRequest.header_map`, Envoy's `config.core.v3.HeaderMap`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawHeaders {
+    #[prost(message, repeated, tag = "1")]
+    headers: Vec<RawHeader>,
+}
+
+/// Envoy's `config.core.v3.HeaderValue`: with `encode_raw_headers` only `key` and
+/// `raw_value` are set.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RawHeader {
+    #[prost(bytes = "bytes", tag = "1")]
+    key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    value: Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    raw_value: Bytes,
+}
+
+impl RawHeader {
+    fn value(&self) -> &Bytes {
+        if self.raw_value.is_empty() {
+            &self.value
+        } else {
+            &self.raw_value
+        }
+    }
 }
 
 /// These are strings in Envoy's proto, which envoy-types' decoding checked; kept as
@@ -82,7 +116,10 @@ impl HttpRequest {
     pub fn check_utf8(&self) -> Result<(), NotUtf8> {
         let strings = [&self.method, &self.path, &self.host, &self.scheme];
         let headers = self.headers.iter().flat_map(|h| [&h.key, &h.value]);
-        let mut all = strings.into_iter().chain(headers);
+        // `raw_value` is bytes in Envoy's proto, not checked: only a header a decision
+        // reads has to be text, and one that is not is read as absent.
+        let raw_headers = self.raw_headers().flat_map(|h| [&h.key, &h.value]);
+        let mut all = strings.into_iter().chain(headers).chain(raw_headers);
         if all.all(|s| std::str::from_utf8(s).is_ok()) {
             Ok(())
         } else {
@@ -106,20 +143,43 @@ impl HttpRequest {
         text(&self.scheme)
     }
 
-    /// The value of header `name`; where a map entry repeats, the last one counts, as
-    /// when the map is decoded.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    fn raw_headers(&self) -> impl Iterator<Item = &RawHeader> {
+        self.header_map.iter().flat_map(|map| &map.headers)
+    }
+
+    /// The value of header `name` (lower-case). From `header_map`, the values of every
+    /// entry of that name joined with `,`, as Envoy joins them in `headers`, so a
+    /// request reads the same with `encode_raw_headers` or without; `None` where one of
+    /// them is not UTF-8, as a forward-auth header that is not text. From `headers`,
+    /// where a map entry repeats, the last one counts, as when the map is decoded.
+    pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut raw = self
+            .raw_headers()
+            .filter(|header| header.key.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|header| std::str::from_utf8(header.value()).ok());
+        if let Some(first) = raw.next() {
+            let mut joined = Cow::Borrowed(first?);
+            for next in raw {
+                let value = next?;
+                let joined = joined.to_mut();
+                joined.push(',');
+                joined.push_str(value);
+            }
+            return Some(joined);
+        }
         self.headers
             .iter()
             .rev()
             .find(|header| header.key == name.as_bytes())
             .and_then(|header| std::str::from_utf8(&header.value).ok())
+            .map(Cow::Borrowed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
+    use envoy_types::pb::envoy::config::core::v3 as envoy_core;
     use envoy_types::pb::envoy::service::auth::v3::{self as envoy, attribute_context};
     use prost::Message;
 
@@ -193,14 +253,14 @@ mod tests {
         assert_eq!((http.method(), http.path()), ("POST", "/orders?id=7"));
         assert_eq!((http.host(), http.scheme()), ("api.example", "https"));
         for (name, value) in &headers {
-            assert_eq!(http.header(name), Some(value.as_str()), "{name}");
+            assert_eq!(http.header(name).as_deref(), Some(value.as_str()), "{name}");
         }
         assert_eq!(
-            http.header("Authorization"),
+            http.header("Authorization").as_deref(),
             None,
             "names are matched as sent"
         );
-        assert_eq!(http.header("missing"), None);
+        assert_eq!(http.header("missing").as_deref(), None);
         assert_eq!(
             decoded(&EnvoyCheckRequest::default()),
             CheckRequest::default()
@@ -264,12 +324,12 @@ mod tests {
         let view = view.unwrap_or_default();
         for name in ["authorization", "dpop", "", "accept", "missing"] {
             assert_eq!(
-                view.header(name),
+                view.header(name).as_deref(),
                 envoy.headers.get(name).map(String::as_str),
                 "{name:?}"
             );
         }
-        assert_eq!(view.header("authorization"), Some("Bearer b"));
+        assert_eq!(view.header("authorization").as_deref(), Some("Bearer b"));
         assert_eq!(view.path(), envoy.path);
     }
 
@@ -289,10 +349,10 @@ mod tests {
             .unwrap_or_else(|error| unreachable!("{error}"));
         let view = HttpRequest::decode(bytes.as_slice()).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(
-            view.header("authorization"),
+            view.header("authorization").as_deref(),
             as_map.headers.get("authorization").map(String::as_str)
         );
-        assert_eq!(view.header("authorization"), Some("Bearer last"));
+        assert_eq!(view.header("authorization").as_deref(), Some("Bearer last"));
     }
 
     /// A field no decision reads is skipped unchecked: Envoy puts a binary body in the
@@ -320,7 +380,7 @@ mod tests {
         let http = view.attributes.and_then(|a| a.request).and_then(|r| r.http);
         let http = http.unwrap_or_default();
         assert!(http.check_utf8().is_ok());
-        assert_eq!(http.header("authorization"), Some("Bearer t"));
+        assert_eq!(http.header("authorization").as_deref(), Some("Bearer t"));
     }
 
     #[test]
@@ -349,5 +409,75 @@ mod tests {
                 attribute_context::HttpRequest::decode(http.encode_to_vec().as_slice()).is_err()
             );
         }
+    }
+
+    /// `encode_raw_headers: true`: the headers come in `header_map`, as raw bytes.
+    fn with_raw_headers(headers: &[(&str, &[u8])]) -> HttpRequest {
+        let request = EnvoyCheckRequest {
+            attributes: Some(envoy::AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        header_map: Some(envoy_core::HeaderMap {
+                            headers: headers
+                                .iter()
+                                .map(|(key, raw_value)| envoy_core::HeaderValue {
+                                    key: (*key).to_owned(),
+                                    raw_value: raw_value.to_vec(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let view = decoded(&request).attributes.and_then(|a| a.request);
+        view.and_then(|r| r.http).unwrap_or_default()
+    }
+
+    #[test]
+    fn raw_headers_are_read_as_envoy_would_join_them() {
+        let http = with_raw_headers(&[
+            ("authorization", b"Bearer t"),
+            ("dpop", b"proof"),
+            ("x-forwarded-client-cert", b"Hash=1"),
+            ("X-Forwarded-Client-Cert", b"Hash=2"),
+            ("x-latin1", b"caf\xe9"),
+        ]);
+        assert!(http.check_utf8().is_ok(), "raw values are bytes");
+        assert_eq!(http.header("authorization").as_deref(), Some("Bearer t"));
+        assert!(matches!(http.header("dpop"), Some(Cow::Borrowed("proof"))));
+        assert_eq!(
+            http.header("x-forwarded-client-cert").as_deref(),
+            Some("Hash=1,Hash=2")
+        );
+        assert_eq!(http.header("x-latin1"), None, "not text: absent");
+        assert_eq!(http.header("missing"), None);
+        let mixed = with_raw_headers(&[("authorization", b"Bearer t"), ("authorization", b"\xff")]);
+        assert_eq!(mixed.header("authorization"), None);
+    }
+
+    /// Where an entry has a `value` and no `raw_value` (Envoy sets only `raw_value`), the
+    /// value is read, and checked as the string it is.
+    #[test]
+    fn a_raw_header_entry_with_a_value_string() {
+        let entry = |value: &'static [u8]| RawHeader {
+            key: Bytes::from_static(b"authorization"),
+            value: Bytes::from_static(value),
+            raw_value: Bytes::new(),
+        };
+        let http = |entry| HttpRequest {
+            header_map: Some(RawHeaders {
+                headers: vec![entry],
+            }),
+            ..Default::default()
+        };
+        let text = http(entry(b"Bearer v"));
+        assert!(text.check_utf8().is_ok());
+        assert_eq!(text.header("authorization").as_deref(), Some("Bearer v"));
+        assert!(http(entry(b"\xff")).check_utf8().is_err());
     }
 }

@@ -133,23 +133,23 @@ impl Decider {
             .as_ref()
             .map(|source| source.certificate.as_str())
             .filter(|pem| !pem.is_empty());
-        let client_certificate = match source_certificate {
-            Some(pem) => binding::certificate_from_header(pem),
-            None => self
-                .settings
-                .client_certificate_header
-                .as_ref()
-                .and_then(|name| http.header(name))
-                .and_then(binding::certificate_from_header),
+        let certificate_header = match source_certificate {
+            Some(_) => None,
+            None => (self.settings.client_certificate_header.as_ref())
+                .and_then(|name| http.header(name)),
         };
+        let client_certificate = source_certificate
+            .or(certificate_header.as_deref())
+            .and_then(binding::certificate_from_header);
         let dpop = http.header("dpop");
         // Only a DPoP proof is checked against the URI: built for those requests alone.
-        let uri = dpop.and_then(|_| {
+        let uri = dpop.as_ref().and_then(|_| {
             gateway::absolute_uri(Some(http.scheme()), Some(http.host()), Some(http.path()))
         });
+        let authorization = http.header(&self.settings.token_header);
         let described = GatewayRequest {
-            authorization: http.header(&self.settings.token_header),
-            dpop,
+            authorization: authorization.as_deref(),
+            dpop: dpop.as_deref(),
             method: Some(http.method()).filter(|m| !m.is_empty()),
             uri: uri.as_deref(),
             client_certificate,

@@ -11,6 +11,7 @@ use std::{
 use axum::{Router, extract::State, http::HeaderMap, routing::any};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3 as envoy_core;
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, attribute_context, authorization_client::AuthorizationClient,
 };
@@ -169,6 +170,71 @@ async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
         .await;
     let revoked = client.check(check(Some(&token), &[])).await?.into_inner();
     assert_eq!(outcome(&revoked).0, 401);
+    Ok(())
+}
+
+/// A `CheckRequest` as Envoy sends it with `encode_raw_headers: true`: the headers in
+/// `header_map`, each as its raw bytes, repeated names not joined, `headers` empty.
+fn raw_headers_check(headers: &[(&str, &[u8])]) -> CheckRequest {
+    let mut request = check(None, &[]);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.clear();
+        http.header_map = Some(envoy_core::HeaderMap {
+            headers: headers
+                .iter()
+                .map(|(key, raw_value)| envoy_core::HeaderValue {
+                    key: (*key).to_owned(),
+                    raw_value: raw_value.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    request
+}
+
+#[tokio::test]
+async fn envoy_ext_authz_reads_raw_headers() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let bearer = format!("Bearer {}", mint(&signer, &claims(ISS)));
+
+    let allowed = raw_headers_check(&[
+        (":path", b"/orders/7"),
+        ("authorization", bearer.as_bytes()),
+        // Raw bytes that are not UTF-8, in a header no decision reads: not refused.
+        ("x-legacy", b"caf\xe9"),
+    ]);
+    let (status, headers, _) = outcome(&client.check(allowed).await?.into_inner());
+    assert_eq!(status, 200, "{headers:?}");
+    assert_eq!(
+        headers.get("x-introspectd-sub").map(String::as_str),
+        Some("user-1")
+    );
+
+    // Two tokens are read as Envoy's `headers` joins them, one value: not a token.
+    let twice = raw_headers_check(&[
+        ("authorization", bearer.as_bytes()),
+        ("authorization", bearer.as_bytes()),
+    ]);
+    let (status, headers, _) = outcome(&client.check(twice).await?.into_inner());
+    assert_eq!(status, 401);
+    assert!(headers["www-authenticate"].contains("error=\"invalid_token\""));
+
+    // A token header that is not UTF-8 is no token.
+    let latin1 = raw_headers_check(&[("authorization", b"Bearer caf\xe9")]);
+    let (status, headers, _) = outcome(&client.check(latin1).await?.into_inner());
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers.get("www-authenticate").map(String::as_str),
+        Some("Bearer realm=\"introspectd\"")
+    );
     Ok(())
 }
 
