@@ -147,20 +147,22 @@ impl HttpRequest {
         self.header_map.iter().flat_map(|map| &map.headers)
     }
 
-    /// The value of header `name` (lower-case). From `header_map`, the values of every
-    /// entry of that name joined with `,`, as Envoy joins them in `headers`, so a
-    /// request reads the same with `encode_raw_headers` or without; `None` where one of
-    /// them is not UTF-8, as a forward-auth header that is not text. From `headers`,
-    /// where a map entry repeats, the last one counts, as when the map is decoded.
+    /// The value of header `name` (lower-case), from `header_map` where Envoy sent one,
+    /// else from `headers`. From `header_map`, the values of every entry of that name
+    /// joined with `,`, as Envoy joins them in `headers`, so a request reads the same
+    /// with `encode_raw_headers` or without; but where one of them is not UTF-8, `None`
+    /// (in `headers` Envoy turns such bytes into `!`, which no token or proof survives
+    /// either). From `headers`, where a map entry repeats, the last one counts, as when
+    /// the map is decoded.
     pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut raw = self
-            .raw_headers()
-            .filter(|header| header.key.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|header| std::str::from_utf8(header.value()).ok());
-        if let Some(first) = raw.next() {
-            let mut joined = Cow::Borrowed(first?);
-            for next in raw {
-                let value = next?;
+        if self.header_map.is_some() {
+            let mut values = self
+                .raw_headers()
+                .filter(|header| header.key.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|header| std::str::from_utf8(header.value()).ok());
+            let mut joined = Cow::Borrowed(values.next()??);
+            for value in values {
+                let value = value?;
                 let joined = joined.to_mut();
                 joined.push(',');
                 joined.push_str(value);
@@ -456,6 +458,16 @@ mod tests {
         );
         assert_eq!(http.header("x-latin1"), None, "not text: absent");
         assert_eq!(http.header("missing"), None);
+        let mut both = http.clone();
+        both.headers.push(Header {
+            key: Bytes::from_static(b"accept"),
+            value: Bytes::from_static(b"text/plain"),
+        });
+        assert_eq!(
+            both.header("accept"),
+            None,
+            "with header_map, only it is read"
+        );
         let mixed = with_raw_headers(&[("authorization", b"Bearer t"), ("authorization", b"\xff")]);
         assert_eq!(mixed.header("authorization"), None);
     }

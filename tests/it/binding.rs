@@ -15,7 +15,7 @@ use introspectd::token::sign::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde_json::{Value, json};
 
-use crate::gateways::{ISS, outcome};
+use crate::gateways::{ISS, outcome, with_raw_headers};
 use crate::support::*;
 
 const URI: &str = "https://api.example.com/orders";
@@ -218,6 +218,17 @@ async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
         .await?
         .into_inner();
     assert_eq!(outcome(&response).0, 200, "{response:?}");
+    // The same from Envoy with `encode_raw_headers: true`, and a fresh proof.
+    let raw = proof(&client_key, "GET", URI, &token, Some(&nonce));
+    let headers = [
+        ("authorization", authorization.as_bytes()),
+        ("dpop", raw.as_bytes()),
+    ];
+    let response = envoy
+        .check(with_raw_headers(envoy_check(&[], None), &headers))
+        .await?
+        .into_inner();
+    assert_eq!(outcome(&response).0, 200, "{response:?}");
 
     // The same token as Bearer, without a proof.
     let response = envoy
@@ -267,6 +278,16 @@ async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
         .await?
         .into_inner();
     assert_eq!(outcome(&response).0, 401);
+    // Or through the gateway's header, in Envoy's `header_map`.
+    let headers = [
+        ("authorization", bearer.as_bytes()),
+        ("x-ssl-client-cert", escaped.as_bytes()),
+    ];
+    let response = envoy
+        .check(with_raw_headers(envoy_check(&[], None), &headers))
+        .await?
+        .into_inner();
+    assert_eq!(outcome(&response).0, 200, "{response:?}");
 
     // Forward-auth: the same rules from the forwarded headers.
     let http = reqwest::Client::new();

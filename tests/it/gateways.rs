@@ -173,10 +173,12 @@ async fn envoy_ext_authz_allows_denies_and_follows_revocation() -> TestResult {
     Ok(())
 }
 
-/// A `CheckRequest` as Envoy sends it with `encode_raw_headers: true`: the headers in
+/// `request` as Envoy sends it with `encode_raw_headers: true`: the headers in
 /// `header_map`, each as its raw bytes, repeated names not joined, `headers` empty.
-fn raw_headers_check(headers: &[(&str, &[u8])]) -> CheckRequest {
-    let mut request = check(None, &[]);
+pub(crate) fn with_raw_headers(
+    mut request: CheckRequest,
+    headers: &[(&str, &[u8])],
+) -> CheckRequest {
     if let Some(http) = request
         .attributes
         .as_mut()
@@ -196,6 +198,10 @@ fn raw_headers_check(headers: &[(&str, &[u8])]) -> CheckRequest {
         });
     }
     request
+}
+
+fn raw_headers_check(headers: &[(&str, &[u8])]) -> CheckRequest {
+    with_raw_headers(check(None, &[]), headers)
 }
 
 #[tokio::test]
