@@ -25,6 +25,8 @@ pub struct Verified {
     pub pipeline: Arc<Pipeline>,
     pub precomputed: Precomputed,
     pub subject_key: Option<SubjectKey>,
+    /// [`crate::binding::has_confirmation`] of `token`.
+    pub has_confirmation: bool,
 }
 
 /// The token's answer as each surface encodes it, where the answer is the same on every

@@ -275,8 +275,13 @@ impl Introspector {
                 Rejection::new(Reason::Revoked, "a revocation record matches").into()
             }
             Ok(None) => match policy.check(&verified.token).and_then(|()| {
-                self.binder
-                    .check(&verified.token, hash, &policy.presented, now)
+                self.binder.check(
+                    &verified.token,
+                    verified.has_confirmation,
+                    hash,
+                    &policy.presented,
+                    now,
+                )
             }) {
                 Ok(()) => Verification::Active(verified),
                 Err(rejection) => rejection.into(),
@@ -380,6 +385,7 @@ impl Introspector {
                 .sub
                 .as_deref()
                 .map(|sub| SubjectKey::new(&token.iss, sub)),
+            has_confirmation: crate::binding::has_confirmation(&token),
             pipeline,
             token: Arc::new(token),
             kept_answers: Default::default(),

@@ -69,6 +69,13 @@ pub const CERTIFICATE_MISMATCH: Rejection = Rejection::new(
     "the token is bound to a client certificate the call did not present",
 );
 
+/// Whether `token` has a `cnf` claim at all: found once, when the token is verified, and
+/// kept with it, so that a cache hit of an unbound token (most are) does not look in its
+/// claims again.
+pub fn has_confirmation(token: &AccessToken) -> bool {
+    token.other_claims.contains_key("cnf")
+}
+
 /// Checks the binding of verified tokens; holds the DPoP replay cache and nonces.
 #[derive(Debug)]
 pub struct Binder {
@@ -89,14 +96,20 @@ impl Binder {
     /// Whether the call proves what `token` is bound to. Unbound tokens pass, unless
     /// they came with the DPoP scheme (RFC 9449 section 7.1: a DPoP request needs a
     /// DPoP-bound token).
+    /// `has_confirmation`: [`has_confirmation`] of `token`.
     pub fn check(
         &self,
         token: &AccessToken,
+        has_confirmation: bool,
         hash: &TokenHash,
         presented: &Presentation<'_>,
         now: i64,
     ) -> Result<(), Rejection> {
-        let cnf = Confirmation::read(token)?;
+        let cnf = if has_confirmation {
+            Confirmation::read(token)?
+        } else {
+            Confirmation::default()
+        };
         if let Some(bound) = cnf.x5t_s256 {
             let presented = presented
                 .client_certificate

@@ -66,7 +66,13 @@ fn check(
     presentation: &Presentation<'_>,
 ) -> Result<(), Reason> {
     binder
-        .check(token, &TokenHash::of(TOKEN), presentation, NOW)
+        .check(
+            token,
+            has_confirmation(token),
+            &TokenHash::of(TOKEN),
+            presentation,
+            NOW,
+        )
         .map_err(|rejection| rejection.reason)
 }
 

@@ -54,6 +54,7 @@ fn verified(sub: &str) -> Arc<Verified> {
         pipeline: Arc::default(),
         precomputed: Vec::new(),
         subject_key: None,
+        has_confirmation: false,
         token: Arc::new(token),
     })
 }
