@@ -49,7 +49,7 @@ pub enum DevError {
     #[error("{0} is not a dev issuer key file; delete it to generate a new key")]
     BadKeyFile(PathBuf),
     #[error(
-        "{path} holds a {has:?} key, not {asked:?}: use another --data-dir, or delete the file to make a {asked:?} key"
+        "{path} holds the dev issuer's {has:?} key, not {asked:?}: use another --data-dir, or delete the file to make a new key"
     )]
     OtherAlgorithm {
         path: PathBuf,
