@@ -197,6 +197,19 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
             measured.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
             baseline.name
         );
+        if let (Some(baseline_cpu), Some(measured_cpu)) =
+            (baseline.server_cpu_per_call, measured.server_cpu_per_call)
+            && !measured_cpu.is_zero()
+        {
+            // Where the load generator, not the server, sets the pace (one machine for
+            // both), the throughput ratio says more about the client than the server.
+            println!(
+                "{} answers {:.2} as many calls per second of server CPU as {} (the throughput ratio where the server sets the pace)",
+                measured.name,
+                baseline_cpu.as_secs_f64() / measured_cpu.as_secs_f64(),
+                baseline.name
+            );
+        }
         if measured.errors > 0 {
             eprintln!(
                 "introspectd loadtest: {} {} calls failed or were refused",

@@ -211,6 +211,10 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
             );
             assert!(report.contains(baseline), "{mode}: {report}");
             assert!(report.contains("server CPU"), "{mode}: {report}");
+            assert!(
+                report.contains("as many calls per second of server CPU as"),
+                "{mode}: {report}"
+            );
         }
 
         // A wrong key is refused with a hint at where keys come from.
