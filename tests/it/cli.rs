@@ -215,6 +215,11 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
                 report.contains("as many calls per second of server CPU as"),
                 "{mode}: {report}"
             );
+            let progress = String::from_utf8_lossy(&load.stderr);
+            assert!(
+                progress.contains("asked for each of the 20 tokens once first"),
+                "{mode}: {progress}"
+            );
         }
 
         // A wrong key is refused with a hint at where keys come from.
