@@ -10,7 +10,7 @@
 //! call.
 //! Envoy sends the headers in `header_map` instead when `encode_raw_headers` is set: a
 //! list, each value as its raw bytes, repeated names not joined. A header is read from
-//! either, the same way (see [`HttpRequest::header`]).
+//! whichever of the two came, to the same value (see [`HttpRequest::header`]).
 
 use std::{borrow::Cow, collections::HashMap};
 
