@@ -105,6 +105,7 @@ impl Binder {
         presented: &Presentation<'_>,
         now: i64,
     ) -> Result<(), Rejection> {
+        debug_assert_eq!(has_confirmation, self::has_confirmation(token));
         let cnf = if has_confirmation {
             Confirmation::read(token)?
         } else {

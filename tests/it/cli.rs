@@ -217,7 +217,7 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
             );
             let progress = String::from_utf8_lossy(&load.stderr);
             assert!(
-                progress.contains("asked for each of the 20 tokens once first"),
+                progress.contains("asked for 20 of the 20 tokens once first"),
                 "{mode}: {progress}"
             );
         }
