@@ -222,6 +222,33 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
             );
         }
 
+        // A warm-up the server refused says so: those tokens would be cold in the phase.
+        let refused = run(&[
+            "loadtest",
+            "--mode",
+            "grpc",
+            "--grpc-addr",
+            &grpc_url,
+            "--http-addr",
+            &http,
+            "--data-dir",
+            &data,
+            "--seconds",
+            "1",
+            "--concurrency",
+            "2",
+            "--tokens",
+            "3",
+            "--api-key",
+            "not-the-key",
+        ])?;
+        let progress = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{progress}");
+        assert!(
+            progress.contains("3 answers were not active (those tokens stay cold)"),
+            "{progress}"
+        );
+
         // A wrong key is refused with a hint at where keys come from.
         let refused = run(&[
             "revoke",
