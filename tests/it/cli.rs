@@ -177,16 +177,9 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         assert_eq!(answer["active"], false);
         assert_eq!(answer["inactive_reason"], "WRONG_TOKEN_TYPE");
 
-        for (mode, baseline) in [
-            ("grpc", "of grpc.health.v1.Health/Check throughput"),
-            // Revoked and malformed tokens too: any answer but the expected one fails it.
-            ("mixed", "of grpc.health.v1.Health/Check throughput"),
-            ("stream", "of grpc.health.v1.Health/Check throughput"),
-            ("ext-authz", "of grpc.health.v1.Health/Check throughput"),
-            ("http", "of GET /healthz throughput"),
-            ("authz", "of GET /healthz throughput"),
-        ] {
-            let load = run(&[
+        // One-second loadtest runs against this server, with `extra` arguments.
+        let loadtest = |mode: &str, extra: &[&str]| {
+            let mut args = vec![
                 "loadtest",
                 "--mode",
                 mode,
@@ -198,11 +191,20 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
                 &data,
                 "--seconds",
                 "1",
-                "--concurrency",
-                "4",
-                "--tokens",
-                "20",
-            ])?;
+            ];
+            args.extend_from_slice(extra);
+            run(&args)
+        };
+        for (mode, baseline) in [
+            ("grpc", "of grpc.health.v1.Health/Check throughput"),
+            // Revoked and malformed tokens too: any answer but the expected one fails it.
+            ("mixed", "of grpc.health.v1.Health/Check throughput"),
+            ("stream", "of grpc.health.v1.Health/Check throughput"),
+            ("ext-authz", "of grpc.health.v1.Health/Check throughput"),
+            ("http", "of GET /healthz throughput"),
+            ("authz", "of GET /healthz throughput"),
+        ] {
+            let load = loadtest(mode, &["--concurrency", "4", "--tokens", "20"])?;
             let report = String::from_utf8_lossy(&load.stdout);
             assert!(
                 load.status.success(),
@@ -223,25 +225,17 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         }
 
         // A warm-up the server refused says so: those tokens would be cold in the phase.
-        let refused = run(&[
-            "loadtest",
-            "--mode",
+        let refused = loadtest(
             "grpc",
-            "--grpc-addr",
-            &grpc_url,
-            "--http-addr",
-            &http,
-            "--data-dir",
-            &data,
-            "--seconds",
-            "1",
-            "--concurrency",
-            "2",
-            "--tokens",
-            "3",
-            "--api-key",
-            "not-the-key",
-        ])?;
+            &[
+                "--concurrency",
+                "2",
+                "--tokens",
+                "3",
+                "--api-key",
+                "not-the-key",
+            ],
+        )?;
         let progress = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success(), "{progress}");
         assert!(
