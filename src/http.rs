@@ -484,8 +484,7 @@ async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, Re
     let too_large = || {
         let description =
             format!("the body is larger than server.max_request_bytes ({limit} bytes)");
-        let error = json!({ "error": "invalid_request", "error_description": description });
-        (StatusCode::PAYLOAD_TOO_LARGE, Json(error)).into_response()
+        request_error(StatusCode::PAYLOAD_TOO_LARGE, &description)
     };
     // A Content-Length past the limit is refused before a byte is read.
     if body.size_hint().lower() > limit as u64 {
@@ -762,8 +761,13 @@ fn refused(denied: Denied) -> Response {
 }
 
 fn invalid_request(description: &str) -> Response {
+    request_error(StatusCode::BAD_REQUEST, description)
+}
+
+/// RFC 6749 section 5.2's `invalid_request`, with the status that says why.
+fn request_error(status: StatusCode, description: &str) -> Response {
     (
-        StatusCode::BAD_REQUEST,
+        status,
         Json(json!({ "error": "invalid_request", "error_description": description })),
     )
         .into_response()
