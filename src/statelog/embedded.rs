@@ -41,6 +41,9 @@ struct Handle {
 
 type Shared = Arc<Handle>;
 
+/// How long [`EmbeddedLog::close`] waits for reads in flight to let go of the file.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct EmbeddedLog {
     db: Shared,
     applier: Arc<Applier>,
@@ -125,29 +128,52 @@ impl EmbeddedLog {
     /// Ends the writer (after the appends it has) and lets go of the file, so it can
     /// be opened again as soon as this returns.
     pub async fn close(&self) {
-        if let Some(thread) = self.detach() {
+        let (thread, db) = self.detach();
+        if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        // A read still running holds the file: one whose task was cancelled at shutdown
+        // finishes its blocking part all the same. Reads are bounded, so this is short;
+        // the deadline only keeps a stuck disk from holding up the stop for ever.
+        let Some(mut db) = db else { return };
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(_last) => return,
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    db = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                Err(_) => {
+                    tracing::warn!("a read of the embedded store outlived the stop");
+                    return;
+                }
+            }
         }
     }
 
-    /// What [`Self::close`] does, from a context that cannot await.
+    /// What [`Self::close`] does, from a context that cannot await, except waiting for
+    /// reads in flight.
     fn release(&self) {
-        if let Some(thread) = self.detach() {
+        if let (Some(thread), _) = self.detach() {
             let _ = thread.join();
         }
     }
 
-    /// Drops this log's handles; the writer thread, still finishing, is returned to join.
-    fn detach(&self) -> Option<std::thread::JoinHandle<()>> {
+    /// Drops this log's handles; the writer thread, still finishing, is returned to join,
+    /// and the database, which reads in flight may still share.
+    fn detach(&self) -> (Option<std::thread::JoinHandle<()>>, Option<Arc<Database>>) {
         self.db
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.writer.lock().map(|mut writer| writer.take()).ok();
-        self.db.db.write().map(|mut db| db.take()).ok();
-        self.writer_thread
+        let db = self.db.db.write().ok().and_then(|mut db| db.take());
+        let thread = self
+            .writer_thread
             .lock()
             .ok()
-            .and_then(|mut thread| thread.take())
+            .and_then(|mut thread| thread.take());
+        (thread, db)
     }
 
     fn db(&self) -> Result<Arc<Database>, LogError> {
@@ -376,4 +402,40 @@ fn commit(db: &Database, batch: &[Pending], last: Position) -> Result<Vec<LogEnt
     }
     txn.commit().map_err(embedded)?;
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::SubjectClaims;
+    use crate::revocation::RevocationSet;
+
+    /// A read that was running when the service stopped (a task cancelled at shutdown
+    /// still finishes its blocking part) holds the database: `close` returns only once
+    /// it is done, so a restart in the same process can open the file again.
+    #[tokio::test]
+    async fn close_waits_for_a_read_in_flight_before_it_returns() -> Result<(), LogError> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("state.redb");
+        let applier = || {
+            Applier::new(
+                Arc::new(RevocationSet::new()),
+                Arc::new(SubjectClaims::new()),
+            )
+        };
+        let log = EmbeddedLog::open(path.clone(), applier()).await?;
+        let read_in_flight = log.db()?;
+        let closing = tokio::spawn(async move { log.close().await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !closing.is_finished(),
+            "close returned while a read still held the file"
+        );
+        drop(read_in_flight);
+        tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+            .await
+            .map_err(|_| LogError::Closed)??;
+        EmbeddedLog::open(path, applier()).await?;
+        Ok(())
+    }
 }
