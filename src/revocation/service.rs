@@ -255,7 +255,7 @@ impl Revocations {
             sub: text("sub"),
             client_id,
             sid: text("sid"),
-            iat: claims.get("iat").and_then(Value::as_i64),
+            iat: token::numeric_date(claims.get("iat")).ok().flatten(),
         })
     }
 

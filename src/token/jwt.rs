@@ -247,17 +247,44 @@ fn check_header_type(
             ));
         }
     }
-    // An untyped JWT addressed to its own client and granting no scope is how an OIDC
-    // ID token without a nonce looks (code flow); access tokens carry scopes.
+    // An untyped JWT that grants no scope is how an OIDC ID token without a nonce looks
+    // (code flow) when it is addressed to its own client, or carries the user's profile
+    // or the time they authenticated; access tokens carry scopes.
     if typ.as_deref() != Some("at+jwt")
-        && !claims.contains_key("scope")
-        && !claims.contains_key("scp")
-        && let Some(client) = ["azp", "client_id"]
+        && !grants_a_scope(claims)
+        && (["azp", "client_id", "cid"].iter().any(|name| {
+            claims
+                .get(*name)
+                .and_then(Value::as_str)
+                .is_some_and(|client| audience_contains(claims.get("aud"), client))
+        }) || ID_TOKEN_PROFILE_CLAIMS
             .iter()
-            .find_map(|name| claims.get(*name).and_then(Value::as_str))
-        && audience_contains(claims.get("aud"), client)
+            .any(|name| claims.contains_key(*name)))
     {
         return Err(rules::WRONG_TYPE_ID);
     }
     Ok(())
+}
+
+/// OIDC Core section 2 and 5.1 claims an ID token carries for its client; with no scope
+/// granted they mark an untyped JWT as one.
+const ID_TOKEN_PROFILE_CLAIMS: &[&str] = &[
+    "auth_time",
+    "name",
+    "given_name",
+    "family_name",
+    "picture",
+    "email",
+    "email_verified",
+    "phone_number",
+];
+
+/// Whether `scope` or `scp` grants anything: an empty or null one grants nothing.
+fn grants_a_scope(claims: &Map<String, Value>) -> bool {
+    ["scope", "scp"].iter().any(|name| match claims.get(*name) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(scope)) => !scope.trim().is_empty(),
+        Some(Value::Array(scopes)) => !scopes.is_empty(),
+        Some(_) => true,
+    })
 }

@@ -132,19 +132,35 @@ fn check_claimed_type(claims: &Map<String, Value>) -> Result<(), Rejection> {
         return Err(WRONG_TYPE_ID);
     }
     for name in ["typ", "type", "token_use", "token_type"] {
-        let Some(kind) = claims.get(name).and_then(Value::as_str) else {
-            continue;
+        let kinds: &[Value] = match claims.get(name) {
+            Some(Value::Array(kinds)) => kinds,
+            Some(kind) => std::slice::from_ref(kind),
+            None => continue,
         };
-        match kind.to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
-            "id" | "id_token" | "idtoken" => return Err(WRONG_TYPE_ID),
-            "refresh" | "refresh_token" | "refreshtoken" | "offline" => {
-                return Err(WRONG_TYPE_REFRESH);
+        for kind in kinds.iter().filter_map(Value::as_str) {
+            let kind = kind.trim().to_ascii_lowercase();
+            let kind = kind.strip_prefix(TOKEN_TYPE_URN).unwrap_or(&kind);
+            match kind.replace(['-', ' '], "_").as_str() {
+                "id" | "id_token" | "idtoken" => return Err(WRONG_TYPE_ID),
+                "refresh" | "refresh_token" | "refreshtoken" | "offline" => {
+                    return Err(WRONG_TYPE_REFRESH);
+                }
+                // Keycloak's back-channel logout and serialized ID tokens.
+                "logout" | "logout_token" | "serialized_id" => return Err(WRONG_TYPE_CLAIMED),
+                _ => {}
             }
-            _ => {}
         }
     }
     Ok(())
 }
+
+/// RFC 8693 section 3's prefix of token type identifiers.
+const TOKEN_TYPE_URN: &str = "urn:ietf:params:oauth:token-type:";
+
+const WRONG_TYPE_CLAIMED: Rejection = Rejection::new(
+    Reason::WrongTokenType,
+    "a type claim names something other than an access token",
+);
 
 /// An RFC 7662 `token_type` must name an access token; an issuer that omits it for
 /// refresh tokens (oidc-provider) can require it.

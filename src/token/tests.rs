@@ -693,6 +693,118 @@ fn untyped_token_for_its_own_client_without_scope_is_an_id_token() {
     );
 }
 
+/// Rollup's ID token (reference/002): untyped, addressed to the client, no `azp`, no
+/// scope, the user's profile; a code-flow ID token has `auth_time` instead of a nonce.
+/// An empty or null scope grants nothing, and Okta names the client `cid`.
+#[test]
+fn untyped_scopeless_tokens_with_a_profile_or_for_their_client_are_id_tokens() {
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    let scopeless = || without(without(claims(), "scope"), "client_id");
+    for (what, shaped) in [
+        (
+            "profile",
+            with(
+                with(scopeless(), "name", json!("Jane")),
+                "email",
+                json!("j@x"),
+            ),
+        ),
+        ("auth_time", with(scopeless(), "auth_time", json!(NOW - 60))),
+        (
+            "email_verified",
+            with(scopeless(), "email_verified", json!(true)),
+        ),
+        (
+            "empty scope",
+            with(with(claims(), "scope", json!("")), "azp", json!(AUD)),
+        ),
+        (
+            "null scope",
+            with(with(claims(), "scope", json!(null)), "azp", json!(AUD)),
+        ),
+        ("cid", with(without(claims(), "scope"), "cid", json!(AUD))),
+    ] {
+        assert_eq!(
+            check_with(&signed(&KEYS.rs, header.clone(), &shaped), &policy).err(),
+            Some(Reason::WrongTokenType),
+            "{what}"
+        );
+    }
+    // An access token may carry the profile too: its scope says what it is.
+    let profiled_access = with(claims(), "email", json!("j@x"));
+    assert_eq!(
+        check_with(&signed(&KEYS.rs, header, &profiled_access), &policy).err(),
+        None
+    );
+}
+
+/// What `compat` cannot tell apart (the README says so): Rollup's refresh token reads as
+/// an access token granting no scope, until the issuer requires a scope.
+#[test]
+fn an_untyped_scopeless_refresh_token_needs_required_scope_to_be_refused() {
+    let compat = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    let refresh = without(without(claims(), "scope"), "client_id");
+    let refresh = without(refresh, "org_id");
+    let token = signed(&KEYS.rs, header, &refresh);
+    assert_eq!(check_with(&token, &compat).err(), None);
+    let requiring_scope = Policy {
+        required_claims: vec!["scope".into()],
+        ..compat
+    };
+    assert_eq!(
+        check_with(&token, &requiring_scope).err(),
+        Some(Reason::Malformed)
+    );
+}
+
+/// Type claims as issuers write them: RFC 8693 URNs, arrays (a multi-valued claim),
+/// stray spaces, and Keycloak's other kinds (logout, serialized ID tokens).
+#[test]
+fn type_claims_are_read_in_every_spelling() {
+    for (name, value) in [
+        (
+            "token_type",
+            json!("urn:ietf:params:oauth:token-type:refresh_token"),
+        ),
+        (
+            "token_type",
+            json!("urn:ietf:params:oauth:token-type:id_token"),
+        ),
+        ("typ", json!(["Refresh"])),
+        ("type", json!("REFRESH ")),
+        ("typ", json!("Logout")),
+        ("typ", json!("Serialized-ID")),
+    ] {
+        assert_eq!(
+            reason(&mint(&KEYS.rs, &with(claims(), name, value.clone()))),
+            Some(Reason::WrongTokenType),
+            "{name}: {value}"
+        );
+    }
+    for (name, value) in [
+        ("typ", json!("Bearer")),
+        (
+            "token_type",
+            json!("urn:ietf:params:oauth:token-type:access_token"),
+        ),
+        ("token_use", json!(["access"])),
+    ] {
+        assert_eq!(
+            reason(&mint(&KEYS.rs, &with(claims(), name, value.clone()))),
+            None,
+            "{name}: {value}"
+        );
+    }
+}
+
 #[test]
 fn identity_hash_ignores_the_signature_bytes() {
     let token = mint(&KEYS.es256, &claims());

@@ -86,6 +86,25 @@ async fn revoked_token_is_refused_even_from_the_cache() -> TestResult {
     Ok(())
 }
 
+/// CheckRevocation reads a token's `iat` as validation does: a fraction is floored
+/// (RFC 7519 NumericDate), not taken for a missing `iat`, which a cut-off revokes.
+#[tokio::test]
+async fn check_revocation_and_introspect_agree_on_a_fractional_iat() -> TestResult {
+    use pb::check_revocation_request::Subject;
+    let s = setup().await;
+    let t = now();
+    let token = token_with(&s, json!({"sub": "carol", "iat": (t - 100) as f64 + 0.5}));
+    s.server
+        .revoke(Target::Subject(cutoff("carol", Some(t - 100))))
+        .await;
+    assert!(
+        s.server.introspect(&token).await.active,
+        "issued at the cut-off, not before"
+    );
+    assert!(!check(&s.server, Subject::Token(token)).await.revoked);
+    Ok(())
+}
+
 #[tokio::test]
 async fn jti_and_cutoffs_revoke_what_they_name() -> TestResult {
     let s = setup().await;
