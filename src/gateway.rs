@@ -10,9 +10,12 @@
 //! good proof is 401 with a `DPoP` challenge (`error="invalid_dpop_proof"`, or
 //! `error="use_dpop_nonce"` and a `DPoP-Nonce` header), listing the accepted `algs`.
 
+use std::borrow::Cow;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Map, Value};
 
+use crate::binding::Scheme;
 use crate::introspect::Introspection;
 use crate::token::{AccessToken, Reason};
 
@@ -117,18 +120,33 @@ pub struct GatewayRequest<'a> {
 impl<'a> GatewayRequest<'a> {
     /// The token and what proves possession of it; `None` without a token.
     pub fn presented(&self) -> Option<(&'a str, crate::binding::Presentation<'a>)> {
-        let (token, dpop_scheme) = credentials(self.authorization?)?;
+        let (token, scheme) = credentials(self.authorization?)?;
         Some((
             token,
             crate::binding::Presentation {
                 dpop_proof: self.dpop.filter(|proof| !proof.is_empty()),
-                dpop_scheme,
+                scheme,
                 http_method: self.method,
                 http_uri: self.uri,
                 client_certificate: self.client_certificate,
             },
         ))
     }
+}
+
+/// A header as a gateway's decision reads it: where it repeats, its values joined with
+/// `,` (as Envoy joins them), so two tokens or two DPoP proofs never pass as one, and
+/// neither does the first of them alone; `None` where it is absent, or where a value is
+/// not UTF-8 (no token or proof is made of such bytes).
+pub fn joined_header<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, str>> {
+    let mut joined = Cow::Borrowed(std::str::from_utf8(values.next()?).ok()?);
+    for value in values {
+        let value = std::str::from_utf8(value).ok()?;
+        let joined = joined.to_mut();
+        joined.push(',');
+        joined.push_str(value);
+    }
+    Some(joined)
 }
 
 /// The absolute URI of a request from its parts as gateways pass them.
@@ -143,18 +161,18 @@ pub fn absolute_uri(
     Some(format!("{scheme}://{host}{path}"))
 }
 
-/// The token of an `Authorization` value and whether its scheme is DPoP (RFC 9449
-/// section 7.1) rather than Bearer; `None` for any other scheme.
-pub fn credentials(value: &str) -> Option<(&str, bool)> {
+/// The token of an `Authorization` value and its scheme, Bearer or DPoP (RFC 9449
+/// section 7.1); `None` for any other scheme.
+pub fn credentials(value: &str) -> Option<(&str, Scheme)> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     if token.is_empty() {
         return None;
     }
     if scheme.eq_ignore_ascii_case("bearer") {
-        Some((token, false))
+        Some((token, Scheme::Bearer))
     } else if scheme.eq_ignore_ascii_case("dpop") {
-        Some((token, true))
+        Some((token, Scheme::Dpop))
     } else {
         None
     }
@@ -245,10 +263,10 @@ mod tests {
 
     #[test]
     fn bearer_and_dpop_values_carry_a_token() {
-        assert_eq!(credentials("Bearer abc"), Some(("abc", false)));
-        assert_eq!(credentials("bearer  abc "), Some(("abc", false)));
-        assert_eq!(credentials("DPoP abc"), Some(("abc", true)));
-        assert_eq!(credentials("dpop abc"), Some(("abc", true)));
+        assert_eq!(credentials("Bearer abc"), Some(("abc", Scheme::Bearer)));
+        assert_eq!(credentials("bearer  abc "), Some(("abc", Scheme::Bearer)));
+        assert_eq!(credentials("DPoP abc"), Some(("abc", Scheme::Dpop)));
+        assert_eq!(credentials("dpop abc"), Some(("abc", Scheme::Dpop)));
         assert_eq!(credentials("Basic abc"), None);
         assert_eq!(credentials("Bearer "), None);
         assert_eq!(credentials("abc"), None);

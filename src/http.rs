@@ -594,7 +594,7 @@ async fn introspect(
     let policy = CallPolicy {
         presented: crate::binding::Presentation {
             dpop_proof: form.dpop_proof.as_deref().filter(|p| !p.is_empty()),
-            dpop_scheme: false,
+            scheme: crate::binding::Scheme::Unstated,
             http_method: form.http_method.as_deref(),
             http_uri: form.http_uri.as_deref(),
             client_certificate,
@@ -666,31 +666,41 @@ async fn authz(
         }
     }
     let settings = &state.gateway;
-    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let forwarded_uri = header("x-forwarded-uri").or(header("x-original-uri"));
+    let header = |name: &str| {
+        crate::gateway::joined_header(
+            headers
+                .get_all(name)
+                .iter()
+                .map(axum::http::HeaderValue::as_bytes),
+        )
+    };
+    let forwarded_uri = header("x-forwarded-uri").or_else(|| header("x-original-uri"));
     // The path only: a query may carry an `access_token` (RFC 6750 section 2.3).
-    let path = forwarded_uri.map(|uri| uri.split('?').next().unwrap_or_default());
-    let method = header("x-forwarded-method").or(header("x-original-method"));
+    let path = forwarded_uri
+        .as_deref()
+        .map(|uri| uri.split('?').next().unwrap_or_default());
+    let method = header("x-forwarded-method").or_else(|| header("x-original-method"));
     tracing::debug!(http.method = ?method, http.path = ?path, "forward-auth");
     let dpop = header("dpop");
     // Only a DPoP proof is checked against the URI: built for those requests alone.
-    let uri = dpop.and_then(|_| {
+    let uri = dpop.as_ref().and_then(|_| {
         crate::gateway::absolute_uri(
-            header("x-forwarded-proto"),
-            header("x-forwarded-host"),
-            forwarded_uri,
+            header("x-forwarded-proto").as_deref(),
+            header("x-forwarded-host").as_deref(),
+            forwarded_uri.as_deref(),
         )
     });
+    let authorization = header(settings.token_header.as_str());
     let described = crate::gateway::GatewayRequest {
-        authorization: header(settings.token_header.as_str()),
-        dpop,
-        method,
+        authorization: authorization.as_deref(),
+        dpop: dpop.as_deref(),
+        method: method.as_deref(),
         uri: uri.as_deref(),
         client_certificate: settings
             .client_certificate_header
             .as_deref()
             .and_then(header)
-            .and_then(crate::binding::certificate_from_header),
+            .and_then(|value| crate::binding::certificate_from_header(&value)),
     };
     let decision = match described.presented() {
         None => settings.missing_token(),

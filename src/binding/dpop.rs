@@ -5,10 +5,11 @@
 //! RFC 7638 thumbprint against the token's `cnf.jkt`.
 //!
 //! The replay cache is per replica and bounded: a proof replayed to another replica
-//! within the window is not caught, and when the cache is full its oldest-looking
-//! eighth is dropped. Server nonces close both gaps: a proof must then carry a nonce
-//! issued within the last nonce period, and every replica derives the same nonces from
-//! the shared `nonce_secret`.
+//! within the window is not caught, and when the cache is full its oldest proofs are
+//! dropped first (a replay of one of them, still inside its window, then passes).
+//! Server nonces narrow both gaps: a proof must then carry a nonce issued within the
+//! last nonce period, and every replica derives the same nonces from the shared
+//! `nonce_secret`.
 
 use aws_lc_rs::{
     constant_time, hmac,

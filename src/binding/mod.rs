@@ -20,13 +20,23 @@ use crate::token::{AccessToken, Reason, Rejection, TokenHash};
 pub struct Presentation<'a> {
     /// The `DPoP` request header: a proof JWT.
     pub dpop_proof: Option<&'a str>,
-    /// Whether the token came as `Authorization: DPoP <token>` rather than `Bearer`.
-    pub dpop_scheme: bool,
+    /// The scheme the token came with, where the caller saw it.
+    pub scheme: Scheme,
     /// The method and URI of the request the proof is for.
     pub http_method: Option<&'a str>,
     pub http_uri: Option<&'a str>,
     /// SHA-256 of the TLS client certificate the request came with (its `x5t#S256`).
     pub client_certificate: Option<[u8; 32]>,
+}
+
+/// The `Authorization` scheme a token came with (RFC 9449 section 7.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheme {
+    /// The caller did not say (an introspection request that carries no scheme).
+    #[default]
+    Unstated,
+    Bearer,
+    Dpop,
 }
 
 /// What a token is bound to, from its `cnf` claim.
@@ -64,6 +74,10 @@ pub const PROOF_REQUIRED: Rejection = Rejection::new(
     Reason::DpopProofRequired,
     "the token is DPoP-bound and no proof came with it",
 );
+pub const BEARER_SCHEME: Rejection = Rejection::new(
+    Reason::DpopProofRequired,
+    "the token is DPoP-bound and came with the Bearer scheme",
+);
 pub const CERTIFICATE_MISMATCH: Rejection = Rejection::new(
     Reason::CertificateMismatch,
     "the token is bound to a client certificate the call did not present",
@@ -95,7 +109,8 @@ impl Binder {
 
     /// Whether the call proves what `token` is bound to. Unbound tokens pass, unless
     /// they came with the DPoP scheme (RFC 9449 section 7.1: a DPoP request needs a
-    /// DPoP-bound token).
+    /// DPoP-bound token); a DPoP-bound token never passes with the Bearer scheme, proof
+    /// or not (section 7.2).
     /// `has_confirmation`: [`has_confirmation`] of `token`.
     pub fn check(
         &self,
@@ -120,11 +135,12 @@ impl Binder {
             }
         }
         match (cnf.jkt, presented.dpop_proof) {
-            (None, _) if presented.dpop_scheme => Err(Rejection::new(
+            (None, _) if presented.scheme == Scheme::Dpop => Err(Rejection::new(
                 Reason::WrongTokenType,
                 "the DPoP scheme with a token that is not DPoP-bound",
             )),
             (None, _) => Ok(()),
+            (Some(_), _) if presented.scheme == Scheme::Bearer => Err(BEARER_SCHEME),
             (Some(_), None) => Err(PROOF_REQUIRED),
             (Some(jkt), Some(proof)) => {
                 let request = dpop::Request {

@@ -288,7 +288,7 @@ fn bound_tokens_need_a_proof_and_unbound_ones_the_bearer_scheme() {
     unbound.other_claims.clear();
     assert_eq!(check(&binder, &unbound, &Presentation::default()), Ok(()));
     let dpop_scheme = Presentation {
-        dpop_scheme: true,
+        scheme: Scheme::Dpop,
         ..Presentation::default()
     };
     assert_eq!(

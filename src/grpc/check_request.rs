@@ -156,18 +156,11 @@ impl HttpRequest {
     /// the map is decoded.
     pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         if self.header_map.is_some() {
-            let mut values = self
-                .raw_headers()
-                .filter(|header| header.key.eq_ignore_ascii_case(name.as_bytes()))
-                .map(|header| std::str::from_utf8(header.value()).ok());
-            let mut joined = Cow::Borrowed(values.next()??);
-            for value in values {
-                let value = value?;
-                let joined = joined.to_mut();
-                joined.push(',');
-                joined.push_str(value);
-            }
-            return Some(joined);
+            return crate::gateway::joined_header(
+                self.raw_headers()
+                    .filter(|header| header.key.eq_ignore_ascii_case(name.as_bytes()))
+                    .map(|header| header.value().as_ref()),
+            );
         }
         self.headers
             .iter()

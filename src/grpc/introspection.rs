@@ -283,7 +283,11 @@ impl Answerer {
             audience: audience.as_deref().filter(|a| !a.is_empty()),
             presented: Presentation {
                 dpop_proof: dpop_proof.as_deref().filter(|p| !p.is_empty()),
-                dpop_scheme,
+                scheme: if dpop_scheme {
+                    binding::Scheme::Dpop
+                } else {
+                    binding::Scheme::Unstated
+                },
                 http_method: http_method.as_deref(),
                 http_uri: http_uri.as_deref(),
                 client_certificate,

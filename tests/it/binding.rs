@@ -321,6 +321,50 @@ async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
             .to_str()?
             .contains("invalid_dpop_proof")
     );
+    // RFC 9449 section 4.3: one DPoP header, no more; a second is not ignored.
+    let valid = proof(&client_key, "GET", URI, &token, Some(&nonce));
+    let answer = forwarded(&valid).header("dpop", "garbage").send().await?;
+    assert_eq!(answer.status(), 401, "a proof and a second DPoP header");
+    // Two Authorization headers are no valid token, whichever comes first (Envoy's
+    // path joins them the same way).
+    let valid = proof(&client_key, "GET", URI, &token, Some(&nonce));
+    let answer = forwarded(&valid)
+        .header("authorization", "DPoP garbage")
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 401, "two Authorization headers");
+    // RFC 9449 section 7.2: a DPoP-bound token with the Bearer scheme is refused, even
+    // with a valid proof beside it; on both gateway surfaces.
+    let as_bearer = format!("Bearer {token}");
+    let valid = proof(&client_key, "GET", URI, &token, Some(&nonce));
+    let answer = http
+        .get(&authz)
+        .header("authorization", &as_bearer)
+        .header("dpop", &valid)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "api.example.com")
+        .header("x-forwarded-uri", "/orders?page=2")
+        .send()
+        .await?;
+    assert_eq!(
+        answer.status(),
+        401,
+        "a DPoP-bound token as Bearer, forward-auth"
+    );
+    let valid = proof(&client_key, "GET", URI, &token, Some(&nonce));
+    let response = envoy
+        .check(envoy_check(
+            &[("authorization", &as_bearer), ("dpop", &valid)],
+            None,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(
+        outcome(&response).0,
+        401,
+        "a DPoP-bound token as Bearer, ext_authz"
+    );
     let by_header = http
         .get(&authz)
         .header("authorization", &bearer)
