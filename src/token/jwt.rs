@@ -32,18 +32,24 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     typ: Option<String>,
-    #[serde(default)]
-    crit: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
     // Headers that carry or point to key material. Trusting them would let the token
     // choose its own key (RFC 8725 section 3.10), so their mere presence refuses it.
-    #[serde(default)]
-    jku: Option<Value>,
-    #[serde(default)]
-    x5u: Option<Value>,
-    #[serde(default)]
-    jwk: Option<Value>,
-    #[serde(default)]
-    x5c: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+}
+
+/// Whether a header member is there at all: `null` included, which `Option` would
+/// read as absent, for members whose presence alone refuses a token.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 const MALFORMED: Rejection = Rejection::new(Reason::Malformed, "not a JWS compact token");
@@ -154,17 +160,13 @@ impl ParsedJwt<'_> {
     /// `UNKNOWN_KEY` means a refetch of the key set may help.
     pub fn check_signature(&self, policy: &Policy, keys: &KeySet) -> Result<(), Rejection> {
         let header = &self.header;
-        if header.jku.is_some()
-            || header.x5u.is_some()
-            || header.jwk.is_some()
-            || header.x5c.is_some()
-        {
+        if header.jku || header.x5u || header.jwk || header.x5c {
             return Err(Rejection::new(
                 Reason::Malformed,
                 "header carries or points to a key (jku, x5u, jwk, x5c)",
             ));
         }
-        if header.crit.is_some() {
+        if header.crit {
             // No JWS extension is understood, so any `crit` must be refused (RFC 7515 4.1.11).
             return Err(Rejection::new(
                 Reason::Malformed,

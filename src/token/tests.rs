@@ -312,6 +312,11 @@ fn key_carrying_headers_are_refused() {
         ("x5u", json!("https://evil.test/cert.pem")),
         ("jwk", jwk),
         ("x5c", json!(["MIIB"])),
+        // Present is present: `null` does not make them absent.
+        ("jku", json!(null)),
+        ("jwk", json!(null)),
+        ("x5c", json!(null)),
+        ("crit", json!(null)),
     ] {
         let mut header = json!({"alg": "RS256", "kid": "rs", "typ": "at+jwt"});
         header[name] = value;
