@@ -50,14 +50,23 @@ pub struct Confirmation<'a> {
 
 impl<'a> Confirmation<'a> {
     /// The token's binding. A `cnf` with members we must honour but cannot read (a
-    /// non-string `jkt`, say) makes the token unusable rather than unbound.
+    /// non-string `jkt`, say), or a confirmation method we cannot check (RFC 7800's
+    /// `jwk`, `kid`, `jku`, `jwe`, anything else), makes the token unusable rather
+    /// than unbound.
     pub fn read(token: &'a AccessToken) -> Result<Self, Rejection> {
         const UNREADABLE: Rejection = Rejection::new(Reason::Malformed, "cnf is not readable");
+        const UNCHECKABLE: Rejection = Rejection::new(
+            Reason::WrongTokenType,
+            "cnf binds the token by a method other than jkt or x5t#S256",
+        );
         let cnf = match token.other_claims.get("cnf") {
             None => return Ok(Self::default()),
             Some(Value::Object(cnf)) => cnf,
             Some(_) => return Err(UNREADABLE),
         };
+        if cnf.keys().any(|name| name != "jkt" && name != "x5t#S256") {
+            return Err(UNCHECKABLE);
+        }
         let member = |name: &str| match cnf.get(name) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.as_str())),

@@ -275,6 +275,33 @@ fn hostile_headers_are_refused() {
     );
 }
 
+/// RFC 7800 names other confirmation methods (`jwk`, `kid`, `jku`, `jwe`) than the two
+/// checked here: a token bound by one is still bound, so it never passes as a bearer
+/// token. An empty `cnf` binds nothing.
+#[test]
+fn tokens_bound_by_a_method_that_cannot_be_checked_never_pass() {
+    let binder = Binder::new(dpop::Settings::default());
+    let key = key(Algorithm::ES256);
+    for cnf in [
+        json!({ "jwk": proof_jwk(&key) }),
+        json!({ "kid": "k1" }),
+        json!({ "jku": "https://issuer.example/keys" }),
+        json!({ "x5t": "c2hhMQ" }),
+        json!({ "JKT": jkt(&key) }),
+        json!({ "jkt": jkt(&key), "jwk": proof_jwk(&key) }),
+    ] {
+        assert_eq!(
+            check(&binder, &bound_token(cnf.clone()), &Presentation::default()),
+            Err(Reason::WrongTokenType),
+            "{cnf}"
+        );
+    }
+    assert_eq!(
+        check(&binder, &bound_token(json!({})), &Presentation::default()),
+        Ok(())
+    );
+}
+
 #[test]
 fn bound_tokens_need_a_proof_and_unbound_ones_the_bearer_scheme() {
     let binder = Binder::new(dpop::Settings::default());
