@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::enrich::{ClaimsAdmin, Pipeline, SubjectClaims};
 use crate::grpc::{
     self,
-    layers::{AuthLayer, MetricsLayer, ShedLayer},
+    layers::{AuthLayer, LimitLayer, MetricsLayer},
     pb::{
         subject_claims_admin_server::SubjectClaimsAdminServer,
         token_revocation_server::TokenRevocationServer,
@@ -374,7 +374,10 @@ impl App {
         let limits = self.config.limits;
         let layers = tower::ServiceBuilder::new()
             .layer(MetricsLayer::new(&self.metrics))
-            .layer(ShedLayer::new(limits.max_concurrent_requests))
+            .layer(LimitLayer::new(
+                limits.max_concurrent_requests,
+                limits.request_timeout,
+            ))
             .layer(AuthLayer::new(self.api_keys.clone()));
         let incoming = Incoming::new(
             listener,
@@ -382,8 +385,6 @@ impl App {
             self.tls.clone().map(|tls| (tls, Protocol::Grpc)),
         );
         Ok(tonic::transport::Server::builder()
-            // Callers' own grpc-timeout is honoured when shorter.
-            .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
             .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout))
             .trace_fn(|request| {

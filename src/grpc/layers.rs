@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 
 use super::status::code_name;
 use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, bearer_key};
-use crate::calls::{Admitted, Holding};
+use crate::calls::{Admitted, Bounded, Holding};
 use crate::listener::Peer;
 use crate::telemetry::metrics::{MethodMetrics, Metrics};
 
@@ -217,49 +217,56 @@ where
     }
 }
 
-// === impl ShedLayer ===
+// === impl LimitLayer ===
 
-/// Refuses a call at once with RESOURCE_EXHAUSTED when `limit` calls are in progress,
-/// instead of queueing it behind them: a client that retries elsewhere does better
-/// than one that waits. Health checks and reflection are never refused.
+/// The call limits, the gRPC twin of the HTTP guard's: refuses a call at once with
+/// RESOURCE_EXHAUSTED when `limit` calls are in progress, instead of queueing it behind
+/// them (a client that retries elsewhere does better than one that waits), and answers
+/// DEADLINE_EXCEEDED for one still unanswered after `timeout`. Health checks and
+/// reflection are never refused. tonic's own server timeout would answer CANCELLED;
+/// it still applies a caller's shorter `grpc-timeout`.
 #[derive(Clone)]
-pub struct ShedLayer {
+pub struct LimitLayer {
     in_flight: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
 }
 
-impl ShedLayer {
-    pub fn new(limit: usize) -> Self {
+impl LimitLayer {
+    pub fn new(limit: usize, timeout: std::time::Duration) -> Self {
         Self {
             in_flight: Arc::new(tokio::sync::Semaphore::new(limit)),
+            timeout,
         }
     }
 }
 
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limited<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Shed {
+        Limited {
             inner,
             in_flight: self.in_flight.clone(),
+            timeout: self.timeout,
         }
     }
 }
 
 #[derive(Clone)]
-pub struct Shed<S> {
+pub struct Limited<S> {
     inner: S,
     in_flight: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
 }
 
-impl<S, B, RB> Service<http::Request<B>> for Shed<S>
+impl<S, B, RB> Service<http::Request<B>> for Limited<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
     RB: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Admitted<Holding<S::Future>, S::Response>;
+    type Future = Admitted<Holding<Bounded<S::Future, S::Response>>, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -279,8 +286,12 @@ where
                 }
             }
         };
+        let call = Bounded::new(self.inner.call(request), self.timeout, || {
+            Status::deadline_exceeded("the call took longer than server.request_timeout_ms")
+                .into_http()
+        });
         Admitted::Called {
-            call: Holding::new(self.inner.call(request), permit),
+            call: Holding::new(call, permit),
         }
     }
 }
