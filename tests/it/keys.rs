@@ -151,7 +151,7 @@ async fn inline_and_file_key_sets_need_no_network() -> TestResult {
     )?;
     let mut from_file = issuer_section("https://file.test/", "http://unused", &["ES384"]);
     from_file.jwks_uri = None;
-    from_file.jwks_file = Some(path);
+    from_file.jwks_file = Some(path.clone());
     let mut inline = issuer_section("https://inline.test/", "http://unused", &["ES384"]);
     inline.jwks_uri = None;
     inline.jwks = Some(introspectd::token::sign::jwks(&[&signer]).to_string());
@@ -165,6 +165,19 @@ async fn inline_and_file_key_sets_need_no_network() -> TestResult {
     assert!(
         server
             .introspect(&mint(&signer, &claims("https://inline.test/")))
+            .await
+            .active
+    );
+    // The file is read again when it is refreshed: a key added to it since the start
+    // is found by the refetch its unknown `kid` triggers.
+    let added = key(Algorithm::ES384, "es384-next");
+    std::fs::write(
+        &path,
+        introspectd::token::sign::jwks(&[&signer, &added]).to_string(),
+    )?;
+    assert!(
+        server
+            .introspect(&mint(&added, &claims("https://file.test/")))
             .await
             .active
     );

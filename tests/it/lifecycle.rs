@@ -110,6 +110,15 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() -> TestResu
         saw_not_serving,
         "health must go NOT_SERVING when shutdown starts"
     );
+    // The listeners are closed while the call drains: a readiness probe on a new
+    // connection fails, as the README says.
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()?
+        .get(format!("http://{}/readyz", server.http_addr))
+        .send()
+        .await;
+    assert!(probe.is_err(), "a probe during shutdown: {probe:?}");
     let answer = in_flight.await??.into_inner();
     assert!(answer.active, "the in-flight call completes: {answer:?}");
     drop(watch);
