@@ -323,7 +323,21 @@ async fn remote_enricher_caches_times_out_and_fails_open_or_closed() -> TestResu
             json!([{"kind": "remote", "url": url, "timeout_ms": 300, "cache_ttl_secs": 0, "on_error": "closed"}]),
         )
     };
-    let server = Introspectd::start_ready(file_config(vec![open, closed])).await;
+    let own_breaker = |iss: &str| IssuerSection {
+        issuer: iss.into(),
+        ..issuer(
+            &signer,
+            json!([{"kind": "remote", "url": url, "timeout_ms": 300, "cache_ttl_secs": 60}]),
+        )
+    };
+    let server = Introspectd::start_ready(file_config(vec![
+        open,
+        closed,
+        own_breaker(SLOW_ISS),
+        own_breaker(FAIL_ISS),
+        own_breaker(GARBAGE_ISS),
+    ]))
+    .await;
     let token = mint(&signer, &claims(ISS));
 
     let answer = server.introspect(&token).await;
@@ -347,21 +361,61 @@ async fn remote_enricher_caches_times_out_and_fails_open_or_closed() -> TestResu
     server.introspect(&mint(&signer, &expired)).await;
     assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
 
-    // Fail-open: slow, failing and garbage answers leave the claims out, the token active.
-    for mode in [Mode::Slow, Mode::Fail, Mode::Garbage] {
+    // Tokens without `sub` are never cached: each asks again.
+    let anonymous = without_sub(claims(ISS));
+    let before = remote.calls.load(Ordering::SeqCst);
+    server.introspect(&mint(&signer, &anonymous)).await;
+    server.introspect(&mint(&signer, &anonymous)).await;
+    assert_eq!(
+        remote.calls.load(Ordering::SeqCst),
+        before + 2,
+        "no sub, no cache"
+    );
+
+    // Fail-open: slow, failing and garbage answers leave the claims out, the token
+    // active. Each on an enricher of its own, whose breaker no earlier failure opened,
+    // so that each reaches the remote service.
+    for (mode, iss) in [
+        (Mode::Slow, SLOW_ISS),
+        (Mode::Fail, FAIL_ISS),
+        (Mode::Garbage, GARBAGE_ISS),
+    ] {
         set_mode(&remote, mode);
-        let mut fresh = claims(ISS);
-        // A subject not cached yet.
-        fresh["sub"] = json!(format!("fresh-{}", remote.calls.load(Ordering::SeqCst)));
+        let before = remote.calls.load(Ordering::SeqCst);
         let started = std::time::Instant::now();
-        let answer = server.introspect(&mint(&signer, &fresh)).await;
-        assert!(answer.active);
-        assert!(!enrichment(&answer).contains_key("org_name"));
+        let answer = server.introspect(&mint(&signer, &claims(iss))).await;
+        assert!(answer.active, "{iss}");
+        assert!(!enrichment(&answer).contains_key("org_name"), "{iss}");
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "the timeout bounds the wait"
         );
+        assert_eq!(
+            remote.calls.load(Ordering::SeqCst),
+            before + 1,
+            "{iss} reached the remote service"
+        );
     }
+    // The breaker: after a failure, lookups are skipped for 5 s (counted as failures)...
+    set_mode(&remote, Mode::Ok);
+    let before = remote.calls.load(Ordering::SeqCst);
+    let skipped = server
+        .introspect(&mint(&signer, &with_sub(claims(FAIL_ISS), "other")))
+        .await;
+    assert!(skipped.active);
+    assert!(!enrichment(&skipped).contains_key("org_name"));
+    assert_eq!(remote.calls.load(Ordering::SeqCst), before, "skipped");
+    // ...then asked again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = server
+        .introspect(&mint(&signer, &with_sub(claims(FAIL_ISS), "third")))
+        .await;
+    assert_eq!(
+        enrichment(&after).get("org_name"),
+        Some(&json!("Org of org-9"))
+    );
+    assert_eq!(remote.calls.load(Ordering::SeqCst), before + 1);
+
     // Fail-closed: UNAVAILABLE.
     set_mode(&remote, Mode::Fail);
     let refused = server
@@ -378,13 +432,37 @@ async fn remote_enricher_caches_times_out_and_fails_open_or_closed() -> TestResu
         .await?
         .text()
         .await?;
-    let failures = metrics
-        .lines()
-        .find(|l| l.starts_with("introspectd_enrichment_failures_total") && l.contains(ISS))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok());
-    assert_eq!(failures, Some(3.0), "{metrics}");
+    let failures = |iss: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("introspectd_enrichment_failures_total") && l.contains(iss))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(failures(SLOW_ISS), Some(1.0), "{metrics}");
+    assert_eq!(
+        failures(FAIL_ISS),
+        Some(2.0),
+        "the failure and the skip: {metrics}"
+    );
+    assert_eq!(failures(GARBAGE_ISS), Some(1.0), "{metrics}");
     Ok(())
+}
+
+const SLOW_ISS: &str = "https://slow.test/";
+const FAIL_ISS: &str = "https://fail.test/";
+const GARBAGE_ISS: &str = "https://garbage.test/";
+
+fn with_sub(mut claims: Value, sub: &str) -> Value {
+    claims["sub"] = json!(sub);
+    claims
+}
+
+fn without_sub(mut claims: Value) -> Value {
+    if let Value::Object(map) = &mut claims {
+        map.remove("sub");
+    }
+    claims
 }
 
 // === replication and restarts ===
