@@ -439,3 +439,58 @@ fn tokens_go_over_plain_http_only_to_loopback_or_where_allowed() {
     );
     assert!(error_text(&remote, &[]).starts_with("issuers[0].enrich[0].url"));
 }
+
+/// Every default the README's configuration tables give is the code's: each row whose
+/// default cell starts with a literal is compared with what a minimal file parses to
+/// (computed defaults, like `require_iat` from `typ`, stay unset in the file and are
+/// skipped; their own tests pin them).
+#[test]
+fn the_readme_gives_the_defaults_the_code_has() -> Result<(), Box<dyn std::error::Error>> {
+    let readme = include_str!("../../README.md");
+    let text = format!(
+        "{}\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+         [answer_signing]\nissuer = \"https://answers.example\"\nkey_file = \"k.pem\"\n",
+        ISSUER
+    );
+    let parsed = serde_json::to_value(FileConfig::parse(&text, &env(&[]))?)?;
+    let mut checked = Vec::new();
+    for line in readme.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [_, key, default, ..] = cells.as_slice() else {
+            continue;
+        };
+        let Some(key) = key.strip_prefix('`').and_then(|k| k.strip_suffix('`')) else {
+            continue;
+        };
+        let Some((section, name)) = key.split_once('.') else {
+            continue;
+        };
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        let Some(literal) = default
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(literal, _)| literal)
+        else {
+            continue;
+        };
+        let actual = match section.strip_suffix("[]") {
+            Some(list) => &parsed[list][0][name],
+            None => &parsed[section][name],
+        };
+        if actual.is_null() {
+            continue;
+        }
+        let documented = serde_json::from_str(literal)
+            .unwrap_or_else(|_| serde_json::Value::String(literal.to_owned()));
+        assert_eq!(actual, &documented, "README default of {key}");
+        checked.push(key);
+    }
+    assert!(
+        checked.len() >= 50,
+        "only {} rows read: {checked:?}",
+        checked.len()
+    );
+    Ok(())
+}
