@@ -278,6 +278,14 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
         .watch_revocations(pb::WatchRevocationsRequest { after: None })
         .await;
     assert_eq!(watch.err().map(|e| e.code()), Some(Code::Unauthenticated));
+    // The introspect role is enough.
+    let watch = client
+        .watch_revocations(with_key(
+            READER_KEY,
+            pb::WatchRevocationsRequest { after: None },
+        ))
+        .await;
+    assert!(watch.is_ok(), "a key with the introspect role watches");
     // CheckRevocation follows Introspect: anonymous here.
     let check = client
         .check_revocation(pb::CheckRevocationRequest {
@@ -374,14 +382,27 @@ async fn bad_revocations_get_invalid_argument() -> TestResult {
             revoke(Some(Target::Subject(cutoff("", None))), ""),
         ),
         (
-            "reason too long",
-            revoke(Some(Target::Subject(cutoff("a", None))), &"r".repeat(300)),
+            "reason over 256 bytes",
+            revoke(Some(Target::Subject(cutoff("a", None))), &"r".repeat(257)),
         ),
         (
-            "cut-off in the future",
-            revoke(Some(Target::Client(cutoff("c", Some(now() + 86_400)))), ""),
+            "cut-off more than a minute in the future",
+            revoke(Some(Target::Client(cutoff("c", Some(now() + 62)))), ""),
         ),
     ];
+    // The bounds themselves are accepted.
+    for (what, request) in [
+        (
+            "a 256-byte reason",
+            revoke(Some(Target::Subject(cutoff("a", None))), &"r".repeat(256)),
+        ),
+        (
+            "a cut-off within the minute",
+            revoke(Some(Target::Client(cutoff("c", Some(now() + 58)))), ""),
+        ),
+    ] {
+        assert!(client.revoke(request).await.is_ok(), "{what}");
+    }
     for (what, request) in cases {
         assert_eq!(
             client.revoke(request).await.err().map(|e| e.code()),
