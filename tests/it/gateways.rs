@@ -259,6 +259,98 @@ async fn envoy_ext_authz_is_unavailable_when_the_issuer_cannot_answer() -> TestR
     Ok(())
 }
 
+// === forward-auth, without a gateway in front ===
+
+/// `/authz` as the README describes it, with settings other than the defaults: the
+/// gateway's key in `X-Introspectd-Api-Key`, the token in `gateway.token_header`, the
+/// route's policy from repeated `scope=` and `audience=`, the headers named in
+/// `gateway.upstream_headers` and no others, the realm, and 503 when undecidable.
+#[tokio::test]
+async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let unreachable = free_addr();
+    let mut file = file_config(vec![IssuerSection {
+        introspection_endpoint: Some(format!("http://{unreachable}/introspect")),
+        ..inline_issuer(ISS, &signer)
+    }]);
+    file.auth.anonymous_introspect = false;
+    file.gateway.realm = "orders".into();
+    file.gateway.token_header = "x-token".into();
+    file.gateway.upstream_headers = vec!["sub".into(), "client_id".into()];
+    let server = Introspectd::start_ready(file).await;
+    let http = reqwest::Client::new();
+    let token = format!("Bearer {}", mint(&signer, &claims(ISS)));
+    let ask = |query: &str, token: &str| {
+        http.get(format!("http://{}/authz{query}", server.http_addr))
+            .header("x-introspectd-api-key", READER_KEY)
+            .header("x-token", token)
+    };
+
+    let allowed = ask("?scope=read&scope=write", &token).send().await?;
+    assert_eq!(allowed.status(), 200);
+    let header = |name: &str| {
+        allowed
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("x-introspectd-sub").as_deref(), Some("user-1"));
+    assert_eq!(
+        header("x-introspectd-client-id").as_deref(),
+        Some("client-1")
+    );
+    assert_eq!(
+        header("x-introspectd-scope"),
+        None,
+        "not in upstream_headers"
+    );
+    assert_eq!(
+        header("x-introspectd-claims"),
+        None,
+        "not in upstream_headers"
+    );
+
+    let narrower = ask("?scope=read&scope=admin", &token).send().await?;
+    assert_eq!(narrower.status(), 403, "every scope= must be granted");
+    assert_eq!(
+        ask(&format!("?audience={AUD}"), &token)
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    assert_ne!(
+        ask("?audience=https://elsewhere.example", &token)
+            .send()
+            .await?
+            .status(),
+        200,
+        "audience= must be in aud"
+    );
+    // The token in Authorization is not read where token_header says otherwise.
+    let elsewhere = http
+        .get(format!("http://{}/authz", server.http_addr))
+        .header("x-introspectd-api-key", READER_KEY)
+        .header("authorization", &token)
+        .send()
+        .await?;
+    assert_eq!(elsewhere.status(), 401);
+    assert_eq!(
+        challenges(&elsewhere),
+        vec!["Bearer realm=\"orders\"".to_owned()]
+    );
+    let keyless = http
+        .get(format!("http://{}/authz", server.http_addr))
+        .header("x-token", &token)
+        .send()
+        .await?;
+    assert_eq!(keyless.status(), 401, "the gateway's own key is needed");
+    // An opaque token whose issuer cannot be reached: no decision.
+    assert_eq!(ask("", "Bearer opaque-token").send().await?.status(), 503);
+    Ok(())
+}
+
 // === nginx ===
 
 /// What the upstream behind nginx received.
