@@ -22,7 +22,10 @@ pub fn check_config(path: &Path) -> ExitCode {
         grpc_addr: None,
         http_addr: None,
     };
-    match load_config(path, &no_overrides) {
+    match load_config(path, &no_overrides).and_then(|parsed| {
+        read_named_files(&parsed)?;
+        Ok(parsed)
+    }) {
         Ok(parsed) => {
             println!(
                 "{}: valid ({} issuer(s))",
@@ -33,6 +36,31 @@ pub fn check_config(path: &Path) -> ExitCode {
         }
         Err(error) => config_failure(&error),
     }
+}
+
+/// Reads every file the configuration names, as `serve` reads them at start (the API
+/// keys file is read by validation already): a certificate, signing key or JWKS file
+/// that is missing or unusable fails `check-config` rather than the first start.
+fn read_named_files(config: &Config) -> Result<(), ConfigError> {
+    let failed = |key: &str, reason: String| ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    };
+    if let Some(tls) = &config.tls {
+        crate::tls::Tls::load(tls.clone()).map_err(|e| failed("tls", e.to_string()))?;
+    }
+    if let Some(signing) = &config.answer_signing {
+        crate::signing::AnswerSigner::load(signing)
+            .map_err(|e| failed("answer_signing", e.to_string()))?;
+    }
+    for (index, issuer) in config.issuers.iter().enumerate() {
+        issuer
+            .keys
+            .source
+            .check_local()
+            .map_err(|reason| failed(&format!("issuers[{index}]"), reason))?;
+    }
+    Ok(())
 }
 
 fn load_config(path: &Path, addrs: &AddrArgs) -> Result<Config, ConfigError> {

@@ -51,6 +51,24 @@ pub enum Source {
     HmacSecret(Vec<u8>),
 }
 
+impl Source {
+    /// Reads a source that needs no network (a JWKS file, an inline JWKS) as a load
+    /// would, so that `check-config` finds a missing file or a bad document before
+    /// `serve` does; fetched sources and secrets are not checked here.
+    pub fn check_local(&self) -> Result<(), String> {
+        let parsed = |bytes: &[u8]| KeySet::from_jwks(bytes).map(|_| ());
+        match self {
+            Self::File(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                parsed(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Self::Inline(text) => parsed(text.as_bytes()).map_err(|e| e.to_string()),
+            Self::JwksUri(_) | Self::Discovery { .. } | Self::HmacSecret(_) => Ok(()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Source {
     // The secret never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -42,6 +42,45 @@ fn check_config_accepts_the_example_and_names_the_bad_key() -> TestResult {
     let refused = run(&["check-config", "--config", bad.to_str().unwrap_or_default()])?;
     assert_eq!(refused.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("issuers[0].algorithms"));
+
+    // Files the configuration names are read as `serve` reads them at start.
+    let missing = dir.path().join("missing");
+    for (what, section) in [
+        (
+            "jwks_file",
+            format!(
+                "[[issuers]]\nissuer = \"https://x.test/\"\naudiences = [\"a\"]\nalgorithms = [\"ES256\"]\njwks_file = \"{}/jwks.json\"\n",
+                missing.display()
+            ),
+        ),
+        (
+            "tls",
+            format!(
+                "[tls]\ncert_file = \"{0}/tls.crt\"\nkey_file = \"{0}/tls.key\"\n",
+                missing.display()
+            ),
+        ),
+        (
+            "answer_signing",
+            format!(
+                "[answer_signing]\nissuer = \"https://answers.test\"\nkey_file = \"{}/signing.pem\"\n",
+                missing.display()
+            ),
+        ),
+    ] {
+        let issuer = "[[issuers]]\nissuer = \"https://y.test/\"\naudiences = [\"a\"]\nalgorithms = [\"ES256\"]\njwks_uri = \"https://y.test/jwks\"\n";
+        std::fs::write(
+            &bad,
+            format!("[auth]\nanonymous_introspect = true\n{section}{issuer}"),
+        )?;
+        let refused = run(&["check-config", "--config", bad.to_str().unwrap_or_default()])?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(64), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&missing.display().to_string()),
+            "{what}: {stderr}"
+        );
+    }
     Ok(())
 }
 
