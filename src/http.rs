@@ -586,7 +586,7 @@ async fn introspect(
     };
     let client_certificate = match form.client_certificate.as_deref() {
         None | Some("") => None,
-        Some(text) => match crate::binding::certificate_thumbprint(text.as_bytes()) {
+        Some(text) => match crate::binding::certificate_text_thumbprint(text) {
             Some(thumbprint) => Some(thumbprint),
             None => return invalid_request("client_certificate is neither PEM nor a thumbprint"),
         },

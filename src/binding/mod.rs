@@ -163,6 +163,17 @@ impl Binder {
     }
 }
 
+/// The thumbprint of a certificate given as text (a form field, where DER cannot be):
+/// a PEM text or the `x5t#S256` itself; `None` for anything else.
+pub fn certificate_text_thumbprint(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() == 43 || text.starts_with("-----BEGIN") {
+        certificate_thumbprint(text.as_bytes())
+    } else {
+        None
+    }
+}
+
 /// The SHA-256 thumbprint of a client certificate as a caller passes it: DER bytes, a
 /// PEM text, or the `x5t#S256` value itself (43 characters of base64url).
 pub fn certificate_thumbprint(presented: &[u8]) -> Option<[u8; 32]> {

@@ -153,6 +153,71 @@ async fn certificate_bound_tokens_need_their_certificate() -> TestResult {
     Ok(())
 }
 
+/// `POST /oauth2/introspect` takes the same inputs as form fields: `dpop_proof`,
+/// `http_method`, `http_uri`, and `client_certificate` as PEM or its `x5t#S256`.
+#[tokio::test]
+async fn the_http_form_carries_proofs_and_certificates() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(config(&signer)).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/oauth2/introspect", server.http_addr);
+    let ask = |form: Vec<(&'static str, String)>| {
+        let request = http.post(&url).form(&form);
+        async move {
+            let answer = request.send().await?;
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        }
+    };
+
+    let client_key = key(Algorithm::ES256, "client");
+    let token = bound(&signer, json!({ "jkt": jkt(&client_key) }));
+    let (_, bare) = ask(vec![("token", token.clone())]).await?;
+    assert_eq!(bare["active"], json!(false), "no proof: {bare}");
+    let fresh = proof(&client_key, "GET", URI, &token, None);
+    let with_proof = |proof: &str| {
+        vec![
+            ("token", token.clone()),
+            ("dpop_proof", proof.to_owned()),
+            ("http_method", "GET".to_owned()),
+            ("http_uri", format!("{URI}?page=2")),
+        ]
+    };
+    let (_, answer) = ask(with_proof(&fresh)).await?;
+    assert_eq!(answer["active"], json!(true), "{answer}");
+    assert_eq!(answer["token_type"], json!("DPoP"));
+    let (_, replay) = ask(with_proof(&fresh)).await?;
+    assert_eq!(replay["active"], json!(false), "a replayed proof: {replay}");
+
+    let pki = crate::tls::Pki::new("client CA");
+    let mine = pki.leaf(&[], &[crate::tls::GATEWAY_SPIFFE_ID]);
+    let theirs = pki.leaf(&[], &[crate::tls::GATEWAY_SPIFFE_ID]);
+    let x5t = introspectd::binding::certificate_thumbprint(&mine.der)
+        .map(|sha| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sha))
+        .unwrap_or_default();
+    let token = bound(&signer, json!({ "x5t#S256": x5t }));
+    let with_cert = |certificate: String| {
+        vec![
+            ("token", token.clone()),
+            ("client_certificate", certificate),
+        ]
+    };
+    for (what, certificate, active) in [
+        ("PEM", mine.cert_pem.clone(), true),
+        ("x5t#S256", x5t.clone(), true),
+        ("another certificate", theirs.cert_pem.clone(), false),
+    ] {
+        let (status, answer) = ask(with_cert(certificate)).await?;
+        assert_eq!(status, 200, "{what}");
+        assert_eq!(answer["active"], json!(active), "{what}: {answer}");
+    }
+    let (status, _) = ask(with_cert("neither".into())).await?;
+    assert_eq!(status, 400, "neither PEM nor a thumbprint");
+    server.stop().await?;
+    Ok(())
+}
+
 fn envoy_check(headers: &[(&str, &str)], certificate: Option<&str>) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
