@@ -23,12 +23,12 @@ const ISS: &str = "https://limits.test/";
 
 /// An introspection endpoint that answers "inactive" after `delay_ms`, counting calls.
 #[derive(Default)]
-struct SlowIdp {
+pub(crate) struct SlowIdp {
     calls: AtomicUsize,
     delay_ms: AtomicU64,
 }
 
-async fn slow_idp(delay: Duration) -> (String, Arc<SlowIdp>) {
+pub(crate) async fn slow_idp(delay: Duration) -> (String, Arc<SlowIdp>) {
     async fn answer(State(idp): State<Arc<SlowIdp>>) -> Json<Value> {
         idp.calls.fetch_add(1, Ordering::SeqCst);
         let delay = idp.delay_ms.load(Ordering::SeqCst);

@@ -116,3 +116,61 @@ async fn one_stream_answers_many_tokens_by_id() -> TestResult {
     server.stop().await?;
     Ok(())
 }
+
+/// Answers come as they are ready: a slow opaque token (its issuer's endpoint takes a
+/// second) is answered after the JWTs sent behind it, and an opaque token whose issuer
+/// cannot be reached fails alone with UNAVAILABLE while the stream goes on.
+#[tokio::test]
+async fn a_slow_or_failing_request_holds_up_no_other() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let (slow_endpoint, _idp) = crate::limits::slow_idp(std::time::Duration::from_secs(1)).await;
+    let unreachable = format!("http://{}/introspect", free_addr());
+    let good = mint(&signer, &claims(ISS));
+    for (endpoint, slow) in [(slow_endpoint, true), (unreachable, false)] {
+        let server =
+            Introspectd::start_ready(file_config(vec![introspectd::config::IssuerSection {
+                introspection_endpoint: Some(endpoint),
+                ..inline_issuer(ISS, &signer)
+            }]))
+            .await;
+        let mut requests = vec![ask(1, "an-opaque-token")];
+        requests.extend((2..=5).map(|id| ask(id, &good)));
+        let mut inbound = server
+            .client()
+            .await
+            .introspect_stream(tokio_stream::iter(requests))
+            .await?
+            .into_inner();
+        let mut order = Vec::new();
+        let mut opaque = None;
+        while order.len() < 5 {
+            let Some(answer) = inbound.message().await? else {
+                break;
+            };
+            order.push(answer.id);
+            if answer.id == 1 {
+                opaque = answer.outcome;
+            } else {
+                assert_eq!(active(answer.outcome.as_ref()), Some(true));
+            }
+        }
+        assert_eq!(order.len(), 5, "every id answered: {order:?}");
+        if slow {
+            assert_eq!(
+                order.last(),
+                Some(&1),
+                "the slow token comes last: {order:?}"
+            );
+            assert!(matches!(opaque, Some(Outcome::Response(_))), "{opaque:?}");
+        } else {
+            match opaque {
+                Some(Outcome::Error(error)) => {
+                    assert_eq!(error.code, tonic::Code::Unavailable as i32);
+                }
+                other => unreachable!("an unreachable issuer fails alone: {other:?}"),
+            }
+        }
+        server.stop().await?;
+    }
+    Ok(())
+}
