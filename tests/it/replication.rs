@@ -157,6 +157,8 @@ async fn redis_down_fails_writes_keeps_answers_and_recovers() -> TestResult {
     })
     .await;
 
+    assert!(a.metric("introspectd_statelog_lag_seconds").await <= 1.0);
+    let errors_before = a.metric("introspectd_statelog_errors_total").await;
     redis.kill();
     let mut client = a.revocation().await;
     let refused = client
@@ -179,6 +181,11 @@ async fn redis_down_fails_writes_keeps_answers_and_recovers() -> TestResult {
         );
         assert!(r.introspect(&good).await.active);
     }
+    // What the alerts watch: errors counted, and the lag growing while Redis is away.
+    a.wait_for_metric_above("introspectd_statelog_errors_total", errors_before)
+        .await;
+    a.wait_for_metric_above("introspectd_statelog_lag_seconds", 1.0)
+        .await;
 
     redis.restart();
     eventually("writes to work again", || async {
@@ -193,6 +200,10 @@ async fn redis_down_fails_writes_keeps_answers_and_recovers() -> TestResult {
             ))
             .await
             .is_ok()
+    })
+    .await;
+    eventually("the lag to fall back once Redis answers", || async {
+        a.metric("introspectd_statelog_lag_seconds").await <= 1.0
     })
     .await;
     let mut on_b = b.revocation().await;
