@@ -319,6 +319,63 @@ async fn each_opaque_token_goes_only_to_its_own_issuer() -> TestResult {
     Ok(())
 }
 
+/// The routing rules of the README: the longest matching prefix wins; with
+/// `try_unprefixed_in_order`, unprefixed issuers are asked in order until one says
+/// active; an answer without `exp` reports the end of its cache time as `exp`.
+#[tokio::test]
+async fn opaque_tokens_are_routed_by_longest_prefix_or_in_order() -> TestResult {
+    let (short_endpoint, short) = idp().await;
+    let (long_endpoint, long) = idp().await;
+    let server = Introspectd::start_ready(file_config(vec![
+        IssuerSection {
+            opaque_token_prefixes: vec!["ory_".into()],
+            ..section(&short_endpoint, 60)
+        },
+        IssuerSection {
+            issuer: "https://long.test/".into(),
+            opaque_token_prefixes: vec!["ory_at_".into()],
+            ..section(&long_endpoint, 60)
+        },
+    ]))
+    .await;
+    server.introspect("ory_at_longest").await;
+    server.introspect("ory_rt_shorter").await;
+    assert_eq!(long.received(), vec!["ory_at_longest".to_owned()]);
+    assert_eq!(short.received(), vec!["ory_rt_shorter".to_owned()]);
+    server.stop().await?;
+
+    let (first_endpoint, first) = idp().await;
+    let (second_endpoint, second) = idp().await;
+    let mut file = file_config(vec![
+        section(&first_endpoint, 60),
+        IssuerSection {
+            issuer: "https://second.test/".into(),
+            ..section(&second_endpoint, 60)
+        },
+    ]);
+    file.opaque.try_unprefixed_in_order = true;
+    let server = Introspectd::start_ready(file).await;
+    let active = server.introspect("active-first").await;
+    assert!(active.active);
+    assert_eq!(active.iss.as_deref(), Some(ISS));
+    assert!(!server.introspect("unknown-to-both").await.active);
+    assert_eq!(first.received(), vec!["active-first", "unknown-to-both"]);
+    assert_eq!(
+        second.received(),
+        vec!["unknown-to-both"],
+        "asked only once the first said inactive"
+    );
+
+    let no_exp = server.introspect("no-exp").await;
+    assert!(no_exp.active);
+    let exp = no_exp.exp.unwrap_or_default();
+    assert!(
+        (now() + 55..=now() + 61).contains(&exp),
+        "the end of the 60 s cache time: {exp}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_redirect_never_carries_a_token_elsewhere() -> TestResult {
     let (elsewhere, thief) = idp().await;
