@@ -216,6 +216,22 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         assert_eq!(answer["active"], false);
         assert_eq!(answer["inactive_reason"], "WRONG_TOKEN_TYPE");
 
+        // A refused call exits 1, with a hint where a key comes from.
+        let refused = run(&[
+            "introspect",
+            "--grpc-addr",
+            &grpc_url,
+            "--api-key",
+            "not-a-key",
+            token.trim(),
+        ])?;
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--api-key"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+
         // One-second loadtest runs against this server, with `extra` arguments.
         let loadtest = |mode: &str, extra: &[&str]| {
             let mut args = vec![
@@ -524,6 +540,15 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn usage_errors_exit_2_and_a_port_in_use_is_named() -> TestResult {
     let unknown = run(&["no-such-command"])?;
     assert_eq!(unknown.status.code(), Some(2));
+    let unknown_flag = run(&["introspect", "--no-such-flag", "token"])?;
+    assert_eq!(unknown_flag.status.code(), Some(2));
+
+    // `serve` itself refuses an invalid configuration with 64, as check-config does.
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\ngrpc_adr = \"0.0.0.0:1\"\n")?;
+    let refused = run(&["serve", "--config", bad.to_str().unwrap_or_default()])?;
+    assert_eq!(refused.status.code(), Some(64));
 
     let taken = TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();

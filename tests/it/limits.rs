@@ -154,7 +154,10 @@ async fn silent_connections_are_closed_after_the_first_byte_timeout() -> TestRes
             }
         })
         .await;
-        assert!(closed.is_ok(), "{addr}: a silent connection still open after 3 s");
+        assert!(
+            closed.is_ok(),
+            "{addr}: a silent connection still open after 3 s"
+        );
     }
     Ok(())
 }
