@@ -97,6 +97,16 @@ async fn logs_hold_no_token(format: LogFormat) -> TestResult {
         logs.contains("token inactive"),
         "debug events were written:\n{logs}"
     );
+    if matches!(format, LogFormat::Json) {
+        for line in logs.lines().filter(|line| !line.trim().is_empty()) {
+            let parsed: Result<serde_json::Map<String, serde_json::Value>, _> =
+                serde_json::from_str(line);
+            assert!(
+                parsed.is_ok(),
+                "log.format = json wrote a line that is not a JSON object: {line}"
+            );
+        }
+    }
     for token in &tokens {
         assert!(
             !logs.contains(token.as_str()),
