@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -159,6 +160,42 @@ async fn silent_connections_are_closed_after_the_first_byte_timeout() -> TestRes
             "{addr}: a silent connection still open after 3 s"
         );
     }
+    Ok(())
+}
+
+/// SIGINT stops the service as SIGTERM does: a call still in flight gets
+/// `shutdown_grace_secs`, then is abandoned, and the process exits 0.
+#[tokio::test]
+async fn sigint_gives_calls_the_grace_period_then_exits_0() -> TestResult {
+    let (endpoint, idp) = slow_idp(Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), vec![opaque_issuer(&endpoint)], |file| {
+        file.server.shutdown_grace_secs = 1;
+    });
+    let mut process = spawn_serve(&config, Stdio::null).await;
+    let mut client = pb::token_introspection_client::TokenIntrospectionClient::connect(format!(
+        "http://{}",
+        process.grpc
+    ))
+    .await?;
+    let in_flight = tokio::spawn(async move { introspect_code(&mut client, "slow".into()).await });
+    eventually("the call to reach the issuer", || async {
+        idp.calls.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || process.signal("INT")).await??;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "the grace period is 1 s: {took:?}"
+    );
+    assert_ne!(
+        in_flight.await?,
+        Code::Ok,
+        "the abandoned call did not succeed"
+    );
     Ok(())
 }
 

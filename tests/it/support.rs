@@ -541,8 +541,13 @@ impl Drop for Process {
 impl Process {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (a name `kill` takes) and waits for the process to exit.
+    pub fn signal(&mut self, signal: &str) -> std::io::Result<std::process::ExitStatus> {
         std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()?;
         self.child.wait()
     }
