@@ -321,6 +321,29 @@ mod retention_property {
     }
 }
 
+/// The README's retention bounds, exactly (the property tests check they are long
+/// enough; this that they are no longer): with `M` the maximum lifetime and `L` the
+/// leeway, a token record until `exp` + `L`, a cut-off until `before` + `M` + 2`L`, a
+/// `jti` until `exp` + `L`, or the revocation time + `M` + 3`L` without `exp`.
+#[test]
+fn records_are_kept_no_longer_than_the_readme_says() {
+    let (max, leeway) = (3600, 30);
+    let policy = crate::token::Policy {
+        max_token_lifetime_secs: max,
+        leeway_secs: leeway,
+        ..crate::token::Policy::new("https://iss.test/", vec!["api".into()])
+    };
+    let max = i64::try_from(max).unwrap_or_default();
+    let (iat, exp, at) = (1_000_000, 1_000_600, 1_000_100);
+    assert_eq!(
+        retention::token(Some(&policy), Some(iat), Some(exp), 0),
+        exp + leeway
+    );
+    assert_eq!(retention::cutoff(&policy, at), at + max + 2 * leeway);
+    assert_eq!(retention::jti(&policy, Some(exp), at), exp + leeway);
+    assert_eq!(retention::jti(&policy, None, at), at + max + 3 * leeway);
+}
+
 #[test]
 fn a_set_still_loading_never_says_not_revoked() {
     let set = RevocationSet::new();
