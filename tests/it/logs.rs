@@ -130,6 +130,28 @@ async fn no_json_log_line_contains_a_token() -> TestResult {
     logs_hold_no_token(LogFormat::Json).await
 }
 
+/// `RUST_LOG` wins over `log.filter` when set: a configuration that logs errors alone
+/// still writes the start-up events `RUST_LOG` asks for.
+#[tokio::test]
+async fn rust_log_wins_over_the_configured_filter() -> TestResult {
+    let signer = key(Algorithm::RS256, "rs");
+    let issuer = IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["RS256"])
+    };
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), vec![issuer], |file| {
+        file.log.filter = "error".into();
+    });
+    let log_path = dir.path().join("stderr.log");
+    let mut process = spawn_in_shell("export RUST_LOG=info", &config, || log_file(&log_path)).await;
+    assert!(process.terminate()?.success());
+    let logs = std::fs::read_to_string(&log_path)?;
+    assert!(logs.contains("state store opened"), "{logs}");
+    Ok(())
+}
+
 /// The log file, truncated: a retried start (fresh ports) begins it again.
 fn log_file(path: &std::path::Path) -> Stdio {
     std::fs::File::create(path)

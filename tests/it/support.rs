@@ -591,15 +591,30 @@ pub async fn spawn_serve(
 
 /// [`spawn_serve`] with the process's open-file limit set to `limit` (`ulimit -n`).
 pub async fn spawn_serve_with_open_files(config: &std::path::Path, limit: u32) -> Process {
+    spawn_in_shell(
+        &format!("ulimit -n {limit}"),
+        config,
+        std::process::Stdio::null,
+    )
+    .await
+}
+
+/// [`spawn_serve`] after `setup`, a shell command (`ulimit`, an environment variable the
+/// spawn itself would remove).
+pub async fn spawn_in_shell(
+    setup: &str,
+    config: &std::path::Path,
+    stderr: impl Fn() -> std::process::Stdio,
+) -> Process {
     let command = || {
         let mut command = std::process::Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(format!("{setup} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_introspectd"));
         command
     };
-    spawn_with(command, config, std::process::Stdio::null).await
+    spawn_with(command, config, stderr).await
 }
 
 async fn spawn_with(
