@@ -357,15 +357,16 @@ async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
     // Forward-auth: the same rules from the forwarded headers.
     let http = reqwest::Client::new();
     let authz = format!("http://{}/authz", server.http_addr);
-    let forwarded = |proof: &str| {
+    let forwarded_as = |authorization: &str, proof: &str| {
         http.get(&authz)
-            .header("authorization", &authorization)
+            .header("authorization", authorization)
             .header("dpop", proof)
             .header("x-forwarded-method", "GET")
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "api.example.com")
             .header("x-forwarded-uri", "/orders?page=2")
     };
+    let forwarded = |proof: &str| forwarded_as(&authorization, proof);
     let fresh = proof(&client_key, "GET", URI, &token, None);
     let answer = forwarded(&fresh).send().await?;
     assert_eq!(answer.status(), 401);
@@ -402,16 +403,7 @@ async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
     // with a valid proof beside it; on both gateway surfaces.
     let as_bearer = format!("Bearer {token}");
     let valid = proof(&client_key, "GET", URI, &token, Some(&nonce));
-    let answer = http
-        .get(&authz)
-        .header("authorization", &as_bearer)
-        .header("dpop", &valid)
-        .header("x-forwarded-method", "GET")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "api.example.com")
-        .header("x-forwarded-uri", "/orders?page=2")
-        .send()
-        .await?;
+    let answer = forwarded_as(&as_bearer, &valid).send().await?;
     assert_eq!(
         answer.status(),
         401,

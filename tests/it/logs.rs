@@ -9,6 +9,7 @@ use introspectd::{
         self, token_introspection_client::TokenIntrospectionClient,
         token_revocation_client::TokenRevocationClient,
     },
+    token::sign::SigningKey,
 };
 use jsonwebtoken::Algorithm;
 use serde_json::json;
@@ -21,13 +22,8 @@ const ISS: &str = "https://logs.test/";
 /// revoked tokens over gRPC and HTTP, and searches everything it wrote.
 async fn logs_hold_no_token(format: LogFormat) -> TestResult {
     let signer = key(Algorithm::RS256, "rs");
-    let issuer = IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
-        ..issuer_section(ISS, "http://unused", &["RS256"])
-    };
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), vec![issuer], |file| {
+    let config = write_config(dir.path(), vec![rs256_issuer(&signer)], |file| {
         file.log.format = format;
         file.log.filter = "trace".into();
     });
@@ -134,13 +130,8 @@ async fn no_json_log_line_contains_a_token() -> TestResult {
 /// still writes the start-up events `RUST_LOG` asks for.
 #[tokio::test]
 async fn rust_log_wins_over_the_configured_filter() -> TestResult {
-    let signer = key(Algorithm::RS256, "rs");
-    let issuer = IssuerSection {
-        jwks_uri: None,
-        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
-        ..issuer_section(ISS, "http://unused", &["RS256"])
-    };
     let dir = tempfile::tempdir()?;
+    let issuer = rs256_issuer(&key(Algorithm::RS256, "rs"));
     let config = write_config(dir.path(), vec![issuer], |file| {
         file.log.filter = "error".into();
     });
@@ -150,6 +141,14 @@ async fn rust_log_wins_over_the_configured_filter() -> TestResult {
     let logs = std::fs::read_to_string(&log_path)?;
     assert!(logs.contains("state store opened"), "{logs}");
     Ok(())
+}
+
+fn rs256_issuer(signer: &SigningKey) -> IssuerSection {
+    IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["RS256"])
+    }
 }
 
 /// The log file, truncated: a retried start (fresh ports) begins it again.
