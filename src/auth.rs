@@ -85,17 +85,65 @@ impl Caller {
     }
 }
 
-/// The key in an `Authorization: Bearer <key>` header value. Any other scheme, or a
-/// value that is not text, yields a key that matches nothing (so it is refused as
-/// wrong, not treated as absent).
-pub fn bearer_key(header: &[u8]) -> &str {
-    std::str::from_utf8(header)
-        .ok()
-        .and_then(|text| {
-            text.strip_prefix("Bearer ")
-                .or_else(|| text.strip_prefix("bearer "))
+/// An API key as an `Authorization` value presents it.
+#[derive(Debug)]
+pub struct PresentedKey<'a> {
+    pub key: std::borrow::Cow<'a, str>,
+    /// It came as HTTP Basic: a refusal is answered with a `Basic` challenge.
+    pub basic: bool,
+}
+
+/// The key of a request's `Authorization` field lines: `None` without one; one line
+/// read by [`authorization_key`]; two or more are no key (which would count?).
+pub fn presented_key<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> Option<PresentedKey<'a>> {
+    let first = lines.next()?;
+    if lines.next().is_some() {
+        return Some(PresentedKey {
+            key: std::borrow::Cow::Borrowed("\u{0}"),
+            basic: false,
+        });
+    }
+    Some(authorization_key(first))
+}
+
+/// The key in an `Authorization` value: `Bearer <key>`, or HTTP Basic (RFC 7617) with
+/// the key as the password, which is how RFC 7662 clients that speak RFC 6749's
+/// `client_secret_basic` send it (the user name, their client id, is not checked; the
+/// password is form-urlencoded first, section 2.3.1). Schemes are case-insensitive (RFC
+/// 9110 section 11.1). Any other scheme, or a value that does not decode, yields a key
+/// that matches nothing (so it is refused as wrong, not treated as absent).
+pub fn authorization_key(header: &[u8]) -> PresentedKey<'_> {
+    const NO_KEY: &str = "\u{0}";
+    let text = std::str::from_utf8(header).unwrap_or_default().trim();
+    let (scheme, credentials) = text.split_once(' ').unwrap_or_default();
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty() {
+        return PresentedKey {
+            key: std::borrow::Cow::Borrowed(credentials),
+            basic: false,
+        };
+    }
+    let basic = scheme.eq_ignore_ascii_case("basic");
+    let password = basic
+        .then(|| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .ok()
         })
-        .map_or("\u{0}", str::trim)
+        .flatten()
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .and_then(|decoded| {
+            let (_client_id, password) = decoded.split_once(':')?;
+            percent_encoding::percent_decode_str(&password.replace('+', " "))
+                .decode_utf8()
+                .ok()
+                .map(std::borrow::Cow::into_owned)
+        });
+    PresentedKey {
+        key: password.map_or(std::borrow::Cow::Borrowed(NO_KEY), std::borrow::Cow::Owned),
+        basic,
+    }
 }
 
 /// Who may make a call.
@@ -350,12 +398,29 @@ mod tests {
         );
     }
 
+    /// A key as `Bearer`, whatever the scheme's case (RFC 9110 section 11.1), or as
+    /// the password of HTTP Basic, RFC 6749's `client_secret_basic` (the password
+    /// form-urlencoded first, section 2.3.1); nothing else reads as a key.
     #[test]
-    fn bearer_scheme_is_required() {
-        assert_eq!(bearer_key(b"Bearer abc "), "abc");
-        assert_eq!(bearer_key(b"bearer abc"), "abc");
-        assert_eq!(bearer_key(b"Basic dXNlcjpwYXNz"), "\u{0}");
-        assert_eq!(bearer_key(&[0xff, 0xfe]), "\u{0}");
+    fn keys_come_as_bearer_or_as_the_basic_password() {
+        let key = |header: &[u8]| authorization_key(header).key.into_owned();
+        assert_eq!(key(b"Bearer abc "), "abc");
+        assert_eq!(key(b"bearer abc"), "abc");
+        assert_eq!(key(b"BEARER abc"), "abc");
+        // base64("gateway:s3cr%2Bt") and base64("gateway:k:with:colons")
+        assert_eq!(key(b"Basic Z2F0ZXdheTpzM2NyJTJCdA=="), "s3cr+t");
+        assert_eq!(key(b"basic Z2F0ZXdheTprOndpdGg6Y29sb25z"), "k:with:colons");
+        assert!(authorization_key(b"Basic Z2F0ZXdheTpzM2NyJTJCdA==").basic);
+        assert!(!authorization_key(b"Bearer abc").basic);
+        for refused in [
+            b"Basic !!!".as_slice(),
+            b"Basic Z2F0ZXdheQ==", // no colon
+            b"Digest abc",
+            b"abc",
+            &[0xff, 0xfe],
+        ] {
+            assert_eq!(key(refused), "\u{0}", "{refused:?}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::auth::{Access, ApiKeys, Caller, Credentials, Denied, Role, bearer_key};
+use crate::auth::{
+    Access, ApiKeys, Caller, Credentials, Denied, PresentedKey, Role, presented_key,
+};
 use crate::calls::{Admitted, Bounded, Holding};
 use crate::introspect::Introspector;
 use crate::listener::Peer;
@@ -133,11 +135,19 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
     let mut router = Router::new()
         .route(
             "/oauth2/introspect",
-            post(introspect.layer(guarded(Access::Introspection, KeyFrom::Authorization))),
+            post(
+                introspect
+                    .layer(guarded(Access::Introspection, KeyFrom::Authorization))
+                    .layer(tower::util::MapResponseLayer::new(no_store)),
+            ),
         )
         .route(
             "/oauth2/revoke",
-            post(revoke.layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization))),
+            post(
+                revoke
+                    .layer(guarded(Access::Role(Role::Revoke), KeyFrom::Authorization))
+                    .layer(tower::util::MapResponseLayer::new(no_store)),
+            ),
         )
         // Forward-auth: `Authorization` carries the token being checked, so the
         // gateway's own key (when one is needed) comes in `x-introspectd-api-key`.
@@ -154,6 +164,21 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
     router
         .layer(CountLayer(state.metrics.clone()))
         .with_state(Arc::new(state))
+}
+
+/// Marks an `/oauth2/*` answer, whatever it says, as one no cache may keep: it is about
+/// a token (RFC 6749 section 5.1's headers, RFC 7662 section 4).
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        axum::http::header::PRAGMA,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    response
 }
 
 /// Counts and times every routed request by its route pattern (requests no route
@@ -327,9 +352,9 @@ where
                     request.extensions_mut().insert(caller);
                 }
             }
-            Err(denied) => {
+            Err((denied, presented)) => {
                 return Admitted::Refused {
-                    response: Some(refused(denied)),
+                    response: Some(refused(denied, presented)),
                 };
             }
         }
@@ -347,23 +372,43 @@ fn temporarily_unavailable(status: StatusCode) -> Response {
     (status, Json(json!({ "error": "temporarily_unavailable" }))).into_response()
 }
 
+/// How a refused caller presented a key, which decides the challenge it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presented {
+    Nothing,
+    Key,
+    /// HTTP Basic, `client_secret_basic`.
+    Basic,
+}
+
 impl Guard {
-    fn admit(&self, request: &Request) -> Result<Option<Arc<Caller>>, Denied> {
+    fn admit(&self, request: &Request) -> Result<Option<Arc<Caller>>, (Denied, Presented)> {
         let headers = request.headers();
         let presented = match self.key_from {
-            KeyFrom::Authorization => headers
-                .get(axum::http::header::AUTHORIZATION)
-                .map(|value| bearer_key(value.as_bytes())),
-            KeyFrom::ApiKeyHeader => headers
-                .get(API_KEY_HEADER)
-                .map(|value| value.to_str().unwrap_or("\u{0}").trim()),
+            KeyFrom::Authorization => presented_key(
+                headers
+                    .get_all(axum::http::header::AUTHORIZATION)
+                    .iter()
+                    .map(axum::http::HeaderValue::as_bytes),
+            ),
+            KeyFrom::ApiKeyHeader => headers.get(API_KEY_HEADER).map(|value| PresentedKey {
+                key: std::borrow::Cow::Borrowed(value.to_str().unwrap_or("\u{0}").trim()),
+                basic: false,
+            }),
         };
         let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {
-            key: presented,
+            key: presented.as_ref().map(|presented| presented.key.as_ref()),
             certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
         };
-        self.keys.admit(self.access, credentials)
+        self.keys.admit(self.access, credentials).map_err(|denied| {
+            let how = match presented {
+                None => Presented::Nothing,
+                Some(PresentedKey { basic: true, .. }) => Presented::Basic,
+                Some(_) => Presented::Key,
+            };
+            (denied, how)
+        })
     }
 }
 
@@ -472,9 +517,13 @@ impl axum::extract::FromRequest<Arc<HttpState>> for Form {
 
     async fn from_request(request: Request, state: &Arc<HttpState>) -> Result<Self, Response> {
         let body = read_body(request.into_body(), state.max_request_bytes).await?;
-        parse_form(&body)
-            .map(Form)
-            .ok_or_else(|| invalid_request(NOT_A_FORM))
+        parse_form(&body).map(Form).ok_or_else(|| {
+            // Said only when refusing: serde's reason (a repeated parameter, say).
+            let reason = serde_urlencoded::from_bytes::<IntrospectForm>(&body)
+                .err()
+                .map_or_else(String::new, |error| format!(": {error}"));
+            invalid_request(&format!("{NOT_A_FORM}{reason}"))
+        })
     }
 }
 
@@ -525,7 +574,8 @@ impl AsRef<[u8]> for JsonText {
     }
 }
 
-const NOT_A_FORM: &str = "the body is not an application/x-www-form-urlencoded form";
+const NOT_A_FORM: &str =
+    "the body is not an application/x-www-form-urlencoded form with each parameter once";
 
 /// What `/oauth2/introspect` reads from its headers, read in place rather than copied.
 struct IntrospectHeaders {
@@ -542,19 +592,35 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IntrospectHeaders {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        let wants_signed = parts
-            .headers
-            .get_all(axum::http::header::ACCEPT)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|media| {
-                media.split(';').next().map(str::trim) == Some(crate::signing::MEDIA_TYPE)
-            });
+        let wants_signed = accepts_signed(
+            parts
+                .headers
+                .get_all(axum::http::header::ACCEPT)
+                .iter()
+                .filter_map(|value| value.to_str().ok()),
+        );
         let span = tracing::debug_span!("http", http.route = "/oauth2/introspect");
         crate::telemetry::parent_from_headers(&span, &parts.headers);
         Ok(Self { wants_signed, span })
     }
+}
+
+/// Whether `Accept` asks for the signed answer: its media type named (case-insensitive,
+/// RFC 9110 section 8.3.1) with a weight above 0 (section 12.4.2: `q=0` refuses it).
+fn accepts_signed<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
+    accept.flat_map(|value| value.split(',')).any(|media| {
+        let mut parts = media.split(';').map(str::trim);
+        let named = parts
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case(crate::signing::MEDIA_TYPE));
+        let refused = parts.any(|parameter| {
+            parameter.split_once('=').is_some_and(|(name, weight)| {
+                name.trim().eq_ignore_ascii_case("q")
+                    && weight.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+        });
+        named && !refused
+    })
 }
 
 async fn introspect(
@@ -564,7 +630,7 @@ async fn introspect(
     Form(form): Form,
 ) -> Response {
     if form.token.is_empty() {
-        return invalid_request("token is required");
+        return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }
     let signer = match (&state.signer, wants_signed) {
         (_, false) => None,
@@ -756,15 +822,35 @@ async fn authz(
     }
 }
 
-/// RFC 6750 section 3 answers for a refused caller.
-fn refused(denied: Denied) -> Response {
-    let (status, error) = match denied {
-        Denied::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid_client"),
-        Denied::Forbidden => (StatusCode::FORBIDDEN, "insufficient_scope"),
+/// The answer to a refused caller: RFC 6750 section 3's challenge for a bearer key (no
+/// error code when none came), RFC 6749 section 5.2's `Basic` one for a client that
+/// authenticated with HTTP Basic; the body names the error as RFC 6749 does.
+fn refused(denied: Denied, presented: Presented) -> Response {
+    let (status, error, challenge) = match (denied, presented) {
+        (Denied::Forbidden, _) => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            r#"Bearer realm="introspectd", error="insufficient_scope""#,
+        ),
+        (Denied::Unauthenticated, Presented::Basic) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            r#"Basic realm="introspectd""#,
+        ),
+        (Denied::Unauthenticated, Presented::Key) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            r#"Bearer realm="introspectd", error="invalid_token""#,
+        ),
+        (Denied::Unauthenticated, Presented::Nothing) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            r#"Bearer realm="introspectd""#,
+        ),
     };
     (
         status,
-        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        [(axum::http::header::WWW_AUTHENTICATE, challenge)],
         Json(json!({ "error": error })),
     )
         .into_response()
@@ -791,7 +877,7 @@ async fn revoke(
     Form(form): Form,
 ) -> Response {
     if form.token.is_empty() {
-        return invalid_request("token is required");
+        return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }
     match state
         .revocations
@@ -933,12 +1019,69 @@ mod tests {
             "{}",
             forbidden.body
         );
-        for key in [Some("wrong"), None] {
+        assert_eq!(
+            forbidden.headers["www-authenticate"],
+            r#"Bearer realm="introspectd", error="insufficient_scope""#
+        );
+        for (key, challenge) in [
+            (
+                Some("wrong"),
+                r#"Bearer realm="introspectd", error="invalid_token""#,
+            ),
+            // No credentials: no error code (RFC 6750 section 3.1).
+            (None, r#"Bearer realm="introspectd""#),
+        ] {
             let refused = answer(router.clone(), call(key)).await;
             assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{key:?}");
-            assert_eq!(refused.headers["www-authenticate"], "Bearer");
+            assert_eq!(refused.headers["www-authenticate"], challenge);
             assert!(refused.body.contains("invalid_client"), "{}", refused.body);
         }
+        // client_secret_basic: the key as the password; a wrong one is answered in
+        // the scheme it came in (RFC 6749 section 5.2).
+        let basic = |password: &str| {
+            use base64::Engine;
+            let credentials =
+                base64::engine::general_purpose::STANDARD.encode(format!("gateway:{password}"));
+            with_authorization(&format!("Basic {credentials}"))
+        };
+        let admitted = answer(router.clone(), basic("admin-key")).await;
+        assert_eq!(admitted.status, StatusCode::OK);
+        let refused = answer(router.clone(), basic("wrong")).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refused.headers["www-authenticate"],
+            r#"Basic realm="introspectd""#
+        );
+        // Two Authorization headers are no key, whichever is good.
+        let mut twice = call(Some("admin-key"));
+        twice.headers_mut().append(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(
+            answer(router.clone(), twice).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    fn with_authorization(value: &str) -> Request {
+        Request::post("/work")
+            .header("authorization", value)
+            .body(axum::body::Body::empty())
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn the_signed_answer_is_asked_for_by_its_media_type_in_any_case_and_not_with_q_0() {
+        let asks = |accept: &[&str]| accepts_signed(accept.iter().copied());
+        assert!(asks(&["application/token-introspection+jwt"]));
+        assert!(asks(&[
+            "application/json, Application/Token-Introspection+JWT;q=0.5"
+        ]));
+        assert!(!asks(&["application/token-introspection+jwt;q=0"]));
+        assert!(!asks(&["application/token-introspection+jwt; q=0.0"]));
+        assert!(!asks(&["application/json"]));
+        assert!(!asks(&[]));
     }
 
     #[tokio::test]

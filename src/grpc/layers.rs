@@ -17,7 +17,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::status::code_name;
-use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, bearer_key};
+use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, presented_key};
 use crate::calls::{Admitted, Bounded, Holding};
 use crate::listener::Peer;
 use crate::telemetry::metrics::{MethodMetrics, Metrics};
@@ -192,13 +192,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let access = route_of(request.uri().path()).access;
-        let presented = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|value| bearer_key(value.as_bytes()));
+        let presented = presented_key(
+            request
+                .headers()
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(http::HeaderValue::as_bytes),
+        );
         let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {
-            key: presented,
+            key: presented.as_ref().map(|presented| presented.key.as_ref()),
             certificate: peer.and_then(|peer| peer.client_certificate.as_deref()),
         };
         match self.keys.admit(access, credentials) {

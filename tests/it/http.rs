@@ -48,6 +48,52 @@ async fn active_token_answers_rfc7662_members() -> TestResult {
     Ok(())
 }
 
+/// Answers about tokens are never stored by a cache on the way (RFC 6749 section 5.1's
+/// headers, RFC 7662 section 4): active, inactive, refused or malformed, and revocations.
+#[tokio::test]
+async fn oauth2_answers_are_never_cached() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let http = reqwest::Client::new();
+    let token = mint(&signer, &claims(ISS));
+    let introspect = format!("http://{}/oauth2/introspect", server.http_addr);
+    let revoke = format!("http://{}/oauth2/revoke", server.http_addr);
+    for (what, request) in [
+        (
+            "active",
+            http.post(&introspect).form(&[("token", token.as_str())]),
+        ),
+        (
+            "inactive",
+            http.post(&introspect).form(&[("token", "garbage")]),
+        ),
+        ("malformed", http.post(&introspect).body("")),
+        ("refused", http.post(&revoke).form(&[("token", "garbage")])),
+        (
+            "revoked",
+            http.post(&revoke)
+                .bearer_auth(ADMIN_KEY)
+                .form(&[("token", "garbage")]),
+        ),
+    ] {
+        let answer = request.send().await?;
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store"),
+            "{what}"
+        );
+        assert_eq!(header("pragma").as_deref(), Some("no-cache"), "{what}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn inactive_token_is_only_active_false() -> TestResult {
     let signer = key(Algorithm::ES256, "es");

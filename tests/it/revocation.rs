@@ -265,6 +265,23 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
         Some(Code::PermissionDenied)
     );
     assert!(client.revoke(revoke(Some(ADMIN_KEY))).await.is_ok());
+    // The key as HTTP Basic's password (client_secret_basic), the scheme in any case.
+    for authorization in [
+        format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("ops:{ADMIN_KEY}")
+            )
+        ),
+        format!("BEARER {ADMIN_KEY}"),
+    ] {
+        let mut request = revoke(None);
+        request
+            .metadata_mut()
+            .insert("authorization", authorization.parse()?);
+        assert!(client.revoke(request).await.is_ok(), "{authorization}");
+    }
     let mut malformed = revoke(Some(ADMIN_KEY));
     malformed
         .metadata_mut()
