@@ -105,13 +105,14 @@ impl tokio_stream::Stream for Incoming {
                     return Poll::Ready(Some(Ok(stream)));
                 }
             }
-            let connection = std::task::ready!(this.poll_accept(cx));
+            let mut connection = std::task::ready!(this.poll_accept(cx));
             let Some((tls, protocol)) = &this.tls else {
                 return Poll::Ready(Some(Ok(Stream::Plain(connection))));
             };
             let acceptor = tls.acceptor(*protocol);
             let tls = tls.clone();
             let deadline = this.limits.first_byte_timeout;
+            connection.plaintext = false;
             this.handshakes.spawn(async move {
                 let error = match tokio::time::timeout(deadline, acceptor.accept(connection)).await
                 {
@@ -191,7 +192,18 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        both!(self, io => Pin::new(io).poll_read(cx, buf))
+        match self.get_mut() {
+            Stream::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Stream::Tls { stream, .. } => {
+                let filled = buf.filled().len();
+                let read = Pin::new(&mut **stream).poll_read(cx, buf);
+                let decrypted = buf.filled().len() - filled;
+                if decrypted > 0 {
+                    stream.get_mut().0.received_opening(decrypted);
+                }
+                read
+            }
+        }
     }
 }
 
@@ -286,6 +298,10 @@ pub struct Connection {
     /// Until the opening bytes have arrived.
     first_byte: Option<Pin<Box<Sleep>>>,
     received: usize,
+    /// Whether the bytes read here are the request's own; under TLS they are not (a
+    /// ClientHello alone is longer than the opening), and [`Stream`] counts them once
+    /// decrypted.
+    plaintext: bool,
 }
 
 impl Connection {
@@ -295,6 +311,18 @@ impl Connection {
             _permit: permit,
             first_byte: Some(Box::pin(tokio::time::sleep(first_byte_timeout))),
             received: 0,
+            plaintext: true,
+        }
+    }
+
+    /// Counts `bytes` of the request toward its opening; the first-byte timeout stops
+    /// applying once the opening is complete.
+    fn received_opening(&mut self, bytes: usize) {
+        if self.first_byte.is_some() {
+            self.received += bytes;
+            if self.received >= OPENING_BYTES {
+                self.first_byte = None;
+            }
         }
     }
 }
@@ -310,9 +338,8 @@ impl AsyncRead for Connection {
         if self.first_byte.is_some() {
             match &read {
                 Poll::Ready(Ok(())) if buf.filled().len() > filled => {
-                    self.received += buf.filled().len() - filled;
-                    if self.received >= OPENING_BYTES {
-                        self.first_byte = None;
+                    if self.plaintext {
+                        self.received_opening(buf.filled().len() - filled);
                     }
                 }
                 Poll::Pending => {

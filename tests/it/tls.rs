@@ -257,6 +257,50 @@ async fn wait_serving(server: &Introspectd, ca_pem: &str) -> Channel {
     unreachable!("TLS server never served: {last}")
 }
 
+/// `first_byte_timeout_ms` counts what the client sends inside TLS: a client that
+/// completes the handshake and then sends nothing (or half an HTTP/2 preface) is closed,
+/// on both listeners, as on a plaintext one; the handshake alone is not a request.
+#[tokio::test]
+async fn a_client_silent_after_the_tls_handshake_is_closed() {
+    let server_pki = Pki::new("server CA");
+    let files = TlsFiles::new(
+        &server_pki.leaf(&["localhost"], &[]),
+        &Pki::new("client CA"),
+    );
+    let signer = key(jsonwebtoken::Algorithm::ES256, "k1");
+    let mut file = file_config(vec![inline_issuer("https://tls.test/", &signer)]);
+    file.server.first_byte_timeout_ms = 300;
+    file.tls = Some(files.section());
+    let server = Introspectd::start(file).await;
+    wait_serving(&server, &server_pki.ca_pem()).await;
+    for (addr, alpn, opening) in [
+        (server.grpc_addr, b"h2".as_slice(), b"".as_slice()),
+        (server.grpc_addr, b"h2", b"PRI * HTTP/2.0"),
+        (server.http_addr, b"http/1.1", b""),
+    ] {
+        let mut config = (*rustls_client(&server_pki.ca_pem(), None)).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let (mut stream, _) = ok(connect_raw(addr, Arc::new(config)).await);
+        ok(stream.write_all(opening).await);
+        ok(stream.flush().await);
+        let mut buffer = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{addr} ({}): still open 3 s after the handshake",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+}
+
 #[tokio::test]
 async fn tls_and_mtls_decide_who_may_call() {
     let key = key(jsonwebtoken::Algorithm::ES256, "k1");
