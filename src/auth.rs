@@ -39,7 +39,8 @@ pub struct ApiKeyEntry {
 pub struct ClientEntry {
     /// Who the client is; logged with each call.
     pub name: String,
-    /// The certificate's URI or DNS subject alternative name, exactly.
+    /// The certificate's URI subject alternative name (a SPIFFE ID: anything with a
+    /// `://`), exactly, or its DNS one, in any case.
     pub identity: String,
     pub roles: Vec<Role>,
 }
@@ -226,13 +227,20 @@ impl ApiKeys {
 
     /// The caller a verified client certificate stands for: the first configured client
     /// whose identity the certificate names.
+    /// The client a verified certificate names: an identity with a scheme (`spiffe://`)
+    /// is one of its URI SANs exactly, any other one of its DNS SANs in any case (RFC
+    /// 4343); neither kind of name stands for the other.
     pub fn client(&self, certificate: &ClientCertificate) -> Option<Arc<Caller>> {
         self.clients.iter().find_map(|(identity, caller)| {
-            certificate
-                .identities
-                .iter()
-                .any(|named| named == identity)
-                .then(|| caller.clone())
+            let named = if identity.contains("://") {
+                certificate.uris.iter().any(|uri| uri == identity)
+            } else {
+                certificate
+                    .dns_names
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(identity))
+            };
+            named.then(|| caller.clone())
         })
     }
 
@@ -396,6 +404,44 @@ mod tests {
             keys.authorize_introspection(None),
             Err(Denied::Unauthenticated)
         );
+    }
+
+    /// A URI identity (a SPIFFE ID) is matched by a URI SAN alone, and a DNS identity by
+    /// a DNS SAN alone, in any case: a CA lax about one kind of name cannot mint the
+    /// other.
+    #[test]
+    fn client_identities_match_their_own_kind_of_name() -> Result<(), AuthError> {
+        let spiffe = "spiffe://cluster.local/ns/edge/sa/envoy";
+        let keys = ApiKeys::new(Vec::new(), false)?.with_clients(vec![
+            ClientEntry {
+                name: "envoy".into(),
+                identity: spiffe.into(),
+                roles: vec![Role::Introspect],
+            },
+            ClientEntry {
+                name: "gateway".into(),
+                identity: "gateway.example".into(),
+                roles: vec![Role::Introspect],
+            },
+        ])?;
+        let named = |uris: &[&str], dns: &[&str]| {
+            let certificate = ClientCertificate {
+                uris: uris.iter().map(|s| (*s).to_owned()).collect(),
+                dns_names: dns.iter().map(|s| (*s).to_owned()).collect(),
+                sha256: [0; 32],
+            };
+            keys.client(&certificate).map(|caller| caller.name.clone())
+        };
+        assert_eq!(named(&[spiffe], &[]).as_deref(), Some("envoy"));
+        assert_eq!(named(&[], &["gateway.example"]).as_deref(), Some("gateway"));
+        assert_eq!(named(&[], &["GATEWAY.Example"]).as_deref(), Some("gateway"));
+        assert_eq!(named(&[], &[spiffe]), None, "a URI identity in a DNS SAN");
+        assert_eq!(
+            named(&["gateway.example"], &[]),
+            None,
+            "a DNS identity in a URI SAN"
+        );
+        Ok(())
     }
 
     /// A key as `Bearer`, whatever the scheme's case (RFC 9110 section 11.1), or as

@@ -73,16 +73,21 @@ impl Protocol {
 /// What a verified client certificate says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
-    /// URI SANs (a SPIFFE ID, say) then DNS SANs, as written in the certificate.
-    pub identities: Vec<String>,
+    /// URI SANs (a SPIFFE ID, say), as written in the certificate.
+    pub uris: Vec<String>,
+    /// DNS SANs, as written: kept apart from the URIs, so that neither kind stands
+    /// for the other.
+    pub dns_names: Vec<String>,
     /// SHA-256 of the certificate's DER: RFC 8705's `x5t#S256`.
     pub sha256: [u8; 32],
 }
 
 impl ClientCertificate {
     pub fn from_der(der: &[u8]) -> Self {
+        let SubjectAltNames { uris, dns_names } = subject_alt_names(der);
         Self {
-            identities: subject_alt_names(der),
+            uris,
+            dns_names,
             sha256: Sha256::digest(der).into(),
         }
     }
@@ -319,24 +324,29 @@ fn elements(mut contents: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 }
 
 /// URI SANs then DNS SANs of a certificate; empty when it has none or cannot be read.
-pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
-    let Some(names) = san_extension(der) else {
-        return Vec::new();
+pub fn subject_alt_names(der: &[u8]) -> SubjectAltNames {
+    let mut names = SubjectAltNames::default();
+    let Some(extension) = san_extension(der) else {
+        return names;
     };
-    let mut uris = Vec::new();
-    let mut dns = Vec::new();
-    for (tag, value) in elements(names) {
+    for (tag, value) in elements(extension) {
         let Ok(text) = std::str::from_utf8(value) else {
             continue;
         };
         match tag {
-            SAN_URI => uris.push(text.to_owned()),
-            SAN_DNS => dns.push(text.to_owned()),
+            SAN_URI => names.uris.push(text.to_owned()),
+            SAN_DNS => names.dns_names.push(text.to_owned()),
             _ => {}
         }
     }
-    uris.extend(dns);
-    uris
+    names
+}
+
+/// A certificate's URI and DNS subject alternative names.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SubjectAltNames {
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
 }
 
 /// The GeneralNames inside the subjectAltName extension.
@@ -373,7 +383,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subject_alt_names_are_read_uri_first() {
+    fn subject_alt_names_are_read_by_kind() {
         let mut params = rcgen::CertificateParams::new(vec!["gateway.example".to_owned()])
             .unwrap_or_else(|_| rcgen::CertificateParams::default());
         params.subject_alt_names.push(rcgen::SanType::URI(
@@ -384,17 +394,19 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap_or_else(|_| unreachable!());
         let cert = params.self_signed(&key).unwrap_or_else(|_| unreachable!());
         let found = ClientCertificate::from_der(cert.der());
-        assert_eq!(
-            found.identities,
-            ["spiffe://cluster.local/ns/edge/sa/envoy", "gateway.example"]
-        );
+        assert_eq!(found.uris, ["spiffe://cluster.local/ns/edge/sa/envoy"]);
+        assert_eq!(found.dns_names, ["gateway.example"]);
         assert_eq!(found.sha256, <[u8; 32]>::from(Sha256::digest(cert.der())));
     }
 
     #[test]
     fn unreadable_der_has_no_names() {
-        assert!(subject_alt_names(&[]).is_empty());
-        assert!(subject_alt_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_empty());
-        assert!(subject_alt_names(&[0x30, 0x03, 0x30, 0x01]).is_empty());
+        for der in [
+            [].as_slice(),
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x03, 0x30, 0x01],
+        ] {
+            assert_eq!(subject_alt_names(der), SubjectAltNames::default());
+        }
     }
 }
