@@ -278,6 +278,21 @@ impl App {
             let name = format!("key refresh {}", issuer.policy.issuer);
             self.tasks.spawn(name, keys::keep_fresh(issuer.clone()));
         }
+        if self.api_keys.has_file() {
+            let api_keys = self.api_keys.clone();
+            self.tasks
+                .every("API keys reload", self.config.api_keys_reload, move || {
+                    match api_keys.reread_file() {
+                        Ok(false) => {}
+                        Ok(true) => tracing::info!("API keys file changed; its keys now decide"),
+                        Err(error) => tracing::warn!(
+                            %error,
+                            "API keys file cannot be used; its previous keys still decide"
+                        ),
+                    }
+                    std::future::ready(())
+                });
+        }
         let introspector = self.introspector.clone();
         self.tasks
             .every("cache purge", CACHE_PURGE_INTERVAL, move || {

@@ -170,36 +170,96 @@ pub enum Denied {
 
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
+    /// The configuration's own keys.
     keys: Vec<ApiKey>,
+    /// The keys of `auth.api_keys_file`, read again while serving.
+    from_file: Option<Arc<KeysFile>>,
     /// mTLS identities and the callers they stand for.
     clients: Vec<(String, Arc<Caller>)>,
     anonymous_introspect: bool,
 }
 
+/// A file of `[[api_keys]]` (a mounted Secret) and the keys last read from it.
+#[derive(Debug)]
+struct KeysFile {
+    path: std::path::PathBuf,
+    keys: arc_swap::ArcSwap<Vec<ApiKey>>,
+    /// SHA-256 of the text the keys were read from: an unchanged file is not parsed.
+    read_from: std::sync::Mutex<[u8; 32]>,
+}
+
+fn api_keys(entries: Vec<ApiKeyEntry>) -> Result<Vec<ApiKey>, AuthError> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let hash =
+                parse_hash(&entry.sha256).ok_or_else(|| AuthError::BadHash(entry.name.clone()))?;
+            if entry.roles.is_empty() {
+                return Err(AuthError::NoRoles(entry.name));
+            }
+            Ok(ApiKey {
+                hash,
+                caller: Arc::new(Caller {
+                    name: entry.name,
+                    roles: entry.roles,
+                }),
+            })
+        })
+        .collect()
+}
+
 impl ApiKeys {
     pub fn new(entries: Vec<ApiKeyEntry>, anonymous_introspect: bool) -> Result<Self, AuthError> {
-        let keys = entries
-            .into_iter()
-            .map(|entry| {
-                let hash = parse_hash(&entry.sha256)
-                    .ok_or_else(|| AuthError::BadHash(entry.name.clone()))?;
-                if entry.roles.is_empty() {
-                    return Err(AuthError::NoRoles(entry.name));
-                }
-                Ok(ApiKey {
-                    hash,
-                    caller: Arc::new(Caller {
-                        name: entry.name,
-                        roles: entry.roles,
-                    }),
-                })
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            keys,
+            keys: api_keys(entries)?,
+            from_file: None,
             clients: Vec::new(),
             anonymous_introspect,
         })
+    }
+
+    /// Adds the keys of a file of `[[api_keys]]` entries, read now and again by
+    /// [`Self::reread_file`].
+    pub fn with_file(mut self, path: &Path) -> Result<Self, AuthError> {
+        let text = read_text(path)?;
+        let keys = api_keys(parse_keys_file(path, &text)?)?;
+        self.from_file = Some(Arc::new(KeysFile {
+            path: path.to_owned(),
+            keys: arc_swap::ArcSwap::from_pointee(keys),
+            read_from: std::sync::Mutex::new(Sha256::digest(text.as_bytes()).into()),
+        }));
+        Ok(self)
+    }
+
+    /// Reads the keys file again: `Ok(true)` when it changed and its keys now decide,
+    /// `Ok(false)` when it is unchanged (or there is none); an error (a file half
+    /// written, a bad entry) leaves the keys it had.
+    pub fn reread_file(&self) -> Result<bool, AuthError> {
+        let Some(file) = &self.from_file else {
+            return Ok(false);
+        };
+        let text = read_text(&file.path)?;
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let Ok(mut read_from) = file.read_from.lock() else {
+            return Ok(false);
+        };
+        if *read_from == digest {
+            return Ok(false);
+        }
+        let keys = api_keys(parse_keys_file(&file.path, &text)?)?;
+        file.keys.store(Arc::new(keys));
+        *read_from = digest;
+        Ok(true)
+    }
+
+    /// Reads `[[api_keys]]` entries from a TOML file (a mounted Secret, say).
+    pub fn read_file(path: &Path) -> Result<Vec<ApiKeyEntry>, AuthError> {
+        parse_keys_file(path, &read_text(path)?)
+    }
+
+    /// Whether a keys file is configured, to be read again while serving.
+    pub fn has_file(&self) -> bool {
+        self.from_file.is_some()
     }
 
     /// Adds the mTLS clients: a verified certificate with one of these identities
@@ -244,30 +304,30 @@ impl ApiKeys {
         })
     }
 
-    /// Reads `[[api_keys]]` entries from a TOML file (a mounted Secret, say).
-    pub fn read_file(path: &Path) -> Result<Vec<ApiKeyEntry>, AuthError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuthError::Read(path.display().to_string(), e))?;
-        let file: ApiKeysFile = toml::from_str(&text)
-            .map_err(|e| AuthError::Parse(path.display().to_string(), e.to_string()))?;
-        Ok(file.api_keys)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+            && self
+                .from_file
+                .as_ref()
+                .is_none_or(|file| file.keys.load().is_empty())
     }
 
     /// The caller a presented key belongs to. Every configured hash is compared, in
     /// constant time, so timing tells nothing about which key nearly matched.
     pub fn authenticate(&self, presented: &str) -> Option<Arc<Caller>> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let from_file = self.from_file.as_ref().map(|file| file.keys.load());
         let mut found = None;
-        for key in &self.keys {
+        for key in self
+            .keys
+            .iter()
+            .chain(from_file.iter().flat_map(|keys| keys.iter()))
+        {
             if aws_lc_rs::constant_time::verify_slices_are_equal(&key.hash, &hash).is_ok() {
-                found = Some(key);
+                found = Some(key.caller.clone());
             }
         }
-        found.map(|key| key.caller.clone())
+        found
     }
 
     /// Decides a call needing `role`: a known key with that role (or admin).
@@ -358,6 +418,16 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 /// Hex SHA-256 of a key, as configured.
+fn read_text(path: &Path) -> Result<String, AuthError> {
+    std::fs::read_to_string(path).map_err(|e| AuthError::Read(path.display().to_string(), e))
+}
+
+fn parse_keys_file(path: &Path, text: &str) -> Result<Vec<ApiKeyEntry>, AuthError> {
+    let file: ApiKeysFile = toml::from_str(text)
+        .map_err(|e| AuthError::Parse(path.display().to_string(), e.to_string()))?;
+    Ok(file.api_keys)
+}
+
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }

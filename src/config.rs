@@ -298,7 +298,7 @@ impl Default for CacheSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Allow Introspect without an API key (inside a trusted network). Revoke and
@@ -306,6 +306,8 @@ pub struct AuthSection {
     pub anonymous_introspect: bool,
     /// A TOML file of `[[api_keys]]` entries (name, sha256, roles), e.g. a mounted Secret.
     pub api_keys_file: Option<PathBuf>,
+    /// How often that file is read again (a changed one replaces its keys).
+    pub api_keys_reload_secs: u64,
     /// API keys inline: `[[auth.api_keys]]` with name, sha256 (hex SHA-256 of the key), roles.
     pub api_keys: Vec<ApiKeyEntry>,
     /// mTLS clients: `[[auth.clients]]` with name, identity (a URI or DNS SAN of the
@@ -769,6 +771,8 @@ pub struct Config {
     pub telemetry: telemetry::Settings,
     pub cache_max_entries: usize,
     pub api_keys: ApiKeys,
+    /// How often `api_keys`' file is read again.
+    pub api_keys_reload: Duration,
     pub tls: Option<tls::Settings>,
     pub dpop: crate::binding::dpop::Settings,
     pub answer_signing: Option<crate::signing::Settings>,
@@ -888,6 +892,7 @@ impl FileConfig {
             .map(AnswerSigningSection::validate)
             .transpose()?;
         let api_keys = self.auth.validate(tls.as_ref())?;
+        let api_keys_reload = Duration::from_secs(self.auth.api_keys_reload_secs);
         let telemetry = validate_telemetry(self.log, self.telemetry)?;
         let store = &self.store;
         let opaque_token_ttl_secs = i64::try_from(store.opaque_token_ttl_secs)
@@ -923,6 +928,7 @@ impl FileConfig {
             telemetry,
             cache_max_entries: self.cache.max_entries,
             api_keys,
+            api_keys_reload,
             tls,
             dpop,
             answer_signing,
@@ -1102,16 +1108,31 @@ impl StoreSection {
     }
 }
 
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            anonymous_introspect: false,
+            api_keys_file: None,
+            api_keys_reload_secs: 10,
+            api_keys: Vec::new(),
+            clients: Vec::new(),
+        }
+    }
+}
+
 impl AuthSection {
     fn validate(&self, tls: Option<&tls::Settings>) -> Result<ApiKeys, ConfigError> {
-        let mut entries = self.api_keys.clone();
+        let mut keys = ApiKeys::new(self.api_keys.clone(), self.anonymous_introspect)
+            .map_err(|e| invalid("auth.api_keys", e.to_string()))?;
         if let Some(path) = &self.api_keys_file {
-            let from_file = ApiKeys::read_file(path)
+            keys = keys
+                .with_file(path)
                 .map_err(|e| invalid("auth.api_keys_file", e.to_string()))?;
-            entries.extend(from_file);
+            if self.api_keys_reload_secs == 0 {
+                return Err(invalid("auth.api_keys_reload_secs", "must be positive"));
+            }
         }
-        let keys = ApiKeys::new(entries, self.anonymous_introspect)
-            .map_err(|e| invalid("auth.api_keys", e.to_string()))?
+        let keys = keys
             .with_clients(self.clients.clone())
             .map_err(|e| invalid("auth.clients", e.to_string()))?;
         if keys.has_clients() && tls.and_then(|t| t.client_ca_file.as_ref()).is_none() {

@@ -313,6 +313,68 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
     Ok(())
 }
 
+/// `auth.api_keys_file` (a mounted Secret) is read again while serving: a key added to
+/// it is taken, a key removed from it is refused, and a file that does not parse
+/// leaves the keys as they were.
+#[tokio::test]
+async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api-keys.toml");
+    let entry = |name: &str, key: &str| {
+        format!(
+            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n",
+            introspectd::auth::hash_key(key)
+        )
+    };
+    let replace = |text: &str| -> std::io::Result<()> {
+        let staging = dir.path().join(".api-keys.toml.new");
+        std::fs::write(&staging, text)?;
+        std::fs::rename(&staging, &path)
+    };
+    replace(&entry("old", "old-key"))?;
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.auth.api_keys_file = Some(path.clone());
+    file.auth.api_keys_reload_secs = 1;
+    let server = Introspectd::start_ready(file).await;
+    let code = |key: &'static str| {
+        let server = &server;
+        async move {
+            let request = with_key(
+                key,
+                pb::RevokeRequest {
+                    target: Some(Target::Jti(pb::JtiTarget {
+                        iss: ISS.into(),
+                        jti: "j".into(),
+                        exp: None,
+                    })),
+                    reason: String::new(),
+                },
+            );
+            match server.revocation().await.revoke(request).await {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            }
+        }
+    };
+    assert_eq!(code("old-key").await, Code::Ok);
+    assert_eq!(code("new-key").await, Code::Unauthenticated);
+    replace(&entry("new", "new-key"))?;
+    eventually("the new key to be taken", || async {
+        code("new-key").await == Code::Ok
+    })
+    .await;
+    assert_eq!(code("old-key").await, Code::Unauthenticated, "removed");
+    replace("[[api_keys]]\nname = \"broken\"\n")?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        code("new-key").await,
+        Code::Ok,
+        "a broken file changes nothing"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn introspection_needs_a_key_unless_anonymous_is_allowed() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
