@@ -391,10 +391,20 @@ impl Guard {
                     .iter()
                     .map(axum::http::HeaderValue::as_bytes),
             ),
-            KeyFrom::ApiKeyHeader => headers.get(API_KEY_HEADER).map(|value| PresentedKey {
-                key: std::borrow::Cow::Borrowed(value.to_str().unwrap_or("\u{0}").trim()),
-                basic: false,
-            }),
+            // Its own header: a key as it is, and two of them no key.
+            KeyFrom::ApiKeyHeader => {
+                let mut keys = headers.get_all(API_KEY_HEADER).iter();
+                keys.next().map(|value| {
+                    let key = match keys.next() {
+                        None => value.to_str().unwrap_or("\u{0}").trim(),
+                        Some(_) => "\u{0}",
+                    };
+                    PresentedKey {
+                        key: std::borrow::Cow::Borrowed(key),
+                        basic: false,
+                    }
+                })
+            }
         };
         let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {

@@ -170,10 +170,10 @@ pub struct Authenticate<S> {
 /// The status a refused call gets.
 pub fn denied(denied: Denied) -> Status {
     match denied {
-        Denied::Unauthenticated => {
-            Status::unauthenticated("a valid API key is required (authorization: Bearer <key>)")
-        }
-        Denied::Forbidden => Status::permission_denied("the API key lacks the role for this call"),
+        Denied::Unauthenticated => Status::unauthenticated(
+            "a known API key (authorization: Bearer <key>) or client certificate is required",
+        ),
+        Denied::Forbidden => Status::permission_denied("the caller lacks the role for this call"),
     }
 }
 

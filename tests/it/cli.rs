@@ -310,7 +310,7 @@ fn dev_mint_introspect_walkthrough() -> TestResult {
         ])?;
         assert!(!refused.status.success());
         let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(stderr.contains("valid API key is required"), "{stderr}");
+        assert!(stderr.contains("a known API key"), "{stderr}");
         assert!(stderr.contains("./data/admin-api-key"), "{stderr}");
 
         let jwks = http_get(&http, "/.well-known/jwks.json").ok_or("no JWKS response")?;

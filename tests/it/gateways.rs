@@ -346,6 +346,11 @@ async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
         .send()
         .await?;
     assert_eq!(keyless.status(), 401, "the gateway's own key is needed");
+    let twice = ask("", &token)
+        .header("x-introspectd-api-key", "another")
+        .send()
+        .await?;
+    assert_eq!(twice.status(), 401, "two gateway keys are no key");
     // An opaque token whose issuer cannot be reached: no decision.
     assert_eq!(ask("", "Bearer opaque-token").send().await?.status(), 503);
     Ok(())
