@@ -162,6 +162,25 @@ fn material_error(path: &Path, what: impl std::fmt::Display) -> TlsError {
     }
 }
 
+/// A PEM error in words: the crate's own text shows its markers as lists of bytes.
+fn pem_error(path: &Path, error: &rustls::pki_types::pem::Error) -> TlsError {
+    use rustls::pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => material_error(
+            path,
+            format!(
+                "no -----END {}----- line",
+                String::from_utf8_lossy(end_marker)
+            ),
+        ),
+        Error::IllegalSectionStart { line } => material_error(
+            path,
+            format!("a bad BEGIN line: {}", String::from_utf8_lossy(line)),
+        ),
+        other => material_error(path, other),
+    }
+}
+
 impl Tls {
     /// Reads and checks the files; an error names the file and what is wrong with it.
     pub fn load(settings: Settings) -> Result<Arc<Self>, TlsError> {
@@ -242,19 +261,19 @@ fn build(
 ) -> Result<(ServerConfig, ServerConfig), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&material.cert)
         .collect::<Result<_, _>>()
-        .map_err(|e| material_error(&settings.cert_file, e))?;
+        .map_err(|e| pem_error(&settings.cert_file, &e))?;
     if chain.is_empty() {
         return Err(material_error(&settings.cert_file, "no PEM certificate"));
     }
     let key = PrivateKeyDer::from_pem_slice(&material.key)
-        .map_err(|e| material_error(&settings.key_file, e))?;
+        .map_err(|e| pem_error(&settings.key_file, &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = match (&material.client_ca, &settings.client_ca_file) {
         (Some(ca), Some(path)) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(ca) {
                 roots
-                    .add(cert.map_err(|e| material_error(path, e))?)
+                    .add(cert.map_err(|e| pem_error(path, &e))?)
                     .map_err(|e| material_error(path, e))?;
             }
             if roots.is_empty() {
@@ -272,7 +291,14 @@ fn build(
         let mut config = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier.clone())
-            .with_single_cert(chain.clone(), key.clone_key())?;
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|error| match error {
+                rustls::Error::InconsistentKeys(_) => material_error(
+                    &settings.key_file,
+                    format!("is not the key of {}", settings.cert_file.display()),
+                ),
+                other => TlsError::Config(other),
+            })?;
         config.alpn_protocols = protocol.alpn();
         Ok(config)
     };

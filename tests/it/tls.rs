@@ -600,4 +600,32 @@ fn missing_or_broken_files_stop_the_start_with_their_path() {
         error.as_ref().is_err_and(|e| e.contains("garbage.pem")),
         "{error:?}"
     );
+    // A key that is not the certificate's is named, and a PEM cut short is said in
+    // words, not in bytes.
+    let pki = Pki::new("server CA");
+    let (one, other) = (pki.leaf(&["localhost"], &[]), pki.leaf(&["localhost"], &[]));
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("other.key");
+    ok(std::fs::write(&cert, &one.cert_pem));
+    ok(std::fs::write(&key, &other.key_pem));
+    let error = introspectd::tls::Tls::load(settings(&cert, &key))
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        error
+            .as_ref()
+            .is_err_and(|e| e.contains("other.key") && e.contains("tls.crt")),
+        "{error:?}"
+    );
+    let cut = one.cert_pem.lines().take(3).collect::<Vec<_>>().join("\n");
+    ok(std::fs::write(&cert, cut));
+    let error = introspectd::tls::Tls::load(settings(&cert, &key))
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        error
+            .as_ref()
+            .is_err_and(|e| e.contains("tls.crt") && e.contains("-----END CERTIFICATE-----")),
+        "{error:?}"
+    );
 }
