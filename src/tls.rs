@@ -98,8 +98,9 @@ pub struct Tls {
     settings: Settings,
     grpc: ArcSwap<ServerConfig>,
     http: ArcSwap<ServerConfig>,
-    /// SHA-256 of the files' contents the configurations were built from.
-    loaded_from: Mutex<[u8; 32]>,
+    /// SHA-256 of the files' contents last tried, used or refused: a set refused once
+    /// is not tried (nor counted) again until the files change.
+    tried: Mutex<[u8; 32]>,
     counts: Counts,
 }
 
@@ -189,7 +190,7 @@ impl Tls {
         Ok(Arc::new(Self {
             grpc: ArcSwap::from_pointee(grpc),
             http: ArcSwap::from_pointee(http),
-            loaded_from: Mutex::new(material.digest()),
+            tried: Mutex::new(material.digest()),
             counts: Counts::default(),
             settings,
         }))
@@ -210,16 +211,16 @@ impl Tls {
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let material = Material::read(&self.settings)?;
         let digest = material.digest();
-        let Ok(mut loaded_from) = self.loaded_from.lock() else {
+        let Ok(mut tried) = self.tried.lock() else {
             return Ok(false);
         };
-        if *loaded_from == digest {
+        if *tried == digest {
             return Ok(false);
         }
+        *tried = digest;
         let (grpc, http) = build(&self.settings, &material)?;
         self.grpc.store(Arc::new(grpc));
         self.http.store(Arc::new(http));
-        *loaded_from = digest;
         Ok(true)
     }
 

@@ -557,6 +557,15 @@ async fn a_rotated_certificate_is_served_and_open_connections_stay() {
         served, second.der,
         "a mismatched pair replaced the good one"
     );
+    // One bad set is one failure, however many checks find it still there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        metric_in(
+            &metrics(server.http_addr, &client).await,
+            "introspectd_tls_reloads_total{result=\"failed\"}",
+        ),
+        1.0
+    );
     // The TLS families are exposition Prometheus accepts.
     if crate::tools::promtool_available(
         "a_rotated_certificate_is_served_and_open_connections_stay (promtool)",
