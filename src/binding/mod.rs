@@ -216,24 +216,18 @@ fn pem_certificate(text: &str) -> Option<Vec<u8>> {
 pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
     let value = value.trim();
     if value.contains('=') && (value.contains("Hash=") || value.contains("Cert=")) {
-        // XFCC: elements separated by ',' (the last is the nearest proxy's), pairs by ';'.
-        let element = value.rsplit(',').next()?;
-        let mut hash = None;
-        let mut cert = None;
-        for pair in element.split(';') {
-            let (key, raw) = pair.split_once('=')?;
-            let raw = raw.trim_matches('"');
-            match key.trim() {
-                "Hash" => hash = Some(raw),
-                "Cert" => cert = Some(raw),
-                _ => {}
-            }
-        }
-        if let Some(hex) = hash {
+        let pairs = xfcc_element(value)?;
+        let value_of = |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        if let Some(hex) = value_of("Hash") {
             let mut out = [0u8; 32];
             return hex::decode_to_slice(hex, &mut out).ok().map(|()| out);
         }
-        return certificate_thumbprint(percent_decode(cert?)?.as_bytes());
+        return certificate_thumbprint(percent_decode(value_of("Cert")?)?.as_bytes());
     }
     if value.starts_with("-----BEGIN") {
         return certificate_thumbprint(percent_decode(value)?.as_bytes());
@@ -244,6 +238,57 @@ pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
         .decode(compact)
         .ok()?;
     Some(Sha256::digest(der).into())
+}
+
+/// The pairs of an `x-forwarded-client-cert` holding one element, read by its grammar:
+/// pairs split on `;`, elements on `,`, both outside `"` quotes, where `\` escapes the
+/// next character. So what the client's own certificate says (a subject or a URI SAN,
+/// which Envoy quotes) never adds a pair. `None` for a second element (which proxy's
+/// client would this request be?), a key given twice, or a pair without `=`.
+fn xfcc_element(header: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let (mut key, mut value) = (String::new(), String::new());
+    let (mut in_value, mut quoted, mut escaped) = (false, false, false);
+    let mut finish = |key: &mut String, value: &mut String, in_value: &mut bool| {
+        let name = std::mem::take(key).trim().to_owned();
+        let done = std::mem::take(value);
+        let had_value = std::mem::replace(in_value, false);
+        if !had_value || pairs.iter().any(|(seen, _)| *seen == name) {
+            return false;
+        }
+        pairs.push((name, done));
+        true
+    };
+    for c in header.chars() {
+        if quoted {
+            match c {
+                _ if escaped => {
+                    value.push(c);
+                    escaped = false;
+                }
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => value.push(c),
+            }
+            continue;
+        }
+        match c {
+            ',' => return None,
+            ';' => {
+                if !finish(&mut key, &mut value, &mut in_value) {
+                    return None;
+                }
+            }
+            '=' if !in_value => in_value = true,
+            '"' if in_value && value.is_empty() => quoted = true,
+            _ if in_value => value.push(c),
+            _ => key.push(c),
+        }
+    }
+    if quoted || !finish(&mut key, &mut value, &mut in_value) {
+        return None;
+    }
+    Some(pairs)
 }
 
 fn percent_decode(text: &str) -> Option<String> {

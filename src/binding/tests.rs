@@ -437,8 +437,39 @@ fn certificates_from_gateway_headers() {
         Some(sha)
     );
     assert_eq!(
-        certificate_from_header(&format!("Hash=00;Cert=x,Cert=\"{escaped}\"")),
+        certificate_from_header(&format!("By=spiffe://a;Cert=\"{escaped}\"")),
         Some(sha)
+    );
+    // A subject with commas, inside its quotes, is one value.
+    assert_eq!(
+        certificate_from_header(&format!(
+            "Hash={};Subject=\"CN=client,OU=Payments,O=Example Corp,C=US\"",
+            hex::encode(sha)
+        )),
+        Some(sha)
+    );
+    // What the client's own certificate says (its subject, its URI SAN) never adds a
+    // pair: the Hash is the one Envoy wrote.
+    let victim = hex::encode([7u8; 32]);
+    assert_eq!(
+        certificate_from_header(&format!(
+            "By=spiffe://gw;Hash={};Subject=\"CN=client,description=x\\;Hash={victim}\";URI=\"https://c.example/;Hash={victim}\"",
+            hex::encode(sha)
+        )),
+        Some(sha)
+    );
+    // Unquoted, it would be a second Hash: refused, as are two elements (whose client
+    // is this request's?).
+    assert_eq!(
+        certificate_from_header(&format!(
+            "Hash={};URI=https://c.example/;Hash={victim}",
+            hex::encode(sha)
+        )),
+        None
+    );
+    assert_eq!(
+        certificate_from_header(&format!("Hash={victim},Hash={}", hex::encode(sha))),
+        None
     );
     assert_eq!(certificate_from_header(&escaped), Some(sha));
     assert_eq!(certificate_from_header(&b64), Some(sha));
