@@ -149,15 +149,22 @@ pub fn joined_header<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<C
     Some(joined)
 }
 
-/// The absolute URI of a request from its parts as gateways pass them.
+/// The absolute URI of a request from its parts as gateways pass them; `None` when one
+/// is missing (the path is not assumed) or the host is more than a host (userinfo, a
+/// path, a query or a fragment hidden in it would make the URI another server's).
 pub fn absolute_uri(
     scheme: Option<&str>,
     host: Option<&str>,
     path: Option<&str>,
 ) -> Option<String> {
-    let host = host.filter(|h| !h.is_empty())?;
+    let host = host.filter(|host| {
+        !host.is_empty()
+            && !host
+                .bytes()
+                .any(|b| matches!(b, b'@' | b'/' | b'?' | b'#' | b'\\') || b.is_ascii_whitespace())
+    })?;
     let scheme = scheme.filter(|s| !s.is_empty()).unwrap_or("https");
-    let path = path.filter(|p| p.starts_with('/')).unwrap_or("/");
+    let path = path.filter(|p| p.starts_with('/'))?;
     Some(format!("{scheme}://{host}{path}"))
 }
 
@@ -279,9 +286,26 @@ mod tests {
             Some("https://api.example.com/a?b=c")
         );
         assert_eq!(
-            absolute_uri(None, Some("api.example.com"), None).as_deref(),
-            Some("https://api.example.com/")
+            absolute_uri(None, Some("api.example.com:8443"), Some("/")).as_deref(),
+            Some("https://api.example.com:8443/")
         );
         assert_eq!(absolute_uri(Some("http"), None, Some("/")), None);
+        // A path the request does not give is not assumed, and a host is a host: no
+        // userinfo, path, query or fragment hidden in it to make another URI.
+        assert_eq!(absolute_uri(None, Some("api.example.com"), None), None);
+        assert_eq!(absolute_uri(None, Some("api.example.com"), Some("*")), None);
+        for host in [
+            "api.example.com@other.example",
+            "other.example/orders#",
+            "other.example?x",
+            "a b",
+            "",
+        ] {
+            assert_eq!(
+                absolute_uri(None, Some(host), Some("/orders")),
+                None,
+                "{host}"
+            );
+        }
     }
 }

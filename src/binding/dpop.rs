@@ -173,6 +173,10 @@ impl Verifier {
         if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
             return Err(invalid("typ is not dpop+jwt"));
         }
+        // No JWS extension is understood (RFC 7515 section 4.1.11).
+        if header.contains_key("crit") {
+            return Err(invalid("crit names an extension that is not understood"));
+        }
         let alg = header
             .get("alg")
             .and_then(Value::as_str)
@@ -214,10 +218,10 @@ impl Verifier {
         if htu.is_none() || htu != normalize_uri(request.uri) {
             return Err(invalid("htu is not the request's URI"));
         }
-        let iat = claims
-            .get("iat")
-            .and_then(Value::as_i64)
-            .ok_or(invalid("iat is missing"))?;
+        let iat = crate::token::numeric_date(claims.get("iat"))
+            .ok()
+            .flatten()
+            .ok_or(invalid("iat is missing or not a NumericDate"))?;
         if iat < now - self.settings.max_age_secs {
             return Err(invalid("iat is too old"));
         }
@@ -343,10 +347,14 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
 
 /// `htu` comparison form (RFC 9449 section 4.3): scheme and host in lower case, the
 /// default port dropped, no query or fragment; `None` for what is not an absolute
-/// http(s) URI.
+/// http(s) URI, or one with userinfo (which would be dropped, and another host's URI
+/// could then read as this one's).
 pub fn normalize_uri(uri: &str) -> Option<String> {
     let parsed = url::Url::parse(uri).ok()?;
-    if !matches!(parsed.scheme(), "http" | "https") {
+    if !matches!(parsed.scheme(), "http" | "https")
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
         return None;
     }
     let host = parsed.host_str()?;

@@ -152,9 +152,20 @@ impl Binder {
             (Some(_), _) if presented.scheme == Scheme::Bearer => Err(BEARER_SCHEME),
             (Some(_), None) => Err(PROOF_REQUIRED),
             (Some(jkt), Some(proof)) => {
+                // A proof is for one request: without its method and URI there is
+                // nothing to check `htm` and `htu` against.
+                let (Some(method), Some(uri)) = (
+                    presented.http_method.filter(|method| !method.is_empty()),
+                    presented.http_uri.filter(|uri| !uri.is_empty()),
+                ) else {
+                    return Err(Rejection::new(
+                        Reason::DpopProofInvalid,
+                        "the request's method or URI is not known, so the proof cannot be checked",
+                    ));
+                };
                 let request = dpop::Request {
-                    method: presented.http_method.unwrap_or_default(),
-                    uri: presented.http_uri.unwrap_or_default(),
+                    method,
+                    uri,
                     token_hash: &hash.0,
                 };
                 self.dpop.verify(proof, jkt, &request, now)

@@ -167,6 +167,65 @@ fn method_uri_and_time_must_match_the_request() {
     }
 }
 
+/// What cannot be checked does not pass: a request without a method or URI, a proof
+/// whose `htu` carries userinfo, a proof with a `crit` header (RFC 7515 section
+/// 4.1.11); a fractional `iat` is a NumericDate like any other (RFC 7519).
+#[test]
+fn what_cannot_be_checked_refuses_the_proof() {
+    let binder = Binder::new(dpop::Settings::default());
+    let key = key(Algorithm::ES256);
+    let token = bound_token(json!({ "jkt": jkt(&key) }));
+    let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": proof_jwk(&key) });
+    let with = |name: &str, value: Value| {
+        let mut claims = good_claims();
+        claims[name] = value;
+        claims
+    };
+    let empty_method = forged(&key, header.clone(), with("htm", json!("")));
+    let no_method = Presentation {
+        http_method: None,
+        ..presented(Some(&empty_method), "", URI)
+    };
+    assert_eq!(
+        check(&binder, &token, &no_method),
+        Err(Reason::DpopProofInvalid)
+    );
+    let any = forged(&key, header.clone(), with("jti", json!("j-2")));
+    let no_uri = Presentation {
+        http_uri: None,
+        ..presented(Some(&any), "GET", URI)
+    };
+    assert_eq!(
+        check(&binder, &token, &no_uri),
+        Err(Reason::DpopProofInvalid)
+    );
+    let userinfo = forged(
+        &key,
+        header.clone(),
+        with("htu", json!("https://user:pw@api.example.com/orders")),
+    );
+    assert_eq!(
+        check(&binder, &token, &presented(Some(&userinfo), "GET", URI)),
+        Err(Reason::DpopProofInvalid),
+        "userinfo in htu"
+    );
+    let mut critical = header.clone();
+    critical["crit"] = json!(["foo"]);
+    critical["foo"] = json!(1);
+    let critical = forged(&key, critical, with("jti", json!("j-3")));
+    assert_eq!(
+        check(&binder, &token, &presented(Some(&critical), "GET", URI)),
+        Err(Reason::DpopProofInvalid),
+        "crit"
+    );
+    let fractional = forged(&key, header, with("iat", json!(NOW as f64 + 0.5)));
+    assert_eq!(
+        check(&binder, &token, &presented(Some(&fractional), "GET", URI)),
+        Ok(()),
+        "a fractional iat"
+    );
+}
+
 #[test]
 fn the_proof_must_be_made_with_the_bound_key_for_this_token() {
     let binder = Binder::new(dpop::Settings::default());
