@@ -280,15 +280,25 @@ impl App {
         }
         if self.api_keys.has_file() {
             let api_keys = self.api_keys.clone();
+            // Said once when the file goes bad and once when it is good again, not on
+            // every check in between.
+            let failing = std::sync::atomic::AtomicBool::new(false);
             self.tasks
                 .every("API keys reload", self.config.api_keys_reload, move || {
-                    match api_keys.reread_file() {
-                        Ok(false) => {}
+                    let outcome = api_keys.reread_file();
+                    let was_failing =
+                        failing.swap(outcome.is_err(), std::sync::atomic::Ordering::Relaxed);
+                    match outcome {
                         Ok(true) => tracing::info!("API keys file changed; its keys now decide"),
-                        Err(error) => tracing::warn!(
+                        Ok(false) if was_failing => {
+                            tracing::info!("API keys file usable again; its keys decide");
+                        }
+                        Ok(false) => {}
+                        Err(error) if !was_failing => tracing::warn!(
                             %error,
                             "API keys file cannot be used; its previous keys still decide"
                         ),
+                        Err(_) => {}
                     }
                     std::future::ready(())
                 });

@@ -116,7 +116,7 @@ pub fn presented_key<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> Option<Pr
 pub fn authorization_key(header: &[u8]) -> PresentedKey<'_> {
     const NO_KEY: &str = "\u{0}";
     let text = std::str::from_utf8(header).unwrap_or_default().trim();
-    let (scheme, credentials) = text.split_once(' ').unwrap_or_default();
+    let (scheme, credentials) = text.split_once(' ').unwrap_or((text, ""));
     let credentials = credentials.trim();
     if scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty() {
         return PresentedKey {
@@ -247,6 +247,12 @@ impl ApiKeys {
             return Ok(false);
         }
         let keys = api_keys(parse_keys_file(&file.path, &text)?)?;
+        if keys.is_empty() {
+            return Err(AuthError::Parse(
+                file.path.display().to_string(),
+                "no [[api_keys]] entry: taken for a file half written, the keys it had stay".into(),
+            ));
+        }
         file.keys.store(Arc::new(keys));
         *read_from = digest;
         Ok(true)
@@ -479,6 +485,24 @@ mod tests {
     /// A URI identity (a SPIFFE ID) is matched by a URI SAN alone, and a DNS identity by
     /// a DNS SAN alone, in any case: a CA lax about one kind of name cannot mint the
     /// other.
+    /// A keys file read again that holds no key at all is taken for one half written
+    /// (a Secret being replaced), not as "nobody may call": the keys it had stay.
+    #[test]
+    fn an_empty_keys_file_read_again_leaves_the_keys() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("keys.toml");
+        let entry = format!(
+            "[[api_keys]]\nname = \"a\"\nsha256 = \"{}\"\nroles = [\"introspect\"]\n",
+            hash_key("a-key")
+        );
+        std::fs::write(&path, &entry)?;
+        let keys = ApiKeys::new(Vec::new(), false)?.with_file(&path)?;
+        std::fs::write(&path, "")?;
+        assert!(keys.reread_file().is_err());
+        assert!(keys.authenticate("a-key").is_some());
+        Ok(())
+    }
+
     #[test]
     fn client_identities_match_their_own_kind_of_name() -> Result<(), AuthError> {
         let spiffe = "spiffe://cluster.local/ns/edge/sa/envoy";
@@ -527,6 +551,10 @@ mod tests {
         assert_eq!(key(b"Basic Z2F0ZXdheTpzM2NyJTJCdA=="), "s3cr+t");
         assert_eq!(key(b"basic Z2F0ZXdheTprOndpdGg6Y29sb25z"), "k:with:colons");
         assert!(authorization_key(b"Basic Z2F0ZXdheTpzM2NyJTJCdA==").basic);
+        assert!(
+            authorization_key(b"Basic").basic,
+            "no credentials, still Basic"
+        );
         assert!(!authorization_key(b"Bearer abc").basic);
         for refused in [
             b"Basic !!!".as_slice(),
