@@ -67,7 +67,7 @@ pub fn api_key(args: &ApiKeyArgs) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
-        println!("{key}");
+        say!("{key}");
         eprintln!(
             "Give the key (printed on stdout) to {}; its entry is in {}.",
             args.name,
@@ -75,7 +75,7 @@ pub fn api_key(args: &ApiKeyArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    println!("{key}");
+    say!("{key}");
     eprintln!(
         "Give the key (printed on stdout) to {}; add this to {place}:\n\n{entry}",
         args.name

@@ -41,7 +41,7 @@ pub fn dpop_proof(args: &DpopProofArgs) -> ExitCode {
     if args.print_jkt {
         return match dpop::thumbprint(&dpop::proof_jwk(&key)) {
             Some(jkt) => {
-                println!("{jkt}");
+                say!("{jkt}");
                 ExitCode::SUCCESS
             }
             None => ExitCode::FAILURE,
@@ -59,7 +59,7 @@ pub fn dpop_proof(args: &DpopProofArgs) -> ExitCode {
     };
     match dpop::make_proof(&key, &claims, crate::unix_now()) {
         Ok(proof) => {
-            println!("{proof}");
+            say!("{proof}");
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -36,7 +36,7 @@ pub async fn health(args: HealthArgs) -> ExitCode {
         Ok(response) => {
             let status = ServingStatus::try_from(response.into_inner().status)
                 .unwrap_or(ServingStatus::Unknown);
-            println!("{}", status.as_str_name());
+            say!("{}", status.as_str_name());
             if status == ServingStatus::Serving {
                 ExitCode::SUCCESS
             } else {

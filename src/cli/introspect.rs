@@ -76,7 +76,7 @@ pub async fn introspect(args: IntrospectArgs) -> ExitCode {
     };
     match client.introspect(request).await {
         Ok(response) => {
-            println!("{:#}", response_json(&response.into_inner()));
+            say!("{:#}", response_json(&response.into_inner()));
             ExitCode::SUCCESS
         }
         Err(status) => {

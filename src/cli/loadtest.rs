@@ -179,7 +179,7 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
             .server_cpu_per_call
             .map(|cpu| format!("  server CPU {:>6.1} µs/call", cpu.as_secs_f64() * 1e6))
             .unwrap_or_default();
-        println!(
+        say!(
             "{:<30} {:>10.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs{cpu}  ({} calls, {} errors)",
             result.name,
             result.per_second,
@@ -191,7 +191,7 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
         );
     }
     if let [baseline, measured] = results.as_slice() {
-        println!(
+        say!(
             "{} throughput is {:.2} of {} throughput on the same server",
             measured.name,
             measured.per_second / baseline.per_second.max(f64::MIN_POSITIVE),
@@ -203,7 +203,7 @@ pub async fn loadtest(args: LoadtestArgs) -> ExitCode {
         {
             // Where the load generator, not the server, sets the pace (one machine for
             // both), the throughput ratio says more about the client than the server.
-            println!(
+            say!(
                 "{}: {:.2} as many calls per second of server CPU as {} (the throughput ratio where the server sets the pace)",
                 measured.name,
                 baseline_cpu.as_secs_f64() / measured_cpu.as_secs_f64(),

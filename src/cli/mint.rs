@@ -81,7 +81,7 @@ pub fn mint(args: MintArgs) -> ExitCode {
     };
     match issuer.mint(&request, crate::unix_now()) {
         Ok(token) => {
-            println!("{token}");
+            say!("{token}");
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -5,6 +5,16 @@
 //! Exit codes: 0 done, 1 failure at start or while serving (or a refused call),
 //! 2 usage errors (clap), 64 a bad configuration or argument value.
 
+/// `println!` for the commands' output: a reader that went away (`| head`) ends the
+/// output quietly instead of panicking on the broken pipe, as other command-line tools
+/// do.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod api_key;
 mod dpop_proof;
 mod health;

@@ -27,7 +27,7 @@ pub fn check_config(path: &Path) -> ExitCode {
         Ok(parsed)
     }) {
         Ok(parsed) => {
-            println!(
+            say!(
                 "{}: valid ({} issuer(s))",
                 path.display(),
                 parsed.issuers.len()

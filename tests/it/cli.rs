@@ -130,6 +130,18 @@ fn mint_prints_the_token_alone() -> TestResult {
         second.split('.').next(),
         "same header: same key id"
     );
+    // A reader that went away (`| head -0`) is no reason to panic.
+    let mut child = Command::new(BIN)
+        .args(["mint", "--data-dir", data])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    drop(child.stdout.take());
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
     Ok(())
 }
 
