@@ -54,11 +54,15 @@ fn read_named_files(config: &Config) -> Result<(), ConfigError> {
             .map_err(|e| failed("answer_signing", e.to_string()))?;
     }
     for (index, issuer) in config.issuers.iter().enumerate() {
+        let key = match issuer.keys.source {
+            crate::keys::Source::File(_) => "jwks_file",
+            _ => "jwks",
+        };
         issuer
             .keys
             .source
             .check_local()
-            .map_err(|reason| failed(&format!("issuers[{index}]"), reason))?;
+            .map_err(|reason| failed(&format!("issuers[{index}].{key}"), reason))?;
     }
     Ok(())
 }
