@@ -345,10 +345,11 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
 }
 
-/// `htu` comparison form (RFC 9449 section 4.3): scheme and host in lower case, the
-/// default port dropped, no query or fragment; `None` for what is not an absolute
-/// http(s) URI, or one with userinfo (which would be dropped, and another host's URI
-/// could then read as this one's).
+/// `htu` comparison form (RFC 9449 section 4.3, with RFC 3986 section 6.2.2's
+/// normalisation): scheme and host in lower case, the default port dropped, dot
+/// segments removed, percent-encoding normalised, no query or fragment; `None` for what
+/// is not an absolute http(s) URI, or one with userinfo (which would be dropped, and
+/// another host's URI could then read as this one's).
 pub fn normalize_uri(uri: &str) -> Option<String> {
     let parsed = url::Url::parse(uri).ok()?;
     if !matches!(parsed.scheme(), "http" | "https")
@@ -365,6 +366,39 @@ pub fn normalize_uri(uri: &str) -> Option<String> {
     Some(format!(
         "{}://{host}{port}{}",
         parsed.scheme(),
-        parsed.path()
+        normalize_percent_encoding(parsed.path())
     ))
+}
+
+/// RFC 3986 section 6.2.2.2: a percent-encoded unreserved character is that character,
+/// and the hex digits of any other are upper case.
+fn normalize_percent_encoding(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            Some(byte) => {
+                out.push_str(&format!("%{byte:02X}"));
+                i += 3;
+            }
+            None => {
+                out.push(char::from(bytes[i]));
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

@@ -244,7 +244,9 @@ pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
         return certificate_thumbprint(percent_decode(value)?.as_bytes());
     }
     let decoded = percent_decode(value)?;
-    let compact: String = decoded.chars().filter(|c| !c.is_whitespace()).collect();
+    // Traefik's chain: the certificates joined with commas, the client's first.
+    let leaf = decoded.split(',').next().unwrap_or_default();
+    let compact: String = leaf.chars().filter(|c| !c.is_whitespace()).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(compact)
         .ok()?;

@@ -155,6 +155,19 @@ fn method_uri_and_time_must_match_the_request() {
             URI,
             Err(Reason::DpopProofInvalid),
         ),
+        // Percent-encoding normalised (RFC 3986 section 6.2.2.2): an unreserved
+        // character decoded, hex digits in either case.
+        (
+            proof(
+                &key,
+                "GET",
+                "https://api.example.com/%6Frders/%7eme%2f",
+                NOW,
+            ),
+            "GET",
+            "https://api.example.com/orders/~me%2F",
+            Ok(()),
+        ),
         (proof(&key, "GET", URI, NOW - 59), "GET", URI, Ok(())),
         (proof(&key, "GET", URI, NOW + 4), "GET", URI, Ok(())),
     ];
@@ -532,6 +545,11 @@ fn certificates_from_gateway_headers() {
     );
     assert_eq!(certificate_from_header(&escaped), Some(sha));
     assert_eq!(certificate_from_header(&b64), Some(sha));
+    // Traefik passes a chain as its certificates, leaf first, joined with commas.
+    assert_eq!(
+        certificate_from_header(&format!("{b64}%2C{}", URL_SAFE_NO_PAD.encode(b"ca"))),
+        Some(sha)
+    );
     assert_eq!(certificate_thumbprint(pem.as_bytes()), Some(sha));
     assert_eq!(certificate_from_header("%zz"), None);
 }
