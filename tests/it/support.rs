@@ -688,3 +688,23 @@ fn required(found: bool, binary: &str, test: &str, install: &str) -> bool {
     }
     found
 }
+
+/// Whether the other end closes `stream` (or fails it) within `limit`, whatever it
+/// sends before.
+pub async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}

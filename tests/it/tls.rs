@@ -283,18 +283,8 @@ async fn a_client_silent_after_the_tls_handshake_is_closed() {
         let (mut stream, _) = ok(connect_raw(addr, Arc::new(config)).await);
         ok(stream.write_all(opening).await);
         ok(stream.flush().await);
-        let mut buffer = [0u8; 256];
-        let closed = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match stream.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
         assert!(
-            closed.is_ok(),
+            closed_within(&mut stream, Duration::from_secs(3)).await,
             "{addr} ({}): still open 3 s after the handshake",
             String::from_utf8_lossy(alpn)
         );
@@ -592,19 +582,20 @@ fn missing_or_broken_files_stop_the_start_with_their_path() {
         client_ca_file: None,
         reload_interval: Duration::from_secs(10),
     };
+    let load_error = |cert: &Path, key: &Path| {
+        introspectd::tls::Tls::load(settings(cert, key))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
     let missing = dir.path().join("nope.crt");
-    let error = introspectd::tls::Tls::load(settings(&missing, &missing))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let error = load_error(&missing, &missing);
     assert!(
         error.as_ref().is_err_and(|e| e.contains("nope.crt")),
         "{error:?}"
     );
     let garbage = dir.path().join("garbage.pem");
     ok(std::fs::write(&garbage, "not a certificate"));
-    let error = introspectd::tls::Tls::load(settings(&garbage, &garbage))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let error = load_error(&garbage, &garbage);
     assert!(
         error.as_ref().is_err_and(|e| e.contains("garbage.pem")),
         "{error:?}"
@@ -617,9 +608,7 @@ fn missing_or_broken_files_stop_the_start_with_their_path() {
     let key = dir.path().join("other.key");
     ok(std::fs::write(&cert, &one.cert_pem));
     ok(std::fs::write(&key, &other.key_pem));
-    let error = introspectd::tls::Tls::load(settings(&cert, &key))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let error = load_error(&cert, &key);
     assert!(
         error
             .as_ref()
@@ -628,9 +617,7 @@ fn missing_or_broken_files_stop_the_start_with_their_path() {
     );
     let cut = one.cert_pem.lines().take(3).collect::<Vec<_>>().join("\n");
     ok(std::fs::write(&cert, cut));
-    let error = introspectd::tls::Tls::load(settings(&cert, &key))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let error = load_error(&cert, &key);
     assert!(
         error
             .as_ref()
