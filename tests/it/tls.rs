@@ -105,11 +105,15 @@ impl TlsFiles {
 
     /// Writes a pair the way a rotated Secret appears: each file replaced whole.
     fn write(&self, server: &Leaf) {
-        for (name, text) in [("tls.key", &server.key_pem), ("tls.crt", &server.cert_pem)] {
-            let staging = self.path(&format!(".{name}.new"));
-            ok(std::fs::write(&staging, text));
-            ok(std::fs::rename(&staging, self.path(name)));
-        }
+        self.replace("tls.key", &server.key_pem);
+        self.replace("tls.crt", &server.cert_pem);
+    }
+
+    /// Replaces one file whole, so a reload never reads it half written.
+    fn replace(&self, name: &str, text: &str) {
+        let staging = self.path(&format!(".{name}.new"));
+        ok(std::fs::write(&staging, text));
+        ok(std::fs::rename(&staging, self.path(name)));
     }
 
     fn section(&self) -> TlsSection {
@@ -269,7 +273,8 @@ async fn a_client_silent_after_the_tls_handshake_is_closed() {
     );
     let signer = key(jsonwebtoken::Algorithm::ES256, "k1");
     let mut file = file_config(vec![inline_issuer("https://tls.test/", &signer)]);
-    file.server.first_byte_timeout_ms = 300;
+    // Long enough for a handshake on a busy machine, short against the 5 s below.
+    file.server.first_byte_timeout_ms = 1_000;
     file.tls = Some(files.section());
     let server = Introspectd::start(file).await;
     wait_serving(&server, &server_pki.ca_pem()).await;
@@ -284,8 +289,8 @@ async fn a_client_silent_after_the_tls_handshake_is_closed() {
         ok(stream.write_all(opening).await);
         ok(stream.flush().await);
         assert!(
-            closed_within(&mut stream, Duration::from_secs(3)).await,
-            "{addr} ({}): still open 3 s after the handshake",
+            closed_within(&mut stream, Duration::from_secs(5)).await,
+            "{addr} ({}): still open 5 s after the handshake",
             String::from_utf8_lossy(alpn)
         );
     }
@@ -531,7 +536,7 @@ async fn a_rotated_certificate_is_served_and_open_connections_stay() {
 
     // A broken file (a key that does not match) is refused; the last good pair stays.
     let third = pki.leaf(&["localhost"], &[]);
-    ok(std::fs::write(files.path("tls.crt"), &third.cert_pem));
+    files.replace("tls.crt", &third.cert_pem);
     eventually("the mismatched pair refused", || {
         let client = client.clone();
         async move {
