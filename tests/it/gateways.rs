@@ -644,9 +644,43 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
         "{challenge:?}"
     );
     assert_eq!(
-        get(Some(token)).await?.status(),
+        get(Some(token.clone())).await?.status(),
         401,
         "a DPoP-bound token as Bearer"
+    );
+    // A request routed by its absolute request line, whose Host header names another
+    // server, carrying a proof made for that other server (RFC 9449 section 11.1):
+    // the proof is checked against where nginx sent the request, and refused.
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map_or("/", |(_, path)| path);
+    let elsewhere = format!("http://other.example/{path}");
+    let proof = introspectd::binding::dpop::make_proof(
+        &client_key,
+        &introspectd::binding::dpop::ProofClaims {
+            method: "GET",
+            uri: &elsewhere,
+            access_token: Some(&token),
+            nonce: None,
+        },
+        now(),
+    )?;
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
+    let mut raw = tokio::net::TcpStream::connect(authority).await?;
+    let request = format!(
+        "GET {url} HTTP/1.1\r\nHost: other.example\r\nAuthorization: DPoP {token}\r\n\
+         DPoP: {proof}\r\nConnection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, request.as_bytes()).await?;
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut raw, &mut answer).await?;
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "a proof for another host: {}",
+        answer.lines().next().unwrap_or_default()
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
