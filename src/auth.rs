@@ -94,17 +94,38 @@ pub struct PresentedKey<'a> {
     pub basic: bool,
 }
 
-/// The key of a request's `Authorization` field lines: `None` without one; one line
-/// read by [`authorization_key`]; two or more are no key (which would count?).
-pub fn presented_key<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> Option<PresentedKey<'a>> {
+impl PresentedKey<'_> {
+    /// Something was presented that is no key: it matches nothing, so it is refused as
+    /// wrong, not treated as absent.
+    const NONE: PresentedKey<'static> = PresentedKey {
+        key: std::borrow::Cow::Borrowed("\u{0}"),
+        basic: false,
+    };
+}
+
+/// The key of a header's field lines, each read by `read` (an `Authorization` value by
+/// [`authorization_key`], a key header by [`header_key`]): `None` without one; two or
+/// more are no key (which would count?).
+pub fn presented_key<'a>(
+    mut lines: impl Iterator<Item = &'a [u8]>,
+    read: fn(&'a [u8]) -> PresentedKey<'a>,
+) -> Option<PresentedKey<'a>> {
     let first = lines.next()?;
     if lines.next().is_some() {
-        return Some(PresentedKey {
-            key: std::borrow::Cow::Borrowed("\u{0}"),
-            basic: false,
-        });
+        return Some(PresentedKey::NONE);
     }
-    Some(authorization_key(first))
+    Some(read(first))
+}
+
+/// The key in a header of its own (`X-Introspectd-Api-Key`): its value, trimmed.
+pub fn header_key(value: &[u8]) -> PresentedKey<'_> {
+    match std::str::from_utf8(value) {
+        Ok(key) => PresentedKey {
+            key: std::borrow::Cow::Borrowed(key.trim()),
+            basic: false,
+        },
+        Err(_) => PresentedKey::NONE,
+    }
 }
 
 /// The key in an `Authorization` value: `Bearer <key>`, or HTTP Basic (RFC 7617) with
@@ -114,7 +135,6 @@ pub fn presented_key<'a>(mut lines: impl Iterator<Item = &'a [u8]>) -> Option<Pr
 /// 9110 section 11.1). Any other scheme, or a value that does not decode, yields a key
 /// that matches nothing (so it is refused as wrong, not treated as absent).
 pub fn authorization_key(header: &[u8]) -> PresentedKey<'_> {
-    const NO_KEY: &str = "\u{0}";
     let text = std::str::from_utf8(header).unwrap_or_default().trim();
     let (scheme, credentials) = text.split_once(' ').unwrap_or((text, ""));
     let credentials = credentials.trim();
@@ -141,9 +161,15 @@ pub fn authorization_key(header: &[u8]) -> PresentedKey<'_> {
                 .ok()
                 .map(std::borrow::Cow::into_owned)
         });
-    PresentedKey {
-        key: password.map_or(std::borrow::Cow::Borrowed(NO_KEY), std::borrow::Cow::Owned),
-        basic,
+    match password {
+        Some(password) => PresentedKey {
+            key: std::borrow::Cow::Owned(password),
+            basic,
+        },
+        None => PresentedKey {
+            basic,
+            ..PresentedKey::NONE
+        },
     }
 }
 
@@ -185,6 +211,8 @@ struct KeysFile {
     path: std::path::PathBuf,
     keys: arc_swap::ArcSwap<Vec<ApiKey>>,
     /// SHA-256 of the text the keys were read from: an unchanged file is not parsed.
+    /// (A refused version is tried again each time: the reload task says a failure once
+    /// however it fails, unreadable or unusable, and says when the file is good again.)
     read_from: std::sync::Mutex<[u8; 32]>,
 }
 
@@ -233,7 +261,7 @@ impl ApiKeys {
 
     /// Reads the keys file again: `Ok(true)` when it changed and its keys now decide,
     /// `Ok(false)` when it is unchanged (or there is none); an error (a file half
-    /// written, a bad entry) leaves the keys it had.
+    /// written, a bad entry, no entry at all) leaves the keys it had.
     pub fn reread_file(&self) -> Result<bool, AuthError> {
         let Some(file) = &self.from_file else {
             return Ok(false);

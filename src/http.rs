@@ -27,7 +27,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::{
-    Access, ApiKeys, Caller, Credentials, Denied, PresentedKey, Role, presented_key,
+    Access, ApiKeys, Caller, Credentials, Denied, PresentedKey, Role, authorization_key,
+    header_key, presented_key,
 };
 use crate::calls::{Admitted, Bounded, Holding};
 use crate::introspect::Introspector;
@@ -390,21 +391,15 @@ impl Guard {
                     .get_all(axum::http::header::AUTHORIZATION)
                     .iter()
                     .map(axum::http::HeaderValue::as_bytes),
+                authorization_key,
             ),
-            // Its own header: a key as it is, and two of them no key.
-            KeyFrom::ApiKeyHeader => {
-                let mut keys = headers.get_all(API_KEY_HEADER).iter();
-                keys.next().map(|value| {
-                    let key = match keys.next() {
-                        None => value.to_str().unwrap_or("\u{0}").trim(),
-                        Some(_) => "\u{0}",
-                    };
-                    PresentedKey {
-                        key: std::borrow::Cow::Borrowed(key),
-                        basic: false,
-                    }
-                })
-            }
+            KeyFrom::ApiKeyHeader => presented_key(
+                headers
+                    .get_all(API_KEY_HEADER)
+                    .iter()
+                    .map(axum::http::HeaderValue::as_bytes),
+                header_key,
+            ),
         };
         let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {

@@ -17,7 +17,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::status::code_name;
-use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, presented_key};
+use crate::auth::{Access, ApiKeys, Credentials, Denied, Role, authorization_key, presented_key};
 use crate::calls::{Admitted, Bounded, Holding};
 use crate::listener::Peer;
 use crate::telemetry::metrics::{MethodMetrics, Metrics};
@@ -198,6 +198,7 @@ where
                 .get_all(http::header::AUTHORIZATION)
                 .iter()
                 .map(http::HeaderValue::as_bytes),
+            authorization_key,
         );
         let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {
