@@ -444,7 +444,7 @@ impl Drop for ReadmeSession {
     }
 }
 
-fn curl_available(test: &str) -> bool {
+pub(crate) fn curl_available(test: &str) -> bool {
     tool_available("curl", "--version", test, "apt-get install curl")
 }
 

@@ -259,3 +259,46 @@ async fn curl_reads_the_413_for_a_body_past_the_limit() -> TestResult {
     }
     Ok(())
 }
+
+/// What an RFC 7662 client configured with a client id and secret sends, from curl
+/// itself (`-u`): the key as the Basic password is taken, a wrong one answered with the
+/// Basic challenge.
+#[tokio::test]
+async fn curl_authenticates_with_the_key_as_its_basic_password() -> TestResult {
+    if !crate::cli::curl_available("curl_authenticates_with_the_key_as_its_basic_password") {
+        return Ok(());
+    }
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let url = format!("http://{}/oauth2/revoke", server.http_addr);
+    let curl = |user: String| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-D",
+                    "-",
+                    "-o",
+                    "/dev/null",
+                    "-u",
+                    &user,
+                    "-d",
+                    "token=garbage",
+                ])
+                .arg(&url)
+                .output()
+        })
+    };
+    let taken = curl(format!("gateway:{ADMIN_KEY}")).await??;
+    let taken = String::from_utf8_lossy(&taken.stdout);
+    assert!(taken.starts_with("HTTP/1.1 200"), "{taken}");
+    let refused = curl("gateway:wrong".into()).await??;
+    let refused = String::from_utf8_lossy(&refused.stdout).to_ascii_lowercase();
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(
+        refused.contains("www-authenticate: basic realm=\"introspectd\""),
+        "{refused}"
+    );
+    Ok(())
+}
