@@ -32,7 +32,9 @@ pub use admin::{ClaimsAdmin, ClaimsError};
 pub use remote::{RemoteEnricher, RemoteError};
 pub use subject::{SubjectClaims, SubjectKey};
 
-/// Claims an enricher may not write unless told to.
+/// Claims an enricher may not write unless told to: RFC 7662's members, and the claims
+/// a resource server reads as the token's binding (`cnf`, RFC 9449 section 6.2 and RFC
+/// 8705), client, session, scopes or authentication.
 pub const REGISTERED: &[&str] = &[
     "active",
     "iss",
@@ -46,6 +48,14 @@ pub const REGISTERED: &[&str] = &[
     "client_id",
     "token_type",
     "username",
+    "cnf",
+    "azp",
+    "cid",
+    "sid",
+    "scp",
+    "acr",
+    "amr",
+    "auth_time",
 ];
 /// Deepest nesting of an enrichment value (objects and arrays).
 pub const MAX_DEPTH: usize = 8;

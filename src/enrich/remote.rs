@@ -19,7 +19,7 @@ use crate::ttl_map::TtlMap;
 
 /// Most subjects whose answers are kept.
 const MAX_CACHED_SUBJECTS: usize = 100_000;
-/// How long a failure keeps the breaker open: lookups fail at once meanwhile.
+/// How long an outage keeps the breaker open: lookups fail at once meanwhile.
 const BREAKER_SECS: i64 = 5;
 
 /// Why a lookup gave no claims.
@@ -32,6 +32,21 @@ pub enum RemoteError {
     /// Not asked: the service failed moments ago.
     #[error("skipped: the service failed moments ago")]
     BreakerOpen,
+}
+
+impl RemoteError {
+    /// Whether this says the service is down or overloaded, rather than that this one
+    /// lookup failed: introspectd's own budget spent, one subject unknown to the service
+    /// (a 4xx other than 429) or its answer too large. Only an outage opens the breaker,
+    /// so that a burst or one subject's answer does not cost every subject its claims.
+    fn is_outage(&self) -> bool {
+        match self {
+            Self::Outbound(OutboundError::OverBudget | OutboundError::TooLarge(_)) => false,
+            Self::Outbound(OutboundError::Status(status)) => *status >= 500 || *status == 429,
+            Self::Outbound(_) => true,
+            Self::OutOfBounds(_) | Self::BreakerOpen => false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -109,8 +124,10 @@ impl RemoteEnricher {
         let claims = match self.fetch(token).await {
             Ok(claims) => Arc::new(filter(claims)),
             Err(error) => {
-                self.open_until
-                    .store(now.saturating_add(BREAKER_SECS), Ordering::Relaxed);
+                if error.is_outage() {
+                    self.open_until
+                        .store(now.saturating_add(BREAKER_SECS), Ordering::Relaxed);
+                }
                 return Err(error);
             }
         };
@@ -124,7 +141,9 @@ impl RemoteEnricher {
     async fn fetch(&self, token: &AccessToken) -> Result<Map<String, Value>, RemoteError> {
         let _slot = self.budget.spend()?;
         let request = self.http.post(&self.url).json(&token.to_json());
-        let claims = outbound::json_object(request, self.timeout, self.max_response_bytes).await?;
+        // Kept for the configured `cache_ttl_secs`, whatever the service says.
+        let (claims, _) =
+            outbound::json_object(request, self.timeout, self.max_response_bytes).await?;
         check_claims(&claims)?;
         Ok(claims)
     }

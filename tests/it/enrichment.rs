@@ -99,7 +99,8 @@ async fn static_mapping_and_subject_claims_on_grpc_and_http() -> TestResult {
     set_claims(
         &server,
         "user-1",
-        json!({"plan": "enterprise", "sub": "root", "manager": "bob"}),
+        json!({"plan": "enterprise", "sub": "root", "manager": "bob",
+               "cnf": {"jkt": "an-attackers-key"}, "scp": ["admin"]}),
     )
     .await?;
     let answer = server.introspect(&token).await;
@@ -110,10 +111,12 @@ async fn static_mapping_and_subject_claims_on_grpc_and_http() -> TestResult {
         "later enrichers win"
     );
     assert_eq!(added.get("manager"), Some(&json!("bob")));
-    assert!(
-        !added.contains_key("sub"),
-        "registered claims are never written by default"
-    );
+    for registered in ["sub", "cnf", "scp"] {
+        assert!(
+            !added.contains_key(registered),
+            "{registered}: registered claims are never written by default"
+        );
+    }
     assert_eq!(answer.sub.as_deref(), Some("user-1"));
 
     // HTTP: enrichment claims at the top level, registered members untouched.
@@ -127,6 +130,11 @@ async fn static_mapping_and_subject_claims_on_grpc_and_http() -> TestResult {
     assert_eq!(body["plan"], json!("enterprise"));
     assert_eq!(body["department"], json!("finance"));
     assert_eq!(body["sub"], json!("user-1"));
+    assert_eq!(
+        body.get("cnf"),
+        None,
+        "a bearer token's answer gains no binding"
+    );
 
     let request = with_key(
         ADMIN_KEY,
@@ -255,7 +263,17 @@ enum Mode {
     Slow,
     Fail,
     Garbage,
+    /// 404: the service knows nothing of this subject.
+    Unknown,
 }
+
+const MODES: [Mode; 5] = [
+    Mode::Ok,
+    Mode::Slow,
+    Mode::Fail,
+    Mode::Garbage,
+    Mode::Unknown,
+];
 
 #[derive(Default)]
 struct Remote {
@@ -268,7 +286,7 @@ async fn remote_claims(
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     remote.calls.fetch_add(1, Ordering::SeqCst);
-    match [Mode::Ok, Mode::Slow, Mode::Fail, Mode::Garbage][remote.mode.load(Ordering::SeqCst)] {
+    match MODES[remote.mode.load(Ordering::SeqCst)] {
         Mode::Ok => Json(json!({"org_name": format!("Org of {}", body["org_id"].as_str().unwrap_or("?")), "iss": "forged"})).into_response(),
         Mode::Slow => {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -276,6 +294,7 @@ async fn remote_claims(
         }
         Mode::Fail => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Mode::Garbage => "<html>not json</html>".into_response(),
+        Mode::Unknown => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
@@ -300,10 +319,7 @@ async fn remote_server() -> (String, Arc<Remote>) {
 }
 
 fn set_mode(remote: &Remote, mode: Mode) {
-    let index = [Mode::Ok, Mode::Slow, Mode::Fail, Mode::Garbage]
-        .iter()
-        .position(|m| *m == mode)
-        .unwrap_or(0);
+    let index = MODES.iter().position(|m| *m == mode).unwrap_or(0);
     remote.mode.store(index, Ordering::SeqCst);
 }
 
@@ -446,6 +462,82 @@ async fn remote_enricher_caches_times_out_and_fails_open_or_closed() -> TestResu
         "the failure and the skip: {metrics}"
     );
     assert_eq!(failures(GARBAGE_ISS), Some(1.0), "{metrics}");
+    Ok(())
+}
+
+/// The breaker is for outages: a lookup introspectd itself refused (the issuer's outbound
+/// budget spent) or one the service refused for one subject (a 4xx) fails that answer
+/// alone, and the next lookup reaches the service.
+#[tokio::test]
+async fn only_an_outage_opens_the_remote_enrichers_breaker() -> TestResult {
+    let (url, remote) = remote_server().await;
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![IssuerSection {
+        max_outbound_concurrency: 1,
+        ..issuer(
+            &signer,
+            json!([{"kind": "remote", "url": url, "timeout_ms": 5000, "cache_ttl_secs": 0, "on_error": "closed"}]),
+        )
+    }]))
+    .await;
+    let code = |result: Result<tonic::Response<pb::IntrospectResponse>, tonic::Status>| {
+        result
+            .map(|answer| answer.into_inner().active)
+            .map_err(|status| status.code())
+    };
+    let ask = |sub: &str| {
+        let token = mint(&signer, &with_sub(claims(ISS), sub));
+        let server = &server;
+        async move {
+            server
+                .client()
+                .await
+                .introspect(pb::IntrospectRequest {
+                    token,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+
+    // One slow lookup holds the issuer's only outbound slot; a second is refused.
+    set_mode(&remote, Mode::Slow);
+    let holding = ask("holding");
+    let (held, refused) = tokio::join!(holding, async {
+        eventually("the slow lookup to start", || async {
+            remote.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        ask("over-budget").await
+    });
+    assert_eq!(code(held), Ok(true));
+    assert_eq!(code(refused), Err(Code::Unavailable), "over budget, closed");
+    set_mode(&remote, Mode::Ok);
+    assert_eq!(
+        code(ask("next").await),
+        Ok(true),
+        "the breaker stayed closed"
+    );
+
+    set_mode(&remote, Mode::Unknown);
+    assert_eq!(code(ask("unknown").await), Err(Code::Unavailable));
+    set_mode(&remote, Mode::Ok);
+    assert_eq!(
+        code(ask("known").await),
+        Ok(true),
+        "one subject's 404 is no outage"
+    );
+
+    set_mode(&remote, Mode::Fail);
+    assert_eq!(code(ask("during").await), Err(Code::Unavailable));
+    set_mode(&remote, Mode::Ok);
+    let calls = remote.calls.load(Ordering::SeqCst);
+    assert_eq!(
+        code(ask("after").await),
+        Err(Code::Unavailable),
+        "a 500 opens it"
+    );
+    assert_eq!(remote.calls.load(Ordering::SeqCst), calls, "skipped");
     Ok(())
 }
 
