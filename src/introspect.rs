@@ -109,7 +109,7 @@ pub enum IntrospectError {
     RevocationsIncomplete(#[from] Incomplete),
     /// An issuer's introspection endpoint could not answer for an opaque token.
     #[error(transparent)]
-    Upstream(#[from] OpaqueError),
+    Upstream(#[from] Arc<OpaqueError>),
     /// A fail-closed enricher could not answer.
     #[error(transparent)]
     Enrichment(#[from] EnrichError),

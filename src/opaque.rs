@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use dashmap::DashMap;
 use serde_json::{Map, Value};
 
 use crate::keys::Issuer;
@@ -13,9 +14,10 @@ use crate::ttl_map::TtlMap;
 
 /// Largest answer read from an introspection endpoint.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// How long an opaque token every endpoint called inactive is answered without asking
-/// again (at most each endpoint's `cache_secs`): a flood of unknown tokens costs the
-/// issuers one call each per few seconds, not one per request.
+/// How long an opaque token every endpoint called inactive (or active, but refused by
+/// the access-token rules) is answered without asking again (at most each endpoint's
+/// `cache_secs` and `Cache-Control`): a flood of unknown tokens costs the issuers one
+/// call each per few seconds, not one per request.
 const INACTIVE_SECS: i64 = 10;
 /// Most such tokens remembered.
 const MAX_INACTIVE: usize = 100_000;
@@ -68,8 +70,21 @@ pub enum OpaqueError {
     NoActiveMember { iss: String },
 }
 
+impl OpaqueError {
+    /// Not asked at all: this issuer's outbound budget is spent.
+    pub fn over_budget(&self) -> bool {
+        matches!(
+            self,
+            Self::Outbound {
+                source: OutboundError::OverBudget,
+                ..
+            }
+        )
+    }
+}
+
 /// What the endpoints made of a token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Answer {
     Active {
         token: Box<AccessToken>,
@@ -90,7 +105,28 @@ pub struct OpaqueIntrospector {
     /// Issuers without prefixes, in configuration order: they get the tokens no prefix
     /// claims (configuration allows several only when the operator opted in).
     unprefixed: Vec<Arc<Issuer>>,
-    inactive: TtlMap<TokenHash, (), crate::digest::DigestHashing>,
+    /// What the endpoints called inactive, or active but the rules refused, by token.
+    inactive: TtlMap<TokenHash, Rejection, crate::digest::DigestHashing>,
+    /// Lookups in progress, by token.
+    in_flight: DashMap<TokenHash, Arc<Lookup>, crate::digest::DigestHashing>,
+}
+
+/// One lookup's outcome, shared by every call that asked for the token meanwhile.
+type Lookup = tokio::sync::OnceCell<Result<Answer, Arc<OpaqueError>>>;
+
+/// Ends a lookup's sharing when a caller is done with it (answered, or cancelled): a
+/// later call asks again (or finds the answer cached), never reads an old outcome.
+struct InFlight<'a> {
+    lookups: &'a DashMap<TokenHash, Arc<Lookup>, crate::digest::DigestHashing>,
+    hash: TokenHash,
+    lookup: &'a Arc<Lookup>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.lookups
+            .remove_if(&self.hash, |_, lookup| Arc::ptr_eq(lookup, self.lookup));
+    }
 }
 
 impl OpaqueIntrospector {
@@ -114,6 +150,7 @@ impl OpaqueIntrospector {
             prefixed,
             unprefixed,
             inactive: TtlMap::new(MAX_INACTIVE),
+            in_flight: DashMap::default(),
         }
     }
 
@@ -133,16 +170,33 @@ impl OpaqueIntrospector {
 
     /// Asks the token's issuer (or, where configured, each unprefixed issuer in order
     /// until one calls it active). An endpoint that cannot answer makes it an error,
-    /// never `active: false`.
+    /// never `active: false`. A token asked for again while its issuer is being asked
+    /// waits for that answer rather than asking too (a burst of one new token costs the
+    /// issuer one call, not one per request, nor the outbound budget of the others).
     pub async fn introspect(
         &self,
         raw: &str,
         hash: &TokenHash,
         now: i64,
-    ) -> Result<Answer, OpaqueError> {
+    ) -> Result<Answer, Arc<OpaqueError>> {
+        let lookup = self.in_flight.entry(*hash).or_default().clone();
+        let _done = InFlight {
+            lookups: &self.in_flight,
+            hash: *hash,
+            lookup: &lookup,
+        };
+        // Whoever gets here first asks; if that caller goes away (its call cancelled),
+        // the next waiting one asks instead.
+        lookup
+            .get_or_init(|| async { self.look_up(raw, hash, now).await.map_err(Arc::new) })
+            .await
+            .clone()
+    }
+
+    async fn look_up(&self, raw: &str, hash: &TokenHash, now: i64) -> Result<Answer, OpaqueError> {
         let issuers = self.route(raw);
-        if self.inactive.get(hash, now).is_some() {
-            return Ok(Answer::Inactive(INACTIVE_AT_ISSUER));
+        if let Some(rejection) = self.inactive.get(hash, now) {
+            return Ok(Answer::Inactive(rejection));
         }
         let mut remember_inactive = INACTIVE_SECS;
         for issuer in issuers {
@@ -150,24 +204,35 @@ impl OpaqueIntrospector {
                 continue;
             };
             let epoch = issuer.epoch();
-            let Some(members) = ask(issuer, endpoint, raw).await? else {
-                remember_inactive = remember_inactive.min(endpoint.cache_secs);
+            let (members, max_age) = ask(issuer, endpoint, raw).await?;
+            // An answer is reused no longer than configured, than its `Cache-Control`
+            // allows and than its `exp`, so a revocation at the issuer shows within that.
+            let keep_secs = max_age.map_or(endpoint.cache_secs, |max_age| {
+                endpoint
+                    .cache_secs
+                    .min(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX))
+            });
+            let Some(members) = members else {
+                remember_inactive = remember_inactive.min(keep_secs);
                 continue;
             };
-            // The answer is reused no longer than the endpoint allows (`exp`) and than
-            // configured, so a revocation at the issuer shows within that time.
-            let horizon = now.saturating_add(endpoint.cache_secs);
+            let horizon = now.saturating_add(keep_secs);
             let token = match AccessToken::from_introspection(members, &issuer.policy, horizon, now)
             {
                 Ok(token) => token,
-                Err(rejection) => return Ok(Answer::Inactive(rejection)),
+                Err(rejection) => {
+                    // Active at the issuer, refused by the access-token rules (a refresh
+                    // token, another audience): remembered as an inactive answer is, so
+                    // that repeats do not reach the issuer each time; not a token refused
+                    // for an `nbf` or `iat` ahead, which time will change.
+                    if rejection.reason != Reason::NotYetValid {
+                        let until = now.saturating_add(INACTIVE_SECS.min(keep_secs));
+                        self.inactive.insert(*hash, rejection, until, now);
+                    }
+                    return Ok(Answer::Inactive(rejection));
+                }
             };
-            if token.exp <= now {
-                return Ok(Answer::Inactive(Rejection::new(
-                    Reason::Expired,
-                    "exp has passed",
-                )));
-            }
+            // Past `exp` within the leeway it is active, as a JWT is, and not kept.
             let until = token.exp.min(horizon);
             return Ok(Answer::Active {
                 token: Box::new(token),
@@ -179,8 +244,12 @@ impl OpaqueIntrospector {
         if issuers.is_empty() {
             return Ok(Answer::Inactive(NO_ENDPOINT));
         }
-        self.inactive
-            .insert(*hash, (), now.saturating_add(remember_inactive), now);
+        self.inactive.insert(
+            *hash,
+            INACTIVE_AT_ISSUER,
+            now.saturating_add(remember_inactive),
+            now,
+        );
         Ok(Answer::Inactive(INACTIVE_AT_ISSUER))
     }
 
@@ -189,13 +258,13 @@ impl OpaqueIntrospector {
     }
 }
 
-/// The endpoint's answer: `Some(members)` for an active token, `None` for an inactive
-/// one.
+/// The endpoint's answer, `Some(members)` for an active token, `None` for an inactive
+/// one, and how long its `Cache-Control` lets it be kept, where it says.
 async fn ask(
     issuer: &Issuer,
     endpoint: &Endpoint,
     token: &str,
-) -> Result<Option<Map<String, Value>>, OpaqueError> {
+) -> Result<(Option<Map<String, Value>>, Option<Duration>), OpaqueError> {
     let iss = || issuer.policy.issuer.clone();
     let _slot = issuer
         .budget()
@@ -207,12 +276,18 @@ async fn ask(
         .header(reqwest::header::ACCEPT, "application/json")
         .form(&[("token", token), ("token_type_hint", "access_token")]);
     if let Some((id, secret)) = &endpoint.credentials {
-        request = request.basic_auth(id, Some(secret));
+        // RFC 6749 section 2.3.1: each form-urlencoded before Basic joins them, so a
+        // secret with `:`, `%` or `+` reaches an issuer that decodes them as it was.
+        let encoded =
+            |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        request = request.basic_auth(encoded(id), Some(encoded(secret)));
     }
-    let answer = outbound::json_object(request, endpoint.timeout, MAX_ANSWER_BYTES)
+    let (answer, max_age) = outbound::json_object(request, endpoint.timeout, MAX_ANSWER_BYTES)
         .await
         .map_err(|source| OpaqueError::Outbound { iss: iss(), source })?;
-    members_if_active(answer).ok_or_else(|| OpaqueError::NoActiveMember { iss: iss() })
+    let members =
+        members_if_active(answer).ok_or_else(|| OpaqueError::NoActiveMember { iss: iss() })?;
+    Ok((members, max_age))
 }
 
 /// An RFC 7662 answer: `Some(Some(members))` for an active token, `Some(None)` for an

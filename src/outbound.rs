@@ -145,13 +145,13 @@ pub async fn body(
 }
 
 /// A JSON object answered to `request`, the whole exchange (body included) within
-/// `timeout`.
+/// `timeout`, with how long the answer may be kept (its `Cache-Control`, where it says).
 pub async fn json_object(
     request: RequestBuilder,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<Map<String, Value>, OutboundError> {
-    let (_, bytes) = tokio::time::timeout(timeout, body(request.timeout(timeout), max_bytes))
+) -> Result<(Map<String, Value>, Option<Duration>), OutboundError> {
+    let (headers, bytes) = tokio::time::timeout(timeout, body(request.timeout(timeout), max_bytes))
         .await
         .map_err(|_| OutboundError::Timeout(timeout))?
         .map_err(|error| match error {
@@ -160,9 +160,33 @@ pub async fn json_object(
             other => other,
         })?;
     match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(object)) => Ok(object),
+        Ok(Value::Object(object)) => Ok((object, cache_max_age(&headers))),
         _ => Err(OutboundError::NotAnObject),
     }
+}
+
+/// How long an answer may be kept by its `Cache-Control`: `no-store` or `no-cache`
+/// anywhere in it is zero, else its `max-age`; `None` where it says neither.
+pub fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    for value in headers.get_all(reqwest::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for directive in value.split(',').map(str::trim) {
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-cache" || lower == "no-store" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(secs) = lower
+                .strip_prefix("max-age=")
+                .and_then(|secs| secs.trim_matches('"').parse().ok())
+            {
+                max_age = Some(Duration::from_secs(secs));
+            }
+        }
+    }
+    max_age
 }
 
 #[cfg(test)]
@@ -217,7 +241,32 @@ mod tests {
 
     async fn object(url: &str, timeout: Duration) -> Result<Map<String, Value>, OutboundError> {
         let http = client().unwrap_or_else(|e| unreachable!("{e}"));
-        json_object(http.get(format!("{url}?token=t0ken")), timeout, 1024).await
+        json_object(http.get(format!("{url}?token=t0ken")), timeout, 1024)
+            .await
+            .map(|(object, _)| object)
+    }
+
+    #[test]
+    fn cache_control_max_age() {
+        let said = |values: &[&str]| {
+            let mut headers = super::HeaderMap::new();
+            for value in values {
+                if let Ok(value) = reqwest::header::HeaderValue::from_str(value) {
+                    headers.append(reqwest::header::CACHE_CONTROL, value);
+                }
+            }
+            super::cache_max_age(&headers)
+        };
+        assert_eq!(
+            said(&["public, max-age=600"]),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(said(&["no-store"]), Some(Duration::ZERO));
+        assert_eq!(said(&["max-age=60, no-store"]), Some(Duration::ZERO));
+        assert_eq!(said(&["max-age=60", "No-Cache"]), Some(Duration::ZERO));
+        assert_eq!(said(&["public"]), None);
+        assert_eq!(said(&["max-age=soon"]), None);
+        assert_eq!(said(&[]), None);
     }
 
     fn assert_no_url(error: &OutboundError) {

@@ -15,6 +15,12 @@ pub fn from_introspect(error: IntrospectError) -> Status {
             Status::unavailable("the issuer's keys have not loaded yet; retry shortly")
         }
         IntrospectError::RevocationsIncomplete(_) => incomplete(),
+        IntrospectError::Upstream(error) if error.over_budget() => {
+            tracing::warn!(%error, "an opaque token was not asked of its issuer");
+            Status::unavailable(
+                "too many calls to the issuer's introspection endpoint right now; retry shortly",
+            )
+        }
         IntrospectError::Upstream(error) => {
             tracing::warn!(%error, "an issuer's introspection endpoint failed");
             Status::unavailable("the issuer's introspection endpoint did not answer; retry shortly")

@@ -84,11 +84,9 @@ fn from_bytes(bytes: &[u8], max_age: Option<Duration>) -> Result<Fetched, KeysEr
 
 async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<Fetched, KeysError> {
     let (headers, body) = get(http, uri).await.map_err(KeysError::Fetch)?;
-    let max_age = headers
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|value| value.to_str().ok())
-        .and_then(max_age);
-    from_bytes(&body, max_age)
+    // `no-cache`/`no-store` count as zero, which the refresh bounds raise to the minimum
+    // interval.
+    from_bytes(&body, outbound::cache_max_age(&headers))
 }
 
 /// OIDC Discovery 1.0 section 4: the document's `issuer` must equal the configured one
@@ -125,35 +123,4 @@ async fn get(http: &reqwest::Client, uri: &str) -> Result<(HeaderMap, Vec<u8>), 
         .get(uri)
         .header(reqwest::header::ACCEPT, "application/json");
     outbound::body(request, MAX_DOCUMENT_BYTES).await
-}
-
-/// `max-age` of a Cache-Control header value; `no-cache`/`no-store` count as zero, which
-/// the refresh bounds raise to the minimum interval.
-fn max_age(value: &str) -> Option<Duration> {
-    value.split(',').map(str::trim).find_map(|directive| {
-        let lower = directive.to_ascii_lowercase();
-        if lower == "no-cache" || lower == "no-store" {
-            return Some(Duration::ZERO);
-        }
-        lower
-            .strip_prefix("max-age=")
-            .and_then(|secs| secs.trim_matches('"').parse().ok())
-            .map(Duration::from_secs)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_control_max_age() {
-        assert_eq!(
-            max_age("public, max-age=600"),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(max_age("public"), None);
-        assert_eq!(max_age("max-age=soon"), None);
-    }
 }

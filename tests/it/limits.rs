@@ -25,7 +25,7 @@ const ISS: &str = "https://limits.test/";
 /// An introspection endpoint that answers "inactive" after `delay_ms`, counting calls.
 #[derive(Default)]
 pub(crate) struct SlowIdp {
-    calls: AtomicUsize,
+    pub(crate) calls: AtomicUsize,
     delay_ms: AtomicU64,
 }
 

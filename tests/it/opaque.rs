@@ -23,8 +23,12 @@ use tonic::Code;
 use crate::support::*;
 
 const ISS: &str = "https://hydra.test/";
-/// `Basic base64("introspectd:s3cret")`.
-const CREDENTIALS: &str = "Basic aW50cm9zcGVjdGQ6czNjcmV0";
+/// The client introspectd is at the issuer, with characters RFC 6749 section 2.3.1 has it
+/// form-urlencode before HTTP Basic joins the two.
+const CLIENT_ID: &str = "introspect d";
+const CLIENT_SECRET: &str = "s3:c%r+t é";
+/// `Basic base64("introspect+d:s3%3Ac%25r%2Bt+%C3%A9")`.
+const CREDENTIALS: &str = "Basic aW50cm9zcGVjdCtkOnMzJTNBYyUyNXIlMkJ0KyVDMyVBOQ==";
 
 #[derive(Default)]
 struct Idp {
@@ -89,6 +93,18 @@ async fn introspection(
     // A refresh token is active at the issuer: only the answer's members tell.
     let refresh_lifetime = 14 * 24 * 3600;
     let answer: Value = match token.as_str() {
+        // What the issuer says of how long its answer may be kept.
+        t if t.starts_with("kept-") => {
+            let cache_control = if t.starts_with("kept-no-store") {
+                "no-store"
+            } else {
+                "private, max-age=1"
+            };
+            return ([("cache-control", cache_control)], Json(access(json!({})))).into_response();
+        }
+        // Expired five seconds ago: within the leeway, as for a JWT.
+        "just-expired" => access(json!({"exp": now() - 5})),
+        "long-expired" => access(json!({"exp": now() - 3600})),
         t if t.starts_with("active-") || t.starts_with("ory_at_") => access(json!({})),
         "no-exp" => access(json!({"exp": null})),
         "other-issuer" => access(json!({"iss": "https://elsewhere.test/"})),
@@ -122,8 +138,8 @@ fn section(endpoint: &str, cache_secs: u64) -> IssuerSection {
         jwks_uri: None,
         jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
         introspection_endpoint: Some(endpoint.into()),
-        introspection_client_id: Some("introspectd".into()),
-        introspection_client_secret: Some("s3cret".into()),
+        introspection_client_id: Some(CLIENT_ID.into()),
+        introspection_client_secret: Some(CLIENT_SECRET.into()),
         introspection_cache_secs: cache_secs,
         ..issuer_section(ISS, "http://unused", &["ES256"])
     }
@@ -225,6 +241,100 @@ async fn opaque_answers_are_reused_no_longer_than_configured() -> TestResult {
         asked + 1,
         "asked again once the cache time passed"
     );
+    Ok(())
+}
+
+/// RFC 7662 section 4: an answer is kept no longer than the issuer allows, and the
+/// issuer's `Cache-Control` says how long that is (shorter than the configured time).
+#[tokio::test]
+async fn opaque_answers_are_kept_no_longer_than_their_cache_control_says() -> TestResult {
+    let (endpoint, idp) = idp().await;
+    let server = server(&endpoint, 60).await;
+    let calls = || idp.calls.load(Ordering::SeqCst);
+    assert!(server.introspect("kept-no-store").await.active);
+    assert!(server.introspect("kept-no-store").await.active);
+    assert_eq!(calls(), 2, "no-store: never reused");
+
+    assert!(server.introspect("kept-max-age-1").await.active);
+    assert!(server.introspect("kept-max-age-1").await.active);
+    assert_eq!(calls(), 3, "max-age=1: reused within the second");
+    let until = now() + 1;
+    while now() <= until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(server.introspect("kept-max-age-1").await.active);
+    assert_eq!(
+        calls(),
+        4,
+        "asked again once max-age passed, though 60 s are configured"
+    );
+    Ok(())
+}
+
+/// `exp` gets the leeway, as a JWT's does; and an answer the issuer calls active that
+/// the rules refuse is remembered as an inactive one is, so repeats do not reach the
+/// issuer each time.
+#[tokio::test]
+async fn opaque_expiry_has_the_leeway_and_refusals_are_remembered() -> TestResult {
+    let (endpoint, idp) = idp().await;
+    let server = server(&endpoint, 60).await;
+    let just = server.introspect("just-expired").await;
+    assert!(just.active, "within the leeway: {just:?}");
+    assert_eq!(
+        reason(&server.introspect("long-expired").await),
+        InactiveReason::Expired
+    );
+    let asked = idp.calls.load(Ordering::SeqCst);
+    for refused in ["ory_rt_abc", "foreign-aud", "long-expired"] {
+        for _ in 0..3 {
+            assert!(!server.introspect(refused).await.active);
+        }
+    }
+    assert_eq!(
+        idp.calls.load(Ordering::SeqCst),
+        asked + 2,
+        "each refused answer asked once (long-expired was already remembered)"
+    );
+    Ok(())
+}
+
+/// A burst of calls for one new opaque token costs its issuer one call: the others wait
+/// for that answer.
+#[tokio::test]
+async fn a_burst_of_one_new_opaque_token_asks_its_issuer_once() -> TestResult {
+    let (endpoint, idp) = crate::limits::slow_idp(std::time::Duration::from_millis(500)).await;
+    let server = server(&endpoint, 60).await;
+    let mut client = server.client().await;
+    let calls = (0..20).map(|_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .introspect(pb::IntrospectRequest {
+                    token: "burst-token".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|answer| reason(&answer.into_inner()))
+                .map_err(|status| status.code())
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    for answer in answers {
+        assert_eq!(answer, Ok(InactiveReason::InactiveAtIssuer));
+    }
+    assert_eq!(idp.calls.load(Ordering::SeqCst), 1);
+    // Later calls find the remembered answer.
+    let again = client
+        .introspect(pb::IntrospectRequest {
+            token: "burst-token".into(),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(
+        reason(&again.into_inner()),
+        InactiveReason::InactiveAtIssuer
+    );
+    assert_eq!(idp.calls.load(Ordering::SeqCst), 1);
     Ok(())
 }
 
