@@ -258,10 +258,21 @@ impl Settings {
                     .ok()
                     .map(|json| URL_SAFE_NO_PAD.encode(json)),
             };
+            // A value no header can carry (a control character in a `sub`) is no value,
+            // the same on every surface, so the gateway never passes it on mangled.
+            let value = value.filter(|value| header_safe(value));
             headers.push((header.name(), value.unwrap_or_default()));
         }
         Decision::Allow { headers, claims }
     }
+}
+
+/// Whether `value` can be an HTTP header value as it is: no control character but tab
+/// (RFC 9110 section 5.5), so no CR or LF that would start another header.
+fn header_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f))
 }
 
 #[cfg(test)]

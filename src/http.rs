@@ -5,12 +5,13 @@
 //! | `POST /oauth2/introspect` | RFC 7662: form `token` (+ `token_type_hint`), JSON answer |
 //! | `POST /oauth2/revoke` | RFC 7009: form `token` (+ `token_type_hint`); API key with `revoke` |
 //! | `ANY /authz` | forward-auth for nginx, Traefik, Caddy (see [`crate::gateway`]) |
+//! | `ANY /authz/<path>` | Envoy's HTTP ext_authz (`path_prefix: /authz`): the client's request line |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once every issuer's keys loaded, 503 before and while draining |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /.well-known/jwks.json` | dev mode only: the local issuer's public keys |
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use axum::{
     Extension, Json, Router,
@@ -156,6 +157,15 @@ pub fn router(state: HttpState, api_keys: Arc<ApiKeys>, limits: CallLimits) -> R
             "/authz",
             axum::routing::any(authz.layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))),
         )
+        // Envoy's HTTP ext_authz puts the client's path after its `path_prefix`.
+        .route(
+            "/authz/",
+            axum::routing::any(authz.layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))),
+        )
+        .route(
+            "/authz/{*client_path}",
+            axum::routing::any(authz.layer(guarded(Access::Introspection, KeyFrom::ApiKeyHeader))),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
@@ -285,6 +295,11 @@ enum KeyFrom {
 }
 
 const API_KEY_HEADER: &str = "x-introspectd-api-key";
+
+/// A route's policy where the query is the client's (Envoy's HTTP ext_authz adds these
+/// with `headers_to_add`): scopes separated by spaces or commas, and an audience.
+const ROUTE_SCOPE_HEADER: &str = "x-introspectd-required-scope";
+const ROUTE_AUDIENCE_HEADER: &str = "x-introspectd-required-audience";
 
 /// What a route that does work checks before its handler, in one layer: the call limits
 /// first (503 at once when too many calls are in progress), then the caller (RFC 6750
@@ -714,29 +729,20 @@ async fn introspect(
     }
 }
 
-/// Forward-auth for nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`:
-/// any method; the token in the configured header; the route's policy from the query
-/// (`?scope=a&scope=b&audience=x`). 200 with `x-introspectd-*` headers, or 401/403 with
-/// `WWW-Authenticate`; 503 when introspectd cannot decide (nginx makes that a 500).
+/// Forward-auth for nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`
+/// (`/authz`: the client's request in `X-Forwarded-*` headers, the route's policy in the
+/// query, `?scope=a&scope=b&audience=x`), and for Envoy's HTTP ext_authz (`/authz/<path>`:
+/// the client's method, path and query are this request's own, its host this request's,
+/// so the query is the client's and the route's policy comes in
+/// `x-introspectd-required-scope` / `-audience` headers Envoy adds). 200 with
+/// `x-introspectd-*` headers, or 401/403 with `WWW-Authenticate`; 503 when introspectd
+/// cannot decide (nginx makes that a 500, Envoy an error).
 async fn authz(
     State(state): State<Arc<HttpState>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     request: Request,
 ) -> Response {
     let headers = request.headers();
-    let mut route = crate::gateway::RoutePolicy::default();
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "scope" => route
-                .required_scopes
-                .extend(value.split_whitespace().map(str::to_owned)),
-            "audience" if !value.is_empty() => route.audience = Some(value),
-            _ => {}
-        }
-    }
-    let settings = &state.gateway;
     let header = |name: &str| {
         crate::gateway::joined_header(
             headers
@@ -745,19 +751,69 @@ async fn authz(
                 .map(axum::http::HeaderValue::as_bytes),
         )
     };
-    let forwarded_uri = header("x-forwarded-uri").or_else(|| header("x-original-uri"));
+    // Envoy's request line: `/authz` + the client's path and query.
+    let envoy_path = request
+        .uri()
+        .path_and_query()
+        .and_then(|line| line.as_str().strip_prefix("/authz"))
+        .filter(|client| client.starts_with('/'));
+    let mut route = crate::gateway::RoutePolicy::default();
+    let (forwarded_uri, method, host) = match envoy_path {
+        Some(client) => {
+            if let Some(scopes) = header(ROUTE_SCOPE_HEADER) {
+                route.required_scopes = scopes
+                    .split([' ', ','])
+                    .filter(|scope| !scope.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            route.audience = header(ROUTE_AUDIENCE_HEADER)
+                .filter(|audience| !audience.is_empty())
+                .map(Cow::into_owned);
+            // HTTP/2 carries the host as `:authority`, HTTP/1.1 as `Host`.
+            let host = request
+                .uri()
+                .authority()
+                .map(|authority| Cow::Borrowed(authority.as_str()))
+                .or_else(|| header("host"));
+            (
+                Some(Cow::Borrowed(client)),
+                Some(Cow::Borrowed(request.method().as_str())),
+                host,
+            )
+        }
+        None => {
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+            for (name, value) in pairs {
+                match name.as_str() {
+                    "scope" => route
+                        .required_scopes
+                        .extend(value.split_whitespace().map(str::to_owned)),
+                    "audience" if !value.is_empty() => route.audience = Some(value),
+                    _ => {}
+                }
+            }
+            (
+                header("x-forwarded-uri").or_else(|| header("x-original-uri")),
+                header("x-forwarded-method").or_else(|| header("x-original-method")),
+                header("x-forwarded-host"),
+            )
+        }
+    };
+    let settings = &state.gateway;
     // The path only: a query may carry an `access_token` (RFC 6750 section 2.3).
     let path = forwarded_uri
         .as_deref()
         .map(|uri| uri.split('?').next().unwrap_or_default());
-    let method = header("x-forwarded-method").or_else(|| header("x-original-method"));
     tracing::debug!(http.method = ?method, http.path = ?path, "forward-auth");
     let dpop = header("dpop");
     // Only a DPoP proof is checked against the URI: built for those requests alone.
     let uri = dpop.as_ref().and_then(|_| {
         crate::gateway::absolute_uri(
             header("x-forwarded-proto").as_deref(),
-            header("x-forwarded-host").as_deref(),
+            host.as_deref(),
             forwarded_uri.as_deref(),
         )
     });
@@ -804,6 +860,15 @@ async fn authz(
                 if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
                     response.headers_mut().insert(name, value);
                 }
+            }
+            // Envoy drops the request headers this names before the request goes on.
+            if envoy_path.is_some()
+                && settings.remove_token_header
+                && let Ok(value) = axum::http::HeaderValue::from_str(&settings.token_header)
+            {
+                response
+                    .headers_mut()
+                    .insert("x-envoy-auth-headers-to-remove", value);
             }
             response
         }

@@ -244,6 +244,55 @@ fn envoy_check(headers: &[(&str, &str)], certificate: Option<&str>) -> CheckRequ
     }
 }
 
+/// Envoy's HTTP ext_authz: the proof is checked against the client's request as Envoy
+/// passes it on, its method and path in the request line (after `/authz`), its host in
+/// `Host` and its scheme in `x-forwarded-proto`.
+#[tokio::test]
+async fn envoy_http_ext_authz_checks_a_proof_against_the_clients_request_line() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(config(&signer)).await;
+    let http = reqwest::Client::new();
+    let client_key = key(Algorithm::ES256, "client");
+    let token = bound(&signer, json!({ "jkt": jkt(&client_key) }));
+    let ask = |method: reqwest::Method, host: &str, proof: &str| {
+        http.request(
+            method,
+            format!("http://{}/authz/orders?page=2", server.http_addr),
+        )
+        .header("host", host)
+        .header("x-forwarded-proto", "https")
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+    };
+    let host = "api.example.com";
+    let fresh = || proof(&client_key, "GET", URI, &token, None);
+    assert_eq!(
+        ask(reqwest::Method::GET, host, &fresh())
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    for (method, host, why) in [
+        (reqwest::Method::POST, host, "another method"),
+        (reqwest::Method::GET, "other.example", "another host"),
+    ] {
+        let refused = ask(method, host, &fresh()).send().await?;
+        assert_eq!(refused.status(), 401, "{why}");
+        let challenge = refused
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            challenge.contains("error=\"invalid_dpop_proof\""),
+            "{why}: {challenge}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn gateways_check_proofs_and_run_the_nonce_flow() -> TestResult {
     let signer = key(Algorithm::ES256, "es");

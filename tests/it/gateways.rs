@@ -259,6 +259,50 @@ async fn envoy_ext_authz_is_unavailable_when_the_issuer_cannot_answer() -> TestR
     Ok(())
 }
 
+/// A claim no header can carry (CR, LF or NUL in `sub` or `client_id`) reaches no
+/// upstream header on either surface: ext_authz removes the header, `/authz` sends it
+/// empty, so a client's own never passes and a gateway never forwards a mangled value.
+#[tokio::test]
+async fn claims_that_cannot_be_header_values_are_no_values() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = Introspectd::start_ready(file_config(vec![inline_issuer(ISS, &signer)])).await;
+    let mut shaped = claims(ISS);
+    shaped["sub"] = json!("alice\r\nx-introspectd-scope: admin");
+    shaped["client_id"] = json!("c\u{0}d");
+    let token = mint(&signer, &shaped);
+
+    let mut client = AuthorizationClient::new(server.channel().await);
+    let allowed = client.check(check(Some(&token), &[])).await?.into_inner();
+    let (status, headers, removed) = outcome(&allowed);
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("x-introspectd-sub"), None, "{headers:?}");
+    assert_eq!(headers.get("x-introspectd-client-id"), None, "{headers:?}");
+    assert!(
+        removed.contains(&"x-introspectd-sub".to_owned()),
+        "{removed:?}"
+    );
+    assert!(removed.contains(&"x-introspectd-client-id".to_owned()));
+    assert_eq!(
+        headers.get("x-introspectd-scope").map(String::as_str),
+        Some("read write")
+    );
+
+    let forward = reqwest::Client::new()
+        .get(format!("http://{}/authz", server.http_addr))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await?;
+    assert_eq!(forward.status(), 200);
+    for name in ["x-introspectd-sub", "x-introspectd-client-id"] {
+        assert_eq!(
+            forward.headers().get(name).map(|v| v.as_bytes().to_vec()),
+            Some(Vec::new()),
+            "{name}"
+        );
+    }
+    Ok(())
+}
+
 // === forward-auth, without a gateway in front ===
 
 /// `/authz` as the README describes it, with settings other than the defaults: the
@@ -353,6 +397,125 @@ async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
     assert_eq!(twice.status(), 401, "two gateway keys are no key");
     // An opaque token whose issuer cannot be reached: no decision.
     assert_eq!(ask("", "Bearer opaque-token").send().await?.status(), 503);
+    Ok(())
+}
+
+/// Envoy's HTTP ext_authz (`http_service` with `path_prefix: /authz`), asked as Envoy
+/// asks: the client's method, path and query in the request line, its host in `Host`,
+/// its `authorization`, and the route's policy in headers Envoy adds. The client's query
+/// is not the route's policy, and with `remove_token_header` the allow names the token
+/// header for Envoy to drop.
+#[tokio::test]
+async fn envoy_http_ext_authz_reads_the_clients_request_line() -> TestResult {
+    use reqwest::Method;
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.auth.anonymous_introspect = false;
+    file.gateway.remove_token_header = true;
+    let server = Introspectd::start_ready(file).await;
+    let http = reqwest::Client::new();
+    let mut claims = claims(ISS);
+    claims["jti"] = "envoy-http-1".into();
+    let token = format!("Bearer {}", mint(&signer, &claims));
+    let ask = |method: Method, client_path: &str, token: &str| {
+        http.request(
+            method,
+            format!("http://{}/authz{client_path}", server.http_addr),
+        )
+        .header("host", "api.example.com")
+        .header("x-introspectd-api-key", READER_KEY)
+        .header("authorization", token)
+    };
+
+    for (method, client_path) in [
+        (Method::GET, "/orders/7?page=2"),
+        (Method::DELETE, "/orders/7"),
+        (Method::POST, "/"),
+    ] {
+        let allowed = ask(method.clone(), client_path, &token).send().await?;
+        assert_eq!(allowed.status(), 200, "{method} {client_path}");
+        let header = |name: &str| allowed.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(header("x-introspectd-sub"), Some("user-1"));
+        assert_eq!(
+            header("x-envoy-auth-headers-to-remove"),
+            Some("authorization")
+        );
+    }
+    // The client's own query asks for nothing.
+    let chosen_by_client = ask(
+        Method::GET,
+        "/orders?scope=admin&audience=https://elsewhere.example",
+        &token,
+    )
+    .send()
+    .await?;
+    assert_eq!(chosen_by_client.status(), 200);
+    // The route's policy, from the headers Envoy's `headers_to_add` sets.
+    let narrower = ask(Method::GET, "/orders", &token)
+        .header("x-introspectd-required-scope", "read admin")
+        .send()
+        .await?;
+    assert_eq!(narrower.status(), 403);
+    assert_eq!(
+        challenges(&narrower),
+        vec![
+            "Bearer realm=\"introspectd\", error=\"insufficient_scope\", scope=\"read admin\""
+                .to_owned()
+        ]
+    );
+    let granted = ask(Method::GET, "/orders", &token)
+        .header("x-introspectd-required-scope", "read,write")
+        .header("x-introspectd-required-audience", AUD)
+        .send()
+        .await?;
+    assert_eq!(granted.status(), 200);
+    let other_api = ask(Method::GET, "/orders", &token)
+        .header(
+            "x-introspectd-required-audience",
+            "https://elsewhere.example",
+        )
+        .send()
+        .await?;
+    assert_eq!(other_api.status(), 401);
+
+    // Refusals Envoy passes on to the client (a 5xx it takes for an error).
+    let no_token = http
+        .get(format!("http://{}/authz/orders", server.http_addr))
+        .header("x-introspectd-api-key", READER_KEY)
+        .send()
+        .await?;
+    assert_eq!(no_token.status(), 401);
+    assert_eq!(
+        challenges(&no_token),
+        vec!["Bearer realm=\"introspectd\"".to_owned()]
+    );
+    let keyless = http
+        .get(format!("http://{}/authz/orders", server.http_addr))
+        .header("authorization", &token)
+        .send()
+        .await?;
+    assert_eq!(keyless.status(), 401, "the gateway's own key is needed");
+    server
+        .revoke(Target::Jti(pb::JtiTarget {
+            iss: ISS.into(),
+            jti: "envoy-http-1".into(),
+            exp: None,
+        }))
+        .await;
+    let revoked = ask(Method::GET, "/orders/7", &token).send().await?;
+    assert_eq!(revoked.status(), 401);
+    assert_eq!(
+        challenges(&revoked),
+        vec!["Bearer realm=\"introspectd\", error=\"invalid_token\"".to_owned()]
+    );
+    assert!(
+        server
+            .metric(
+                "introspectd_http_requests_total{route=\"/authz/{*client_path}\",status=\"200\"}"
+            )
+            .await
+            >= 4.0
+    );
     Ok(())
 }
 
