@@ -20,6 +20,11 @@ const EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("expiry");
 /// after compaction removed the newest entries.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_POSITION: &str = "last";
+/// When a commit last worked: what a replica that cannot commit writes to learn that it
+/// can again.
+const PROBED_AT: &str = "probed-at";
+/// How often a store that cannot commit tries again, with no write to try it.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// JSON `[iss, sub]` → position of that subject's latest claims entry.
 const SUBJECTS: TableDefinition<&[u8], u64> = TableDefinition::new("subjects");
@@ -292,7 +297,37 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut requests: mpsc::Receiver<Pending>) {
-        while let Some(first) = requests.blocking_recv() {
+        let mut healthy = true;
+        let mut probed = std::time::Instant::now();
+        loop {
+            let first = if healthy {
+                requests.blocking_recv()
+            } else {
+                // Not ready means no traffic and so no write to find out that the disk
+                // has room again: try a commit of our own now and then.
+                match requests.try_recv() {
+                    Ok(first) => Some(first),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        // Short naps, so that a write that comes meanwhile is not kept
+                        // waiting for the next probe.
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        if probed.elapsed() < PROBE_INTERVAL {
+                            continue;
+                        }
+                        probed = std::time::Instant::now();
+                        if self.probe() {
+                            tracing::info!("the state log commits again");
+                            healthy = true;
+                            self.applier.note_store_healthy(true);
+                        }
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match requests.try_recv() {
@@ -302,6 +337,7 @@ impl Writer {
             }
             match self.commit(&batch) {
                 Ok(entries) => {
+                    healthy = true;
                     self.applier.note_store_healthy(true);
                     for ((_, done), entry) in batch.into_iter().zip(entries) {
                         let position = entry.position;
@@ -312,6 +348,7 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::error!(%error, "state log commit failed; the appends are refused");
+                    healthy = false;
                     self.applier.note_store_healthy(false);
                     let error = Arc::new(error);
                     for (_, done) in batch {
@@ -327,6 +364,42 @@ impl Writer {
     /// I/O error"), so the handle is dropped and the next batch reopens the file: a full
     /// disk that is freed, or a volume that comes back, needs no restart.
     fn commit(&mut self, batch: &[Pending]) -> Result<Vec<LogEntry>, LogError> {
+        let db = self.database()?;
+        let committed = commit(&db, batch, self.last);
+        if committed.is_err() {
+            self.drop_database(db);
+        }
+        committed
+    }
+
+    /// Whether a commit works now (a small one of its own).
+    fn probe(&mut self) -> bool {
+        let Ok(db) = self.database() else {
+            return false;
+        };
+        let probed = (|| {
+            let txn = db.begin_write().map_err(embedded)?;
+            txn.open_table(META)
+                .map_err(embedded)?
+                .insert(PROBED_AT, crate::unix_now().unsigned_abs())
+                .map_err(embedded)?;
+            txn.commit().map_err(embedded)
+        })();
+        if probed.is_err() {
+            self.drop_database(db);
+        }
+        probed.is_ok()
+    }
+
+    fn drop_database(&self, db: Arc<Database>) {
+        drop(db);
+        if let Ok(mut slot) = self.db.db.write() {
+            slot.take();
+        }
+    }
+
+    /// The open file, or the file opened again after a failed commit.
+    fn database(&mut self) -> Result<Arc<Database>, LogError> {
         let current = self.db.db.read().ok().and_then(|db| db.clone());
         let db = match current {
             Some(db) => db,
@@ -350,14 +423,7 @@ impl Writer {
                 reopened
             }
         };
-        let committed = commit(&db, batch, self.last);
-        if committed.is_err() {
-            drop(db);
-            if let Ok(mut slot) = self.db.db.write() {
-                slot.take();
-            }
-        }
-        committed
+        Ok(db)
     }
 }
 

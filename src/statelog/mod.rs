@@ -320,6 +320,15 @@ impl Applier {
         *self.applied.borrow()
     }
 
+    /// Counts entries the store passed over without a position to apply them at.
+    pub fn note_skipped(&self, entries: u64) {
+        self.skipped.fetch_add(entries, Ordering::Relaxed);
+        tracing::warn!(
+            entries,
+            "skipped state log entries whose ID has no position here"
+        );
+    }
+
     /// Log entries skipped because they could not be read.
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)

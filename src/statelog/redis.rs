@@ -249,7 +249,7 @@ impl RedisLog {
         after: Position,
         limit: usize,
     ) -> Result<Vec<LogEntry>, LogError> {
-        self.inner.range(after, limit).await
+        Ok(self.inner.range(&format_id(after), limit).await?.entries)
     }
 
     pub async fn compact(&self) -> Result<usize, LogError> {
@@ -312,12 +312,12 @@ impl Inner {
         let mut cmd = redis::cmd("XRANGE");
         let id = format_id(after);
         cmd.arg(&self.stream).arg(&id).arg(&id);
-        if !parse_entries(self.query(Request::Cmd(&cmd)).await?)?.is_empty() {
+        if parse_entries(self.query(Request::Cmd(&cmd)).await?)?.read > 0 {
             return Ok(Ok(()));
         }
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(&self.stream).arg("-").arg("+").arg("COUNT").arg(1);
-        let first = parse_entries(self.query(Request::Cmd(&cmd)).await?)?;
+        let first = parse_entries(self.query(Request::Cmd(&cmd)).await?)?.entries;
         Ok(match first.first() {
             Some(first) if first.position < after => Err(PositionError::Unknown),
             _ => Err(PositionError::Trimmed),
@@ -367,11 +367,12 @@ impl Inner {
         result
     }
 
-    async fn range(&self, after: Position, limit: usize) -> Result<Vec<LogEntry>, LogError> {
-        let start = if after == 0 {
+    /// Up to `limit` entries after the stream ID `after` (`-`: from the start).
+    async fn range(&self, after: &str, limit: usize) -> Result<Batch, LogError> {
+        let start = if after == format_id(0) {
             "-".to_owned()
         } else {
-            format!("({}", format_id(after))
+            format!("({after}")
         };
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(&self.stream)
@@ -380,6 +381,20 @@ impl Inner {
             .arg("COUNT")
             .arg(limit);
         parse_entries(self.query(Request::Cmd(&cmd)).await?)
+    }
+
+    /// Applies what `batch` read, and moves `cursor` past all of it, entries whose ID
+    /// has no position here included (counted as skipped).
+    fn absorb(&self, batch: Batch, cursor: &mut String) {
+        for entry in batch.entries {
+            self.applier.apply(entry);
+        }
+        if batch.unplaced > 0 {
+            self.applier.note_skipped(batch.unplaced);
+        }
+        if let Some(last) = batch.last_id {
+            *cursor = last;
+        }
     }
 
     fn snapshot_key(&self) -> String {
@@ -457,12 +472,13 @@ async fn follow(inner: &Inner) -> Result<(), LogError> {
     if applied == 0 || inner.trimmed_past(applied).await? {
         inner.load_snapshot().await?;
     }
+    // The stream ID read up to: an entry written with an ID that has no position here
+    // is passed over, never read again and again.
+    let mut cursor = format_id(inner.applier.applied());
     loop {
-        let batch = inner.range(inner.applier.applied(), BATCH).await?;
-        let full = batch.len() == BATCH;
-        for entry in batch {
-            inner.applier.apply(entry);
-        }
+        let batch = inner.range(&cursor, BATCH).await?;
+        let full = batch.read == BATCH;
+        inner.absorb(batch, &mut cursor);
         if !full {
             break;
         }
@@ -482,7 +498,7 @@ async fn follow(inner: &Inner) -> Result<(), LogError> {
             .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(2000))
             .arg("STREAMS")
             .arg(&inner.stream)
-            .arg(format_id(inner.applier.applied()));
+            .arg(&cursor);
         let reply = tokio::time::timeout(
             BLOCK + inner.timeout,
             cmd.query_async::<Value>(&mut connection),
@@ -498,9 +514,7 @@ async fn follow(inner: &Inner) -> Result<(), LogError> {
             if let Value::Array(mut pair) = stream
                 && pair.len() == 2
             {
-                for entry in parse_entries(pair.remove(1))? {
-                    inner.applier.apply(entry);
-                }
+                inner.absorb(parse_entries(pair.remove(1))?, &mut cursor);
             }
         }
     }
@@ -535,13 +549,29 @@ fn format_id(position: Position) -> String {
     )
 }
 
+/// What one read of the stream gave.
+#[derive(Debug, Default)]
+struct Batch {
+    entries: Vec<LogEntry>,
+    /// Entries read, placed or not.
+    read: usize,
+    /// Entries whose ID has no position here (written by something else, with an
+    /// explicit ID past what a position holds): skipped.
+    unplaced: u64,
+    /// The ID of the last entry read.
+    last_id: Option<String>,
+}
+
 /// `[[id, [field, value, ...]], ...]` into entries.
-fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
+fn parse_entries(reply: Value) -> Result<Batch, LogError> {
     let corrupt = LogError::Reply;
     let Value::Array(items) = reply else {
-        return Ok(Vec::new());
+        return Ok(Batch::default());
     };
-    let mut entries = Vec::with_capacity(items.len());
+    let mut batch = Batch {
+        entries: Vec::with_capacity(items.len()),
+        ..Batch::default()
+    };
     for item in items {
         let Value::Array(mut parts) = item else {
             return Err(corrupt("entry is not an array"));
@@ -551,7 +581,13 @@ fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
         }
         let fields = parts.remove(1);
         let id: String = redis::from_redis_value(parts.remove(0)).map_err(|_| corrupt("id"))?;
-        let position = parse_id(&id).ok_or_else(|| corrupt("id format"))?;
+        batch.read += 1;
+        let position = parse_id(&id);
+        batch.last_id = Some(id);
+        let Some(position) = position else {
+            batch.unplaced += 1;
+            continue;
+        };
         let Value::Array(fields) = fields else {
             return Err(corrupt("fields are not an array"));
         };
@@ -569,9 +605,9 @@ fn parse_entries(reply: Value) -> Result<Vec<LogEntry>, LogError> {
         // An entry without a change (written by something else) is skipped, and counted,
         // rather than stopping every entry after it.
         let change = payload.map_or(Change::Unknown, |payload| decode(&payload));
-        entries.push(LogEntry { position, change });
+        batch.entries.push(LogEntry { position, change });
     }
-    Ok(entries)
+    Ok(batch)
 }
 
 #[cfg(test)]

@@ -108,11 +108,12 @@ async fn a_full_disk_makes_writes_unavailable_and_the_store_recovers_without_a_r
     );
 
     assert!(disk.resize("64m"), "cannot grow the tmpfs");
+    // Not ready, it gets no writes: it finds out by itself that there is room again.
+    server.wait_for_health("", ServingStatus::Serving).await;
     eventually("a write to succeed again", || async {
         revoke(&server, 1_000_000).await.is_ok()
     })
     .await;
-    server.wait_for_health("", ServingStatus::Serving).await;
     // And keeps succeeding.
     for n in 0..10 {
         assert_eq!(revoke(&server, 2_000_000 + n).await, Ok(()));

@@ -442,11 +442,20 @@ async fn an_unreadable_entry_is_skipped_and_a_write_is_applied_before_its_answer
     let b = replica(&signer, redis_store(&redis, "junk")).await;
     // Something else writes an entry without our field into the stream.
     let mut connection = redis_connection(&redis).await;
-    redis::cmd("XADD")
+    let id = redis::cmd("XADD")
         .arg("junk")
         .arg("*")
         .arg("other")
         .arg("field")
+        .query_async::<String>(&mut connection)
+        .await?;
+    // And one with an explicit ID whose sequence is past what a position holds.
+    let ms = id.split('-').next().unwrap_or_default();
+    redis::cmd("XADD")
+        .arg("junk")
+        .arg(format!("{ms}-1048576"))
+        .arg("c")
+        .arg("x")
         .query_async::<String>(&mut connection)
         .await?;
     let mut revoked = claims(ISS);
@@ -460,8 +469,11 @@ async fn an_unreadable_entry_is_skipped_and_a_write_is_applied_before_its_answer
         is_revoked(&mut b.revocation().await, 7).await
     })
     .await;
-    b.wait_for_metric_above("introspectd_statelog_skipped_total", 0.0)
+    b.wait_for_metric_above("introspectd_statelog_skipped_total", 1.0)
         .await;
+    // A replica that starts now reads past both as well.
+    let c = replica(&signer, redis_store(&redis, "junk")).await;
+    assert!(is_revoked(&mut c.revocation().await, 7).await);
     Ok(())
 }
 
