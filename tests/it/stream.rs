@@ -174,3 +174,56 @@ async fn a_slow_or_failing_request_holds_up_no_other() -> TestResult {
     }
     Ok(())
 }
+
+/// The README's "up to 128 of a stream at once": with 128 slow opaque tokens in flight a
+/// JWT sent behind them waits for a slot (an opaque answer comes first); with 127 it
+/// takes the free slot and is answered first.
+#[tokio::test]
+async fn a_stream_answers_up_to_128_requests_at_once() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let (slow_endpoint, idp) = crate::limits::slow_idp(std::time::Duration::from_secs(2)).await;
+    let good = mint(&signer, &claims(ISS));
+    let server = Introspectd::start_ready(file_config(vec![introspectd::config::IssuerSection {
+        introspection_endpoint: Some(slow_endpoint),
+        introspection_timeout_ms: 30_000,
+        // Above the stream's own limit, so that the stream's is the one met.
+        max_outbound_concurrency: 512,
+        max_outbound_per_second: 10_000,
+        ..inline_issuer(ISS, &signer)
+    }]))
+    .await;
+    for (slow, jwt_first) in [(128_u64, false), (127, true)] {
+        let mut requests: Vec<_> = (1..=slow)
+            .map(|id| ask(id, &format!("opaque-{slow}-{id}")))
+            .collect();
+        let jwt_id = 1_000;
+        requests.push(ask(jwt_id, &good));
+        let mut inbound = server
+            .client()
+            .await
+            .introspect_stream(tokio_stream::iter(requests))
+            .await?
+            .into_inner();
+        let first = inbound.message().await?.map(|answer| answer.id);
+        assert_eq!(
+            first == Some(jwt_id),
+            jwt_first,
+            "{slow} slow requests in flight, first answer: {first:?}"
+        );
+        let mut answered = 1;
+        while inbound.message().await?.is_some() {
+            answered += 1;
+            if answered == slow + 1 {
+                break;
+            }
+        }
+        assert_eq!(answered, slow + 1, "every request is answered");
+    }
+    assert_eq!(
+        idp.calls.load(std::sync::atomic::Ordering::SeqCst),
+        255,
+        "each opaque token went to its issuer once"
+    );
+    server.stop().await?;
+    Ok(())
+}
