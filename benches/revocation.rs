@@ -164,6 +164,7 @@ async fn redis_propagation(samples: usize) {
         timeout: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
         wait_replicas: 0,
+        ca_file: None,
     });
     let stop = Tasks::new();
     let a_set = Arc::new(RevocationSet::new());

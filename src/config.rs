@@ -159,10 +159,27 @@ impl GatewaySection {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if self.token_header.is_empty() || self.realm.contains('"') {
+        if self.realm.contains('"') {
+            return Err(invalid("gateway.realm", "must not contain a quote"));
+        }
+        // A name no request header can have would refuse every request, silently.
+        let is_header_name =
+            |name: &str| axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        if !is_header_name(&self.token_header) {
             return Err(invalid(
-                "gateway",
-                "token_header must be set and realm must not contain a quote",
+                "gateway.token_header",
+                "must be an HTTP header name",
+            ));
+        }
+        if let Some(name) = self
+            .client_certificate_header
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            && !is_header_name(name)
+        {
+            return Err(invalid(
+                "gateway.client_certificate_header",
+                "must be an HTTP header name",
             ));
         }
         Ok(crate::gateway::Settings {
@@ -511,9 +528,12 @@ pub struct StoreSection {
     pub redis_stream: String,
     /// Timeout of every Redis command.
     pub redis_timeout_ms: u64,
+    /// The CA (PEM) that signed Redis's certificate, for `rediss://` URLs, instead of
+    /// the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// Redis replicas that must confirm a write (`WAIT`) before it is acknowledged; 0
-    /// acknowledges once the master has it. With Sentinel, 1 or more keeps every
-    /// acknowledged revocation through a failover.
+    /// acknowledges once the master has it. With Sentinel, the number of replicas keeps
+    /// every acknowledged revocation through a failover.
     pub redis_wait_replicas: u32,
     /// How long a revoked opaque token (no readable `exp`) is remembered.
     pub opaque_token_ttl_secs: u64,
@@ -529,6 +549,7 @@ impl Default for StoreSection {
             redis_url: None,
             redis_stream: DEFAULT_REDIS_STREAM.into(),
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            redis_ca_file: None,
             redis_wait_replicas: 0,
             opaque_token_ttl_secs: DEFAULT_OPAQUE_TOKEN_TTL_SECS,
             purge_interval_secs: DEFAULT_PURGE_INTERVAL_SECS,
@@ -814,6 +835,10 @@ const ASYMMETRIC: &[Algorithm] = &[
 ];
 const SYMMETRIC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
+/// Most calls in progress at once that can be configured: far above any real limit, and
+/// within what a tokio semaphore holds.
+const MAX_CONCURRENT_REQUESTS: usize = 1 << 32;
+
 /// Shortest HMAC secret accepted: RFC 7518 section 3.2 asks for at least the hash size.
 const MIN_HMAC_SECRET_BYTES: usize = 32;
 
@@ -825,8 +850,10 @@ impl FileConfig {
             // Parse the operator's text itself so error positions point into their file.
             return explained::deserialize(text).map_err(|e| ConfigError::Parse(e.to_string()));
         }
+        // The error's message and line, not its rendering, which quotes the line (a
+        // secret on it included).
         let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            explained::parse_table(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (var, path, value) in &overrides {
             set_path(&mut table, path, value.clone()).map_err(|reason| ConfigError::Env {
                 var: var.clone(),
@@ -1056,6 +1083,13 @@ impl ServerSection {
                 return Err(invalid(key, "must be positive"));
             }
         }
+        // A semaphore holds at most this many permits (tokio's limit is 2^61 - 1).
+        if self.max_concurrent_requests > MAX_CONCURRENT_REQUESTS {
+            return Err(invalid(
+                "server.max_concurrent_requests",
+                format!("must be at most {MAX_CONCURRENT_REQUESTS}"),
+            ));
+        }
         Ok(Limits {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_concurrent_requests: self.max_concurrent_requests,
@@ -1096,7 +1130,16 @@ impl StoreSection {
                 if self.redis_timeout_ms == 0 {
                     return Err(invalid("store.redis_timeout_ms", "must be positive"));
                 }
+                if self.redis_ca_file.is_some() && !url.starts_with("rediss://") {
+                    return Err(invalid(
+                        "store.redis_ca_file",
+                        "is for TLS: the URL must start with rediss://",
+                    ));
+                }
+                crate::statelog::redis::check_url(&url)
+                    .map_err(|reason| invalid("store.redis_url", reason))?;
                 StoreSpec::Redis(RedisSpec {
+                    ca_file: self.redis_ca_file.clone(),
                     url,
                     stream: self.redis_stream.clone(),
                     timeout: Duration::from_millis(self.redis_timeout_ms),
@@ -1493,7 +1536,10 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     if is_http_url(value) {
         Ok(())
     } else {
-        Err(invalid(key, format!("{value:?} is not an http(s) URL")))
+        Err(invalid(
+            key,
+            format!("{} is not an http(s) URL", shown_url(value)),
+        ))
     }
 }
 
@@ -1501,7 +1547,22 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 /// http anywhere where the issuer allows it.
 fn check_outbound(key: &str, value: &str, allow_insecure_http: bool) -> Result<(), ConfigError> {
     outbound::check_url(value, allow_insecure_http)
-        .map_err(|why| invalid(key, format!("{value:?}: {why}")))
+        .map_err(|why| invalid(key, format!("{}: {why}", shown_url(value))))
+}
+
+/// A URL as an error may show it: without credentials, query or fragment, which may
+/// hold secrets; one that does not parse is not shown at all.
+fn shown_url(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            format!("{:?}", url.as_str())
+        }
+        Err(_) => "the value".into(),
+    }
 }
 
 // === environment overlay ===
@@ -1546,10 +1607,27 @@ fn env_overrides(env: &dyn EnvSource) -> Result<Vec<Override>, ConfigError> {
                 reason: "empty key segment".into(),
             });
         }
-        overrides.push((var, path, env_value(&raw)));
+        let value = if takes_text_as_is(&path) {
+            toml::Value::String(raw)
+        } else {
+            env_value(&raw)
+        };
+        overrides.push((var, path, value));
     }
     overrides.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(overrides)
+}
+
+/// Whether the key at `path` holds a secret or a URL, whose variable is taken as it is:
+/// a numeric secret is no number, a quoted one keeps its quotes, and an error never
+/// shows it as a value of the wrong type.
+fn takes_text_as_is(path: &[String]) -> bool {
+    path.last().is_some_and(|key| {
+        ["secret", "password", "_url", "_uri", "endpoint"]
+            .iter()
+            .any(|ending| key.ends_with(ending))
+            || key == "url"
+    })
 }
 
 /// A value is read as TOML when it parses as one (`true`, `42`, `["a", "b"]`,

@@ -220,6 +220,120 @@ fn redis_backend_needs_a_url() {
     assert_eq!(ok, "<accepted>");
 }
 
+/// `serve` opens the store with the URL as `validate` reads it: one that cannot be used
+/// is a configuration error naming the key (exit 64), never shown, not a failed start.
+#[test]
+fn redis_urls_are_read_as_the_store_reads_them() {
+    let text = FULL.replace("backend = \"memory\"", "backend = \"redis\"");
+    for bad in [
+        "redis://:pa55word@redis:notaport/0",
+        "redis+sentinel://:pa55word@127.0.0.1:26379",
+        "redis+sentinel://:pa55word@127.0.0.1/mymaster",
+        "redis+sentinel://:pa55word@127.0.0.1:26379/mymaster/db",
+        "postgres://:pa55word@db/0",
+    ] {
+        let error = error_text(&text, &[("INTROSPECTD_STORE__REDIS_URL", bad)]);
+        assert!(error.starts_with("store.redis_url"), "{bad}: {error}");
+        assert!(!error.contains("pa55word"), "{error}");
+    }
+    for good in [
+        "redis://127.0.0.1:6379/2",
+        "rediss://:p%40ss@redis.example:6380/0",
+        "unix:///run/redis.sock",
+        "redis+sentinel://u:p%40ss@10.0.0.1:26379,10.0.0.2:26379/mymaster/1",
+    ] {
+        let accepted = error_text(&text, &[("INTROSPECTD_STORE__REDIS_URL", good)]);
+        assert_eq!(accepted, "<accepted>", "{good}");
+    }
+    let ca_without_tls = error_text(
+        &text,
+        &[
+            ("INTROSPECTD_STORE__REDIS_URL", "redis://127.0.0.1:6379"),
+            ("INTROSPECTD_STORE__REDIS_CA_FILE", "/etc/redis/ca.pem"),
+        ],
+    );
+    assert!(
+        ca_without_tls.starts_with("store.redis_ca_file"),
+        "{ca_without_tls}"
+    );
+}
+
+/// No configuration error shows a secret: not a URL's credentials or query, not the
+/// line of a TOML syntax error, not a secret given in the environment.
+#[test]
+fn configuration_errors_show_no_secret() {
+    let with_credentials = FULL.replace(
+        "https://id.example.com/jwks.json",
+        "http://svc:PASSWORDinURL@idp.internal/jwks?key=QUERYsecret",
+    );
+    let error = error_text(&with_credentials, &[]);
+    assert!(error.starts_with("issuers[0].jwks_uri"), "{error}");
+    assert!(error.contains("idp.internal"), "{error}");
+    assert!(
+        !error.contains("PASSWORDinURL") && !error.contains("QUERYsecret"),
+        "{error}"
+    );
+
+    let unterminated = format!(
+        "{}introspection_endpoint = \"https://id.example.com/introspect\"\nintrospection_client_id = \"c\"\nintrospection_client_secret = \"SUPERSECRET-0123\n",
+        *FULL
+    );
+    for overrides in [&[][..], &[("INTROSPECTD_CACHE__MAX_ENTRIES", "5")][..]] {
+        let error = error_text(&unterminated, overrides);
+        assert!(!error.contains("SUPERSECRET"), "{error}");
+        assert!(error.contains("line"), "{error}");
+    }
+
+    // Secrets and URLs in the environment are taken as they are, never as TOML.
+    let opaque = format!(
+        "{}introspection_endpoint = \"https://id.example.com/introspect\"\nintrospection_client_id = \"c\"\n",
+        *FULL
+    );
+    for secret in ["8231947562019384756", "\"quoted\"", "1.5e3", "true"] {
+        let config = load(
+            &opaque,
+            &[(
+                "INTROSPECTD_ISSUERS__0__INTROSPECTION_CLIENT_SECRET",
+                secret,
+            )],
+        );
+        let kept = config.ok().and_then(|config| {
+            config.issuers[0]
+                .keys
+                .opaque
+                .as_ref()
+                .and_then(|endpoint| endpoint.credentials.clone())
+                .map(|(_, secret)| secret)
+        });
+        assert_eq!(kept.as_deref(), Some(secret));
+    }
+}
+
+#[test]
+fn limits_and_header_names_that_cannot_work_are_refused() {
+    let error = error_text(
+        &FULL,
+        &[(
+            "INTROSPECTD_SERVER__MAX_CONCURRENT_REQUESTS",
+            "9223372036854775807",
+        )],
+    );
+    assert!(
+        error.starts_with("server.max_concurrent_requests"),
+        "{error}"
+    );
+    for (var, key) in [
+        ("INTROSPECTD_GATEWAY__TOKEN_HEADER", "gateway.token_header"),
+        (
+            "INTROSPECTD_GATEWAY__CLIENT_CERTIFICATE_HEADER",
+            "gateway.client_certificate_header",
+        ),
+    ] {
+        let error = error_text(&FULL, &[(var, "bad header")]);
+        assert!(error.starts_with(key), "{error}");
+    }
+}
+
 #[test]
 fn hmac_algorithm_with_key_set_is_refused() {
     let text = FULL.replace("jwks_uri", "algorithms = [\"RS256\", \"HS256\"]\njwks_uri");

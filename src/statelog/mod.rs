@@ -15,7 +15,7 @@
 
 mod embedded;
 mod memory;
-mod redis;
+pub(crate) mod redis;
 
 use std::{
     sync::{
@@ -110,6 +110,12 @@ pub enum LogError {
     Closed,
     #[error("cannot create the store's directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot read the Redis CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a change does not encode: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("a store task failed: {0}")]
@@ -157,6 +163,8 @@ pub struct RedisSpec {
     pub retention: Duration,
     /// Redis replicas that must confirm a write before it is acknowledged.
     pub wait_replicas: u32,
+    /// The CA that signed Redis's certificate (`rediss://`), instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for StoreSpec {

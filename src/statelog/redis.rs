@@ -47,10 +47,36 @@ enum Endpoint {
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
 const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
+/// Whether `url` is a Redis URL this store can use (read as the store reads it when it
+/// starts, without connecting), and why not. Names no part of the URL, which may hold a
+/// password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    Endpoint::open(url, None)
+        .map(drop)
+        .map_err(|error| match error {
+            LogError::Redis(error) => format!(
+                "is not a Redis URL introspectd can use ({:?})",
+                error.kind()
+            ),
+            other => other.to_string(),
+        })
+}
+
 impl Endpoint {
-    fn open(url: &str) -> Result<Self, LogError> {
+    /// The master's address from `url`, with `ca_pem` as the only root for `rediss://`.
+    fn open(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, LogError> {
         let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) else {
-            return Ok(Self::Direct(redis::Client::open(url)?));
+            let client = match ca_pem {
+                Some(root_cert) => redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )?,
+                None => redis::Client::open(url)?,
+            };
+            return Ok(Self::Direct(client));
         };
         let invalid =
             || LogError::Reply("a redis+sentinel URL is host:port[,host:port]/service[/db]");
@@ -75,11 +101,19 @@ impl Endpoint {
         let mut builder =
             SentinelClientBuilder::new(sentinels, service, SentinelServerType::Master)?;
         if let Some(credentials) = credentials {
+            // Percent-decoded, as redis:// URLs are, so one password is written the same
+            // way in both.
+            let decoded = |text: &str| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8()
+                    .map(std::borrow::Cow::into_owned)
+                    .map_err(|_| invalid())
+            };
             let (user, password) = credentials.split_once(':').unwrap_or(("", credentials));
             if !user.is_empty() {
-                builder = builder.set_client_to_redis_username(user);
+                builder = builder.set_client_to_redis_username(decoded(user)?);
             }
-            builder = builder.set_client_to_redis_password(password);
+            builder = builder.set_client_to_redis_password(decoded(password)?);
         }
         if let Some(db) = db {
             builder = builder.set_client_to_redis_db(db);
@@ -131,10 +165,12 @@ impl RedisLog {
             timeout,
             retention,
             wait_replicas,
+            ca_file,
         } = spec;
         let (timeout, retention, wait_replicas) = (*timeout, *retention, *wait_replicas);
+        let ca_pem = ca_file.as_deref().map(read_ca).transpose()?;
         let inner = Arc::new(Inner {
-            endpoint: Endpoint::open(url)?,
+            endpoint: Endpoint::open(url, ca_pem)?,
             wait_replicas,
             stream: stream.to_owned(),
             timeout,
@@ -518,6 +554,24 @@ async fn follow(inner: &Inner) -> Result<(), LogError> {
             }
         }
     }
+}
+
+/// The CA certificate Redis's is checked against (`store.redis_ca_file`).
+pub fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, LogError> {
+    let pem = std::fs::read(path).map_err(|source| LogError::CaFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(LogError::CaFile {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no PEM certificate in it",
+            ),
+        });
+    }
+    Ok(pem)
 }
 
 /// One HSCAN answer: the next cursor, and (field, value) pairs.

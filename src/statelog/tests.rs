@@ -105,6 +105,7 @@ fn redis_url_password_is_never_shown() {
             timeout: Duration::from_secs(1),
             retention: Duration::from_secs(1),
             wait_replicas: 0,
+            ca_file: None,
         });
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

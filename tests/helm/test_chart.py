@@ -408,7 +408,15 @@ def test_redis_mode_reads_the_url_from_a_secret(chart):
     pdb = one(rendered, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
-    assert config_toml(rendered)["store"] == {"backend": "redis"}
+    assert config_toml(rendered)["store"] == {
+        "backend": "redis",
+        "redis_wait_replicas": 2,
+        "redis_ca_file": "/etc/introspectd/redis-ca/ca.crt",
+    }
+    # The CA file is where the example mounts it.
+    mounts = {m["mountPath"]: m["name"] for m in container(rendered)["volumeMounts"]}
+    assert mounts["/etc/introspectd/redis-ca"] == "redis-ca"
+    assert volumes(rendered)["redis-ca"]["secret"]["secretName"] == "redis-ca"
     # Fixed replicas without autoscaling.
     deploy = one(render(chart, {**example("redis"), "autoscaling": {"enabled": False}, "replicaCount": 5}), "Deployment")
     assert deploy["spec"]["replicas"] == 5
@@ -543,7 +551,7 @@ def test_optional_objects(chart):
     np = one(rendered, "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert {p["port"] for p in np["spec"]["ingress"][0]["ports"]} == {"grpc", "http"}
-    assert np["spec"]["ingress"][1]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert np["spec"]["ingress"][-1]["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert len(np["spec"]["egress"]) == 2  # DNS + the given rule
     assert one(rendered, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "shared"
     assert not objects_of(rendered, "ServiceAccount")
@@ -805,6 +813,17 @@ def test_dockerfile_matches_the_chart(chart):
 ACCEPTED_BY_THE_SERVICE = ["example-embedded", "example-redis", "memory", "embedded-emptydir", "redis-everything"]
 
 
+def _a_certificate() -> str:
+    """A PEM certificate (self-signed, made with openssl) to stand in for a mounted CA."""
+    with __import__("tempfile").TemporaryDirectory() as scratch:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{scratch}/k.pem", "-out", f"{scratch}/c.pem", "-days", "1", "-subj", "/CN=redis CA"],
+            check=True, capture_output=True,
+        )
+        return Path(f"{scratch}/c.pem").read_text()
+
+
 @pytest.mark.parametrize("name", ACCEPTED_BY_THE_SERVICE)
 def test_the_service_accepts_the_rendered_config(chart, name, tmp_path):
     binary = os.environ.get("INTROSPECTD_BIN")
@@ -816,6 +835,12 @@ def test_the_service_accepts_the_rendered_config(chart, name, tmp_path):
     env = dict(os.environ)
     # In a cluster these come from Secrets; here, stand-ins.
     env["INTROSPECTD_STORE__REDIS_URL"] = "redis://redis.test:6379"
+    if "redis_ca_file" in tomllib.loads(text).get("store", {}):
+        # A Redis CA: a certificate (the binary's own test CA will do), over rediss://.
+        ca = tmp_path / "redis-ca.crt"
+        ca.write_text(_a_certificate())
+        env["INTROSPECTD_STORE__REDIS_URL"] = "rediss://redis.test:6380"
+        env["INTROSPECTD_STORE__REDIS_CA_FILE"] = str(ca)
     if "api_keys_file" in tomllib.loads(text).get("auth", {}):
         keys = tmp_path / "api-keys.toml"
         keys.write_text('[[api_keys]]\nname = "gateway"\nsha256 = "' + "0" * 64 + '"\nroles = ["introspect"]\n')
@@ -880,6 +905,38 @@ def test_helm_test_hook_runs_the_health_check_through_the_service(chart):
     assert args[2].startswith("https://") and "--tls-ca" in args
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == one(tls, "Certificate")["spec"]["secretName"]
     assert not objects_of(render(chart, {"helmTest": {"enabled": False}}), "Pod")
+
+
+def _admits(policy: dict[str, Any], labels: dict[str, str], port: str) -> bool:
+    """Whether an ingress rule of `policy` admits a pod of this namespace with `labels` on `port`."""
+    for rule in policy["spec"]["ingress"]:
+        if port not in {p["port"] for p in rule.get("ports", [])}:
+            continue
+        sources = rule.get("from")
+        if sources is None:
+            return True
+        for source in sources:
+            selector = source.get("podSelector")
+            if selector is not None and "namespaceSelector" not in source:
+                wanted = selector.get("matchLabels", {})
+                if all(labels.get(k) == v for k, v in wanted.items()):
+                    return True
+    return False
+
+
+def test_helm_test_gets_through_the_network_policy(chart):
+    # The redis example admits only namespaces with a label the release's own lacks.
+    values = yaml.safe_load((EXAMPLES / "redis.yaml").read_text())
+    rendered = render(chart, values)
+    policy = one(rendered, "NetworkPolicy")
+    pod = [o for o in objects_of(rendered, "Pod") if o["metadata"]["name"].endswith("-test-health")][0]
+    assert _admits(policy, pod["metadata"]["labels"], "grpc")
+    # No other pod of the namespace is let in by it.
+    assert not _admits(policy, {"app": "something-else"}, "grpc")
+    # Without the test, no such rule.
+    values["helmTest"] = {"enabled": False}
+    untested = one(render(chart, values), "NetworkPolicy")
+    assert len(untested["spec"]["ingress"]) == len(policy["spec"]["ingress"]) - 1
 
 
 def test_tls_refusals_name_the_value(chart):

@@ -18,7 +18,7 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -58,7 +58,7 @@ impl RedisServer {
         replica
     }
 
-    fn start_with(extra: Vec<String>) -> Self {
+    pub fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
         let mut server = Self {
             port: free_port(),

@@ -707,3 +707,74 @@ async fn redis_killed_under_writes_keeps_every_acknowledged_revocation() -> Test
     }
     Ok(())
 }
+
+/// `rediss://`: the store speaks TLS to a real redis-server, whose certificate is
+/// checked against `store.redis_ca_file`; with the system's roots instead (which do not
+/// have that CA) the replica never connects, so it never becomes ready.
+#[tokio::test]
+async fn the_store_speaks_tls_to_redis() -> TestResult {
+    if !redis_available("the_store_speaks_tls_to_redis") {
+        return Ok(());
+    }
+    let pki = crate::tls::Pki::new("redis CA");
+    let leaf = pki.leaf(&["localhost"], &[]);
+    let dir = tempfile::tempdir()?;
+    let file = |name: &str, text: &str| -> std::io::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
+    };
+    let (cert, private_key, ca) = (
+        file("redis.crt", &leaf.cert_pem)?,
+        file("redis.key", &leaf.key_pem)?,
+        file("ca.pem", &pki.ca_pem())?,
+    );
+    let tls_port = crate::redis_server::free_port();
+    let redis = RedisServer::start_with(
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &private_key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    let store = StoreSection {
+        backend: StoreBackend::Redis,
+        redis_url: Some(format!("rediss://127.0.0.1:{tls_port}")),
+        redis_stream: "over-tls".into(),
+        redis_timeout_ms: 500,
+        redis_ca_file: Some(ca.clone().into()),
+        ..StoreSection::default()
+    };
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, store.clone()).await;
+    a.revoke(jti(1)).await;
+    assert!(is_revoked(&mut a.revocation().await, 1).await);
+    // It went over TLS into this Redis (read back on its plain port).
+    assert!(
+        crate::redis_server::command(redis.port, "XLEN over-tls").starts_with(":1"),
+        "the stream has the revocation"
+    );
+
+    let mut untrusting = file_config(vec![issuer(&signer)]);
+    untrusting.store = StoreSection {
+        redis_ca_file: None,
+        ..store
+    };
+    let b = Introspectd::start(untrusting).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        b.health("").await,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing,
+        "a certificate the roots do not vouch for is refused"
+    );
+    Ok(())
+}
