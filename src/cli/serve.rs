@@ -39,8 +39,10 @@ pub fn check_config(path: &Path) -> ExitCode {
 }
 
 /// Reads every file the configuration names, as `serve` reads them at start (the API
-/// keys file is read by validation already): a certificate, signing key or JWKS file
-/// that is missing or unusable fails `check-config` rather than the first start.
+/// keys file is read by validation already), and checks what `serve` reads from the
+/// environment at start (`RUST_LOG`, the OTLP endpoint): a certificate, signing key or
+/// JWKS file that is missing or unusable, or a log filter that does not parse, fails
+/// `check-config` rather than the first start.
 fn read_named_files(config: &Config) -> Result<(), ConfigError> {
     let failed = |key: &str, reason: String| ConfigError::Invalid {
         key: key.into(),
@@ -49,6 +51,13 @@ fn read_named_files(config: &Config) -> Result<(), ConfigError> {
     if let Some(tls) = &config.tls {
         crate::tls::Tls::load(tls.clone()).map_err(|e| failed("tls", e.to_string()))?;
     }
+    if let crate::statelog::StoreSpec::Redis(redis) = &config.store
+        && let Some(path) = &redis.ca_file
+    {
+        crate::statelog::redis::read_ca(path)
+            .map_err(|e| failed("store.redis_ca_file", e.to_string()))?;
+    }
+    telemetry::check(&config.telemetry).map_err(|(key, reason)| failed(key, reason))?;
     if let Some(signing) = &config.answer_signing {
         crate::signing::AnswerSigner::load(signing)
             .map_err(|e| failed("answer_signing", e.to_string()))?;

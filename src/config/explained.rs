@@ -59,6 +59,15 @@ pub fn deserialize(text: &str) -> Result<FileConfig, Explained> {
     })
 }
 
+/// `text` as a TOML table; a syntax error says its message and line, never the text.
+pub fn parse_table(text: &str) -> Result<toml::Table, Explained> {
+    toml::from_str(text).map_err(|error: toml::de::Error| Explained {
+        path: String::new(),
+        message: error.message().to_owned(),
+        line: error.span().map(|span| line_of(text, span.start)),
+    })
+}
+
 /// Whether an override's segments (`["issuers", "0", "leeway_secs"]`) name `path`.
 pub fn same_path(segments: &[String], path: &str) -> bool {
     let mut rendered = String::new();

@@ -53,13 +53,36 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The log filter: `RUST_LOG` where set, else `log.filter`; an error names which.
+fn log_filter(settings: &Settings) -> Result<EnvFilter, (&'static str, String)> {
+    match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => {
+            EnvFilter::try_new(from_env).map_err(|e| ("RUST_LOG", e.to_string()))
+        }
+        _ => EnvFilter::try_new(&settings.log_filter).map_err(|e| ("log.filter", e.to_string())),
+    }
+}
+
+/// What [`init`] would refuse, without installing anything: the key (or variable) at
+/// fault and why.
+pub fn check(settings: &Settings) -> Result<(), (&'static str, String)> {
+    log_filter(settings)?;
+    #[cfg(feature = "otel")]
+    otel::check_endpoint(settings)?;
+    #[cfg(not(feature = "otel"))]
+    if settings.otlp_endpoint.is_some() {
+        return Err((
+            "telemetry.otlp_endpoint",
+            "this build has no OpenTelemetry support (feature \"otel\")".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Installs the global subscriber (logs, and traces when configured).
 pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
-        _ => EnvFilter::try_new(&settings.log_filter),
-    }
-    .map_err(|e| format!("log.filter: {e}"))?;
+    check(settings).map_err(|(key, reason)| format!("{key}: {reason}"))?;
+    let filter = log_filter(settings).map_err(|(key, reason)| format!("{key}: {reason}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log_layer = match settings.log_format {
         LogFormat::Text => fmt::layer()
@@ -83,13 +106,6 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     #[cfg(feature = "otel")]
     if let Some(provider) = &provider {
         layers.push(otel::layer(provider));
-    }
-    #[cfg(not(feature = "otel"))]
-    if settings.otlp_endpoint.is_some() {
-        return Err(
-            "telemetry.otlp_endpoint: this build has no OpenTelemetry support (feature \"otel\")"
-                .into(),
-        );
     }
 
     tracing_subscriber::registry()
@@ -130,6 +146,36 @@ mod otel {
 
     fn env_set(name: &str) -> bool {
         std::env::var(name).is_ok_and(|v| !v.is_empty())
+    }
+
+    /// The endpoint an exporter would be built with is an http(s) URL with a host; an
+    /// error names no part of it (it may carry credentials).
+    pub fn check_endpoint(config: &Settings) -> Result<(), (&'static str, String)> {
+        let (key, endpoint) = match &config.otlp_endpoint {
+            Some(endpoint) => ("telemetry.otlp_endpoint", endpoint.clone()),
+            None => match [
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ]
+            .into_iter()
+            .find_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (name, v))
+            }) {
+                Some(found) => found,
+                None => return Ok(()),
+            },
+        };
+        let usable = endpoint.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if usable {
+            Ok(())
+        } else {
+            Err((key, "is not an http(s) URL with a host".into()))
+        }
     }
 
     pub fn tracer_provider(config: &Settings) -> Result<Option<SdkTracerProvider>, String> {

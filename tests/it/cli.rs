@@ -84,6 +84,58 @@ fn check_config_accepts_the_example_and_names_the_bad_key() -> TestResult {
     Ok(())
 }
 
+/// What `serve` refuses at start from the environment (a log filter, RUST_LOG, an OTLP
+/// endpoint) or a Redis CA file, check-config refuses too, with 64 and the culprit named.
+#[test]
+fn check_config_refuses_what_serve_would_at_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("introspectd.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nanonymous_introspect = true\n[store]\nbackend = \"memory\"\n[[issuers]]\nissuer = \"https://y.test/\"\naudiences = [\"a\"]\nalgorithms = [\"ES256\"]\njwks_uri = \"https://y.test/jwks\"\n",
+    )?;
+    let path = config.to_str().unwrap_or_default();
+    let check = |vars: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args(["check-config", "--config", path])
+            .env_remove("RUST_LOG")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+    };
+    assert_eq!(check(&[])?.status.code(), Some(0));
+    let missing_ca = dir.path().join("missing-ca.pem");
+    let missing_ca = missing_ca.to_str().unwrap_or_default();
+    for (vars, named) in [
+        (&[("INTROSPECTD_LOG__FILTER", "[[[")][..], "log.filter"),
+        (&[("RUST_LOG", "info,[[[")][..], "RUST_LOG"),
+        (
+            &[(
+                "INTROSPECTD_TELEMETRY__OTLP_ENDPOINT",
+                "http://bad host:4317",
+            )][..],
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            &[
+                ("INTROSPECTD_STORE__BACKEND", "redis"),
+                (
+                    "INTROSPECTD_STORE__REDIS_URL",
+                    "rediss://:pw@127.0.0.1:6380",
+                ),
+                ("INTROSPECTD_STORE__REDIS_CA_FILE", missing_ca),
+            ][..],
+            "store.redis_ca_file",
+        ),
+    ] {
+        let refused = check(vars)?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(64), "{vars:?}: {stderr}");
+        assert!(stderr.contains(named), "{vars:?}: {stderr}");
+    }
+    Ok(())
+}
+
 #[test]
 fn mint_prints_the_token_alone() -> TestResult {
     let dir = tempfile::tempdir()?;
