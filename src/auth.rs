@@ -210,6 +210,9 @@ pub struct ApiKeys {
 struct KeysFile {
     path: std::path::PathBuf,
     keys: arc_swap::ArcSwap<Vec<ApiKey>>,
+    /// Bumped whenever the file's keys change, so that a stream opened with the old ones
+    /// asks again whether they admit it (see [`Admission`]).
+    generation: std::sync::atomic::AtomicU64,
     /// SHA-256 of the text the keys were read from: an unchanged file is not parsed.
     /// (A refused version is tried again each time: the reload task says a failure once
     /// however it fails, unreadable or unusable, and says when the file is good again.)
@@ -254,6 +257,7 @@ impl ApiKeys {
         self.from_file = Some(Arc::new(KeysFile {
             path: path.to_owned(),
             keys: arc_swap::ArcSwap::from_pointee(keys),
+            generation: std::sync::atomic::AtomicU64::new(0),
             read_from: std::sync::Mutex::new(Sha256::digest(text.as_bytes()).into()),
         }));
         Ok(self)
@@ -282,8 +286,17 @@ impl ApiKeys {
             ));
         }
         file.keys.store(Arc::new(keys));
+        file.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         *read_from = digest;
         Ok(true)
+    }
+
+    /// Changes every time the keys do.
+    pub fn generation(&self) -> u64 {
+        self.from_file.as_ref().map_or(0, |file| {
+            file.generation.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     /// Reads `[[api_keys]]` entries from a TOML file (a mounted Secret, say).
@@ -425,6 +438,62 @@ impl ApiKeys {
         }
         self.authorize_credentials(credentials, Role::Introspect)
             .map(Some)
+    }
+}
+
+/// A streaming call's credentials, kept for the life of the stream: a key removed from
+/// the keys file (or stripped of the role) stops the streams it opened, not just new
+/// calls. Asked before each message; costs an atomic load until the keys change.
+pub struct Admission {
+    keys: Arc<ApiKeys>,
+    access: Access,
+    key: Option<String>,
+    certificate: Option<Arc<ClientCertificate>>,
+    /// The keys' generation these credentials were last admitted under.
+    admitted_under: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Admission {
+    // The key never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// Credentials [`ApiKeys::admit`] has just admitted for `access`.
+    pub fn new(
+        keys: Arc<ApiKeys>,
+        access: Access,
+        key: Option<&str>,
+        certificate: Option<Arc<ClientCertificate>>,
+    ) -> Self {
+        let admitted_under = keys.generation().into();
+        Self {
+            keys,
+            access,
+            key: key.map(str::to_owned),
+            certificate,
+            admitted_under,
+        }
+    }
+
+    /// Whether the keys as they are now still admit the stream's credentials.
+    pub fn still_admitted(&self) -> Result<(), Denied> {
+        use std::sync::atomic::Ordering;
+        let now = self.keys.generation();
+        if now == self.admitted_under.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let credentials = Credentials {
+            key: self.key.as_deref(),
+            certificate: self.certificate.as_deref(),
+        };
+        self.keys.admit(self.access, credentials)?;
+        self.admitted_under.store(now, Ordering::Relaxed);
+        Ok(())
     }
 }
 

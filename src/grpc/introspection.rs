@@ -24,7 +24,7 @@ use super::{
     served::{Answered, BoxFuture, HandWritten, encoded_grpc},
     status,
 };
-use crate::auth::Caller;
+use crate::auth::{Admission, Caller};
 use crate::binding::{self, Presentation};
 use crate::introspect::{Introspection, Introspector};
 use crate::signing::AnswerSigner;
@@ -136,13 +136,17 @@ impl StreamingService<pb::IntrospectStreamRequest> for Handler {
 
     fn call(&mut self, request: Request<Streaming<pb::IntrospectStreamRequest>>) -> Self::Future {
         let caller = request.extensions().get::<Arc<Caller>>().cloned();
+        let admission = request.extensions().get::<Arc<Admission>>().cloned();
         let answerer = self.0.clone();
         let answers = request
             .into_inner()
             .map(move |item| {
                 let answerer = answerer.clone();
                 let caller = caller.clone();
+                // A key removed since the stream opened gets no more answers.
+                let admitted = admission.as_ref().map_or(Ok(()), |a| a.still_admitted());
                 async move {
+                    admitted.map_err(super::layers::denied)?;
                     let pb::IntrospectStreamRequest { id, request } = item?;
                     let outcome = match request {
                         None => Err(status::missing("request")),

@@ -191,7 +191,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let access = route_of(request.uri().path()).access;
+        let route = route_of(request.uri().path());
+        let access = route.access;
         let presented = presented_key(
             request
                 .headers()
@@ -207,6 +208,18 @@ where
         };
         match self.keys.admit(access, credentials) {
             Ok(caller) => {
+                // A stream outlives this check: it asks again when the keys change.
+                let admission = route.streaming.then(|| {
+                    Arc::new(crate::auth::Admission::new(
+                        self.keys.clone(),
+                        access,
+                        credentials.key,
+                        peer.and_then(|peer| peer.client_certificate.clone()),
+                    ))
+                });
+                if let Some(admission) = admission {
+                    request.extensions_mut().insert(admission);
+                }
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);
                 }

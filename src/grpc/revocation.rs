@@ -11,6 +11,7 @@ use super::{
     pb::{self, token_revocation_server::TokenRevocation},
     status,
 };
+use crate::auth::Admission;
 use crate::revocation::{
     Matched, Record, RecordKind, Revocation, Revocations, Target, TokenIdentity, WatchEvent,
 };
@@ -170,6 +171,7 @@ impl RevocationService {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let admission = request.extensions().get::<Arc<Admission>>().cloned();
         let pb::WatchRevocationsRequest { after } = request.into_inner();
         let after = match after {
             None => None,
@@ -184,6 +186,10 @@ impl RevocationService {
             .map_err(status::from_watch)?;
         let watched = Watched::new(self.streams.clone());
         let stream = ReceiverStream::new(events).map(move |event| {
+            // A key removed since the stream opened gets nothing more.
+            if let Some(Err(refused)) = admission.as_ref().map(|a| a.still_admitted()) {
+                return Err(super::layers::denied(refused));
+            }
             watched.metrics.events.increment(1);
             match event {
                 Ok(WatchEvent::Revoked {

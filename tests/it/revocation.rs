@@ -375,6 +375,105 @@ async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
     Ok(())
 }
 
+/// A key removed from the keys file stops the streams it opened, not only new calls:
+/// IntrospectStream fails its next request with UNAUTHENTICATED, WatchRevocations its
+/// next event.
+#[tokio::test]
+async fn a_removed_key_ends_the_streams_it_opened() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api-keys.toml");
+    let entry = |name: &str, key: &str, role: &str| {
+        format!(
+            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n",
+            introspectd::auth::hash_key(key)
+        )
+    };
+    let admin = entry("admin", "admin-key", "admin");
+    let replace = |text: &str| -> std::io::Result<()> {
+        let staging = dir.path().join(".api-keys.toml.new");
+        std::fs::write(&staging, text)?;
+        std::fs::rename(&staging, &path)
+    };
+    replace(&format!(
+        "{admin}{}",
+        entry("gateway", "gateway-key", "introspect")
+    ))?;
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.auth.anonymous_introspect = false;
+    file.auth.api_keys_file = Some(path.clone());
+    file.auth.api_keys_reload_secs = 1;
+    let server = Introspectd::start_ready(file).await;
+    let token = mint(&signer, &claims(ISS));
+
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut answers = server
+        .client()
+        .await
+        .introspect_stream(with_key(
+            "gateway-key",
+            tokio_stream::wrappers::ReceiverStream::new(outbound),
+        ))
+        .await?
+        .into_inner();
+    requests.send(crate::stream::ask(1, &token)).await?;
+    assert_eq!(answers.message().await?.map(|answer| answer.id), Some(1));
+    let mut events = server
+        .revocation()
+        .await
+        .watch_revocations(with_key(
+            "gateway-key",
+            pb::WatchRevocationsRequest { after: None },
+        ))
+        .await?
+        .into_inner();
+    assert!(events.message().await?.is_some_and(|event| event.caught_up));
+
+    replace(&admin)?;
+    eventually("the gateway key to be refused", || async {
+        server
+            .client()
+            .await
+            .introspect(with_key(
+                "gateway-key",
+                pb::IntrospectRequest {
+                    token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .is_err_and(|status| status.code() == Code::Unauthenticated)
+    })
+    .await;
+    requests.send(crate::stream::ask(2, &token)).await?;
+    assert_eq!(
+        answers.message().await.err().map(|status| status.code()),
+        Some(Code::Unauthenticated),
+        "the open stream answers no more"
+    );
+    server
+        .revocation()
+        .await
+        .revoke(with_key(
+            "admin-key",
+            pb::RevokeRequest {
+                target: Some(Target::Jti(pb::JtiTarget {
+                    iss: ISS.into(),
+                    jti: "after-removal".into(),
+                    exp: None,
+                })),
+                reason: String::new(),
+            },
+        ))
+        .await?;
+    assert_eq!(
+        events.message().await.err().map(|status| status.code()),
+        Some(Code::Unauthenticated),
+        "the open watch gets no more revocations"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn introspection_needs_a_key_unless_anonymous_is_allowed() -> TestResult {
     let signer = key(Algorithm::ES256, "es");
