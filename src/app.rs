@@ -379,6 +379,7 @@ impl App {
             self.config.expose_inactive_reason,
             self.signer.clone(),
             max,
+            drain.clone(),
         );
         let revocation = TokenRevocationServer::new(grpc::RevocationService::new(
             self.revocations.clone(),

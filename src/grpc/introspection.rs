@@ -12,6 +12,7 @@ use prost::{
         DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, uint64,
     },
 };
+use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Response, Status, Streaming,
     server::{NamedService, StreamingService, UnaryService},
@@ -43,6 +44,9 @@ const STREAM_RESPONSE_FIELD: u32 = 2;
 pub struct IntrospectionService {
     answerer: Arc<Answerer>,
     max_request_bytes: usize,
+    /// Fires when the server drains: open streams take no more requests, answer those
+    /// in flight and end, so shutdown does not wait out its grace for them.
+    drain: CancellationToken,
 }
 
 /// What answers one IntrospectRequest, shared by the unary call and the streams.
@@ -64,6 +68,7 @@ impl IntrospectionService {
         expose_inactive_reason: bool,
         signer: Option<Arc<AnswerSigner>>,
         max_request_bytes: usize,
+        drain: CancellationToken,
     ) -> Self {
         Self {
             answerer: Arc::new(Answerer {
@@ -73,6 +78,7 @@ impl IntrospectionService {
                 signer,
             }),
             max_request_bytes,
+            drain,
         }
     }
 }
@@ -87,7 +93,7 @@ impl HandWritten for IntrospectionService {
         B: tonic::codegen::Body + Send + 'static,
         B::Error: Into<tonic::codegen::StdError> + Send + 'static,
     {
-        let handler = Handler(self.answerer.clone());
+        let handler = Handler(self.answerer.clone(), self.drain.clone());
         let max = self.max_request_bytes;
         Some(match request.uri().path() {
             INTROSPECT => Box::pin(async move {
@@ -104,7 +110,7 @@ impl HandWritten for IntrospectionService {
 }
 
 #[derive(Clone)]
-struct Handler(Arc<Answerer>);
+struct Handler(Arc<Answerer>, CancellationToken);
 
 impl UnaryService<pb::IntrospectRequest> for Handler {
     type Response = Encoded;
@@ -138,16 +144,43 @@ impl StreamingService<pb::IntrospectStreamRequest> for Handler {
         let caller = request.extensions().get::<Arc<Caller>>().cloned();
         let admission = request.extensions().get::<Arc<Admission>>().cloned();
         let answerer = self.0.clone();
-        let answers = request
-            .into_inner()
-            .map(move |item| {
+        let drain = self.1.clone();
+        // Why the stream takes no more requests, if not because the caller ended it: a
+        // message that cannot be read (its id unknown, it cannot be answered alone), the
+        // caller's key removed, or shutdown. The answers in flight are sent first.
+        let ended = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let end = |ended: &std::sync::Mutex<Option<Status>>, status: Status| {
+            if let Ok(mut ended) = ended.lock() {
+                ended.get_or_insert(status);
+            }
+        };
+        let requests = {
+            let ended = ended.clone();
+            request
+                .into_inner()
+                .take_until(drain.clone().cancelled_owned())
+                .scan((), move |(), item| {
+                    // A key removed since the stream opened gets no more answers.
+                    let admitted = admission.as_ref().map_or(Ok(()), |a| a.still_admitted());
+                    let next = match (admitted, item) {
+                        (Err(refused), _) => {
+                            end(&ended, super::layers::denied(refused));
+                            None
+                        }
+                        (Ok(()), Err(status)) => {
+                            end(&ended, status);
+                            None
+                        }
+                        (Ok(()), Ok(request)) => Some(request),
+                    };
+                    std::future::ready(next)
+                })
+        };
+        let answers = requests
+            .map(move |pb::IntrospectStreamRequest { id, request }| {
                 let answerer = answerer.clone();
                 let caller = caller.clone();
-                // A key removed since the stream opened gets no more answers.
-                let admitted = admission.as_ref().map_or(Ok(()), |a| a.still_admitted());
                 async move {
-                    admitted.map_err(super::layers::denied)?;
-                    let pb::IntrospectStreamRequest { id, request } = item?;
                     let outcome = match request {
                         None => Err(status::missing("request")),
                         Some(request) => answerer.answer(request, caller.as_deref()).await,
@@ -156,6 +189,16 @@ impl StreamingService<pb::IntrospectStreamRequest> for Handler {
                 }
             })
             .buffer_unordered(STREAM_IN_FLIGHT);
+        let last = futures_util::stream::once(async move {
+            let ended = ended.lock().ok().and_then(|mut ended| ended.take());
+            ended.or_else(|| {
+                drain
+                    .is_cancelled()
+                    .then(|| Status::unavailable("the server is shutting down; open a new stream"))
+            })
+        })
+        .filter_map(|ended| std::future::ready(ended.map(Err)));
+        let answers = answers.chain(last);
         Box::pin(async move { Ok(Response::new(Box::pin(answers) as AnswerStream)) })
     }
 }

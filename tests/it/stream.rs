@@ -227,3 +227,86 @@ async fn a_stream_answers_up_to_128_requests_at_once() -> TestResult {
     server.stop().await?;
     Ok(())
 }
+
+/// A message that cannot be read (here: over `max_request_bytes`) has no id to answer
+/// alone: the stream takes no more requests, sends the answers in flight, then ends with
+/// that message's error.
+#[tokio::test]
+async fn an_unreadable_message_ends_the_stream_after_the_answers_in_flight() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let (slow_endpoint, _idp) =
+        crate::limits::slow_idp(std::time::Duration::from_millis(700)).await;
+    let server = Introspectd::start_ready(file_config(vec![introspectd::config::IssuerSection {
+        introspection_endpoint: Some(slow_endpoint),
+        ..inline_issuer(ISS, &signer)
+    }]))
+    .await;
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut inbound = server
+        .client()
+        .await
+        .introspect_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await?
+        .into_inner();
+    requests.send(ask(1, "a-slow-opaque-token")).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    requests.send(ask(2, &"x".repeat(200_000))).await?;
+    let first = inbound.message().await?;
+    assert_eq!(
+        first.map(|answer| answer.id),
+        Some(1),
+        "the answer in flight"
+    );
+    let ended = inbound.message().await;
+    assert_eq!(
+        ended.err().map(|status| status.code()),
+        Some(tonic::Code::OutOfRange),
+        "then the unreadable message's error"
+    );
+    Ok(())
+}
+
+/// At shutdown a stream takes no more requests, sends the answers in flight and ends
+/// with UNAVAILABLE at once, rather than holding shutdown for its whole grace.
+#[tokio::test]
+async fn a_stream_ends_when_the_server_drains() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let (slow_endpoint, _idp) =
+        crate::limits::slow_idp(std::time::Duration::from_millis(700)).await;
+    let mut file = file_config(vec![introspectd::config::IssuerSection {
+        introspection_endpoint: Some(slow_endpoint),
+        ..inline_issuer(ISS, &signer)
+    }]);
+    file.server.shutdown_grace_secs = 30;
+    let mut server = Introspectd::start_ready(file).await;
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let mut inbound = server
+        .client()
+        .await
+        .introspect_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await?
+        .into_inner();
+    requests.send(ask(1, "a-slow-opaque-token")).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    server.begin_stop();
+    let first = inbound.message().await?;
+    assert_eq!(
+        first.map(|answer| answer.id),
+        Some(1),
+        "the answer in flight"
+    );
+    let ended = inbound.message().await;
+    let status = ended.err();
+    assert_eq!(
+        status.as_ref().map(tonic::Status::code),
+        Some(tonic::Code::Unavailable),
+        "{status:?}"
+    );
+    assert!(
+        status.is_some_and(|status| status.message().contains("shutting down")),
+        "ended by the drain, not cut at the end of the grace"
+    );
+    server.join().await?;
+    drop(requests);
+    Ok(())
+}
