@@ -78,6 +78,11 @@ impl EmbeddedLog {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
+            // redb takes an empty file for a new store. One that held revocations and
+            // was emptied (a restore gone wrong) would be lost without a word: say it.
+            if std::fs::metadata(&path).is_ok_and(|file| file.len() == 0) {
+                tracing::warn!(path = %path.display(), "the state store file is empty: starting a new store; revocations it may have held are gone");
+            }
             let db = open_database(&path)?;
             let txn = db.begin_read().map_err(embedded)?;
             let log = txn.open_table(LOG).map_err(embedded)?;

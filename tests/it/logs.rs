@@ -143,6 +143,29 @@ async fn rust_log_wins_over_the_configured_filter() -> TestResult {
     Ok(())
 }
 
+/// An embedded store file that is there but empty (a restore gone wrong) starts a new
+/// store, as redb does, but not silently.
+#[tokio::test]
+async fn an_empty_store_file_is_said_in_the_log() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("state.redb");
+    std::fs::write(&store, b"")?;
+    let issuer = rs256_issuer(&key(Algorithm::RS256, "rs"));
+    let config = write_config(dir.path(), vec![issuer], |file| {
+        file.store = introspectd::config::StoreSection {
+            backend: introspectd::config::StoreBackend::Embedded,
+            path: store.clone(),
+            ..Default::default()
+        };
+    });
+    let log_path = dir.path().join("stderr.log");
+    let mut process = spawn_serve(&config, || log_file(&log_path)).await;
+    assert!(process.terminate()?.success());
+    let logs = std::fs::read_to_string(&log_path)?;
+    assert!(logs.contains("the state store file is empty"), "{logs}");
+    Ok(())
+}
+
 fn rs256_issuer(signer: &SigningKey) -> IssuerSection {
     IssuerSection {
         jwks_uri: None,

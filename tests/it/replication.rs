@@ -778,3 +778,33 @@ async fn the_store_speaks_tls_to_redis() -> TestResult {
     );
     Ok(())
 }
+
+/// The README's Redis ACL: a user allowed the stream and its subject-claims key, and
+/// the stream, hash and transaction commands, is all a replica needs.
+#[tokio::test]
+async fn the_readme_redis_acl_is_enough() -> TestResult {
+    if !redis_available("the_readme_redis_acl_is_enough") {
+        return Ok(());
+    }
+    let redis = RedisServer::start();
+    let set = crate::redis_server::command(
+        redis.port,
+        "ACL SETUSER introspectd on >secret ~introspectd:state ~introspectd:state:subject-claims +@stream +@hash +multi +exec +wait +ping",
+    );
+    assert!(set.starts_with("+OK"), "{set}");
+    let store = StoreSection {
+        backend: StoreBackend::Redis,
+        redis_url: Some(format!(
+            "redis://introspectd:secret@127.0.0.1:{}",
+            redis.port
+        )),
+        redis_timeout_ms: 500,
+        ..StoreSection::default()
+    };
+    let signer = key(Algorithm::ES256, "es");
+    let a = replica(&signer, store.clone()).await;
+    a.revoke(jti(1)).await;
+    let b = replica(&signer, store).await;
+    assert!(is_revoked(&mut b.revocation().await, 1).await);
+    Ok(())
+}
