@@ -410,9 +410,15 @@ impl App {
             self.listener_limits(),
             self.tls.clone().map(|tls| (tls, Protocol::Grpc)),
         );
-        Ok(tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(limits.grpc_keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout))
+            .http2_keepalive_timeout(Some(limits.grpc_keepalive_timeout));
+        if let Some(age) = limits.grpc_max_connection_age {
+            server = server
+                .max_connection_age(age)
+                .max_connection_age_grace(self.config.shutdown_grace);
+        }
+        Ok(server
             .trace_fn(|request| {
                 // The call's one span, at debug: free unless logs or traces want it.
                 let span = tracing::debug_span!(

@@ -240,6 +240,10 @@ pub struct ServerSection {
     /// when the ping is not answered within `grpc_keepalive_timeout_secs`.
     pub grpc_keepalive_interval_secs: u64,
     pub grpc_keepalive_timeout_secs: u64,
+    /// gRPC: a connection this old is asked to go away (GOAWAY; its calls get
+    /// `shutdown_grace_secs` to finish), so clients spread over new replicas and no
+    /// client holds a connection slot for ever; 0: no limit.
+    pub grpc_max_connection_age_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -258,6 +262,7 @@ impl Default for ServerSection {
             http_header_read_timeout_ms: 10_000,
             grpc_keepalive_interval_secs: 30,
             grpc_keepalive_timeout_secs: 10,
+            grpc_max_connection_age_secs: 1_800,
         }
     }
 }
@@ -813,6 +818,8 @@ pub struct Limits {
     pub http_header_read_timeout: Duration,
     pub grpc_keepalive_interval: Duration,
     pub grpc_keepalive_timeout: Duration,
+    /// `None`: connections may live for ever.
+    pub grpc_max_connection_age: Option<Duration>,
 }
 
 /// One issuer, validated: what the key registry needs, and its enrichers.
@@ -1098,6 +1105,8 @@ impl ServerSection {
             http_header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
             grpc_keepalive_interval: Duration::from_secs(self.grpc_keepalive_interval_secs),
             grpc_keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_secs),
+            grpc_max_connection_age: (self.grpc_max_connection_age_secs > 0)
+                .then(|| Duration::from_secs(self.grpc_max_connection_age_secs)),
         })
     }
 }

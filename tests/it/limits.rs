@@ -295,3 +295,44 @@ async fn calls_past_the_concurrency_limit_are_shed_and_health_is_not() -> TestRe
     let _ = std::io::stderr().flush();
     Ok(())
 }
+
+/// `server.grpc_max_connection_age_secs`: a connection that old is asked to go away
+/// (GOAWAY), its open streams get `shutdown_grace_secs` to finish, then it is closed,
+/// so no client holds a connection slot for ever; a new connection works as before.
+#[tokio::test]
+async fn grpc_connections_are_closed_at_their_maximum_age() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![inline_issuer(ISS, &signer)]);
+    file.server.grpc_max_connection_age_secs = 1;
+    file.server.shutdown_grace_secs = 1;
+    let server = Introspectd::start_ready(file).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    assert!(watch.message().await?.is_some(), "the first status");
+    // The stream would stay open as long as the connection does.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.err().map(|status| status.code()),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the old connection was closed");
+    let mut fresh = HealthClient::new(server.channel().await);
+    assert!(
+        fresh
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok()
+    );
+    Ok(())
+}
