@@ -1631,12 +1631,16 @@ fn env_overrides(env: &dyn EnvSource) -> Result<Vec<Override>, ConfigError> {
 /// a numeric secret is no number, a quoted one keeps its quotes, and an error never
 /// shows it as a value of the wrong type.
 fn takes_text_as_is(path: &[String]) -> bool {
-    path.last().is_some_and(|key| {
-        ["secret", "password", "_url", "_uri", "endpoint"]
-            .iter()
-            .any(|ending| key.ends_with(ending))
-            || key == "url"
-    })
+    path.last().is_some_and(|key| holds_secret_or_url(key))
+}
+
+/// Whether a key (its last segment) holds a secret or a URL (which may carry
+/// credentials): its value is never shown in an error.
+pub(crate) fn holds_secret_or_url(key: &str) -> bool {
+    ["secret", "password", "_url", "_uri", "endpoint"]
+        .iter()
+        .any(|ending| key.ends_with(ending))
+        || key == "url"
 }
 
 /// A value is read as TOML when it parses as one (`true`, `42`, `["a", "b"]`,

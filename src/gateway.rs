@@ -268,11 +268,13 @@ impl Settings {
 }
 
 /// Whether `value` can be an HTTP header value as it is: no control character but tab
-/// (RFC 9110 section 5.5), so no CR or LF that would start another header.
+/// (RFC 9110 section 5.5), so no CR or LF that would start another header, and no space
+/// or tab at either end, which every parser strips (` admin` would arrive as `admin`).
 fn header_safe(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f))
+    value.trim_matches([' ', '\t']).len() == value.len()
+        && value
+            .bytes()
+            .all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f))
 }
 
 #[cfg(test)]

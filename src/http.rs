@@ -760,16 +760,6 @@ async fn authz(
     let mut route = crate::gateway::RoutePolicy::default();
     let (forwarded_uri, method, host) = match envoy_path {
         Some(client) => {
-            if let Some(scopes) = header(ROUTE_SCOPE_HEADER) {
-                route.required_scopes = scopes
-                    .split([' ', ','])
-                    .filter(|scope| !scope.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-            route.audience = header(ROUTE_AUDIENCE_HEADER)
-                .filter(|audience| !audience.is_empty())
-                .map(Cow::into_owned);
             // HTTP/2 carries the host as `:authority`, HTTP/1.1 as `Host`.
             let host = request
                 .uri()
@@ -803,6 +793,33 @@ async fn authz(
         }
     };
     let settings = &state.gateway;
+    // The policy headers (set by Envoy's `headers_to_add`; on plain `/authz` they add to
+    // the query's) only ever add requirements. One that is there but cannot be read is
+    // a requirement that cannot be met: denied, never dropped.
+    let present = |name: &str| headers.contains_key(name);
+    let scopes = header(ROUTE_SCOPE_HEADER);
+    let audience = header(ROUTE_AUDIENCE_HEADER);
+    if (present(ROUTE_SCOPE_HEADER) && scopes.is_none())
+        || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none())
+    {
+        tracing::warn!("forward-auth: a route policy header is not UTF-8; denied");
+        return refused_by_policy(&settings.realm);
+    }
+    if let Some(scopes) = scopes {
+        route.required_scopes.extend(
+            scopes
+                .split([' ', ','])
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    // The query's audience, where it names one, is the route's own: a header (which a
+    // client may send through a gateway that forwards its headers) cannot replace it.
+    if route.audience.is_none() {
+        route.audience = audience
+            .filter(|audience| !audience.is_empty())
+            .map(Cow::into_owned);
+    }
     // The path only: a query may carry an `access_token` (RFC 6750 section 2.3).
     let path = forwarded_uri
         .as_deref()
@@ -890,6 +907,20 @@ async fn authz(
             response
         }
     }
+}
+
+/// A forward-auth request whose route policy cannot be read: 403, as for scopes the
+/// token lacks.
+fn refused_by_policy(realm: &str) -> Response {
+    let mut response = StatusCode::FORBIDDEN.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+        "Bearer realm=\"{realm}\", error=\"insufficient_scope\""
+    )) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// The answer to a refused caller: RFC 6750 section 3's challenge for a bearer key (no

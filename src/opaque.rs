@@ -124,8 +124,15 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.lookups
-            .remove_if(&self.hash, |_, lookup| Arc::ptr_eq(lookup, self.lookup));
+        // Done: later calls ask again (or find the answer cached). Not done: a caller
+        // that went away leaves the lookup to those still waiting (one of them takes
+        // it over), unless it was the last (the map and this caller hold it), so
+        // cancelled lookups do not pile up. The shard lock keeps new waiters out
+        // meanwhile.
+        self.lookups.remove_if(&self.hash, |_, lookup| {
+            Arc::ptr_eq(lookup, self.lookup)
+                && (lookup.initialized() || Arc::strong_count(lookup) <= 2)
+        });
     }
 }
 

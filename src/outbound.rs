@@ -178,11 +178,14 @@ pub fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
             if lower == "no-cache" || lower == "no-store" {
                 return Some(Duration::ZERO);
             }
+            // The shortest of several, and a negative one as zero (RFC 9111 4.2.1 asks
+            // a cache to treat a doubtful freshness as stale).
             if let Some(secs) = lower
                 .strip_prefix("max-age=")
-                .and_then(|secs| secs.trim_matches('"').parse().ok())
+                .and_then(|secs| secs.trim_matches('"').parse::<i64>().ok())
             {
-                max_age = Some(Duration::from_secs(secs));
+                let secs = Duration::from_secs(secs.max(0).unsigned_abs());
+                max_age = Some(max_age.map_or(secs, |shortest: Duration| shortest.min(secs)));
             }
         }
     }
@@ -264,6 +267,11 @@ mod tests {
         assert_eq!(said(&["no-store"]), Some(Duration::ZERO));
         assert_eq!(said(&["max-age=60, no-store"]), Some(Duration::ZERO));
         assert_eq!(said(&["max-age=60", "No-Cache"]), Some(Duration::ZERO));
+        assert_eq!(
+            said(&["max-age=2, max-age=600"]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(said(&["max-age=-1"]), Some(Duration::ZERO));
         assert_eq!(said(&["public"]), None);
         assert_eq!(said(&["max-age=soon"]), None);
         assert_eq!(said(&[]), None);

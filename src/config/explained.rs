@@ -39,18 +39,20 @@ impl fmt::Display for Explained {
 }
 
 pub fn deserialize(text: &str) -> Result<FileConfig, Explained> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|error| Explained {
-        path: String::new(),
-        message: error.message().to_owned(),
-        line: error.span().map(|span| line_of(text, span.start)),
-    })?;
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| syntax(text, &error))?;
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let inner = error.inner();
         let mut path = error.path().to_string();
         if path == "." {
             path.clear();
         }
-        let (path, message) = explain(path, inner.message());
+        let (path, mut message) = explain(path, inner.message());
+        // What was found in a secret's (or URL's) place is not repeated.
+        if super::holds_secret_or_url(last_key(&path))
+            && let Some((expected, _found)) = message.split_once(", got ")
+        {
+            message = expected.to_owned();
+        }
         Explained {
             path,
             message,
@@ -61,11 +63,34 @@ pub fn deserialize(text: &str) -> Result<FileConfig, Explained> {
 
 /// `text` as a TOML table; a syntax error says its message and line, never the text.
 pub fn parse_table(text: &str) -> Result<toml::Table, Explained> {
-    toml::from_str(text).map_err(|error: toml::de::Error| Explained {
+    toml::from_str(text).map_err(|error: toml::de::Error| syntax(text, &error))
+}
+
+/// A syntax error by its message and line; on the line of a secret (or a URL), without
+/// the message, which may quote the value.
+fn syntax(text: &str, error: &toml::de::Error) -> Explained {
+    let line = error.span().map(|span| line_of(text, span.start));
+    let key = line
+        .and_then(|line| text.lines().nth(line.saturating_sub(1)))
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_matches('"'));
+    let message = match key {
+        Some(key) if super::holds_secret_or_url(last_key(key)) => {
+            format!("{key}: not a valid TOML value")
+        }
+        _ => error.message().to_owned(),
+    };
+    Explained {
         path: String::new(),
-        message: error.message().to_owned(),
-        line: error.span().map(|span| line_of(text, span.start)),
-    })
+        message,
+        line,
+    }
+}
+
+/// The last key of a path (`issuers[0].hmac_secret` → `hmac_secret`).
+fn last_key(path: &str) -> &str {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    last.split('[').next().unwrap_or(last)
 }
 
 /// Whether an override's segments (`["issuers", "0", "leeway_secs"]`) name `path`.

@@ -231,6 +231,7 @@ fn redis_urls_are_read_as_the_store_reads_them() {
         "redis+sentinel://:pa55word@127.0.0.1/mymaster",
         "redis+sentinel://:pa55word@127.0.0.1:26379/mymaster/db",
         "postgres://:pa55word@db/0",
+        "rediss://:pa55word@redis.example:6380/0#insecure",
     ] {
         let error = error_text(&text, &[("INTROSPECTD_STORE__REDIS_URL", bad)]);
         assert!(error.starts_with("store.redis_url"), "{bad}: {error}");
@@ -282,6 +283,28 @@ fn configuration_errors_show_no_secret() {
         let error = error_text(&unterminated, overrides);
         assert!(!error.contains("SUPERSECRET"), "{error}");
         assert!(error.contains("line"), "{error}");
+    }
+
+    // A secret written as something else than a string is refused without its value,
+    // from the file as from the environment.
+    for (line, secret) in [
+        ("introspection_client_secret = 31415926535", "31415926535"),
+        (
+            "introspection_client_secret = 98765432109876543210987",
+            "98765432109876543210987",
+        ),
+        ("introspection_client_secret = 0x1234abcd", "305441741"),
+    ] {
+        let text = format!(
+            "{}introspection_endpoint = \"https://id.example.com/introspect\"\nintrospection_client_id = \"c\"\n{line}\n",
+            *FULL
+        );
+        for overrides in [&[][..], &[("INTROSPECTD_CACHE__MAX_ENTRIES", "5")][..]] {
+            let error = error_text(&text, overrides);
+            assert!(error.contains("introspection_client_secret"), "{error}");
+            assert!(!error.contains(secret), "{error}");
+            assert!(!error.contains("1234abcd"), "{error}");
+        }
     }
 
     // Secrets and URLs in the environment are taken as they are, never as TOML.

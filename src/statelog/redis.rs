@@ -11,6 +11,7 @@
 //! Sentinel (`redis+sentinel://`), again after every lost connection.
 
 use std::{sync::Arc, time::Duration};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, Value,
@@ -51,6 +52,9 @@ const SENTINEL_SCHEME: &str = "redis+sentinel://";
 /// starts, without connecting), and why not. Names no part of the URL, which may hold a
 /// password.
 pub fn check_url(url: &str) -> Result<(), String> {
+    if url.contains("#insecure") {
+        return Err("asks for TLS without a certificate check (#insecure), which introspectd does not do: give the CA in store.redis_ca_file".into());
+    }
     Endpoint::open(url, None)
         .map(drop)
         .map_err(|error| match error {
@@ -58,6 +62,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
                 "is not a Redis URL introspectd can use ({:?})",
                 error.kind()
             ),
+            LogError::Reply(why) => why.to_owned(),
             other => other.to_string(),
         })
 }
@@ -562,12 +567,18 @@ pub fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, LogError> {
         path: path.to_owned(),
         source,
     })?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+    // Read as the TLS client will: every certificate a trust anchor, at least one.
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let mut usable = true;
+    for certificate in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        usable &= certificate.is_ok_and(|der| roots.add(der).is_ok());
+    }
+    if !usable || roots.is_empty() {
         return Err(LogError::CaFile {
             path: path.to_owned(),
             source: std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "no PEM certificate in it",
+                "no usable PEM certificate in it",
             ),
         });
     }

@@ -106,6 +106,13 @@ fn check_config_refuses_what_serve_would_at_start() -> TestResult {
     assert_eq!(check(&[])?.status.code(), Some(0));
     let missing_ca = dir.path().join("missing-ca.pem");
     let missing_ca = missing_ca.to_str().unwrap_or_default();
+    // Looks like a certificate, is none.
+    let fake_ca = dir.path().join("fake-ca.pem");
+    std::fs::write(
+        &fake_ca,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )?;
+    let fake_ca = fake_ca.to_str().unwrap_or_default();
     for (vars, named) in [
         (&[("INTROSPECTD_LOG__FILTER", "[[[")][..], "log.filter"),
         (&[("RUST_LOG", "info,[[[")][..], "RUST_LOG"),
@@ -124,6 +131,17 @@ fn check_config_refuses_what_serve_would_at_start() -> TestResult {
                     "rediss://:pw@127.0.0.1:6380",
                 ),
                 ("INTROSPECTD_STORE__REDIS_CA_FILE", missing_ca),
+            ][..],
+            "store.redis_ca_file",
+        ),
+        (
+            &[
+                ("INTROSPECTD_STORE__BACKEND", "redis"),
+                (
+                    "INTROSPECTD_STORE__REDIS_URL",
+                    "rediss://:pw@127.0.0.1:6380",
+                ),
+                ("INTROSPECTD_STORE__REDIS_CA_FILE", fake_ca),
             ][..],
             "store.redis_ca_file",
         ),

@@ -338,6 +338,46 @@ async fn a_burst_of_one_new_opaque_token_asks_its_issuer_once() -> TestResult {
     Ok(())
 }
 
+/// A caller that goes away while its issuer is asked leaves the lookup to those still
+/// waiting: one of them asks again, and a call that comes later waits for that answer
+/// rather than asking a third time.
+#[tokio::test]
+async fn a_cancelled_caller_leaves_the_shared_lookup_to_the_others() -> TestResult {
+    let (endpoint, idp) = crate::limits::slow_idp(std::time::Duration::from_secs(1)).await;
+    let server = server(&endpoint, 60).await;
+    let client = server.client().await;
+    let call = || {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .introspect(pb::IntrospectRequest {
+                    token: "shared-token".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|answer| reason(&answer.into_inner()))
+                .map_err(|status| status.code())
+        })
+    };
+    let pause = |ms| tokio::time::sleep(std::time::Duration::from_millis(ms));
+    let first = call();
+    pause(200).await;
+    let waiting = [call(), call()];
+    pause(200).await;
+    first.abort();
+    pause(200).await;
+    let later = call();
+    for answer in waiting.into_iter().chain([later]) {
+        assert_eq!(answer.await?, Ok(InactiveReason::InactiveAtIssuer));
+    }
+    assert_eq!(
+        idp.calls.load(Ordering::SeqCst),
+        2,
+        "the cancelled call's, and one more for everyone else"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn refresh_tokens_are_never_active_whatever_the_issuer_says() -> TestResult {
     let (endpoint, _idp) = idp().await;
