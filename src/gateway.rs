@@ -195,6 +195,19 @@ impl Settings {
         }
     }
 
+    /// A route whose policy cannot be read: 403, as for scopes the token lacks (a policy
+    /// only adds requirements, so one unread is one not met).
+    pub fn unreadable_policy(&self) -> Decision {
+        Decision::Deny {
+            status: 403,
+            www_authenticate: format!(
+                "Bearer realm=\"{}\", error=\"insufficient_scope\"",
+                self.realm
+            ),
+            dpop_nonce: None,
+        }
+    }
+
     fn dpop_challenge(&self, error: &str, dpop_nonce: Option<String>) -> Decision {
         Decision::Deny {
             status: 401,

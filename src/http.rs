@@ -799,12 +799,8 @@ async fn authz(
     let present = |name: &str| headers.contains_key(name);
     let scopes = header(ROUTE_SCOPE_HEADER);
     let audience = header(ROUTE_AUDIENCE_HEADER);
-    if (present(ROUTE_SCOPE_HEADER) && scopes.is_none())
-        || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none())
-    {
-        tracing::warn!("forward-auth: a route policy header is not UTF-8; denied");
-        return refused_by_policy(&settings.realm);
-    }
+    let unreadable_policy = (present(ROUTE_SCOPE_HEADER) && scopes.is_none())
+        || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none());
     if let Some(scopes) = scopes {
         route.required_scopes.extend(
             scopes
@@ -847,6 +843,10 @@ async fn authz(
             .and_then(|value| crate::binding::certificate_from_header(&value)),
     };
     let decision = match described.presented() {
+        _ if unreadable_policy => {
+            tracing::warn!("forward-auth: a route policy header is not UTF-8; denied");
+            settings.unreadable_policy()
+        }
         None => settings.missing_token(),
         Some((token, presented)) => {
             let policy = CallPolicy {
@@ -907,20 +907,6 @@ async fn authz(
             response
         }
     }
-}
-
-/// A forward-auth request whose route policy cannot be read: 403, as for scopes the
-/// token lacks.
-fn refused_by_policy(realm: &str) -> Response {
-    let mut response = StatusCode::FORBIDDEN.into_response();
-    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
-        "Bearer realm=\"{realm}\", error=\"insufficient_scope\""
-    )) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::WWW_AUTHENTICATE, value);
-    }
-    response
 }
 
 /// The answer to a refused caller: RFC 6750 section 3's challenge for a bearer key (no

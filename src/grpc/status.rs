@@ -16,7 +16,7 @@ pub fn from_introspect(error: IntrospectError) -> Status {
         }
         IntrospectError::RevocationsIncomplete(_) => incomplete(),
         IntrospectError::Upstream(error) if error.over_budget() => {
-            tracing::warn!(%error, "an opaque token was not asked of its issuer");
+            tracing::warn!(%error, "not sent to the issuer: its outbound budget is spent");
             Status::unavailable(
                 "too many calls to the issuer's introspection endpoint right now; retry shortly",
             )

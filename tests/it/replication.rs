@@ -559,17 +559,17 @@ async fn watching_from_a_trimmed_or_foreign_position_is_out_of_range() -> TestRe
     Ok(())
 }
 
-#[tokio::test]
-async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> TestResult {
-    if !redis_available("a_sentinel_failover_loses_no_revocation_acknowledged_with_wait") {
-        return Ok(());
-    }
-    let mut master = RedisServer::start();
-    let redis_replica = RedisServer::start_replica_of(&master);
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&master)).collect();
+/// Three sentinels watching `master`, once they see its `replicas` replicas and each
+/// other, and a Redis store that finds the master through them.
+async fn sentinels_of(master: &RedisServer, replicas: usize) -> (Vec<Sentinel>, StoreSection) {
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(master)).collect();
     eventually(
-        "the sentinels to see the replica and each other",
-        || async { sentinels.iter().all(|sentinel| sentinel.knows_replicas(1)) },
+        "the sentinels to see the replicas and each other",
+        || async {
+            sentinels
+                .iter()
+                .all(|sentinel| sentinel.knows_replicas(replicas))
+        },
     )
     .await;
     let url = format!(
@@ -583,10 +583,24 @@ async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> Tes
     let store = StoreSection {
         backend: StoreBackend::Redis,
         redis_url: Some(url),
+        ..StoreSection::default()
+    };
+    (sentinels, store)
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> TestResult {
+    if !redis_available("a_sentinel_failover_loses_no_revocation_acknowledged_with_wait") {
+        return Ok(());
+    }
+    let mut master = RedisServer::start();
+    let redis_replica = RedisServer::start_replica_of(&master);
+    let (sentinels, store) = sentinels_of(&master, 1).await;
+    let store = StoreSection {
         redis_stream: "failover".into(),
         redis_timeout_ms: 500,
         redis_wait_replicas: 1,
-        ..StoreSection::default()
+        ..store
     };
     let signer = key(Algorithm::ES256, "es");
     let a = replica(&signer, store.clone()).await;
@@ -793,13 +807,12 @@ async fn the_readme_redis_acl_is_enough() -> TestResult {
     );
     assert!(set.starts_with("+OK"), "{set}");
     let store = StoreSection {
-        backend: StoreBackend::Redis,
         redis_url: Some(format!(
             "redis://introspectd:secret@127.0.0.1:{}",
             redis.port
         )),
-        redis_timeout_ms: 500,
-        ..StoreSection::default()
+        // The default stream, the key the ACL names.
+        ..redis_store(&redis, &StoreSection::default().redis_stream)
     };
     let signer = key(Algorithm::ES256, "es");
     let a = replica(&signer, store.clone()).await;
@@ -823,27 +836,12 @@ async fn a_planned_sentinel_failover_loses_nothing_every_replica_acknowledged() 
         RedisServer::start_replica_of(&master),
         RedisServer::start_replica_of(&master),
     ];
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&master)).collect();
-    eventually(
-        "the sentinels to see both replicas and each other",
-        || async { sentinels.iter().all(|sentinel| sentinel.knows_replicas(2)) },
-    )
-    .await;
-    let url = format!(
-        "redis+sentinel://{}/mymaster",
-        sentinels
-            .iter()
-            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let (sentinels, store) = sentinels_of(&master, 2).await;
     let store = StoreSection {
-        backend: StoreBackend::Redis,
-        redis_url: Some(url),
         redis_stream: "planned".into(),
         redis_timeout_ms: 1000,
         redis_wait_replicas: 2,
-        ..StoreSection::default()
+        ..store
     };
     let signer = key(Algorithm::ES256, "es");
     let a = replica(&signer, store.clone()).await;

@@ -228,38 +228,65 @@ async fn a_stream_answers_up_to_128_requests_at_once() -> TestResult {
     Ok(())
 }
 
+/// An open stream with one request in flight: an opaque token whose issuer answers in
+/// 700 ms.
+struct SlowStream {
+    server: Introspectd,
+    requests: tokio::sync::mpsc::Sender<pb::IntrospectStreamRequest>,
+    inbound: tonic::Streaming<pb::IntrospectStreamResponse>,
+    _idp: std::sync::Arc<crate::limits::SlowIdp>,
+}
+
+impl SlowStream {
+    async fn open(shutdown_grace_secs: u64) -> Result<Self, Box<dyn std::error::Error>> {
+        let signer = key(Algorithm::ES256, "es");
+        let (slow_endpoint, idp) =
+            crate::limits::slow_idp(std::time::Duration::from_millis(700)).await;
+        let mut file = file_config(vec![introspectd::config::IssuerSection {
+            introspection_endpoint: Some(slow_endpoint),
+            ..inline_issuer(ISS, &signer)
+        }]);
+        file.server.shutdown_grace_secs = shutdown_grace_secs;
+        let server = Introspectd::start_ready(file).await;
+        let (requests, outbound) = tokio::sync::mpsc::channel(4);
+        let inbound = server
+            .client()
+            .await
+            .introspect_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        requests.send(ask(1, "a-slow-opaque-token")).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(Self {
+            server,
+            requests,
+            inbound,
+            _idp: idp,
+        })
+    }
+
+    /// The answer in flight comes first; then how the stream ended.
+    async fn answer_then_end(&mut self) -> Result<Option<tonic::Status>, tonic::Status> {
+        let first = self.inbound.message().await?;
+        assert_eq!(
+            first.map(|answer| answer.id),
+            Some(1),
+            "the answer in flight"
+        );
+        Ok(self.inbound.message().await.err())
+    }
+}
+
 /// A message that cannot be read (here: over `max_request_bytes`) has no id to answer
 /// alone: the stream takes no more requests, sends the answers in flight, then ends with
 /// that message's error.
 #[tokio::test]
 async fn an_unreadable_message_ends_the_stream_after_the_answers_in_flight() -> TestResult {
-    let signer = key(Algorithm::ES256, "es");
-    let (slow_endpoint, _idp) =
-        crate::limits::slow_idp(std::time::Duration::from_millis(700)).await;
-    let server = Introspectd::start_ready(file_config(vec![introspectd::config::IssuerSection {
-        introspection_endpoint: Some(slow_endpoint),
-        ..inline_issuer(ISS, &signer)
-    }]))
-    .await;
-    let (requests, outbound) = tokio::sync::mpsc::channel(4);
-    let mut inbound = server
-        .client()
-        .await
-        .introspect_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
-    requests.send(ask(1, "a-slow-opaque-token")).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    requests.send(ask(2, &"x".repeat(200_000))).await?;
-    let first = inbound.message().await?;
+    let mut stream = SlowStream::open(5).await?;
+    stream.requests.send(ask(2, &"x".repeat(200_000))).await?;
+    let ended = stream.answer_then_end().await?;
     assert_eq!(
-        first.map(|answer| answer.id),
-        Some(1),
-        "the answer in flight"
-    );
-    let ended = inbound.message().await;
-    assert_eq!(
-        ended.err().map(|status| status.code()),
+        ended.map(|status| status.code()),
         Some(tonic::Code::OutOfRange),
         "then the unreadable message's error"
     );
@@ -270,33 +297,9 @@ async fn an_unreadable_message_ends_the_stream_after_the_answers_in_flight() -> 
 /// with UNAVAILABLE at once, rather than holding shutdown for its whole grace.
 #[tokio::test]
 async fn a_stream_ends_when_the_server_drains() -> TestResult {
-    let signer = key(Algorithm::ES256, "es");
-    let (slow_endpoint, _idp) =
-        crate::limits::slow_idp(std::time::Duration::from_millis(700)).await;
-    let mut file = file_config(vec![introspectd::config::IssuerSection {
-        introspection_endpoint: Some(slow_endpoint),
-        ..inline_issuer(ISS, &signer)
-    }]);
-    file.server.shutdown_grace_secs = 30;
-    let mut server = Introspectd::start_ready(file).await;
-    let (requests, outbound) = tokio::sync::mpsc::channel(4);
-    let mut inbound = server
-        .client()
-        .await
-        .introspect_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
-    requests.send(ask(1, "a-slow-opaque-token")).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    server.begin_stop();
-    let first = inbound.message().await?;
-    assert_eq!(
-        first.map(|answer| answer.id),
-        Some(1),
-        "the answer in flight"
-    );
-    let ended = inbound.message().await;
-    let status = ended.err();
+    let mut stream = SlowStream::open(30).await?;
+    stream.server.begin_stop();
+    let status = stream.answer_then_end().await?;
     assert_eq!(
         status.as_ref().map(tonic::Status::code),
         Some(tonic::Code::Unavailable),
@@ -306,7 +309,6 @@ async fn a_stream_ends_when_the_server_drains() -> TestResult {
         status.is_some_and(|status| status.message().contains("shutting down")),
         "ended by the drain, not cut at the end of the grace"
     );
-    server.join().await?;
-    drop(requests);
+    stream.server.join().await?;
     Ok(())
 }
