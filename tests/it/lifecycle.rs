@@ -6,9 +6,7 @@ use introspectd::grpc::pb::{self, InactiveReason};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::*;
 
@@ -67,13 +65,7 @@ async fn shutdown_reports_not_serving_and_finishes_in_flight_calls() -> TestResu
         &["ES256"],
     )]))
     .await;
-    let mut health = HealthClient::new(server.channel().await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await?
-        .into_inner();
+    let mut watch = server.health_watch("").await?;
     assert_eq!(
         watch.message().await?.map(|m| m.status()),
         Some(ServingStatus::Serving)

@@ -306,13 +306,7 @@ async fn grpc_connections_are_closed_at_their_maximum_age() -> TestResult {
     file.server.grpc_max_connection_age_secs = 1;
     file.server.shutdown_grace_secs = 1;
     let server = Introspectd::start_ready(file).await;
-    let mut health = HealthClient::new(server.channel().await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await?
-        .into_inner();
+    let mut watch = server.health_watch("").await?;
     assert!(watch.message().await?.is_some(), "the first status");
     // The stream would stay open as long as the connection does.
     let ended = tokio::time::timeout(Duration::from_secs(20), async {

@@ -619,16 +619,25 @@ async fn a_sentinel_failover_loses_no_revocation_acknowledged_with_wait() -> Tes
     let acknowledged = writer.stop().await?;
 
     // A replica that starts now reads everything from the promoted master.
-    let b = replica(&signer, store).await;
-    let mut b_client = b.revocation().await;
     assert!(acknowledged.len() >= 20);
+    a_fresh_replica_has_every(&signer, store, acknowledged).await;
+    Ok(())
+}
+
+/// A replica started now on `store` has every `acknowledged` revocation.
+async fn a_fresh_replica_has_every(
+    signer: &SigningKey,
+    store: StoreSection,
+    acknowledged: Vec<usize>,
+) {
+    let fresh = replica(signer, store).await;
+    let mut client = fresh.revocation().await;
     for n in acknowledged {
         assert!(
-            is_revoked(&mut b_client, n).await,
+            is_revoked(&mut client, n).await,
             "acknowledged jti-{n} was lost"
         );
     }
-    Ok(())
 }
 
 /// Revokes jti-0, jti-1, ... one after another until stopped, remembering which
@@ -711,14 +720,7 @@ async fn redis_killed_under_writes_keeps_every_acknowledged_revocation() -> Test
     redis.restart();
     writer.wait_for(before_restart + 10).await;
     let acknowledged = writer.stop().await?;
-    let b = replica(&signer, redis_store(&redis, "killed")).await;
-    let mut b_client = b.revocation().await;
-    for n in acknowledged {
-        assert!(
-            is_revoked(&mut b_client, n).await,
-            "acknowledged jti-{n} was lost"
-        );
-    }
+    a_fresh_replica_has_every(&signer, redis_store(&redis, "killed"), acknowledged).await;
     Ok(())
 }
 
@@ -869,14 +871,6 @@ async fn a_planned_sentinel_failover_loses_nothing_every_replica_acknowledged() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let acknowledged = writer.stop().await?;
-
-    let b = replica(&signer, store).await;
-    let mut b_client = b.revocation().await;
-    for n in acknowledged {
-        assert!(
-            is_revoked(&mut b_client, n).await,
-            "acknowledged jti-{n} was lost"
-        );
-    }
+    a_fresh_replica_has_every(&signer, store, acknowledged).await;
     Ok(())
 }

@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    health_client::HealthClient,
 };
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -371,17 +372,23 @@ impl Introspectd {
         }
     }
 
+    /// The health Watch stream of `service`, on a connection of its own.
+    pub async fn health_watch(
+        &self,
+        service: &str,
+    ) -> Result<tonic::Streaming<HealthCheckResponse>, tonic::Status> {
+        let mut health = HealthClient::new(self.channel().await);
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        Ok(health.watch(request).await?.into_inner())
+    }
+
     /// Follows the health Watch stream until `service` reports `wanted` (10 s at most).
     pub async fn wait_for_health(&self, service: &str, wanted: ServingStatus) {
-        let mut health = HealthClient::new(self.channel().await);
         let watch = async {
-            let mut stream = match health
-                .watch(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-            {
-                Ok(response) => response.into_inner(),
+            let mut stream = match self.health_watch(service).await {
+                Ok(stream) => stream,
                 Err(e) => unreachable!("watch: {e}"),
             };
             while let Ok(Some(update)) = stream.message().await {
