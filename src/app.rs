@@ -272,11 +272,28 @@ impl App {
 
     fn start_background_tasks(&self) {
         if let Some(tls) = &self.tls {
-            self.tasks.spawn("TLS reload", tls.clone().keep_fresh());
+            self.tasks
+                .spawn("TLS reload", tls.clone().keep_fresh(self.tasks.rereads()));
         }
         for issuer in self.issuers.iter() {
             let name = format!("key refresh {}", issuer.policy.issuer);
-            self.tasks.spawn(name, keys::keep_fresh(issuer.clone()));
+            self.tasks
+                .spawn(name, keys::keep_fresh(issuer.clone(), self.tasks.rereads()));
+        }
+        #[cfg(unix)]
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                let tasks = self.tasks.clone();
+                self.tasks.spawn("SIGHUP", async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!(
+                            "SIGHUP received: reading the API keys file, the TLS files and the issuers' key sets again"
+                        );
+                        tasks.reread_now();
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
         }
         if self.api_keys.has_file() {
             let api_keys = self.api_keys.clone();

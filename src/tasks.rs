@@ -5,14 +5,28 @@
 
 use std::{future::Future, time::Duration};
 
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// A set of named background tasks, cheap to clone and hand to the components that
 /// start tasks of their own (the Redis tailer, one task per watch stream).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Tasks {
     tracker: TaskTracker,
     stop: CancellationToken,
+    /// Asks the tasks that read what an operator changes (the API keys file, the TLS
+    /// files, issuers' key sets) to read it now rather than at their next period.
+    reread: std::sync::Arc<watch::Sender<()>>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self {
+            tracker: TaskTracker::default(),
+            stop: CancellationToken::default(),
+            reread: std::sync::Arc::new(watch::channel(()).0),
+        }
+    }
 }
 
 impl Tasks {
@@ -33,19 +47,34 @@ impl Tasks {
         });
     }
 
-    /// Runs `work` every `period` (the first run at once) until shutdown.
+    /// Runs `work` every `period` (the first run at once), and at once whenever
+    /// [`Self::reread_now`] asks, until shutdown.
     pub fn every<F, Fut>(&self, name: &'static str, period: Duration, mut work: F)
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
+        let mut rereads = self.rereads();
         self.spawn(name, async move {
             let mut tick = tokio::time::interval(period);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    Ok(()) = rereads.changed() => {}
+                }
                 work().await;
             }
         });
+    }
+
+    /// Asks every task that reads what an operator changes to read it again now (SIGHUP).
+    pub fn reread_now(&self) {
+        self.reread.send_replace(());
+    }
+
+    /// Changes once for each [`Self::reread_now`] from now on.
+    pub fn rereads(&self) -> watch::Receiver<()> {
+        self.reread.subscribe()
     }
 
     /// Fires when the set shuts down, for work that must notice it without being a task
@@ -118,6 +147,13 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3, "at 0, 10 and 20 s");
+        tasks.reread_now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            4,
+            "asked to read again at 25 s"
+        );
         tasks.shutdown().await;
     }
 }

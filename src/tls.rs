@@ -228,13 +228,17 @@ impl Tls {
         &self.counts
     }
 
-    /// Checks the files every `reload_interval` until cancelled.
-    pub async fn keep_fresh(self: Arc<Self>) {
+    /// Checks the files every `reload_interval`, and whenever `rereads` changes (SIGHUP),
+    /// until cancelled.
+    pub async fn keep_fresh(self: Arc<Self>, mut rereads: tokio::sync::watch::Receiver<()>) {
         let mut ticks = tokio::time::interval(self.settings.reload_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                Ok(()) = rereads.changed() => {}
+            }
             match self.reload_if_changed() {
                 Ok(false) => {}
                 Ok(true) => {

@@ -9,7 +9,10 @@
 
 pub mod dpop;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -175,36 +178,39 @@ impl Binder {
 }
 
 /// The thumbprint of a certificate given as text (a form field, where DER cannot be):
-/// a PEM text or the `x5t#S256` itself; `None` for anything else.
+/// a PEM text, or the SHA-256 thumbprint itself as the tools print it: `x5t#S256`
+/// (base64url), standard base64, padded or not, or hex, with colons or without (Envoy's
+/// `Hash=`, `openssl x509 -fingerprint -sha256`). `None` for anything else: a text that
+/// is neither would only ever mismatch, so the caller hears of it instead.
 pub fn certificate_text_thumbprint(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
-    if text.len() == 43 || text.starts_with("-----BEGIN") {
-        certificate_thumbprint(text.as_bytes())
-    } else {
-        None
+    if text.starts_with("-----BEGIN") {
+        return pem_certificate(text).map(|der| Sha256::digest(der).into());
     }
+    let mut out = [0u8; 32];
+    let unpadded = text.trim_end_matches('=');
+    let decoded = match text.len() {
+        43 | 44 => URL_SAFE_NO_PAD
+            .decode_slice(unpadded, &mut out)
+            .or_else(|_| STANDARD_NO_PAD.decode_slice(unpadded, &mut out))
+            .ok(),
+        64 => hex::decode_to_slice(text, &mut out).ok().map(|()| 32),
+        95 => hex::decode_to_slice(text.replace(':', ""), &mut out)
+            .ok()
+            .map(|()| 32),
+        _ => None,
+    };
+    (decoded == Some(32)).then_some(out)
 }
 
-/// The SHA-256 thumbprint of a client certificate as a caller passes it: DER bytes, a
-/// PEM text, or the `x5t#S256` value itself (43 characters of base64url).
+/// The SHA-256 thumbprint of a client certificate as a caller passes it: DER bytes (a
+/// SEQUENCE, which is never UTF-8) or any text [`certificate_text_thumbprint`] reads.
 pub fn certificate_thumbprint(presented: &[u8]) -> Option<[u8; 32]> {
-    if presented.is_empty() {
-        return None;
+    match std::str::from_utf8(presented) {
+        Ok(text) => certificate_text_thumbprint(text),
+        Err(_) if presented.first() == Some(&0x30) => Some(Sha256::digest(presented).into()),
+        Err(_) => None,
     }
-    if let Ok(text) = std::str::from_utf8(presented) {
-        let text = text.trim();
-        if text.len() == 43 {
-            let mut out = [0u8; 32];
-            return match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
-                Ok(32) => Some(out),
-                _ => None,
-            };
-        }
-        if text.starts_with("-----BEGIN") {
-            return pem_certificate(text).map(|der| Sha256::digest(der).into());
-        }
-    }
-    Some(Sha256::digest(presented).into())
 }
 
 /// The DER of the first certificate in a PEM text.

@@ -458,7 +458,7 @@ fn the_nonce_flow() {
 #[test]
 fn certificate_bound_tokens_need_that_certificate() {
     let binder = Binder::new(dpop::Settings::default());
-    let der = b"not really DER, but hashed all the same";
+    let der = b"\x30\x82\x01\x00 not really DER, but hashed all the same";
     let x5t = URL_SAFE_NO_PAD.encode(Sha256::digest(der));
     let token = bound_token(json!({ "x5t#S256": x5t }));
     let with = |certificate: Option<[u8; 32]>| Presentation {
@@ -481,7 +481,9 @@ fn certificate_bound_tokens_need_that_certificate() {
         check(
             &binder,
             &token,
-            &with(certificate_thumbprint(b"another certificate"))
+            &with(certificate_thumbprint(
+                b"\x30\x82\x01\x00 another certificate"
+            ))
         ),
         Err(Reason::CertificateMismatch)
     );

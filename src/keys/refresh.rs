@@ -9,9 +9,10 @@ use super::Issuer;
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// Loads the issuer's keys now, then on the interval its source asks for (bounded by
-/// config), retrying with backoff while the source is down and keeping the last good set.
-/// Static sources (inline JWKS, shared secret) load once, and the loop ends.
-pub async fn keep_fresh(issuer: Arc<Issuer>) {
+/// config), and at once whenever `rereads` changes (SIGHUP), retrying with backoff while
+/// the source is down and keeping the last good set. Static sources (inline JWKS, shared
+/// secret) load once, and the loop ends.
+pub async fn keep_fresh(issuer: Arc<Issuer>, mut rereads: tokio::sync::watch::Receiver<()>) {
     let iss = issuer.policy.issuer.as_str();
     let policy = issuer.refresh;
     let mut retry = FIRST_RETRY;
@@ -34,6 +35,9 @@ pub async fn keep_fresh(issuer: Arc<Issuer>) {
                 delay
             }
         };
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Ok(()) = rereads.changed() => {}
+        }
     }
 }

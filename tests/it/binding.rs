@@ -137,18 +137,47 @@ async fn certificate_bound_tokens_need_their_certificate() -> TestResult {
             .await
             .active
     );
+    // The thumbprint as other tools print it: hex (Envoy's `Hash=`), with colons
+    // (`openssl x509 -fingerprint -sha256`), base64 with padding.
+    let sha = introspectd::binding::certificate_thumbprint(&mine.der).unwrap_or_default();
+    let hex = hex::encode(sha);
+    let colons = sha
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let padded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sha);
+    for text in [hex, colons, padded] {
+        let answer = server
+            .introspect_with(with_cert(text.clone().into_bytes()))
+            .await;
+        assert!(answer.active, "{text}: {answer:?}");
+    }
     let other = server.introspect_with(with_cert(theirs.der.clone())).await;
     assert_eq!(reason(&other), pb::InactiveReason::CertificateMismatch);
     assert_eq!(
         reason(&server.introspect(&token).await),
         pb::InactiveReason::CertificateMismatch
     );
-    let garbage = server
-        .client()
-        .await
-        .introspect(with_cert(b"short".to_vec()))
-        .await;
-    assert!(garbage.is_ok(), "any bytes are hashed as DER: {garbage:?}");
+    // Text that is no thumbprint is a caller's mistake to hear about, not a certificate
+    // to hash: it would only ever mismatch.
+    for garbage in [
+        b"short".to_vec(),
+        format!("{x5t}x").into_bytes(),
+        b"\x01\x02".to_vec(),
+        vec![0xff, 0x00],
+    ] {
+        let refused = server
+            .client()
+            .await
+            .introspect(with_cert(garbage.clone()))
+            .await;
+        assert_eq!(
+            refused.map(|_| ()).map_err(|status| status.code()),
+            Err(tonic::Code::InvalidArgument),
+            "{garbage:?}"
+        );
+    }
     server.stop().await?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use introspectd::{
-    config::{StoreBackend, StoreSection},
+    config::{IssuerSection, StoreBackend, StoreSection},
     grpc::pb::{self, InactiveReason, RecordKind, revoke_request::Target},
 };
 use jsonwebtoken::Algorithm;
@@ -371,6 +371,94 @@ async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
         code("new-key").await,
         Code::Ok,
         "a broken file changes nothing"
+    );
+    Ok(())
+}
+
+/// SIGHUP reads what an operator changed at once: the API keys file and the issuers'
+/// key sets (a key the issuer withdrew stops verifying), where their periods (an hour
+/// here) would wait. The process keeps serving; it used to die of the signal.
+#[tokio::test]
+async fn sighup_reads_the_keys_file_and_the_key_sets_again_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api-keys.toml");
+    let entry = |name: &str, key: &str| {
+        format!(
+            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n",
+            introspectd::auth::hash_key(key)
+        )
+    };
+    std::fs::write(&path, entry("old", "old-key"))?;
+    let withdrawn = key(Algorithm::ES256, "withdrawn");
+    let kept = key(Algorithm::ES256, "kept");
+    let jwks = JwksServer::start(&[&withdrawn, &kept]).await;
+    let issuer = IssuerSection {
+        refresh_secs: 3_600,
+        refresh_min_secs: 3_600,
+        ..issuer_section(ISS, &jwks.jwks_uri(), &["ES256"])
+    };
+    let config = write_config(dir.path(), vec![issuer], |file| {
+        file.auth.api_keys_file = Some(path.clone());
+        file.auth.api_keys_reload_secs = 3_600;
+    });
+    let process = spawn_serve(&config, std::process::Stdio::null).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", process.grpc))?
+        .connect()
+        .await?;
+    let revoke_code = |key: &'static str| {
+        let mut client = pb::token_revocation_client::TokenRevocationClient::new(channel.clone());
+        async move {
+            let request = with_key(
+                key,
+                pb::RevokeRequest {
+                    target: Some(Target::Jti(pb::JtiTarget {
+                        iss: ISS.into(),
+                        jti: "j".into(),
+                        exp: None,
+                    })),
+                    reason: String::new(),
+                },
+            );
+            client
+                .revoke(request)
+                .await
+                .map_or_else(|s| s.code(), |_| Code::Ok)
+        }
+    };
+    let active = |token: String| {
+        let mut client =
+            pb::token_introspection_client::TokenIntrospectionClient::new(channel.clone());
+        async move {
+            client
+                .introspect(pb::IntrospectRequest {
+                    token,
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|answer| answer.into_inner().active)
+        }
+    };
+    let signed_by_withdrawn = mint(&withdrawn, &claims(ISS));
+    assert!(active(signed_by_withdrawn.clone()).await);
+    assert_eq!(revoke_code("new-key").await, Code::Unauthenticated);
+
+    std::fs::write(&path, entry("new", "new-key"))?;
+    jwks.set_keys(&[&kept]);
+    process.send("HUP")?;
+    eventually("the new API key to be taken", || async {
+        revoke_code("new-key").await == Code::Ok
+    })
+    .await;
+    assert_eq!(revoke_code("old-key").await, Code::Unauthenticated);
+    eventually("the withdrawn signing key to be dropped", || async {
+        !active(signed_by_withdrawn.clone()).await
+    })
+    .await;
+    assert!(active(mint(&kept, &claims(ISS))).await);
+    let mut process = process;
+    assert!(
+        process.terminate()?.success(),
+        "still running, stops cleanly"
     );
     Ok(())
 }

@@ -553,10 +553,20 @@ impl Process {
 
     /// Sends `signal` (a name `kill` takes) and waits for the process to exit.
     pub fn signal(&mut self, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-        std::process::Command::new("kill")
+        self.send(signal)?;
+        self.child.wait()
+    }
+
+    /// Sends `signal` and returns at once.
+    pub fn send(&self, signal: &str) -> std::io::Result<()> {
+        let sent = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()?;
-        self.child.wait()
+        if sent.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -{signal}: {sent}")))
+        }
     }
 }
 
