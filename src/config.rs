@@ -1407,6 +1407,22 @@ fn check_algorithms_fit(
     algorithms: &[Algorithm],
     source: &keys::Source,
 ) -> Result<(), ConfigError> {
+    if let keys::Source::HmacSecret(secret) = source {
+        for alg in algorithms {
+            // RFC 7518 section 3.2: at least as long as the hash.
+            let needed = match alg {
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => MIN_HMAC_SECRET_BYTES,
+            };
+            if secret.len() < needed {
+                return Err(invalid(
+                    format!("{key}.hmac_secret"),
+                    format!("must be at least {needed} bytes for {alg:?} (RFC 7518 section 3.2)"),
+                ));
+            }
+        }
+    }
     let symmetric_source = matches!(source, keys::Source::HmacSecret(_));
     for alg in algorithms {
         let allowed = if symmetric_source {

@@ -170,7 +170,8 @@ impl Verifier {
             return Err(invalid("the proof is not a compact JWS"));
         };
         let header = decode_object(header).ok_or(invalid("the proof header is not JSON"))?;
-        if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        let typ = header.get("typ").and_then(Value::as_str);
+        if typ.map(crate::token::media_type_name).as_deref() != Some("dpop+jwt") {
             return Err(invalid("typ is not dpop+jwt"));
         }
         // No JWS extension is understood (RFC 7515 section 4.1.11).

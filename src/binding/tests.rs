@@ -231,12 +231,31 @@ fn what_cannot_be_checked_refuses_the_proof() {
         Err(Reason::DpopProofInvalid),
         "crit"
     );
-    let fractional = forged(&key, header, with("iat", json!(NOW as f64 + 0.5)));
+    let fractional = forged(&key, header.clone(), with("iat", json!(NOW as f64 + 0.5)));
     assert_eq!(
         check(&binder, &token, &presented(Some(&fractional), "GET", URI)),
         Ok(()),
         "a fractional iat"
     );
+    // `typ` is a media type: any case, `application/` or not (RFC 7515 section 4.1.9).
+    for (n, typ) in ["application/dpop+jwt", "DPoP+JWT", "dpop", "jwt"]
+        .iter()
+        .enumerate()
+    {
+        let mut typed = header.clone();
+        typed["typ"] = json!(typ);
+        let proof = forged(&key, typed, with("jti", json!(format!("typ-{n}"))));
+        let wanted = if typ.contains('+') {
+            Ok(())
+        } else {
+            Err(Reason::DpopProofInvalid)
+        };
+        assert_eq!(
+            check(&binder, &token, &presented(Some(&proof), "GET", URI)),
+            wanted,
+            "typ {typ}"
+        );
+    }
 }
 
 #[test]

@@ -387,6 +387,31 @@ hmac_secret = "short"
     assert!(error_text(text, &[]).contains("issuers[0].hmac_secret"));
 }
 
+/// RFC 7518 section 3.2: an HMAC key at least as long as the hash.
+#[test]
+fn an_hmac_secret_is_as_long_as_its_algorithms_hash() {
+    let issuer = |algorithm: &str, secret_bytes: usize| {
+        format!(
+            "[auth]\nanonymous_introspect = true\n[[issuers]]\nissuer = \"https://id.example.com/\"\naudiences = [\"api\"]\nalgorithms = [\"HS256\", \"{algorithm}\"]\nhmac_secret = \"{}\"\n",
+            "s".repeat(secret_bytes)
+        )
+    };
+    for (algorithm, bytes) in [("HS384", 48), ("HS512", 64)] {
+        let short = error_text(&issuer(algorithm, bytes - 1), &[]);
+        assert!(short.contains("issuers[0].hmac_secret"), "{short}");
+        assert!(
+            short.contains(&format!("{bytes} bytes for {algorithm}")),
+            "{short}"
+        );
+        assert!(!short.contains("sss"), "the secret is not shown: {short}");
+        assert_eq!(
+            error_text(&issuer(algorithm, bytes), &[]),
+            "<accepted>",
+            "{algorithm}"
+        );
+    }
+}
+
 #[test]
 fn two_key_sources_are_refused() {
     let text = FULL.replace("jwks_uri", "discovery = true\njwks_uri");

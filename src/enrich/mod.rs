@@ -469,14 +469,7 @@ pub enum OutOfBounds {
 
 /// Bounds on a claims value: nesting and serialized size.
 pub fn check_claims(claims: &Map<String, Value>) -> Result<(), OutOfBounds> {
-    fn depth(value: &Value) -> usize {
-        match value {
-            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    if claims.values().map(depth).max().unwrap_or(0) > MAX_DEPTH {
+    if crate::token::nesting_depth(claims) > MAX_DEPTH {
         return Err(OutOfBounds::TooDeep);
     }
     if serde_json::to_vec(claims).map_or(usize::MAX, |bytes| bytes.len()) > MAX_LAYER_BYTES {

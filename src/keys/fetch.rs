@@ -37,7 +37,8 @@ pub enum KeysError {
 
 pub(super) struct Fetched {
     pub set: KeySet,
-    pub skipped: usize,
+    /// The signing keys that cannot be used, each with why.
+    pub skipped: Vec<String>,
     /// `Cache-Control: max-age` of the JWKS response, when it had one.
     pub max_age: Option<Duration>,
 }
@@ -63,7 +64,7 @@ pub(super) async fn fetch(
             Source::File(path) => from_bytes(&tokio::fs::read(path).await?, None),
             Source::HmacSecret(secret) => Ok(Fetched {
                 set: KeySet::hmac(secret),
-                skipped: 0,
+                skipped: Vec::new(),
                 max_age: None,
             }),
         }

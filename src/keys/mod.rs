@@ -146,6 +146,10 @@ impl std::fmt::Debug for VerifyingKey {
     }
 }
 
+/// Why a JWK published for something other than signatures is not used.
+const NOT_FOR_SIGNING_USE: &str = "use is not sig";
+const NOT_FOR_VERIFYING: &str = "key_ops lacks verify";
+
 impl VerifyingKey {
     /// Reads a public signing key from a JWK. Symmetric (`oct`) keys are never taken
     /// from a key set: a published secret would let anyone sign.
@@ -153,12 +157,12 @@ impl VerifyingKey {
         let thumb = Sha256::digest(value.to_string().as_bytes()).into();
         let jwk: Jwk = serde_json::from_value(value).map_err(|_| "not a JWK we can read")?;
         if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
-            return Err("use is not sig");
+            return Err(NOT_FOR_SIGNING_USE);
         }
         if let Some(ops) = &jwk.common.key_operations
             && !ops.contains(&KeyOperations::Verify)
         {
-            return Err("key_ops lacks verify");
+            return Err(NOT_FOR_VERIFYING);
         }
         let kind = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => {
@@ -198,7 +202,13 @@ impl VerifyingKey {
             key,
             parsed: Vec::new(),
         };
-        verifying.parsed = parsed_keys(&jwk.algorithm)
+        let parsed = parsed_keys(&jwk.algorithm);
+        if parsed.is_empty() {
+            // A point off its curve or of the wrong length (an EC `x` that lost its
+            // leading zero byte), which jsonwebtoken takes as it is.
+            return Err("key material does not parse");
+        }
+        verifying.parsed = parsed
             .into_iter()
             .filter(|(alg, _)| verifying.accepts(*alg))
             .collect();
@@ -344,31 +354,41 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An immutable set of an issuer's keys, indexed by `kid`.
+/// An immutable set of an issuer's keys, indexed by `kid`. Keys may share a `kid` when
+/// their types differ (RFC 7517 section 4.5: an RSA and an EC key as alternatives), so a
+/// `kid` names a list; the token's `alg` picks among them.
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
-    by_kid: HashMap<String, usize>,
+    by_kid: HashMap<String, Vec<usize>>,
 }
 
 impl KeySet {
     /// Reads a JWKS document, skipping (and counting) keys that cannot verify tokens, so
     /// one encryption key or exotic curve does not take the issuer down.
-    pub fn from_jwks(bytes: &[u8]) -> Result<(Self, usize), KeysError> {
+    ///
+    /// The second value names the signing keys that were skipped (`kid "k1": why`);
+    /// keys published for something else (`use: enc`, `key_ops` without `verify`, as
+    /// every Keycloak realm has) are left out quietly.
+    pub fn from_jwks(bytes: &[u8]) -> Result<(Self, Vec<String>), KeysError> {
         #[derive(serde::Deserialize)]
         struct Document {
             keys: Vec<Value>,
         }
         let document: Document = serde_json::from_slice(bytes).map_err(KeysError::Parse)?;
         let mut set = KeySet::default();
-        let mut skipped = 0;
+        let mut skipped = Vec::new();
         for value in document.keys {
+            let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
             match VerifyingKey::from_jwk(value) {
                 Ok(key) => set.insert(key),
-                Err(why) => {
-                    skipped += 1;
-                    tracing::debug!(why, "skipped a JWK");
+                Err(why) if why == NOT_FOR_SIGNING_USE || why == NOT_FOR_VERIFYING => {
+                    tracing::debug!(why, "left out a JWK");
                 }
+                Err(why) => skipped.push(match kid {
+                    Some(kid) => format!("kid {kid:?}: {why}"),
+                    None => format!("a key without kid: {why}"),
+                }),
             }
         }
         if set.keys.is_empty() {
@@ -385,11 +405,10 @@ impl KeySet {
 
     fn insert(&mut self, key: VerifyingKey) {
         if let Some(kid) = &key.kid {
-            if self.by_kid.contains_key(kid) {
-                // Duplicate kids are ambiguous; the first one published wins.
-                return;
-            }
-            self.by_kid.insert(kid.clone(), self.keys.len());
+            self.by_kid
+                .entry(kid.clone())
+                .or_default()
+                .push(self.keys.len());
         }
         self.keys.push(key);
     }
@@ -414,19 +433,22 @@ impl KeySet {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<impl Iterator<Item = &VerifyingKey>, Rejection> {
-        let direct = kid
+        let named: &[usize] = kid
             .and_then(|kid| self.by_kid.get(kid))
-            .map(|&i| &self.keys[i]);
-        if let Some(key) = direct
-            && !key.accepts(alg)
-        {
+            .map_or(&[], Vec::as_slice);
+        let mut direct = named
+            .iter()
+            .map(|&i| &self.keys[i])
+            .filter(move |key| key.accepts(alg))
+            .peekable();
+        if !named.is_empty() && direct.peek().is_none() {
             return Err(Rejection::new(
                 Reason::BadSignature,
                 "the key for this kid does not allow alg",
             ));
         }
         let scan_kidless_only = kid.is_some();
-        let scan = direct.is_none();
+        let scan = named.is_empty();
         let mut others = self
             .keys
             .iter()
@@ -434,13 +456,13 @@ impl KeySet {
                 scan && (!scan_kidless_only || key.kid.is_none()) && key.accepts(alg)
             })
             .peekable();
-        if direct.is_none() && others.peek().is_none() {
+        if named.is_empty() && others.peek().is_none() {
             return Err(Rejection::new(
                 Reason::UnknownKey,
                 "no key of the issuer matches kid and alg",
             ));
         }
-        Ok(direct.into_iter().chain(others))
+        Ok(direct.chain(others))
     }
 
     fn contains_key_material(&self, thumb: &[u8; 32]) -> bool {
@@ -474,6 +496,8 @@ pub struct Issuer {
     loaded: watch::Sender<bool>,
     /// Held while refetching for an unknown `kid`; remembers when that last started.
     refetch_gate: Mutex<Option<Instant>>,
+    /// The signing keys the last load skipped, as logged.
+    last_skipped: std::sync::Mutex<String>,
     http: reqwest::Client,
 }
 
@@ -499,6 +523,7 @@ impl Issuer {
             loads: AtomicU64::new(0),
             loaded: watch::Sender::new(false),
             refetch_gate: Mutex::new(None),
+            last_skipped: std::sync::Mutex::new(String::new()),
             http,
         }
     }
@@ -577,12 +602,21 @@ impl Issuer {
         .inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::Relaxed);
         })?;
-        if fetched.skipped > 0 {
-            tracing::warn!(
-                iss = %self.policy.issuer,
-                skipped = fetched.skipped,
-                "some keys of the issuer's JWKS cannot verify tokens and were skipped"
-            );
+        // Said when the skipped keys change, not on every refresh of the same set.
+        let skipped = fetched.skipped.join("; ");
+        if let Ok(mut last) = self.last_skipped.lock()
+            && *last != skipped
+        {
+            if skipped.is_empty() {
+                tracing::info!(iss = %self.policy.issuer, "every signing key of the issuer's JWKS is usable again");
+            } else {
+                tracing::warn!(
+                    iss = %self.policy.issuer,
+                    %skipped,
+                    "some signing keys of the issuer's JWKS cannot verify tokens and were skipped"
+                );
+            }
+            *last = skipped;
         }
         self.publish(fetched.set);
         Ok(fetched.max_age)

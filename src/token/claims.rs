@@ -182,6 +182,19 @@ pub(super) fn audiences(value: Option<&Value>) -> Result<Vec<&str>, Rejection> {
     }
 }
 
+/// How deep a claims set nests: 0 when every value is a string, number, bool or null,
+/// 1 with an object or array of those, and so on.
+pub fn nesting_depth(claims: &Map<String, Value>) -> usize {
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    claims.values().map(depth).max().unwrap_or(0)
+}
+
 /// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional.
 pub fn numeric_date(value: Option<&Value>) -> Result<Option<i64>, Rejection> {
     match value {
@@ -229,27 +242,48 @@ fn first_string<'n>(
 
 /// `scope` is a space-separated string (RFC 8693/9068); `scp` is an array (Okta, Entra)
 /// or sometimes a string. The first configured claim present wins.
+///
+/// Scope tokens are separated by the space character alone and are printable ASCII
+/// (RFC 6749 section 3.3). Anything else is refused, not split some other way: a tab or
+/// a no-break space read as a separator here, or a space inside an array element, would
+/// grant a scope that whoever splits the answer's `scope` on spaces reads differently.
 fn scopes<'n>(
     claims: &Map<String, Value>,
     names: &'n [String],
 ) -> Result<(Vec<String>, Option<&'n str>), Rejection> {
+    const NOT_A_SCOPE: &str = "scope holds a character RFC 6749 does not allow in a scope (only printable ASCII, separated by spaces)";
+    let scope_token = |token: &str| token.bytes().all(|b| (0x21..=0x7e).contains(&b));
     for name in names {
         let found = Some(name.as_str());
         match claims.get(name) {
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) => {
-                return Ok((s.split_whitespace().map(str::to_owned).collect(), found));
+                let tokens: Vec<String> = s
+                    .split(' ')
+                    .filter(|token| !token.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if !tokens.iter().all(|token| scope_token(token)) {
+                    return Err(Rejection::new(Reason::Malformed, NOT_A_SCOPE));
+                }
+                return Ok((tokens, found));
             }
             Some(Value::Array(items)) => {
-                return items
+                let tokens = items
                     .iter()
                     .map(|v| v.as_str().map(str::to_owned))
                     .collect::<Option<Vec<_>>>()
-                    .map(|scopes| (scopes, found))
                     .ok_or(Rejection::new(
                         Reason::Malformed,
                         "scope array holds a non-string",
-                    ));
+                    ))?;
+                if !tokens
+                    .iter()
+                    .all(|token| !token.is_empty() && scope_token(token))
+                {
+                    return Err(Rejection::new(Reason::Malformed, NOT_A_SCOPE));
+                }
+                return Ok((tokens, found));
             }
             Some(_) => {
                 return Err(Rejection::new(

@@ -76,7 +76,8 @@ pub enum Classified<'a> {
 /// Splits and decodes a JWS, or says the token is opaque: exactly three base64url
 /// segments whose header decodes to a JSON object with an `alg` is a JWS, anything else
 /// opaque. Size is checked before any decoding; a JWS whose payload or signature does
-/// not decode is `MALFORMED`.
+/// not decode, or whose header names an `alg` but is not otherwise a JOSE header we can
+/// read (or has padding or whitespace around it), is `MALFORMED`.
 pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejection> {
     if token.len() > max_bytes {
         return Err(Rejection::new(
@@ -92,11 +93,29 @@ pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejecti
     };
     // An empty signature is well-formed (that is what `alg: none` looks like); the
     // algorithm check refuses it.
-    if header.is_empty() || payload.is_empty() || !is_base64url(token) {
+    if header.is_empty() || payload.is_empty() {
         return Ok(Classified::Opaque);
     }
+    if !is_base64url(token) {
+        return if names_an_alg(header.trim().trim_end_matches('=')) {
+            Err(Rejection::new(
+                Reason::Malformed,
+                "a JWS with padding, whitespace or other characters base64url does not have",
+            ))
+        } else {
+            Ok(Classified::Opaque)
+        };
+    }
     let Ok(header) = decode_json::<Header>(header) else {
-        return Ok(Classified::Opaque);
+        // A JOSE header all the same, which the issuer's endpoint would not know either.
+        return if names_an_alg(header) {
+            Err(Rejection::new(
+                Reason::Malformed,
+                "the JOSE header has a member twice or of the wrong type (kid and typ are strings)",
+            ))
+        } else {
+            Ok(Classified::Opaque)
+        };
     };
     let claims: Map<String, Value> = decode_json(payload)?;
     if URL_SAFE_NO_PAD.decode(signature).is_err() {
@@ -112,6 +131,16 @@ pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejecti
         signing_input,
         signature,
     }))
+}
+
+/// Whether a segment is a JSON object with an `alg`: a JOSE header, however malformed
+/// otherwise.
+fn names_an_alg(segment: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+        .is_some_and(|header| header.contains_key("alg"))
 }
 
 /// Only base64url characters and the segment dots.
@@ -212,6 +241,16 @@ impl ParsedJwt<'_> {
     }
 }
 
+/// A JOSE `typ` as the media type it names: case-insensitive, and `application/` may be
+/// left out (RFC 7515 section 4.1.9), so `application/AT+JWT` is `at+jwt`.
+pub fn media_type_name(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(name) => name.to_owned(),
+        None => lower,
+    }
+}
+
 fn audience_contains(aud: Option<&Value>, wanted: &str) -> bool {
     super::claims::audiences(aud).is_ok_and(|list| list.contains(&wanted))
 }
@@ -224,13 +263,7 @@ fn check_header_type(
     claims: &Map<String, Value>,
     policy: TypPolicy,
 ) -> Result<(), Rejection> {
-    let typ = header_typ.map(|t| {
-        let lower = t.to_ascii_lowercase();
-        lower
-            .strip_prefix("application/")
-            .map(str::to_owned)
-            .unwrap_or(lower)
-    });
+    let typ = header_typ.map(media_type_name);
     match typ.as_deref() {
         Some("at+jwt") => {}
         Some("refresh+jwt" | "rt+jwt") => return Err(rules::WRONG_TYPE_REFRESH),

@@ -14,8 +14,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub use claims::{AccessToken, numeric_date};
-pub use jwt::{Classified, ParsedJwt, classify, parse, unverified_claims, verify};
+pub use claims::{AccessToken, nesting_depth, numeric_date};
+pub use jwt::{Classified, ParsedJwt, classify, media_type_name, parse, unverified_claims, verify};
 pub use policy::{
     DEFAULT_CLIENT_CLAIMS, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS,
     DEFAULT_SCOPE_CLAIMS, DEFAULT_USERNAME_CLAIMS, MAX_LEEWAY_SECS, Policy, TypPolicy,

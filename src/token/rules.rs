@@ -42,6 +42,9 @@ const ACCESS_TOKEN_TYPES: &[&str] = &[
     "urn:ietf:params:oauth:token-type:access_token",
 ];
 
+/// How deep a token's claims may nest (real issuers' go 3 or 4 levels deep).
+pub const MAX_CLAIMS_DEPTH: usize = 16;
+
 /// Every rule after the signature (or the endpoint's `active: true`).
 pub(super) fn accept(
     claims: Map<String, Value>,
@@ -50,6 +53,15 @@ pub(super) fn accept(
     now: i64,
 ) -> Result<AccessToken, Rejection> {
     check_claimed_type(&claims)?;
+    // gRPC answers carry the claims as a protobuf Struct, some three message levels per
+    // JSON level, and protobuf's usual readers stop at 100 levels (Python, C++, Envoy):
+    // deeper claims would be an answer the caller cannot read.
+    if super::nesting_depth(&claims) > MAX_CLAIMS_DEPTH {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            "claims nested deeper than 16 levels",
+        ));
+    }
     if source == Source::Introspection {
         check_token_type_member(&claims, policy)?;
     }
@@ -121,16 +133,13 @@ fn check_times(
     Ok(())
 }
 
-/// Claims that say the token is an ID or refresh token: OIDC-only claims, and the type
-/// claims issuers use (Keycloak `typ`, Cognito `token_use`, Cotter `type`, Hydra
-/// `token_use`).
+/// Claims that say the token is an ID or refresh token: the type claims issuers use
+/// (Keycloak `typ`, Cognito `token_use`, Cotter `type`, Hydra `token_use`), and
+/// OIDC-only claims, unless a type claim (not `token_type`) names an access token: Keycloak copied the
+/// authentication request's `nonce` into its access tokens (`typ: Bearer`) until 2024
+/// (keycloak/keycloak#26893), and those are still issued.
 fn check_claimed_type(claims: &Map<String, Value>) -> Result<(), Rejection> {
-    if ["nonce", "at_hash", "c_hash", "s_hash"]
-        .iter()
-        .any(|name| claims.contains_key(*name))
-    {
-        return Err(WRONG_TYPE_ID);
-    }
+    let mut claimed_access = false;
     for name in ["typ", "type", "token_use", "token_type"] {
         let kinds: &[Value] = match claims.get(name) {
             Some(Value::Array(kinds)) => kinds,
@@ -147,9 +156,21 @@ fn check_claimed_type(claims: &Map<String, Value>) -> Result<(), Rejection> {
                 }
                 // Keycloak's back-channel logout and serialized ID tokens.
                 "logout" | "logout_token" | "serialized_id" => return Err(WRONG_TYPE_CLAIMED),
+                // Not from `token_type`: an RFC 7662 answer says `Bearer` there whatever
+                // the token.
+                "bearer" | "access" | "access_token" | "accesstoken" if name != "token_type" => {
+                    claimed_access = true;
+                }
                 _ => {}
             }
         }
+    }
+    if !claimed_access
+        && ["nonce", "at_hash", "c_hash", "s_hash"]
+            .iter()
+            .any(|name| claims.contains_key(*name))
+    {
+        return Err(WRONG_TYPE_ID);
     }
     Ok(())
 }
@@ -177,9 +198,9 @@ fn check_token_type_member(claims: &Map<String, Value>, policy: &Policy) -> Resu
     }
 }
 
-/// Whether `token` has the shape of a JWS: exactly three base64url segments whose first
-/// decodes to a JSON object naming an `alg`. Anything else (Hydra's `ory_at_….…`,
-/// random strings) is an opaque token.
+/// Whether `token` has the shape of a JWS: exactly three segments whose first decodes
+/// to a JSON object naming an `alg` (with characters base64url lacks, a malformed one).
+/// Anything else (Hydra's `ory_at_….…`, random strings) is an opaque token.
 pub fn is_jws(token: &str) -> bool {
     matches!(
         super::jwt::classify(token, usize::MAX),

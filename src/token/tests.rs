@@ -163,6 +163,61 @@ fn scp_array_and_azp_are_read() -> Result<(), Reason> {
     Ok(())
 }
 
+/// RFC 6749 section 3.3: scopes are printable ASCII separated by spaces. Any other
+/// whitespace is refused rather than split on: read as a separator it would grant
+/// `admin` here, while the answer's `scope`, split on spaces as RFC 7662 clients do,
+/// would not say so; and an array element with a space would say `admin` when the token
+/// does not grant it.
+#[test]
+fn scopes_split_on_spaces_alone_and_other_whitespace_is_malformed() -> Result<(), Reason> {
+    let spaced = with(claims(), "scope", json!("  read   write "));
+    assert_eq!(
+        check(&mint(&KEYS.rs, &spaced))?.scopes,
+        vec!["read", "write"]
+    );
+    for smuggled in [
+        "read\tadmin",
+        "read\nadmin",
+        "read\u{b}admin",
+        "read\u{a0}admin",
+        "read\u{2028}admin",
+        "read\u{3000}admin",
+        "caf\u{e9}",
+    ] {
+        let token = mint(&KEYS.rs, &with(claims(), "scope", json!(smuggled)));
+        assert_eq!(reason(&token), Some(Reason::Malformed), "{smuggled:?}");
+    }
+    let scopeless = without(claims(), "scope");
+    for items in [
+        json!(["read admin"]),
+        json!(["read", ""]),
+        json!(["read\tadmin"]),
+    ] {
+        let token = mint(&KEYS.rs, &with(scopeless.clone(), "scp", items.clone()));
+        assert_eq!(reason(&token), Some(Reason::Malformed), "{items}");
+    }
+    Ok(())
+}
+
+/// Claims deeper than protobuf readers follow (as a gRPC Struct) are refused on every
+/// surface, so HTTP and gRPC callers get the same answer.
+#[test]
+fn claims_nested_past_16_levels_are_malformed() {
+    let nested = |levels: usize| {
+        let mut value = json!("leaf");
+        for level in 0..levels {
+            value = if level % 2 == 0 {
+                json!({ "in": value })
+            } else {
+                json!([value])
+            };
+        }
+        mint(&KEYS.rs, &with(claims(), "deep", value))
+    };
+    assert_eq!(reason(&nested(16)), None);
+    assert_eq!(reason(&nested(17)), Some(Reason::Malformed));
+}
+
 #[test]
 fn aud_array_with_one_accepted_audience() {
     let token = mint(&KEYS.rs, &with(claims(), "aud", json!(["other", AUD])));
@@ -357,6 +412,36 @@ fn oversized_token_is_refused_before_decoding() {
     );
 }
 
+/// A token whose header is a JOSE header (a JSON object with `alg`) is a JWS, however
+/// malformed: `MALFORMED`, not an opaque token for the issuers' endpoints (which would
+/// answer `UNKNOWN_ISSUER` and send it to them). Opaque tokens with dots stay opaque.
+#[test]
+fn a_malformed_jws_is_not_taken_for_an_opaque_token() {
+    let good = mint(&KEYS.rs, &claims());
+    let body = URL_SAFE_NO_PAD.encode(claims().to_string());
+    let with_header = |header: &str| format!("{}.{body}.c2ln", URL_SAFE_NO_PAD.encode(header));
+    let (head, rest) = good.split_once('.').unwrap_or_default();
+    for token in [
+        with_header(r#"{"alg":"RS256","kid":5}"#),
+        with_header(r#"{"alg":"RS256","typ":1}"#),
+        with_header(r#"{"alg":"RS256","kid":"rs","kid":"rs"}"#),
+        format!("{good}\n"),
+        format!(" {good}"),
+        format!("{head}==.{rest}"),
+    ] {
+        assert!(
+            matches!(classify(&token, MAX), Err(r) if r.reason == Reason::Malformed),
+            "{token:?}"
+        );
+    }
+    for opaque in ["abc.def.ghi", "ory_at_x.y.z", "a b.c.d", "e30.e30.sig"] {
+        assert!(
+            matches!(classify(opaque, MAX), Ok(Classified::Opaque)),
+            "{opaque}"
+        );
+    }
+}
+
 #[test]
 fn garbage_is_malformed() {
     let json_not_object = URL_SAFE_NO_PAD.encode("[1,2]");
@@ -540,6 +625,48 @@ fn id_tokens_are_wrong_token_type() {
     // Even typed at+jwt, an OIDC-only claim gives an ID token away.
     assert_eq!(
         reason(&mint(&KEYS.rs, &with(claims(), "nonce", json!("n")))),
+        Some(Reason::WrongTokenType)
+    );
+}
+
+/// Keycloak put the authentication request's `nonce` into access tokens until 2024
+/// (keycloak/keycloak#26893; keycloak-js asks with a nonce by default). Its type claim
+/// says `Bearer`, and that decides; the same token typed `ID` is an ID token.
+#[test]
+fn an_access_token_that_says_so_may_carry_a_nonce() {
+    let policy = Policy {
+        typ: TypPolicy::Compat,
+        ..issuer()
+    };
+    let header = json!({"alg": "RS256", "kid": "rs", "typ": "JWT"});
+    let keycloak = |typ: &str| {
+        let shaped = with(claims(), "nonce", json!("0c3a5e2f-1d6b"));
+        let shaped = with(with(shaped, "typ", json!(typ)), "azp", json!("spa"));
+        signed(&KEYS.rs, header.clone(), &shaped)
+    };
+    assert_eq!(check_with(&keycloak("Bearer"), &policy).err(), None);
+    assert_eq!(
+        check_with(&keycloak("ID"), &policy).err(),
+        Some(Reason::WrongTokenType)
+    );
+    let cognito = with(
+        with(claims(), "nonce", json!("n")),
+        "token_use",
+        json!("access"),
+    );
+    assert_eq!(
+        check_with(&signed(&KEYS.rs, header.clone(), &cognito), &policy).err(),
+        None
+    );
+    // RFC 7662's `token_type: Bearer` is not such a claim: introspection answers carry it
+    // whatever the token is.
+    let answer_like = with(
+        with(claims(), "nonce", json!("n")),
+        "token_type",
+        json!("Bearer"),
+    );
+    assert_eq!(
+        check_with(&signed(&KEYS.rs, header, &answer_like), &policy).err(),
         Some(Reason::WrongTokenType)
     );
 }
@@ -959,12 +1086,13 @@ fn only_three_base64url_segments_with_an_alg_header_are_a_jws() {
         "a.b.c",
         "plain-random-string",
         &format!("{}.e30.sig", header(r#"{"typ":"JWT"}"#)),
-        &format!("{}.e30.s+g", header(r#"{"alg":"RS256"}"#)),
         &format!("{}.e30.sig.extra", header(r#"{"alg":"RS256"}"#)),
     ] {
         assert!(!is_jws(opaque), "{opaque}");
     }
     assert!(is_jws(&format!("{}.e30.", header(r#"{"alg":"none"}"#))));
+    // A JOSE header makes a JWS, a malformed one here: a signature in standard base64.
+    assert!(is_jws(&format!("{}.e30.s+g", header(r#"{"alg":"RS256"}"#))));
 }
 
 #[test]
