@@ -298,6 +298,9 @@ pub enum LogFormat {
 pub struct TelemetrySection {
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
     pub otlp_endpoint: Option<String>,
+    /// PEM CA certificates an `https://` collector's certificate is checked against
+    /// (default: `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's roots).
+    pub otlp_ca_file: Option<PathBuf>,
     /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else "introspectd").
     pub service_name: Option<String>,
     /// Fraction of new traces sampled, 0.0 to 1.0; traces whose caller sampled them are
@@ -1058,6 +1061,7 @@ fn validate_telemetry(
         },
         log_filter: log.filter,
         otlp_endpoint: section.otlp_endpoint,
+        otlp_ca_file: section.otlp_ca_file,
         service_name: section.service_name,
         sample_ratio: section.sample_ratio,
     })

@@ -11,7 +11,6 @@
 //! Sentinel (`redis+sentinel://`), again after every lost connection.
 
 use std::{sync::Arc, time::Duration};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, Value,
@@ -563,26 +562,10 @@ async fn follow(inner: &Inner) -> Result<(), LogError> {
 
 /// The CA certificate Redis's is checked against (`store.redis_ca_file`).
 pub fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, LogError> {
-    let pem = std::fs::read(path).map_err(|source| LogError::CaFile {
+    crate::tls::read_trust_anchors(path).map_err(|source| LogError::CaFile {
         path: path.to_owned(),
         source,
-    })?;
-    // Read as the TLS client will: every certificate a trust anchor, at least one.
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let mut usable = true;
-    for certificate in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        usable &= certificate.is_ok_and(|der| roots.add(der).is_ok());
-    }
-    if !usable || roots.is_empty() {
-        return Err(LogError::CaFile {
-            path: path.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no usable PEM certificate in it",
-            ),
-        });
-    }
-    Ok(pem)
+    })
 }
 
 /// One HSCAN answer: the next cursor, and (field, value) pairs.

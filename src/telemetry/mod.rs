@@ -30,6 +30,8 @@ pub struct Settings {
     pub log_filter: String,
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
     pub otlp_endpoint: Option<String>,
+    /// CA certificates (PEM) for an `https://` collector.
+    pub otlp_ca_file: Option<std::path::PathBuf>,
     /// `service.name` of the spans (default: `OTEL_SERVICE_NAME`, else "introspectd").
     pub service_name: Option<String>,
     /// Fraction of new traces sampled; traces whose caller sampled them are followed.
@@ -133,7 +135,10 @@ pub fn parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
 #[cfg(feature = "otel")]
 mod otel {
     use opentelemetry::{propagation::Extractor, trace::TracerProvider as _};
-    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_otlp::{
+        WithExportConfig, WithTonicConfig,
+        tonic_types::transport::{Certificate, ClientTlsConfig},
+    };
     use opentelemetry_sdk::{
         Resource,
         propagation::TraceContextPropagator,
@@ -148,49 +153,103 @@ mod otel {
         std::env::var(name).is_ok_and(|v| !v.is_empty())
     }
 
-    /// The endpoint an exporter would be built with is an http(s) URL with a host; an
-    /// error names no part of it (it may carry credentials).
-    pub fn check_endpoint(config: &Settings) -> Result<(), (&'static str, String)> {
-        let (key, endpoint) = match &config.otlp_endpoint {
-            Some(endpoint) => ("telemetry.otlp_endpoint", endpoint.clone()),
-            None => match [
+    /// `OTEL_SDK_DISABLED=true` turns trace export off, whatever else is set (the
+    /// OpenTelemetry specification's switch).
+    fn sdk_disabled() -> bool {
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// The first of `names` set to something, with its name.
+    fn from_env(names: [&'static str; 2]) -> Option<(&'static str, String)> {
+        names.into_iter().find_map(|name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, v))
+        })
+    }
+
+    /// The collector, and the key (or variable) it came from; `None` when traces are not
+    /// exported.
+    fn endpoint(config: &Settings) -> Option<(&'static str, String)> {
+        if sdk_disabled() {
+            return None;
+        }
+        match &config.otlp_endpoint {
+            Some(endpoint) => Some(("telemetry.otlp_endpoint", endpoint.clone())),
+            None => from_env([
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ]
-            .into_iter()
-            .find_map(|name| {
-                std::env::var(name)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (name, v))
-            }) {
-                Some(found) => found,
-                None => return Ok(()),
-            },
-        };
-        let usable = endpoint.parse::<http::Uri>().is_ok_and(|uri| {
-            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
-        });
-        if usable {
-            Ok(())
-        } else {
-            Err((key, "is not an http(s) URL with a host".into()))
+            ]),
         }
     }
 
+    /// The CA file for an https collector, and the key (or variable) it came from.
+    fn ca_file(config: &Settings) -> Option<(&'static str, std::path::PathBuf)> {
+        match &config.otlp_ca_file {
+            Some(path) => Some(("telemetry.otlp_ca_file", path.clone())),
+            None => from_env([
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ])
+            .map(|(name, path)| (name, path.into())),
+        }
+    }
+
+    /// What building the exporter would refuse: an endpoint that is not an http(s) URL
+    /// with a host, credentials in it (which the exporter would silently not send), a
+    /// CA file that is not PEM certificates or is given for a plain-http collector. An
+    /// error names no part of the endpoint (it may carry credentials).
+    pub fn check_endpoint(config: &Settings) -> Result<(), (&'static str, String)> {
+        let Some((key, endpoint)) = endpoint(config) else {
+            return Ok(());
+        };
+        let Some(uri) = endpoint.parse::<http::Uri>().ok().filter(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        }) else {
+            return Err((key, "is not an http(s) URL with a host".into()));
+        };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err((
+                key,
+                "has credentials in it, which the exporter does not send: give them as headers in OTEL_EXPORTER_OTLP_HEADERS".into(),
+            ));
+        }
+        if let Some((ca_key, path)) = ca_file(config) {
+            if uri.scheme_str() != Some("https") {
+                return Err((ca_key, "is for an https:// collector".into()));
+            }
+            crate::tls::read_trust_anchors(&path)
+                .map_err(|e| (ca_key, format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
     pub fn tracer_provider(config: &Settings) -> Result<Option<SdkTracerProvider>, String> {
-        let from_env =
-            env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        if config.otlp_endpoint.is_none() && !from_env {
+        let Some((key, endpoint)) = endpoint(config) else {
             return Ok(None);
+        };
+        // The library's errors quote the endpoint, credentials and all.
+        let shown = |error: String| {
+            format!("{key}: {}", error.replace(&endpoint, "the endpoint"))
+        };
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone());
+        if endpoint.starts_with("https://") {
+            // The library's default TLS has no roots at all: the system's, or the CA
+            // file given.
+            let tls = match ca_file(config) {
+                Some((ca_key, path)) => {
+                    let pem = crate::tls::read_trust_anchors(&path)
+                        .map_err(|e| format!("{ca_key}: {}: {e}", path.display()))?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            exporter = exporter.with_tls_config(tls);
         }
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-        if let Some(endpoint) = &config.otlp_endpoint {
-            exporter = exporter.with_endpoint(endpoint.clone());
-        }
-        let exporter = exporter
-            .build()
-            .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+        let exporter = exporter.build().map_err(|e| shown(e.to_string()))?;
         let mut resource = Resource::builder();
         if let Some(name) = &config.service_name {
             resource = resource.with_service_name(name.clone());

@@ -256,18 +256,103 @@ async fn watch_streams_are_measured_as_streams() -> TestResult {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
+/// A trace receiver on a free loopback port, with TLS when given a certificate; and its
+/// endpoint.
+async fn start_receiver(
+    tls: Option<&crate::tls::Leaf>,
+) -> Result<(Receiver, String), Box<dyn std::error::Error>> {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let otlp = format!("http://{}", listener.local_addr()?);
+    let port = listener.local_addr()?.port();
+    let mut server = tonic::transport::Server::builder();
+    let endpoint = match tls {
+        Some(leaf) => {
+            let identity = tonic::transport::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem);
+            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            format!("https://localhost:{port}")
+        }
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let service = TraceServiceServer::new(receiver.clone());
     tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
+        let _ = server
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await;
     });
+    Ok((receiver, endpoint))
+}
+
+impl Receiver {
+    fn span_names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|export| export.resource_spans.iter())
+            .flat_map(|resource| resource.scope_spans.iter())
+            .flat_map(|scope| scope.spans.iter())
+            .map(|span| span.name.clone())
+            .collect()
+    }
+}
+
+/// A collector behind TLS with a private CA (`telemetry.otlp_ca_file`) gets the spans.
+/// Without TLS support built in, such an endpoint passed check-config and every start
+/// then failed, quoting the endpoint with its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_trusted_through_its_ca_file() -> TestResult {
+    let pki = crate::tls::Pki::new("collector CA");
+    let leaf = pki.leaf(&["localhost"], &[]);
+    let (receiver, otlp) = start_receiver(Some(&leaf)).await?;
+    let signer = key(Algorithm::ES256, "es");
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("collector-ca.pem");
+    std::fs::write(&ca_file, pki.ca_pem())?;
+    let config = write_config(dir.path(), vec![inline_issuer(ISS, &signer)], |file| {
+        file.telemetry.otlp_endpoint = Some(otlp.clone());
+        file.telemetry.otlp_ca_file = Some(ca_file.clone());
+    });
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_introspectd"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()?;
+    assert!(checked.status.success(), "{checked:?}");
+    let mut process = spawn_serve(&config, Stdio::null).await;
+    let mut client = TokenIntrospectionClient::connect(format!("http://{}", process.grpc)).await?;
+    let answer = client
+        .introspect(pb::IntrospectRequest {
+            token: mint(&signer, &claims(ISS)),
+            ..Default::default()
+        })
+        .await?;
+    assert!(answer.into_inner().active);
+    drop(client);
+    assert!(process.terminate()?.success());
+    assert!(
+        receiver.span_names().iter().any(|name| name == "grpc"),
+        "{:?}",
+        receiver.span_names()
+    );
+
+    // Credentials in the URL would not be sent: refused, and not shown.
+    let with_credentials = write_config(dir.path(), vec![inline_issuer(ISS, &signer)], |file| {
+        file.telemetry.otlp_endpoint = Some(otlp.replace("https://", "https://user:hunter2@"));
+    });
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_introspectd"))
+        .args(["check-config", "--config"])
+        .arg(&with_credentials)
+        .output()?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "{said}");
+    assert!(said.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
+    let (receiver, otlp) = start_receiver(None).await?;
 
     let signer = key(Algorithm::ES256, "es");
     let dir = tempfile::tempdir()?;
