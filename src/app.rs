@@ -495,6 +495,7 @@ impl App {
         let router = http::router(state, self.api_keys.clone(), call_limits);
         let serve_limits = http::ServeLimits {
             header_read_timeout: limits.http_header_read_timeout,
+            max_buffer_bytes: http::ServeLimits::buffer_for(self.config.max_token_bytes),
         };
         let incoming = Incoming::new(
             listener,
@@ -527,6 +528,7 @@ impl App {
         listener::Limits {
             max_connections: listener::cap_connections(limits.max_connections, 0.4),
             first_byte_timeout: limits.first_byte_timeout,
+            write_stall_timeout: limits.write_stall_timeout,
         }
     }
 }

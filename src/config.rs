@@ -236,6 +236,10 @@ pub struct ServerSection {
     /// HTTP: the request headers must arrive within this (also the keep-alive idle
     /// timeout).
     pub http_header_read_timeout_ms: u64,
+    /// A connection whose client reads none of what is sent to it this long is closed
+    /// (a client that sends requests and never reads the answers would hold its slot
+    /// and buffers for ever).
+    pub write_stall_timeout_ms: u64,
     /// gRPC: an HTTP/2 ping on connections quiet this long, and the connection closed
     /// when the ping is not answered within `grpc_keepalive_timeout_secs`.
     pub grpc_keepalive_interval_secs: u64,
@@ -260,6 +264,7 @@ impl Default for ServerSection {
             max_connections: 4_096,
             first_byte_timeout_ms: 10_000,
             http_header_read_timeout_ms: 10_000,
+            write_stall_timeout_ms: 30_000,
             grpc_keepalive_interval_secs: 30,
             grpc_keepalive_timeout_secs: 10,
             grpc_max_connection_age_secs: 1_800,
@@ -819,6 +824,7 @@ pub struct Limits {
     pub max_connections: usize,
     pub first_byte_timeout: Duration,
     pub http_header_read_timeout: Duration,
+    pub write_stall_timeout: Duration,
     pub grpc_keepalive_interval: Duration,
     pub grpc_keepalive_timeout: Duration,
     /// `None`: connections may live for ever.
@@ -1076,6 +1082,7 @@ impl ServerSection {
                 "server.http_header_read_timeout_ms",
                 self.http_header_read_timeout_ms,
             ),
+            ("server.write_stall_timeout_ms", self.write_stall_timeout_ms),
             (
                 "server.grpc_keepalive_interval_secs",
                 self.grpc_keepalive_interval_secs,
@@ -1107,6 +1114,7 @@ impl ServerSection {
             max_connections: self.max_connections,
             first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
             http_header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
+            write_stall_timeout: Duration::from_millis(self.write_stall_timeout_ms),
             grpc_keepalive_interval: Duration::from_secs(self.grpc_keepalive_interval_secs),
             grpc_keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_secs),
             grpc_max_connection_age: (self.grpc_max_connection_age_secs > 0)

@@ -59,6 +59,17 @@ pub struct ServeLimits {
     /// A request's headers must arrive within this; between requests on a kept-alive
     /// connection it is the idle timeout.
     pub header_read_timeout: std::time::Duration,
+    /// The most a connection buffers each way: its request headers must fit, and a
+    /// client that pipelines requests without reading the answers holds no more.
+    pub max_buffer_bytes: usize,
+}
+
+impl ServeLimits {
+    /// Room for the largest token in a header with the rest of a gateway's request
+    /// around it, and at least 64 KiB (hyper's own default is about 400 KiB each way).
+    pub fn buffer_for(max_token_bytes: usize) -> usize {
+        max_token_bytes.saturating_mul(2).max(64 * 1024)
+    }
 }
 
 /// Serves `router` on `incoming` until `drain` fires, then lets the connections finish
@@ -93,7 +104,11 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_buffer_bytes)
+                // A client may close its side once it has sent the request (`nc -N`,
+                // scripts): it still gets the answer, and a revocation is not lost.
+                .half_close(true);
             let served = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut served = std::pin::pin!(served);
             tokio::select! {

@@ -32,6 +32,9 @@ pub struct Limits {
     /// A connection that has not sent its opening bytes this long after being accepted
     /// is closed.
     pub first_byte_timeout: Duration,
+    /// A connection whose client has read nothing of what is sent to it this long is
+    /// closed.
+    pub write_stall_timeout: Duration,
 }
 
 /// The soft limit on open descriptors of this process, where the platform says.
@@ -264,7 +267,7 @@ pub async fn accept(
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                return Connection::new(stream, permit, limits.first_byte_timeout);
+                return Connection::new(stream, permit, &limits);
             }
             Err(error) if is_transient(&error) => {}
             Err(error) => {
@@ -302,17 +305,42 @@ pub struct Connection {
     /// ClientHello alone is longer than the opening), and [`Stream`] counts them once
     /// decrypted.
     plaintext: bool,
+    write_stall_timeout: Duration,
+    /// Since when writes have waited for the client to read (the socket's buffer full).
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, first_byte_timeout: Duration) -> Self {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, limits: &Limits) -> Self {
         Self {
             stream,
             _permit: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(first_byte_timeout))),
+            first_byte: Some(Box::pin(tokio::time::sleep(limits.first_byte_timeout))),
             received: 0,
             plaintext: true,
+            write_stall_timeout: limits.write_stall_timeout,
+            stalled: None,
         }
+    }
+
+    /// Passes a write's outcome on, timing how long writes wait: past the stall timeout
+    /// the connection fails, and hyper or h2 drops it with what it buffered.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled = None;
+            return outcome;
+        }
+        let timeout = self.write_stall_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write stall timeout",
+            )));
+        }
+        Poll::Pending
     }
 
     /// Counts `bytes` of the request toward its opening; the first-byte timeout stops
@@ -365,11 +393,13 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let outcome = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.timed(cx, outcome)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let outcome = Pin::new(&mut self.stream).poll_flush(cx);
+        self.timed(cx, outcome)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -381,7 +411,8 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let outcome = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.timed(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {

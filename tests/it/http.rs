@@ -1,5 +1,7 @@
 //! The RFC 7662 HTTP endpoint.
 
+use std::time::Duration;
+
 use introspectd::config::IssuerSection;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -299,6 +301,83 @@ async fn curl_authenticates_with_the_key_as_its_basic_password() -> TestResult {
     assert!(
         refused.contains("www-authenticate: basic realm=\"introspectd\""),
         "{refused}"
+    );
+    Ok(())
+}
+
+/// A client may close its side of the connection once it has sent its request (`nc -N`,
+/// scripts, some proxies) and still read the answer; a revocation sent that way is
+/// applied, not dropped with the connection.
+#[tokio::test]
+async fn a_request_from_a_client_that_half_closed_is_answered() -> TestResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    for n in 0..5 {
+        let token = mint(&signer, &claims(ISS));
+        let form = format!("token={token}");
+        let request = format!(
+            "POST /oauth2/revoke HTTP/1.1\r\nhost: introspectd\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+             content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+            form.len()
+        );
+        let mut connection = tokio::net::TcpStream::connect(server.http_addr).await?;
+        connection.write_all(request.as_bytes()).await?;
+        connection.shutdown().await?;
+        let mut answer = String::new();
+        connection.read_to_string(&mut answer).await?;
+        assert!(answer.starts_with("HTTP/1.1 200"), "try {n}: {answer:?}");
+        assert!(!server.introspect(&token).await.active, "try {n}: revoked");
+    }
+    // The end of the request arrives while the answer is still being decided (here, by
+    // an issuer's endpoint that takes 300 ms): the answer still comes.
+    let (endpoint, _idp) = crate::limits::slow_idp(Duration::from_millis(300)).await;
+    let slow = Introspectd::start_ready(file_config(vec![IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        introspection_endpoint: Some(endpoint),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }]))
+    .await;
+    let form = "token=an-opaque-token";
+    let request = format!(
+        "POST /oauth2/introspect HTTP/1.1\r\nhost: introspectd\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let mut connection = tokio::net::TcpStream::connect(slow.http_addr).await?;
+    connection.write_all(request.as_bytes()).await?;
+    connection.shutdown().await?;
+    let mut answer = String::new();
+    connection.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    Ok(())
+}
+
+/// A client that sends requests and never reads the answers is closed once writes to it
+/// have waited `server.write_stall_timeout_ms`, instead of holding its slot and buffers.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_the_write_stall_timeout() -> TestResult {
+    use tokio::io::AsyncWriteExt;
+    let signer = key(Algorithm::ES256, "es");
+    let mut file = file_config(vec![IssuerSection {
+        jwks_uri: None,
+        jwks: Some(introspectd::token::sign::jwks(&[&signer]).to_string()),
+        ..issuer_section(ISS, "http://unused", &["ES256"])
+    }]);
+    file.server.write_stall_timeout_ms = 500;
+    let server = Introspectd::start_ready(file).await;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // A small receive window, so the server's writes wait soon.
+    socket.set_recv_buffer_size(4096)?;
+    let mut connection = socket.connect(server.http_addr).await?;
+    let request = b"GET /metrics HTTP/1.1\r\nhost: introspectd\r\n\r\n".repeat(400);
+    // The server stops reading once its buffers are full: write what it takes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection.write_all(&request)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        closed_within(&mut connection, Duration::from_secs(1)).await,
+        "the connection stayed open"
     );
     Ok(())
 }
