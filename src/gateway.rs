@@ -229,7 +229,7 @@ impl Settings {
                     www_authenticate: format!(
                         "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
                         self.realm,
-                        route.required_scopes.join(" ")
+                        challenge_scope(&route.required_scopes)
                     ),
                     dpop_nonce: None,
                 };
@@ -288,6 +288,20 @@ fn header_safe(value: &str) -> bool {
         && value
             .bytes()
             .all(|byte| byte == b'\t' || (byte >= 0x20 && byte != 0x7f))
+}
+
+/// The required scopes as RFC 6750 section 3's `scope` attribute allows them: printable
+/// ASCII without `"` or `\`. One with either (a client can send a policy header that a
+/// gateway forwards) is left out rather than allowed to end the quoted string and add
+/// attributes of its own to the challenge.
+fn challenge_scope(scopes: &[String]) -> String {
+    let nqchar = |b: u8| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e);
+    scopes
+        .iter()
+        .filter(|scope| !scope.is_empty() && scope.bytes().all(nqchar))
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

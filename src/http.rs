@@ -773,6 +773,7 @@ async fn authz(
         .and_then(|line| line.as_str().strip_prefix("/authz"))
         .filter(|client| client.starts_with('/'));
     let mut route = crate::gateway::RoutePolicy::default();
+    let mut conflicting_audiences = false;
     let (forwarded_uri, method, host) = match envoy_path {
         Some(client) => {
             // HTTP/2 carries the host as `:authority`, HTTP/1.1 as `Host`.
@@ -796,7 +797,13 @@ async fn authz(
                     "scope" => route
                         .required_scopes
                         .extend(value.split_whitespace().map(str::to_owned)),
-                    "audience" if !value.is_empty() => route.audience = Some(value),
+                    // Two audiences cannot both be the one a token must carry: a
+                    // requirement that cannot be read, denied below (the last one
+                    // winning would drop the first).
+                    "audience" if !value.is_empty() => match &route.audience {
+                        Some(earlier) if *earlier != value => conflicting_audiences = true,
+                        _ => route.audience = Some(value),
+                    },
                     _ => {}
                 }
             }
@@ -815,7 +822,14 @@ async fn authz(
     let scopes = header(ROUTE_SCOPE_HEADER);
     let audience = header(ROUTE_AUDIENCE_HEADER);
     let unreadable_policy = (present(ROUTE_SCOPE_HEADER) && scopes.is_none())
-        || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none());
+        || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none())
+        || conflicting_audiences;
+    // nginx, Traefik and Caddy describe the client's request in these headers; Envoy's
+    // HTTP service never does. Here they mean a forward-auth address with a trailing
+    // slash (`/authz/?scope=admin`), whose query would be taken for the client's and
+    // its policy silently dropped.
+    let misrouted = envoy_path.is_some()
+        && (present("x-forwarded-uri") || present("x-original-uri"));
     if let Some(scopes) = scopes {
         route.required_scopes.extend(
             scopes
@@ -858,8 +872,16 @@ async fn authz(
             .and_then(|value| crate::binding::certificate_from_header(&value)),
     };
     let decision = match described.presented() {
+        _ if misrouted => {
+            tracing::warn!(
+                "forward-auth: X-Forwarded-Uri at /authz/<path>; the gateway's address ends in a slash (use /authz); denied"
+            );
+            settings.unreadable_policy()
+        }
         _ if unreadable_policy => {
-            tracing::warn!("forward-auth: a route policy header is not UTF-8; denied");
+            tracing::warn!(
+                "forward-auth: a route policy header is not UTF-8, or the query names two audiences; denied"
+            );
             settings.unreadable_policy()
         }
         None => settings.missing_token(),

@@ -376,6 +376,37 @@ async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
         200,
         "audience= must be in aud"
     );
+    // Two audiences: not the last one alone (which dropped the first), a denial.
+    assert_eq!(
+        ask(&format!("?audience=https://elsewhere.example&audience={AUD}"), &token)
+            .send()
+            .await?
+            .status(),
+        403
+    );
+    // A forward-auth address with a trailing slash reaches the Envoy route, whose query
+    // is the client's: its policy would be dropped. X-Forwarded-Uri gives it away.
+    let slashed = http
+        .get(format!("http://{}/authz/?scope=admin", server.http_addr))
+        .header("x-introspectd-api-key", READER_KEY)
+        .header("x-token", &token)
+        .header("x-forwarded-uri", "/orders")
+        .send()
+        .await?;
+    assert_eq!(slashed.status(), 403);
+    // A scope a client slipped into a policy header stays inside the challenge's quotes.
+    let injected = ask("?scope=admin", &token)
+        .header(
+            "x-introspectd-required-scope",
+            "a\", error_uri=\"https://evil.example",
+        )
+        .send()
+        .await?;
+    assert_eq!(injected.status(), 403);
+    assert_eq!(
+        challenges(&injected),
+        vec!["Bearer realm=\"orders\", error=\"insufficient_scope\", scope=\"admin\"".to_owned()]
+    );
     // The token in Authorization is not read where token_header says otherwise.
     let elsewhere = http
         .get(format!("http://{}/authz", server.http_addr))
