@@ -669,21 +669,28 @@ impl Setup {
         mint(&self.signer, &claims)
     }
 
-    /// A good token passes and the upstream sees who it belongs to.
+    /// A good token passes and the upstream sees who it belongs to; so does one whose
+    /// claims make a large answer header (150 groups: some 5 KB of
+    /// `x-introspectd-claims`, past nginx's default 4 KB for a proxied answer's headers).
     async fn a_good_token_reaches_the_upstream(&self) -> TestResult {
-        let answer = self
-            .http
-            .get(&self.url)
-            .bearer_auth(self.token(json!({})))
-            .send()
-            .await?;
-        assert_eq!(answer.status(), 200);
-        let seen = self.upstream.seen();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(
-            seen[0].get("x-introspectd-sub").map(String::as_str),
-            Some("user-1")
-        );
+        let groups: Vec<String> = (0..150)
+            .map(|n| format!("/org/engineering/team-{n:03}"))
+            .collect();
+        for (n, extra) in [json!({}), json!({ "groups": groups })].into_iter().enumerate() {
+            let answer = self
+                .http
+                .get(&self.url)
+                .bearer_auth(self.token(extra))
+                .send()
+                .await?;
+            assert_eq!(answer.status(), 200, "token {n}");
+            let seen = self.upstream.seen();
+            assert_eq!(seen.len(), n + 1);
+            assert_eq!(
+                seen[n].get("x-introspectd-sub").map(String::as_str),
+                Some("user-1")
+            );
+        }
         Ok(())
     }
 }
@@ -830,7 +837,7 @@ async fn nginx_auth_request_passes_good_tokens_and_stops_the_rest() -> TestResul
     assert_eq!(get(Some(token)).await?.status(), 401);
     assert_eq!(
         upstream.seen().len(),
-        3,
+        4,
         "a refused request reached the upstream"
     );
 
@@ -972,7 +979,7 @@ async fn caddy_forward_auth_passes_good_tokens_and_stops_the_rest() -> TestResul
     assert_eq!(forbidden.status(), 403);
     assert_eq!(
         setup.upstream.seen().len(),
-        1,
+        2,
         "a refused request reached the upstream"
     );
     Ok(())
