@@ -437,10 +437,21 @@ impl App {
         }
         Ok(server
             .trace_fn(|request| {
-                // The call's one span, at debug: free unless logs or traces want it.
+                let path = request.uri().path();
+                // Probes and reflection would be half the spans, and say nothing.
+                if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
+                    return tracing::Span::none();
+                }
+                // The call's one span, at debug: free unless logs or traces want it. Named
+                // and typed as OpenTelemetry's RPC conventions say.
                 let span = tracing::debug_span!(
                     "grpc",
-                    grpc.path = %request.uri().path(),
+                    otel.name = path.trim_start_matches('/'),
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    rpc.system = "grpc",
+                    rpc.grpc.status_code = tracing::field::Empty,
+                    grpc.path = %path,
                     token.fingerprint = tracing::field::Empty,
                     iss = tracing::field::Empty,
                     result = tracing::field::Empty,

@@ -25,7 +25,6 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::auth::{
     Access, ApiKeys, Caller, Credentials, Denied, PresentedKey, Role, authorization_key,
@@ -246,19 +245,49 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let meter = request
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|route| RouteMeter {
-                metrics: self.metrics.clone(),
-                route: route.clone(),
-                started: std::time::Instant::now(),
-            });
+        let route = request.extensions().get::<axum::extract::MatchedPath>();
+        let span = route.map_or_else(tracing::Span::none, |route| {
+            request_span(request.method(), route.as_str(), request.headers())
+        });
+        let meter = route.map(|route| RouteMeter {
+            metrics: self.metrics.clone(),
+            route: route.clone(),
+            started: std::time::Instant::now(),
+        });
         Counting {
             call: self.inner.call(request),
             meter,
+            span,
         }
     }
+}
+
+/// A request's one span, at debug (free unless logs or traces want it), a child of the
+/// caller's W3C trace context, named and typed as OpenTelemetry's HTTP conventions say.
+/// Probes and scrapes get none: they would be most of the spans and say nothing.
+fn request_span(
+    method: &axum::http::Method,
+    route: &str,
+    headers: &axum::http::HeaderMap,
+) -> tracing::Span {
+    if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        token.fingerprint = tracing::field::Empty,
+        iss = tracing::field::Empty,
+        result = tracing::field::Empty,
+        reason = tracing::field::Empty,
+    );
+    crate::telemetry::parent_from_headers(&span, headers);
+    span
 }
 
 struct RouteMeter {
@@ -269,13 +298,31 @@ struct RouteMeter {
 
 pin_project_lite::pin_project! {
     /// A request's future that counts the request when its response is ready: the HTTP
-    /// twin of the gRPC layers' `Measured`, which reads a `grpc-status` instead.
+    /// twin of the gRPC layers' `Measured`, which reads a `grpc-status` instead. A
+    /// request dropped before its answer (the client went away) counts as `499`, as
+    /// nginx logs it.
     struct Counting<F> {
         #[pin]
         call: F,
         meter: Option<RouteMeter>,
+        span: tracing::Span,
+    }
+
+    impl<F> PinnedDrop for Counting<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(meter) = this.project().meter.take() {
+                meter.metrics.record_http(
+                    meter.route.as_str(),
+                    CLIENT_CLOSED_REQUEST,
+                    meter.started.elapsed(),
+                );
+            }
+        }
     }
 }
+
+/// nginx's status for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl<F, E> std::future::Future for Counting<F>
 where
@@ -288,13 +335,19 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.project();
+        let _in_span = this.span.enter();
         let answered = std::task::ready!(this.call.poll(cx));
         if let (Ok(response), Some(meter)) = (&answered, this.meter.take()) {
-            meter.metrics.record_http(
-                meter.route.as_str(),
-                response.status().as_u16(),
-                meter.started.elapsed(),
-            );
+            let status = response.status().as_u16();
+            meter
+                .metrics
+                .record_http(meter.route.as_str(), status, meter.started.elapsed());
+            if !this.span.is_disabled() {
+                this.span.record("http.response.status_code", status);
+                if status >= 500 {
+                    this.span.record("otel.status_code", "error");
+                }
+            }
         }
         std::task::Poll::Ready(answered)
     }
@@ -616,8 +669,6 @@ const NOT_A_FORM: &str =
 struct IntrospectHeaders {
     /// RFC 9701 section 4: the signed answer only when asked for by its media type.
     wants_signed: bool,
-    /// The call's span, a child of the caller's W3C trace context, if any.
-    span: tracing::Span,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IntrospectHeaders {
@@ -634,9 +685,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IntrospectHeaders {
                 .iter()
                 .filter_map(|value| value.to_str().ok()),
         );
-        let span = tracing::debug_span!("http", http.route = "/oauth2/introspect");
-        crate::telemetry::parent_from_headers(&span, &parts.headers);
-        Ok(Self { wants_signed, span })
+        Ok(Self { wants_signed })
     }
 }
 
@@ -661,7 +710,7 @@ fn accepts_signed<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
 async fn introspect(
     State(state): State<Arc<HttpState>>,
     caller: Option<Extension<Arc<Caller>>>,
-    IntrospectHeaders { wants_signed, span }: IntrospectHeaders,
+    IntrospectHeaders { wants_signed }: IntrospectHeaders,
     Form(form): Form,
 ) -> Response {
     if form.token.is_empty() {
@@ -706,7 +755,6 @@ async fn introspect(
     match state
         .introspector
         .introspect(&form.token, policy, now)
-        .instrument(span)
         .await
     {
         Ok(answer) => {
@@ -828,8 +876,8 @@ async fn authz(
     // HTTP service never does. Here they mean a forward-auth address with a trailing
     // slash (`/authz/?scope=admin`), whose query would be taken for the client's and
     // its policy silently dropped.
-    let misrouted = envoy_path.is_some()
-        && (present("x-forwarded-uri") || present("x-original-uri"));
+    let misrouted =
+        envoy_path.is_some() && (present("x-forwarded-uri") || present("x-original-uri"));
     if let Some(scopes) = scopes {
         route.required_scopes.extend(
             scopes

@@ -325,7 +325,11 @@ impl Connection {
 
     /// Passes a write's outcome on, timing how long writes wait: past the stall timeout
     /// the connection fails, and hyper or h2 drops it with what it buffered.
-    fn timed<T>(&mut self, cx: &mut Context<'_>, outcome: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         if outcome.is_ready() {
             self.stalled = None;
             return outcome;

@@ -409,6 +409,24 @@ fn san_extension(der: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// Reads a PEM file of CA certificates as a TLS client will use it: every certificate a
+/// trust anchor, at least one (a private CA for Redis or the trace collector).
+pub fn read_trust_anchors(path: &Path) -> std::io::Result<Vec<u8>> {
+    let pem = std::fs::read(path)?;
+    let mut roots = RootCertStore::empty();
+    let mut usable = true;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        usable &= certificate.is_ok_and(|der| roots.add(der).is_ok());
+    }
+    if !usable || roots.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no usable PEM certificate in it",
+        ));
+    }
+    Ok(pem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,22 +458,4 @@ mod tests {
             assert_eq!(subject_alt_names(der), SubjectAltNames::default());
         }
     }
-}
-
-/// Reads a PEM file of CA certificates as a TLS client will use it: every certificate a
-/// trust anchor, at least one (a private CA for Redis or the trace collector).
-pub fn read_trust_anchors(path: &Path) -> std::io::Result<Vec<u8>> {
-    let pem = std::fs::read(path)?;
-    let mut roots = RootCertStore::empty();
-    let mut usable = true;
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        usable &= certificate.is_ok_and(|der| roots.add(der).is_ok());
-    }
-    if !usable || roots.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "no usable PEM certificate in it",
-        ));
-    }
-    Ok(pem)
 }

@@ -347,21 +347,6 @@ impl Answerer {
             .await
             .map_err(status::from_introspect)?;
         self.metrics.record_answer(Surface::Grpc, &answer);
-        // The call's one span (the server's, at debug): filled only when someone listens.
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
-            span.record("token.fingerprint", answer.fingerprint.as_str());
-            match &answer.outcome {
-                Ok(active) => {
-                    span.record("iss", active.iss.as_str());
-                    span.record("result", "active");
-                }
-                Err(rejection) => {
-                    span.record("result", "inactive");
-                    span.record("reason", rejection.reason.as_str());
-                }
-            }
-        }
         if let (Some(signer), Some(audience)) = (&self.signer, audience_of_answer) {
             let signed = signer
                 .sign(&answer.rfc7662(), &audience, now)

@@ -388,11 +388,23 @@ struct Meter {
 }
 
 pin_project_lite::pin_project! {
-    /// A call's future that records the call when it completes.
+    /// A call's future that records the call when it completes, or as `CANCELLED` when
+    /// it is dropped first (the caller went away, or its deadline passed): those are
+    /// the slow calls, and a count that left them out would hide them.
     pub struct Measured<F> {
         #[pin]
         call: F,
         meter: Option<Meter>,
+    }
+
+    impl<F> PinnedDrop for Measured<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(meter) = this.project().meter.take() {
+                meter
+                    .handles
+                    .record(tonic::Code::Cancelled as usize, meter.started.elapsed());
+            }
+        }
     }
 }
 
@@ -418,6 +430,7 @@ where
                 Err(_) => tonic::Code::Unknown,
             };
             meter.handles.record(code as usize, meter.started.elapsed());
+            crate::telemetry::record_grpc_status(&tracing::Span::current(), code);
         }
         Poll::Ready(result)
     }

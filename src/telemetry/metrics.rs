@@ -139,8 +139,9 @@ impl Metrics {
         })
     }
 
-    /// Counts one answer: active or inactive (and why), cache hit or miss.
-    /// Counts one answer: active or inactive (by reason), cache hit or miss.
+    /// Counts one answer: active or inactive (by reason), cache hit or miss; and puts it
+    /// on the call's span (every surface's one span, at debug: filled only when someone
+    /// listens): the token's fingerprint, never the token.
     pub fn record_answer(&self, surface: Surface, answer: &crate::introspect::Introspection) {
         let reason = answer
             .outcome
@@ -148,6 +149,20 @@ impl Metrics {
             .err()
             .map(|rejection| rejection.reason);
         self.record_introspection(surface, reason, answer.cache_hit);
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("token.fingerprint", answer.fingerprint.as_str());
+            match &answer.outcome {
+                Ok(active) => {
+                    span.record("iss", active.iss.as_str());
+                    span.record("result", "active");
+                }
+                Err(rejection) => {
+                    span.record("result", "inactive");
+                    span.record("reason", rejection.reason.as_str());
+                }
+            }
+        }
     }
 
     fn record_introspection(&self, surface: Surface, reason: Option<Reason>, cache_hit: bool) {

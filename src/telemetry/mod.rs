@@ -120,6 +120,27 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, String> {
     })
 }
 
+/// Puts a gRPC call's status on its span (`rpc.grpc.status_code`), and marks the span
+/// as an error where OpenTelemetry's conventions say a server failed: unknown, past its
+/// deadline, unimplemented, internal, unavailable, data loss.
+pub fn record_grpc_status(span: &tracing::Span, code: tonic::Code) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("rpc.grpc.status_code", code as i64);
+    if matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+    ) {
+        span.record("otel.status_code", "error");
+    }
+}
+
 /// Makes the W3C trace context in `headers` (`traceparent`, `tracestate`) the parent of
 /// `span`. Without trace export this does nothing.
 pub fn parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
@@ -230,9 +251,7 @@ mod otel {
             return Ok(None);
         };
         // The library's errors quote the endpoint, credentials and all.
-        let shown = |error: String| {
-            format!("{key}: {}", error.replace(&endpoint, "the endpoint"))
-        };
+        let shown = |error: String| format!("{key}: {}", error.replace(&endpoint, "the endpoint"));
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone());
@@ -278,20 +297,42 @@ mod otel {
             .boxed()
     }
 
-    struct Headers<'a>(&'a http::HeaderMap);
+    struct Headers<'a> {
+        map: &'a http::HeaderMap,
+        /// Several `tracestate` headers, joined; `None` for one or none.
+        tracestate: Option<String>,
+    }
 
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key).and_then(|value| value.to_str().ok())
+            if let Some(joined) = &self.tracestate
+                && key.eq_ignore_ascii_case("tracestate")
+            {
+                return Some(joined);
+            }
+            self.map.get(key).and_then(|value| value.to_str().ok())
         }
         fn keys(&self) -> Vec<&str> {
-            self.0.keys().map(http::HeaderName::as_str).collect()
+            self.map.keys().map(http::HeaderName::as_str).collect()
         }
     }
 
     pub fn set_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+        // W3C Trace Context: several `tracestate` headers are one list, joined.
+        let states = headers.get_all("tracestate");
+        let tracestate = (states.iter().nth(1).is_some()).then(|| {
+            states
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let carrier = Headers {
+            map: headers,
+            tracestate,
+        };
         let context = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&Headers(headers))
+            propagator.extract(&carrier)
         });
         let _ = span.set_parent(context);
     }

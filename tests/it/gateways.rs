@@ -378,10 +378,13 @@ async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
     );
     // Two audiences: not the last one alone (which dropped the first), a denial.
     assert_eq!(
-        ask(&format!("?audience=https://elsewhere.example&audience={AUD}"), &token)
-            .send()
-            .await?
-            .status(),
+        ask(
+            &format!("?audience=https://elsewhere.example&audience={AUD}"),
+            &token
+        )
+        .send()
+        .await?
+        .status(),
         403
     );
     // A forward-auth address with a trailing slash reaches the Envoy route, whose query
@@ -676,7 +679,10 @@ impl Setup {
         let groups: Vec<String> = (0..150)
             .map(|n| format!("/org/engineering/team-{n:03}"))
             .collect();
-        for (n, extra) in [json!({}), json!({ "groups": groups })].into_iter().enumerate() {
+        for (n, extra) in [json!({}), json!({ "groups": groups })]
+            .into_iter()
+            .enumerate()
+        {
             let answer = self
                 .http
                 .get(&self.url)

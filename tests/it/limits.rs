@@ -330,3 +330,28 @@ async fn grpc_connections_are_closed_at_their_maximum_age() -> TestResult {
     );
     Ok(())
 }
+
+/// A gRPC call its caller gives up on (its deadline passed, or it cancelled) is counted
+/// and timed as `CANCELLED`. Those are the slow calls; left out, they were invisible. (An
+/// HTTP/1 request runs to its answer even when the client closes its side, which may be a
+/// half-close: it is counted with the status it gets.)
+#[tokio::test]
+async fn calls_their_callers_abandon_are_counted() -> TestResult {
+    let (endpoint, idp) = slow_idp(Duration::from_secs(3)).await;
+    let server = Introspectd::start_ready(file_config(vec![opaque_issuer(&endpoint)])).await;
+    let mut request = tonic::Request::new(pb::IntrospectRequest {
+        token: "slow-opaque".into(),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let abandoned = server.client().await.introspect(request).await;
+    assert!(abandoned.is_err());
+    server
+        .wait_for_metric_above(
+            "introspectd_requests_total{method=\"Introspect\",code=\"CANCELLED\"}",
+            0.0,
+        )
+        .await;
+    assert!(idp.calls.load(Ordering::SeqCst) >= 1);
+    Ok(())
+}

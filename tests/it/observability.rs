@@ -268,7 +268,8 @@ async fn start_receiver(
     let endpoint = match tls {
         Some(leaf) => {
             let identity = tonic::transport::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem);
-            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+            server =
+                server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
             format!("https://localhost:{port}")
         }
         None => format!("http://127.0.0.1:{port}"),
@@ -330,7 +331,10 @@ async fn spans_reach_an_https_collector_trusted_through_its_ca_file() -> TestRes
     drop(client);
     assert!(process.terminate()?.success());
     assert!(
-        receiver.span_names().iter().any(|name| name == "grpc"),
+        receiver
+            .span_names()
+            .iter()
+            .any(|name| name == "introspectd.v1.TokenIntrospection/Introspect"),
         "{:?}",
         receiver.span_names()
     );
@@ -384,6 +388,26 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
         .form(&[("token", mint(&signer, &claims(ISS)))])
         .send()
         .await?;
+    // Forward-auth too, and a health check, which makes no span.
+    let authz_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let token = mint(&signer, &claims(ISS));
+    let authz = reqwest::Client::new()
+        .get(format!("http://{}/authz", process.http))
+        .header("traceparent", format!("00-{authz_trace}-{http_parent}-01"))
+        .header("tracestate", "a=1")
+        .header("tracestate", "b=2")
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(authz.status(), 200);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", process.grpc))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?;
+    drop(health);
     assert!(
         process.terminate()?.success(),
         "a clean stop flushes the spans"
@@ -411,7 +435,10 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
         .collect();
     let grpc = spans
         .iter()
-        .find(|(_, span)| hex(&span.trace_id) == trace_id && span.name == "grpc")
+        .find(|(_, span)| {
+            hex(&span.trace_id) == trace_id
+                && span.name == "introspectd.v1.TokenIntrospection/Introspect"
+        })
         .ok_or_else(|| {
             format!(
                 "no grpc span in the caller's trace; got {:?}",
@@ -434,9 +461,43 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
     let introspect = grpc;
     let http = spans
         .iter()
-        .find(|(_, span)| hex(&span.trace_id) == http_trace && span.name == "http")
+        .find(|(_, span)| {
+            hex(&span.trace_id) == http_trace && span.name == "POST /oauth2/introspect"
+        })
         .ok_or("no http span in the HTTP caller's trace")?;
     assert_eq!(hex(&http.1.parent_span_id), http_parent);
+    let forward_auth = spans
+        .iter()
+        .find(|(_, span)| hex(&span.trace_id) == authz_trace && span.name == "GET /authz")
+        .ok_or("no span for /authz in its caller's trace")?;
+    assert_eq!(
+        forward_auth.1.trace_state, "a=1,b=2",
+        "tracestate headers are one list"
+    );
+    let keys: Vec<&str> = forward_auth
+        .1
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    for wanted in [
+        "token.fingerprint",
+        "result",
+        "http.response.status_code",
+        "http.route",
+    ] {
+        assert!(keys.contains(&wanted), "{wanted} missing from {keys:?}");
+    }
+    // Server spans, as OpenTelemetry's conventions have them (SPAN_KIND_SERVER is 2).
+    for (_, span) in [grpc, http, forward_auth] {
+        assert_eq!(span.kind, 2, "{}", span.name);
+    }
+    assert!(
+        !spans
+            .iter()
+            .any(|(_, span)| span.name.contains("grpc.health")),
+        "health checks make no spans"
+    );
     let attributes: Vec<&str> = introspect
         .1
         .attributes
