@@ -545,6 +545,11 @@ pub struct IntrospectForm {
     pub http_uri: Option<String>,
     #[serde(default)]
     pub client_certificate: Option<String>,
+    /// RFC 6749 section 2.3.1's `client_secret_post`, which is not accepted: read only
+    /// to say so, rather than to ignore credentials (a wrong one passed where anonymous
+    /// callers may introspect).
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }
 
 /// The form of a request, parsed only once the caller is authorized (RFC 6749 section
@@ -584,6 +589,7 @@ fn plain_form(body: &[u8]) -> Option<IntrospectForm> {
             "http_method" => &mut form.http_method,
             "http_uri" => &mut form.http_uri,
             "client_certificate" => &mut form.client_certificate,
+            "client_secret" => &mut form.client_secret,
             _ => continue,
         };
         if slot.replace(value.to_owned()).is_some() {
@@ -713,6 +719,9 @@ async fn introspect(
     IntrospectHeaders { wants_signed }: IntrospectHeaders,
     Form(form): Form,
 ) -> Response {
+    if form.client_secret.is_some() {
+        return client_secret_post_refused();
+    }
     if form.token.is_empty() {
         return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }
@@ -1028,6 +1037,23 @@ fn refused(denied: Denied, presented: Presented) -> Response {
         .into_response()
 }
 
+/// RFC 6749 section 5.2's `invalid_client` for credentials in the form
+/// (`client_secret_post`), saying where they go instead.
+fn client_secret_post_refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            r#"Basic realm="introspectd""#,
+        )],
+        Json(json!({
+            "error": "invalid_client",
+            "error_description": "client_secret_post is not accepted: send the client's credentials with HTTP Basic (client_secret_basic), or its API key as a Bearer token",
+        })),
+    )
+        .into_response()
+}
+
 fn invalid_request(description: &str) -> Response {
     request_error(StatusCode::BAD_REQUEST, description)
 }
@@ -1048,6 +1074,9 @@ async fn revoke(
     Extension(caller): Extension<Arc<Caller>>,
     Form(form): Form,
 ) -> Response {
+    if form.client_secret.is_some() {
+        return client_secret_post_refused();
+    }
     if form.token.is_empty() {
         return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }
@@ -1340,6 +1369,7 @@ mod tests {
             "&&token=x&&",
             "token=x=y&=z&token_type_hint",
             "token=é.ü&http_uri=https://ä.example/",
+            "token=x&client_id=c&client_secret=s",
         ] {
             let fast = plain_form(body.as_bytes());
             assert!(fast.is_some(), "{body:?} takes the fast path");

@@ -381,3 +381,34 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall_timeout() -> 
     );
     Ok(())
 }
+
+/// `client_secret_post` (credentials in the form, as some resource servers send them by
+/// default) is refused with a description of what is accepted, whether or not anonymous
+/// callers may introspect: a wrong secret was silently ignored, a right one refused
+/// without a hint.
+#[tokio::test]
+async fn credentials_in_the_form_are_refused_with_where_they_go() -> TestResult {
+    let signer = key(Algorithm::ES256, "es");
+    let server = server(&signer).await;
+    let token = mint(&signer, &claims(ISS));
+    for route in ["/oauth2/introspect", "/oauth2/revoke"] {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{}{route}", server.http_addr))
+            .bearer_auth(ADMIN_KEY)
+            .form(&[
+                ("token", token.as_str()),
+                ("client_id", "resource-server"),
+                ("client_secret", "wrong"),
+            ])
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 401, "{route}");
+        let body: Value = answer.json().await?;
+        assert_eq!(body["error"], json!("invalid_client"), "{route}");
+        let said = body["error_description"].as_str().unwrap_or_default();
+        assert!(said.contains("HTTP Basic"), "{route}: {said}");
+    }
+    let (status, body) = post(&server, &[("token", &token), ("client_secret", "x")]).await?;
+    assert_eq!((status, &body["error"]), (401, &json!("invalid_client")), "anonymous");
+    Ok(())
+}
