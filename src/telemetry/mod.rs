@@ -44,11 +44,17 @@ pub struct TelemetryGuard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
+/// How long the last spans get to reach the collector at exit. The chart leaves at
+/// least a second between the drain and Kubernetes' SIGKILL; the library's own 5 s
+/// would be cut short by it whenever the collector is gone.
+#[cfg(feature = "otel")]
+const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider.take()
-            && let Err(error) = provider.shutdown()
+            && let Err(error) = provider.shutdown_with_timeout(TRACE_FLUSH_TIMEOUT)
         {
             eprintln!("introspectd: flushing traces failed: {error}");
         }

@@ -409,6 +409,10 @@ async fn credentials_in_the_form_are_refused_with_where_they_go() -> TestResult 
         assert!(said.contains("HTTP Basic"), "{route}: {said}");
     }
     let (status, body) = post(&server, &[("token", &token), ("client_secret", "x")]).await?;
-    assert_eq!((status, &body["error"]), (401, &json!("invalid_client")), "anonymous");
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("invalid_client")),
+        "anonymous"
+    );
     Ok(())
 }

@@ -512,3 +512,43 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() -> TestResult {
     }
     Ok(())
 }
+
+/// A collector that takes the connection and never answers delays the exit by the
+/// 1 s flush at most (the library's own 5 s outlasted the chart's margin before
+/// Kubernetes' SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_delays_the_exit_by_a_second_at_most() -> TestResult {
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let otlp = format!("http://{}", blackhole.local_addr()?);
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = blackhole.accept().await {
+            open.push(connection);
+        }
+    });
+    let signer = key(Algorithm::ES256, "es");
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), vec![inline_issuer(ISS, &signer)], |file| {
+        file.telemetry.otlp_endpoint = Some(otlp.clone());
+        file.server.shutdown_grace_secs = 1;
+    });
+    let mut process = spawn_serve(&config, Stdio::null).await;
+    let mut client = TokenIntrospectionClient::connect(format!("http://{}", process.grpc)).await?;
+    client
+        .introspect(pb::IntrospectRequest {
+            token: mint(&signer, &claims(ISS)),
+            ..Default::default()
+        })
+        .await?;
+    drop(client);
+    let asked = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || process.terminate()).await??;
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < std::time::Duration::from_millis(3_500),
+        "exit took {took:?}"
+    );
+    held.abort();
+    Ok(())
+}
