@@ -313,6 +313,21 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
     Ok(())
 }
 
+/// A request to revoke `jti` "j" of the test issuer, with `key`.
+fn revoke_jti_j(key: &str) -> tonic::Request<pb::RevokeRequest> {
+    with_key(
+        key,
+        pb::RevokeRequest {
+            target: Some(Target::Jti(pb::JtiTarget {
+                iss: ISS.into(),
+                jti: "j".into(),
+                exp: None,
+            })),
+            reason: String::new(),
+        },
+    )
+}
+
 /// `auth.api_keys_file` (a mounted Secret) is read again while serving: a key added to
 /// it is taken, a key removed from it is refused, and a file that does not parse
 /// leaves the keys as they were.
@@ -340,17 +355,7 @@ async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
     let code = |key: &'static str| {
         let server = &server;
         async move {
-            let request = with_key(
-                key,
-                pb::RevokeRequest {
-                    target: Some(Target::Jti(pb::JtiTarget {
-                        iss: ISS.into(),
-                        jti: "j".into(),
-                        exp: None,
-                    })),
-                    reason: String::new(),
-                },
-            );
+            let request = revoke_jti_j(key);
             match server.revocation().await.revoke(request).await {
                 Ok(_) => Code::Ok,
                 Err(status) => status.code(),
@@ -408,17 +413,7 @@ async fn sighup_reads_the_keys_file_and_the_key_sets_again_at_once() -> TestResu
     let revoke_code = |key: &'static str| {
         let mut client = pb::token_revocation_client::TokenRevocationClient::new(channel.clone());
         async move {
-            let request = with_key(
-                key,
-                pb::RevokeRequest {
-                    target: Some(Target::Jti(pb::JtiTarget {
-                        iss: ISS.into(),
-                        jti: "j".into(),
-                        exp: None,
-                    })),
-                    reason: String::new(),
-                },
-            );
+            let request = revoke_jti_j(key);
             client
                 .revoke(request)
                 .await
