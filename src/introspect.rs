@@ -325,7 +325,12 @@ impl Introspector {
             return not_ready();
         };
         let mut checked = jwt.check_signature(&issuer.policy, &keys);
-        if matches!(checked, Err(r) if r.reason == Reason::UnknownKey) {
+        // An unknown kid, or a known one whose keys do not verify: the issuer may have
+        // published a key since (another type under that kid, or the kid re-keyed).
+        // The refetch is rate-limited and shared, so forged tokens cannot hammer the
+        // issuer.
+        if matches!(checked, Err(r) if matches!(r.reason, Reason::UnknownKey | Reason::BadSignature))
+        {
             issuer.refetch_for_unknown_kid().await;
             let Some(keys) = issuer.keys() else {
                 return not_ready();

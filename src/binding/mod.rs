@@ -177,16 +177,20 @@ impl Binder {
     }
 }
 
-/// The thumbprint of a certificate given as text (a form field, where DER cannot be):
-/// a PEM text, or the SHA-256 thumbprint itself as the tools print it: `x5t#S256`
-/// (base64url), standard base64, padded or not, or hex, with colons or without (Envoy's
-/// `Hash=`, `openssl x509 -fingerprint -sha256`). `None` for anything else: a text that
-/// is neither would only ever mismatch, so the caller hears of it instead.
+/// The thumbprint of a certificate given as text (a form field or a header, where DER
+/// cannot be): a PEM text, base64 DER, or the SHA-256 thumbprint itself as the tools
+/// print it: `x5t#S256` (base64url), standard base64, padded or not, or hex, with colons
+/// or without (Envoy's `Hash=`, `openssl x509 -fingerprint -sha256`, whose whole line
+/// may come). `None` for anything else: a text that is neither would only ever
+/// mismatch, so the caller hears of it instead.
 pub fn certificate_text_thumbprint(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.starts_with("-----BEGIN") {
+    let text = text.trim().trim_start_matches('\u{feff}');
+    if text.contains("-----BEGIN CERTIFICATE-----") {
         return pem_certificate(text).map(|der| Sha256::digest(der).into());
     }
+    let text = text
+        .rsplit_once("Fingerprint=")
+        .map_or(text, |(_, fingerprint)| fingerprint.trim());
     let mut out = [0u8; 32];
     let unpadded = text.trim_end_matches('=');
     let decoded = match text.len() {
@@ -198,6 +202,15 @@ pub fn certificate_text_thumbprint(text: &str) -> Option<[u8; 32]> {
         95 => hex::decode_to_slice(text.replace(':', ""), &mut out)
             .ok()
             .map(|()| 32),
+        // Longer: a certificate's DER in base64 (Traefik's header, PEM without armour).
+        96.. => {
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            return base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .ok()
+                .filter(|der| der.first() == Some(&0x30))
+                .map(|der| Sha256::digest(der).into());
+        }
         _ => None,
     };
     (decoded == Some(32)).then_some(out)
@@ -247,16 +260,11 @@ pub fn certificate_from_header(value: &str) -> Option<[u8; 32]> {
         return certificate_thumbprint(percent_decode(value_of("Cert")?)?.as_bytes());
     }
     if value.starts_with("-----BEGIN") {
-        return certificate_thumbprint(percent_decode(value)?.as_bytes());
+        return certificate_text_thumbprint(&percent_decode(value)?);
     }
     let decoded = percent_decode(value)?;
     // Traefik's chain: the certificates joined with commas, the client's first.
-    let leaf = decoded.split(',').next().unwrap_or_default();
-    let compact: String = leaf.chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .ok()?;
-    Some(Sha256::digest(der).into())
+    certificate_text_thumbprint(decoded.split(',').next().unwrap_or_default())
 }
 
 /// The pairs of an `x-forwarded-client-cert` holding one element, read by its grammar:

@@ -514,7 +514,9 @@ fn certificate_bound_tokens_need_that_certificate() {
 
 #[test]
 fn certificates_from_gateway_headers() {
-    let der = b"certificate bytes";
+    // A DER SEQUENCE's first bytes, and a certificate's length.
+    let der = [&[0x30u8, 0x82, 0x01, 0x00][..], &[0xa5; 120]].concat();
+    let der = der.as_slice();
     let sha: [u8; 32] = Sha256::digest(der).into();
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let pem = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
@@ -573,6 +575,28 @@ fn certificates_from_gateway_headers() {
     );
     assert_eq!(certificate_thumbprint(pem.as_bytes()), Some(sha));
     assert_eq!(certificate_from_header("%zz"), None);
+    // Every surface reads the same texts: the thumbprint as the tools print it, base64
+    // DER, PEM after a byte-order mark or `openssl pkcs12`'s `Bag Attributes`.
+    let colons = sha
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    for text in [
+        hex::encode(sha),
+        format!("sha256 Fingerprint={colons}"),
+        URL_SAFE_NO_PAD.encode(sha),
+        b64.clone(),
+        format!("\u{feff}{pem}"),
+        format!("Bag Attributes\n    localKeyID: 01\nsubject=/CN=client\n{pem}"),
+    ] {
+        assert_eq!(
+            certificate_thumbprint(text.as_bytes()),
+            Some(sha),
+            "{text:?}"
+        );
+        assert_eq!(certificate_from_header(&text), Some(sha), "header {text:?}");
+    }
 }
 
 #[test]

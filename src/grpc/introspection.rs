@@ -318,7 +318,8 @@ impl Answerer {
             })?),
         };
         let client_certificate = match client_certificate.as_deref() {
-            None => None,
+            // Empty is absent, as the HTTP form has it.
+            None | Some([]) => None,
             Some(presented) => {
                 Some(binding::certificate_thumbprint(presented).ok_or_else(|| {
                     Status::invalid_argument("client_certificate is neither DER nor a thumbprint")

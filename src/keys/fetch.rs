@@ -21,8 +21,8 @@ pub enum KeysError {
     DiscoveryFetch(#[source] OutboundError),
     #[error("not a JWKS document: {0}")]
     Parse(#[source] serde_json::Error),
-    #[error("the key set has no key that can verify tokens")]
-    NoUsableKeys,
+    #[error("the key set has no key that can verify tokens{}", skipped_keys(.0))]
+    NoUsableKeys(Vec<String>),
     #[error("the discovery document does not parse: {0}")]
     DiscoveryParse(#[source] serde_json::Error),
     #[error("the discovery document's jwks_uri: {0}")]
@@ -124,4 +124,13 @@ async fn get(http: &reqwest::Client, uri: &str) -> Result<(HeaderMap, Vec<u8>), 
         .get(uri)
         .header(reqwest::header::ACCEPT, "application/json");
     outbound::body(request, MAX_DOCUMENT_BYTES).await
+}
+
+/// The signing keys a set skipped, as an error names them.
+fn skipped_keys(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(" (skipped: {})", skipped.join("; "))
+    }
 }

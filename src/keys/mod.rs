@@ -391,8 +391,10 @@ impl KeySet {
                 }),
             }
         }
+        // In one order, so that the same keys read the same whatever the JWKS's order.
+        skipped.sort();
         if set.keys.is_empty() {
-            return Err(KeysError::NoUsableKeys);
+            return Err(KeysError::NoUsableKeys(skipped));
         }
         Ok((set, skipped))
     }

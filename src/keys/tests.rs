@@ -53,9 +53,19 @@ fn a_point_of_the_wrong_length_is_skipped() -> Result<(), KeysError> {
         .decode(short["x"].as_str().unwrap_or_default())
         .unwrap_or_default();
     short["x"] = json!(URL_SAFE_NO_PAD.encode(&x[1..]));
-    let (set, skipped) = set(vec![good, short])?;
-    assert_eq!(set.len(), 1);
+    let (set_of_both, skipped) = set(vec![good, short.clone()])?;
+    assert_eq!(set_of_both.len(), 1);
     assert_eq!(skipped, vec!["kid \"short\": key material does not parse"]);
+    // Alone, it leaves the issuer without keys: the error (in the log while the issuer
+    // keeps the replica not ready) names it.
+    let alone = set(vec![short])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        alone.contains("kid \"short\": key material does not parse"),
+        "{alone}"
+    );
     Ok(())
 }
 
@@ -65,7 +75,7 @@ fn a_set_with_no_usable_key_is_an_error() {
     encryption["use"] = json!("enc");
     assert!(matches!(
         set(vec![encryption]),
-        Err(KeysError::NoUsableKeys)
+        Err(KeysError::NoUsableKeys(_))
     ));
     assert!(matches!(
         KeySet::from_jwks(b"{\"nope\": 1}"),
@@ -95,7 +105,7 @@ fn keys_sharing_a_kid_are_told_apart_by_alg() -> Result<(), KeysError> {
         let (signing_input, signature) = token.rsplit_once('.').unwrap_or_default();
         let mut candidates = set
             .candidates(Some("k1"), alg)
-            .map_err(|_| KeysError::NoUsableKeys)?;
+            .map_err(|_| KeysError::NoUsableKeys(Vec::new()))?;
         assert!(
             candidates.any(|k| k.verify(signing_input.as_bytes(), signature, alg)),
             "{alg:?}"

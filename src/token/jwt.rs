@@ -97,7 +97,7 @@ pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejecti
         return Ok(Classified::Opaque);
     }
     if !is_base64url(token) {
-        return if names_an_alg(header.trim().trim_end_matches('=')) {
+        return if names_an_alg(header) {
             Err(Rejection::new(
                 Reason::Malformed,
                 "a JWS with padding, whitespace or other characters base64url does not have",
@@ -136,8 +136,15 @@ pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejecti
 /// Whether a segment is a JSON object with an `alg`: a JOSE header, however malformed
 /// otherwise.
 fn names_an_alg(segment: &str) -> bool {
+    // Read as leniently as a JWS could have been mangled: wrapped lines, padding,
+    // the standard alphabet.
+    let compact: String = segment
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '=')
+        .collect();
     URL_SAFE_NO_PAD
-        .decode(segment)
+        .decode(&compact)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&compact))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
         .is_some_and(|header| header.contains_key("alg"))

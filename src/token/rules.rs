@@ -158,7 +158,10 @@ fn check_claimed_type(claims: &Map<String, Value>) -> Result<(), Rejection> {
                 "logout" | "logout_token" | "serialized_id" => return Err(WRONG_TYPE_CLAIMED),
                 // Not from `token_type`: an RFC 7662 answer says `Bearer` there whatever
                 // the token.
-                "bearer" | "access" | "access_token" | "accesstoken" if name != "token_type" => {
+                // Keycloak types DPoP-bound access tokens `DPoP`.
+                "bearer" | "dpop" | "access" | "access_token" | "accesstoken"
+                    if name != "token_type" =>
+                {
                     claimed_access = true;
                 }
                 _ => {}

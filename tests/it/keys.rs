@@ -44,6 +44,40 @@ async fn new_kid_is_accepted_after_one_refetch() -> TestResult {
     Ok(())
 }
 
+/// A key published under a `kid` the set already has (an EC key beside the RSA one,
+/// RFC 7517 section 4.5, or the same kid re-keyed) is taken after one refetch, as a new
+/// kid is, instead of being refused until the next scheduled refresh.
+#[tokio::test]
+async fn a_new_key_under_a_known_kid_is_taken_after_one_refetch() -> TestResult {
+    let rsa = key(Algorithm::RS256, "k1");
+    let jwks = JwksServer::start(&[&rsa]).await;
+    let issuer = IssuerSection {
+        refresh_secs: 3_600,
+        refresh_min_secs: 3_600,
+        ..issuer_section(ISS, &jwks.jwks_uri(), &["RS256", "ES256"])
+    };
+    let server = Introspectd::start_ready(file_config(vec![issuer])).await;
+    assert!(server.introspect(&mint(&rsa, &claims(ISS))).await.active);
+    let ec = key(Algorithm::ES256, "k1");
+    jwks.set_keys(&[&rsa, &ec]);
+    assert!(
+        server.introspect(&mint(&ec, &claims(ISS))).await.active,
+        "a second type"
+    );
+    // Re-keyed: the same kid, a new RSA key.
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // past the refetch rate limit
+    let rekeyed = key(Algorithm::RS256, "k1");
+    jwks.set_keys(&[&rekeyed]);
+    assert!(
+        server
+            .introspect(&mint(&rekeyed, &claims(ISS)))
+            .await
+            .active,
+        "re-keyed"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn removed_key_is_refused_after_refresh_even_when_cached() -> TestResult {
     let kept = key(Algorithm::RS256, "kept");
