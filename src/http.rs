@@ -273,12 +273,26 @@ fn request_span(
     if matches!(route, "/healthz" | "/readyz" | "/metrics") {
         return tracing::Span::none();
     }
+    // A method the client made up (Envoy's HTTP service passes the client's on) is
+    // `_OTHER`, as the conventions say: it is the client's text, in every span's name.
+    let method = match *method {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::CONNECT => "CONNECT",
+        axum::http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    };
     let span = tracing::debug_span!(
         "http",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
+        http.request.method = method,
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         token.fingerprint = tracing::field::Empty,
@@ -367,6 +381,18 @@ const API_KEY_HEADER: &str = "x-introspectd-api-key";
 /// A route's policy where the query is the client's (Envoy's HTTP ext_authz adds these
 /// with `headers_to_add`): scopes separated by spaces or commas, and an audience.
 const ROUTE_SCOPE_HEADER: &str = "x-introspectd-required-scope";
+
+/// Headers forward-auth gateways describe the client's request in (nginx's example and
+/// `X-Original-*` setups, ingress-nginx's `auth-url`, Traefik, Caddy).
+const FORWARD_AUTH_HEADERS: &[&str] = &[
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-host",
+    "x-original-uri",
+    "x-original-url",
+    "x-original-method",
+    "x-auth-request-redirect",
+];
 const ROUTE_AUDIENCE_HEADER: &str = "x-introspectd-required-audience";
 
 /// What a route that does work checks before its handler, in one layer: the call limits
@@ -881,12 +907,11 @@ async fn authz(
     let unreadable_policy = (present(ROUTE_SCOPE_HEADER) && scopes.is_none())
         || (present(ROUTE_AUDIENCE_HEADER) && audience.is_none())
         || conflicting_audiences;
-    // nginx, Traefik and Caddy describe the client's request in these headers; Envoy's
-    // HTTP service never does. Here they mean a forward-auth address with a trailing
-    // slash (`/authz/?scope=admin`), whose query would be taken for the client's and
-    // its policy silently dropped.
-    let misrouted =
-        envoy_path.is_some() && (present("x-forwarded-uri") || present("x-original-uri"));
+    // nginx, ingress-nginx, Traefik and Caddy describe the client's request in these
+    // headers; Envoy's HTTP service never does. Here they mean a forward-auth address
+    // with a trailing slash (`/authz/?scope=admin`), whose query would be taken for the
+    // client's and its policy silently dropped.
+    let misrouted = envoy_path.is_some() && FORWARD_AUTH_HEADERS.iter().any(|h| present(h));
     if let Some(scopes) = scopes {
         route.required_scopes.extend(
             scopes
@@ -931,7 +956,7 @@ async fn authz(
     let decision = match described.presented() {
         _ if misrouted => {
             tracing::warn!(
-                "forward-auth: X-Forwarded-Uri at /authz/<path>; the gateway's address ends in a slash (use /authz); denied"
+                "forward-auth: X-Forwarded-* or X-Original-* headers at /authz/<path>; the gateway's address ends in a slash (use /authz); denied"
             );
             settings.unreadable_policy()
         }

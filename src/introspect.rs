@@ -331,7 +331,7 @@ impl Introspector {
         // issuer.
         if matches!(checked, Err(r) if matches!(r.reason, Reason::UnknownKey | Reason::BadSignature))
         {
-            issuer.refetch_for_unknown_kid().await;
+            issuer.refetch_now().await;
             let Some(keys) = issuer.keys() else {
                 return not_ready();
             };

@@ -78,6 +78,16 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Takes SIGHUP before anything is built (the store opened, keys loaded): its default
+/// action ends the process, and a service that is starting must not die of it any more
+/// than one that serves. tokio keeps a handler, once installed, for the life of the
+/// process; the running service listens for the signal itself (it reads its files again).
+/// Where it cannot be installed, the service's own listener says so.
+pub fn take_sighup() {
+    #[cfg(unix)]
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -116,9 +116,15 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config, addrs } => serve::serve_file(&config.config, &addrs).await,
+            Command::Serve { config, addrs } => {
+                crate::take_sighup();
+                serve::serve_file(&config.config, &addrs).await
+            }
             Command::CheckConfig { config } => serve::check_config(&config.config),
-            Command::Dev { data, addrs, alg } => serve::dev(&data.data_dir, &addrs, alg).await,
+            Command::Dev { data, addrs, alg } => {
+                crate::take_sighup();
+                serve::dev(&data.data_dir, &addrs, alg).await
+            }
             Command::Mint(args) => mint::mint(args),
             Command::DpopProof(args) => dpop_proof::dpop_proof(&args),
             Command::Health(args) => health::health(args).await,

@@ -624,11 +624,12 @@ impl Issuer {
         Ok(fetched.max_age)
     }
 
-    /// On a token whose `kid` is unknown: refetch the key set once, unless a refetch
-    /// started less than `unknown_kid_refetch_secs` ago. Concurrent callers wait for the
-    /// refetch in flight instead of starting their own. Callers look at [`Self::keys`]
-    /// again afterwards either way.
-    pub async fn refetch_for_unknown_kid(&self) {
+    /// Refetches the key set now (a token whose `kid` is unknown, or whose kid's keys
+    /// do not verify it; SIGHUP), unless a refetch started less than
+    /// `unknown_kid_refetch_secs` ago. Concurrent callers wait for the refetch in flight
+    /// instead of starting their own. Callers look at [`Self::keys`] again afterwards
+    /// either way.
+    pub async fn refetch_now(&self) {
         if self.is_static() {
             return;
         }
@@ -639,11 +640,11 @@ impl Issuer {
         }
         *last = Some(now);
         match self.load().await {
-            Ok(_) => tracing::info!(iss = %self.policy.issuer, "refetched keys for an unknown kid"),
+            Ok(_) => tracing::info!(iss = %self.policy.issuer, "refetched keys"),
             Err(error) => tracing::warn!(
                 iss = %self.policy.issuer,
                 %error,
-                "refetch for an unknown kid failed; keeping the last key set"
+                "refetching keys failed; keeping the last key set"
             ),
         }
     }

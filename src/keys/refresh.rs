@@ -35,9 +35,15 @@ pub async fn keep_fresh(issuer: Arc<Issuer>, mut rereads: tokio::sync::watch::Re
                 delay
             }
         };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            Ok(()) = rereads.changed() => {}
+        let next = tokio::time::sleep(delay);
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                () = &mut next => break,
+                // Rate-limited and shared with the unknown-kid refetch: a storm of
+                // signals is one fetch, not one each.
+                Ok(()) = rereads.changed() => issuer.refetch_now().await,
+            }
         }
     }
 }

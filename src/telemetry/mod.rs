@@ -242,12 +242,20 @@ mod otel {
                 "has credentials in it, which the exporter does not send: give them as headers in OTEL_EXPORTER_OTLP_HEADERS".into(),
             ));
         }
-        if let Some((ca_key, path)) = ca_file(config) {
-            if uri.scheme_str() != Some("https") {
+        match ca_file(config) {
+            // The key is introspectd's own: given for a plain collector, it is a mistake
+            // to hear of. The variable is shared with other SDKs, which ignore it there.
+            Some((ca_key, _))
+                if uri.scheme_str() != Some("https") && config.otlp_ca_file.is_some() =>
+            {
                 return Err((ca_key, "is for an https:// collector".into()));
             }
-            crate::tls::read_trust_anchors(&path)
-                .map_err(|e| (ca_key, format!("{}: {e}", path.display())))?;
+            Some(_) if uri.scheme_str() != Some("https") => {}
+            Some((ca_key, path)) => {
+                crate::tls::read_trust_anchors(&path)
+                    .map_err(|e| (ca_key, format!("{}: {e}", path.display())))?;
+            }
+            None => {}
         }
         Ok(())
     }

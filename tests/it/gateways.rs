@@ -389,14 +389,16 @@ async fn forward_auth_reads_its_settings_and_the_routes_policy() -> TestResult {
     );
     // A forward-auth address with a trailing slash reaches the Envoy route, whose query
     // is the client's: its policy would be dropped. X-Forwarded-Uri gives it away.
-    let slashed = http
-        .get(format!("http://{}/authz/?scope=admin", server.http_addr))
-        .header("x-introspectd-api-key", READER_KEY)
-        .header("x-token", &token)
-        .header("x-forwarded-uri", "/orders")
-        .send()
-        .await?;
-    assert_eq!(slashed.status(), 403);
+    for described_by in ["x-forwarded-uri", "x-forwarded-method", "x-original-url"] {
+        let slashed = http
+            .get(format!("http://{}/authz/?scope=admin", server.http_addr))
+            .header("x-introspectd-api-key", READER_KEY)
+            .header("x-token", &token)
+            .header(described_by, "/orders")
+            .send()
+            .await?;
+        assert_eq!(slashed.status(), 403, "{described_by}");
+    }
     // A scope a client slipped into a policy header stays inside the challenge's quotes.
     let injected = ask("?scope=admin", &token)
         .header(
