@@ -636,14 +636,23 @@ impl axum::extract::FromRequest<Arc<HttpState>> for Form {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &Arc<HttpState>) -> Result<Self, Response> {
+        // A client secret in the query is credentials in the request as much as one in
+        // the body: refused alike, never ignored.
+        let secret_in_query = request.uri().query().is_some_and(|query| {
+            url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "client_secret")
+        });
         let body = read_body(request.into_body(), state.max_request_bytes).await?;
-        parse_form(&body).map(Form).ok_or_else(|| {
+        let mut form = parse_form(&body).ok_or_else(|| {
             // Said only when refusing: serde's reason (a repeated parameter, say).
             let reason = serde_urlencoded::from_bytes::<IntrospectForm>(&body)
                 .err()
                 .map_or_else(String::new, |error| format!(": {error}"));
             invalid_request(&format!("{NOT_A_FORM}{reason}"))
-        })
+        })?;
+        if secret_in_query && form.client_secret.is_none() {
+            form.client_secret = Some(String::new());
+        }
+        Ok(Form(form))
     }
 }
 
