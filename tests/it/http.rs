@@ -414,5 +414,14 @@ async fn credentials_in_the_form_are_refused_with_where_they_go() -> TestResult 
         (401, &json!("invalid_client")),
         "anonymous"
     );
+    let in_query = reqwest::Client::new()
+        .post(format!(
+            "http://{}/oauth2/introspect?client_secret=x",
+            server.http_addr
+        ))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    assert_eq!(in_query.status(), 401, "a secret in the query");
     Ok(())
 }
