@@ -96,26 +96,24 @@ pub fn classify(token: &str, max_bytes: usize) -> Result<Classified<'_>, Rejecti
     if header.is_empty() || payload.is_empty() {
         return Ok(Classified::Opaque);
     }
-    if !is_base64url(token) {
-        return if names_an_alg(header) {
-            Err(Rejection::new(
-                Reason::Malformed,
-                "a JWS with padding, whitespace or other characters base64url does not have",
-            ))
+    // A JOSE header all the same, however mangled: `MALFORMED`, never sent to an issuer's
+    // endpoint as an opaque token.
+    let malformed_if_jose = |why: &'static str| {
+        if names_an_alg(header) {
+            Err(Rejection::new(Reason::Malformed, why))
         } else {
             Ok(Classified::Opaque)
-        };
+        }
+    };
+    if !is_base64url(token) {
+        return malformed_if_jose(
+            "a JWS with padding, whitespace or other characters base64url does not have",
+        );
     }
     let Ok(header) = decode_json::<Header>(header) else {
-        // A JOSE header all the same, which the issuer's endpoint would not know either.
-        return if names_an_alg(header) {
-            Err(Rejection::new(
-                Reason::Malformed,
-                "the JOSE header has a member twice or of the wrong type (kid and typ are strings)",
-            ))
-        } else {
-            Ok(Classified::Opaque)
-        };
+        return malformed_if_jose(
+            "the JOSE header has a member twice or of the wrong type (kid and typ are strings)",
+        );
     };
     let claims: Map<String, Value> = decode_json(payload)?;
     if URL_SAFE_NO_PAD.decode(signature).is_err() {

@@ -313,6 +313,14 @@ async fn callers_need_the_right_key_and_role() -> TestResult {
     Ok(())
 }
 
+/// An `[[api_keys]]` entry of a keys file.
+fn api_key_entry(name: &str, key: &str, role: &str) -> String {
+    format!(
+        "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n",
+        introspectd::auth::hash_key(key)
+    )
+}
+
 /// A request to revoke `jti` "j" of the test issuer, with `key`.
 fn revoke_jti_j(key: &str) -> tonic::Request<pb::RevokeRequest> {
     with_key(
@@ -335,12 +343,7 @@ fn revoke_jti_j(key: &str) -> tonic::Request<pb::RevokeRequest> {
 async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("api-keys.toml");
-    let entry = |name: &str, key: &str| {
-        format!(
-            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n",
-            introspectd::auth::hash_key(key)
-        )
-    };
+    let entry = |name: &str, key: &str| api_key_entry(name, key, "revoke");
     let replace = |text: &str| -> std::io::Result<()> {
         let staging = dir.path().join(".api-keys.toml.new");
         std::fs::write(&staging, text)?;
@@ -387,12 +390,7 @@ async fn the_api_keys_file_is_read_again_while_serving() -> TestResult {
 async fn sighup_reads_the_keys_file_and_the_key_sets_again_at_once() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("api-keys.toml");
-    let entry = |name: &str, key: &str| {
-        format!(
-            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"revoke\"]\n",
-            introspectd::auth::hash_key(key)
-        )
-    };
+    let entry = |name: &str, key: &str| api_key_entry(name, key, "revoke");
     std::fs::write(&path, entry("old", "old-key"))?;
     let withdrawn = key(Algorithm::ES256, "withdrawn");
     let kept = key(Algorithm::ES256, "kept");
@@ -465,12 +463,7 @@ async fn sighup_reads_the_keys_file_and_the_key_sets_again_at_once() -> TestResu
 async fn a_removed_key_ends_the_streams_it_opened() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("api-keys.toml");
-    let entry = |name: &str, key: &str, role: &str| {
-        format!(
-            "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\n",
-            introspectd::auth::hash_key(key)
-        )
-    };
+    let entry = api_key_entry;
     let admin = entry("admin", "admin-key", "admin");
     let replace = |text: &str| -> std::io::Result<()> {
         let staging = dir.path().join(".api-keys.toml.new");
