@@ -636,21 +636,21 @@ impl axum::extract::FromRequest<Arc<HttpState>> for Form {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &Arc<HttpState>) -> Result<Self, Response> {
-        // A client secret in the query is credentials in the request as much as one in
-        // the body: refused alike, never ignored.
+        // Credentials in the form or the query (`client_secret_post`) are not accepted,
+        // and never ignored either: refused with where they go.
         let secret_in_query = request.uri().query().is_some_and(|query| {
             url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "client_secret")
         });
         let body = read_body(request.into_body(), state.max_request_bytes).await?;
-        let mut form = parse_form(&body).ok_or_else(|| {
+        let form = parse_form(&body).ok_or_else(|| {
             // Said only when refusing: serde's reason (a repeated parameter, say).
             let reason = serde_urlencoded::from_bytes::<IntrospectForm>(&body)
                 .err()
                 .map_or_else(String::new, |error| format!(": {error}"));
             invalid_request(&format!("{NOT_A_FORM}{reason}"))
         })?;
-        if secret_in_query && form.client_secret.is_none() {
-            form.client_secret = Some(String::new());
+        if secret_in_query || form.client_secret.is_some() {
+            return Err(client_secret_post_refused());
         }
         Ok(Form(form))
     }
@@ -754,9 +754,6 @@ async fn introspect(
     IntrospectHeaders { wants_signed }: IntrospectHeaders,
     Form(form): Form,
 ) -> Response {
-    if form.client_secret.is_some() {
-        return client_secret_post_refused();
-    }
     if form.token.is_empty() {
         return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }
@@ -1063,13 +1060,23 @@ fn refused(denied: Denied, presented: Presented) -> Response {
             r#"Bearer realm="introspectd""#,
         ),
     };
+    // No credentials at all: say where they go (a client sending `client_secret_post`
+    // lands here, its form unread).
+    let body = if presented == Presented::Nothing {
+        json!({ "error": error, "error_description": NO_CREDENTIALS })
+    } else {
+        json!({ "error": error })
+    };
     (
         status,
         [(axum::http::header::WWW_AUTHENTICATE, challenge)],
-        Json(json!({ "error": error })),
+        Json(body),
     )
         .into_response()
 }
+
+/// Where a caller's credentials go.
+const NO_CREDENTIALS: &str = "send the API key as a Bearer token, or as the password of HTTP Basic (client_secret_basic); client_secret_post is not accepted";
 
 /// RFC 6749 section 5.2's `invalid_client` for credentials in the form
 /// (`client_secret_post`), saying where they go instead.
@@ -1082,7 +1089,7 @@ fn client_secret_post_refused() -> Response {
         )],
         Json(json!({
             "error": "invalid_client",
-            "error_description": "client_secret_post is not accepted: send the client's credentials with HTTP Basic (client_secret_basic), or its API key as a Bearer token",
+            "error_description": NO_CREDENTIALS,
         })),
     )
         .into_response()
@@ -1108,9 +1115,6 @@ async fn revoke(
     Extension(caller): Extension<Arc<Caller>>,
     Form(form): Form,
 ) -> Response {
-    if form.client_secret.is_some() {
-        return client_secret_post_refused();
-    }
     if form.token.is_empty() {
         return invalid_request("token is required, in an application/x-www-form-urlencoded body");
     }

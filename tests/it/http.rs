@@ -423,5 +423,19 @@ async fn credentials_in_the_form_are_refused_with_where_they_go() -> TestResult 
         .send()
         .await?;
     assert_eq!(in_query.status(), 401, "a secret in the query");
+    // Where a key is needed, the form is not read before the caller is known: the
+    // refusal still says where credentials go.
+    let keyless = reqwest::Client::new()
+        .post(format!("http://{}/oauth2/revoke", server.http_addr))
+        .form(&[("token", token.as_str()), ("client_secret", ADMIN_KEY)])
+        .send()
+        .await?;
+    assert_eq!(keyless.status(), 401);
+    let body: Value = keyless.json().await?;
+    let said = body["error_description"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("client_secret_post is not accepted"),
+        "{said}"
+    );
     Ok(())
 }
