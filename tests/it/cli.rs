@@ -145,11 +145,56 @@ fn check_config_refuses_what_serve_would_at_start() -> TestResult {
             ][..],
             "store.redis_ca_file",
         ),
+        // A trace collector's CA that is not there, for an https collector.
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing_ca),
+            ][..],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        // introspectd's own CA key, given for a plain collector: a mistake.
+        (
+            &[
+                (
+                    "INTROSPECTD_TELEMETRY__OTLP_ENDPOINT",
+                    "http://127.0.0.1:4317",
+                ),
+                ("INTROSPECTD_TELEMETRY__OTLP_CA_FILE", fake_ca),
+            ][..],
+            "telemetry.otlp_ca_file",
+        ),
+        // Credentials in the endpoint, which the exporter would not send.
+        (
+            &[(
+                "INTROSPECTD_TELEMETRY__OTLP_ENDPOINT",
+                "https://user:hunter2@127.0.0.1:4317",
+            )][..],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
     ] {
         let refused = check(vars)?;
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert_eq!(refused.status.code(), Some(64), "{vars:?}: {stderr}");
         assert!(stderr.contains(named), "{vars:?}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{vars:?}: {stderr}");
+    }
+    // The standard variables as other SDKs read them: the certificate variable is for
+    // https collectors and ignored for a plain one; OTEL_SDK_DISABLED turns export off,
+    // endpoint and all.
+    for vars in [
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing_ca),
+        ][..],
+        &[
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://bad host:4317"),
+        ][..],
+    ] {
+        let accepted = check(vars)?;
+        let stderr = String::from_utf8_lossy(&accepted.stderr);
+        assert_eq!(accepted.status.code(), Some(0), "{vars:?}: {stderr}");
     }
     Ok(())
 }
